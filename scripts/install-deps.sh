@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages consent-registry needs to build, test and run.
+# Idempotent: packages already present are not reinstalled, and apt-get update
+# runs only when something is missing. Used by the README, .ci/run and the
+# Dockerfile, so all three build from the same set.
+#
+# Usage: scripts/install-deps.sh [--runtime-only] [--with-test-tools]
+set -euo pipefail
+
+build_pkgs=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  librocksdb-dev libabsl-dev prometheus-cpp-dev libssl-dev
+  libgtest-dev libgmock-dev
+)
+# Tools the test suite uses: an independent Python gRPC client and the
+# sanitizer runtime for the ASan/UBSan build.
+test_pkgs=(python3-grpcio python3-protobuf python3-grpc-tools curl)
+runtime_pkgs=(
+  libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-core1.0
+  libprometheus-cpp-pull1.0 ca-certificates
+)
+
+want=("${build_pkgs[@]}")
+for arg in "$@"; do
+  case "$arg" in
+    --runtime-only) want=("${runtime_pkgs[@]}") ;;
+    --with-test-tools) want+=("${test_pkgs[@]}") ;;
+    *) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#want[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,83 @@
+// consentd: the consent registry server. Flags: consentd --help.
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/log.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "gRPC address, host:port (port 0 picks a free port). Without TLS and "
+          "authentication only loopback addresses are accepted.");
+ABSL_FLAG(std::string, data_dir, "./consent-data",
+          "Directory of the RocksDB database; created if missing.");
+ABSL_FLAG(std::string, policy, "deploy/policy/default.textproto",
+          "Policy file (consent.v1.Policy in text format). Reloaded on SIGHUP "
+          "and ConsentAdmin.ReloadPolicy.");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
+          "Address of the Prometheus endpoint /metrics; empty disables it.");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "consentd: records users' objections and consents and answers whether "
+      "content may be used for a purpose.\n\nUsage: consentd [flags]");
+  absl::ParseCommandLine(argc, argv);
+
+  // Signals are taken synchronously by sigwait below; block them before any
+  // thread starts so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  consent::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.policy_path = absl::GetFlag(FLAGS_policy);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  consent::LogInfo(absl::StrCat(
+      "starting consentd: listen=", options.listen, " data_dir=", options.data_dir,
+      " policy=", options.policy_path, " metrics_listen=",
+      options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen,
+      " shutdown_grace=", absl::FormatDuration(options.shutdown_grace)));
+
+  auto server = consent::ConsentServer::Start(options);
+  if (!server.ok()) {
+    consent::LogError(absl::StrCat("consentd cannot start: ", server.status().ToString()));
+    return 1;
+  }
+  consent::LogInfo(
+      "no TLS or authentication configured: serving on loopback only, to local callers");
+  if (!(*server)->metrics_address().empty()) {
+    consent::LogInfo(
+        absl::StrCat("metrics on http://", (*server)->metrics_address(), "/metrics"));
+  }
+  // Tests and scripts wait for this line on stdout to learn the address.
+  std::cout << "consentd listening on " << (*server)->listen_address() << std::endl;
+
+  for (;;) {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0) continue;
+    if (signal_number == SIGHUP) {
+      consent::LogInfo("SIGHUP: reloading the policy");
+      (*server)->ReloadPolicy().IgnoreError();  // logged by the reloader
+      continue;
+    }
+    consent::LogInfo(absl::StrCat("signal ", signal_number,
+                                  ": draining, then closing the store"));
+    break;
+  }
+  absl::Status status = (*server)->Shutdown();
+  return status.ok() ? 0 : 1;
+}

@@ -1,0 +1,85 @@
+// The consent policy: a consent.v1.Policy in text format, validated and
+// compiled into lookup tables. A CompiledPolicy is immutable; the active one
+// is swapped atomically by PolicyHolder, so a check sees one whole policy.
+#ifndef CONSENT_SERVER_POLICY_H_
+#define CONSENT_SERVER_POLICY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "consent/v1/policy.pb.h"
+
+namespace consent {
+
+class CompiledPolicy {
+ public:
+  // Parses and validates `text`. Errors are kInvalidArgument naming
+  // `source_name`, the line (for parse errors) and the reason.
+  static absl::StatusOr<std::shared_ptr<const CompiledPolicy>> FromText(
+      std::string text, absl::string_view source_name);
+  // Reads `path`; kNotFound / kPermissionDenied when it cannot be read.
+  static absl::StatusOr<std::shared_ptr<const CompiledPolicy>> FromFile(
+      const std::string& path);
+
+  const std::string& version() const { return proto_.version(); }
+  const v1::Policy& proto() const { return proto_; }
+  const std::string& text() const { return text_; }
+
+  bool HasPurpose(absl::string_view purpose) const {
+    return purposes_.contains(purpose);
+  }
+
+  // The rule deciding `purpose` for a subject in `jurisdiction`: the rule
+  // set of the jurisdiction's group (an unlisted subdivision "US-CA" falls
+  // back to "US"; unknown or empty: the default rules), then the most
+  // specific rule along the purpose path. nullptr when there is none.
+  const v1::PurposeRule* FindRule(absl::string_view jurisdiction,
+                                  absl::string_view purpose) const;
+
+ private:
+  using RuleIndex = absl::flat_hash_map<std::string, const v1::PurposeRule*>;
+
+  CompiledPolicy() = default;
+  const RuleIndex& RulesFor(absl::string_view jurisdiction) const;
+
+  v1::Policy proto_;
+  std::string text_;
+  absl::flat_hash_set<std::string> purposes_;
+  // Rule index per jurisdiction group, in the order of the proto.
+  std::vector<RuleIndex> group_rules_;
+  RuleIndex default_rules_;
+  absl::flat_hash_map<std::string, size_t> group_of_jurisdiction_;
+};
+
+// Holds the active policy. Get() is lock-free for readers in practice
+// (std::atomic_load on a shared_ptr) and returns a snapshot that stays
+// valid while the caller holds it.
+class PolicyHolder {
+ public:
+  explicit PolicyHolder(std::shared_ptr<const CompiledPolicy> initial)
+      : policy_(std::move(initial)) {}
+  std::shared_ptr<const CompiledPolicy> Get() const {
+    return std::atomic_load(&policy_);
+  }
+  // Replaces the active policy; returns the previous one.
+  std::shared_ptr<const CompiledPolicy> Swap(std::shared_ptr<const CompiledPolicy> next) {
+    return std::atomic_exchange(&policy_, std::move(next));
+  }
+
+ private:
+  std::shared_ptr<const CompiledPolicy> policy_;
+};
+
+// "ai_training.generative.images" -> "ai_training.generative" -> "ai_training"
+// -> "" (done). Returns the parent of `purpose`, or "" for a root.
+absl::string_view ParentPurpose(absl::string_view purpose);
+
+}  // namespace consent
+
+#endif  // CONSENT_SERVER_POLICY_H_

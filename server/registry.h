@@ -1,0 +1,70 @@
+// The registry's operations, independent of the transport: validation,
+// the write rules, and checks. The gRPC services (registry_service.h) are
+// thin adapters over this class.
+#ifndef CONSENT_SERVER_REGISTRY_H_
+#define CONSENT_SERVER_REGISTRY_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "consent/v1/registry.pb.h"
+#include "server/clock.h"
+#include "server/policy.h"
+#include "storage/consent_store.h"
+
+namespace consent {
+
+// Who is calling, for history.
+struct CallContext {
+  // The authenticated caller; without authentication, the peer address.
+  std::string caller;
+};
+
+inline constexpr int kMaxBatchSetItems = 1000;
+inline constexpr int kMaxBatchCheckItems = 10000;
+
+// Thread safe. Does not own its collaborators, which must outlive it.
+//
+// Errors: kInvalidArgument with a google.rpc.BadRequest naming each bad
+// field; kAborted when expected_revision does not match; kFailedPrecondition
+// for writes to a deleted subject and min_revision beyond the registry's
+// revision; kAlreadyExists for deleting a deleted subject; kNotFound from
+// GetSubject for a user never recorded; kUnimplemented for features not
+// built yet (as_of). Storage failures pass through (kInternal, kDataLoss).
+class Registry {
+ public:
+  Registry(storage::ConsentStore* store, PolicyHolder* policies, const Clock* clock)
+      : store_(store), policies_(policies), clock_(clock) {}
+
+  absl::Status SetPreference(const v1::SetPreferenceRequest& request,
+                             const CallContext& context,
+                             v1::SetPreferenceResponse* response);
+  absl::Status BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
+                                   const CallContext& context,
+                                   v1::BatchSetPreferencesResponse* response);
+  absl::Status UpdateSubject(const v1::UpdateSubjectRequest& request,
+                             const CallContext& context,
+                             v1::UpdateSubjectResponse* response);
+  absl::Status DeleteSubject(const v1::DeleteSubjectRequest& request,
+                             const CallContext& context,
+                             v1::DeleteSubjectResponse* response);
+  absl::Status GetSubject(const v1::GetSubjectRequest& request,
+                          v1::GetSubjectResponse* response);
+  absl::Status Check(const v1::CheckRequest& request, v1::CheckResponse* response);
+  absl::Status BatchCheck(const v1::BatchCheckRequest& request,
+                          v1::BatchCheckResponse* response);
+
+  int64_t CurrentRevision() const { return store_->CurrentRevision(); }
+
+ private:
+  // The status for a read that asks for as_of or min_revision.
+  absl::Status CheckReadOptions(bool has_as_of, int64_t min_revision) const;
+
+  storage::ConsentStore* store_;
+  PolicyHolder* policies_;
+  const Clock* clock_;
+};
+
+}  // namespace consent
+
+#endif  // CONSENT_SERVER_REGISTRY_H_

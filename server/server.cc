@@ -1,0 +1,213 @@
+#include "server/server.h"
+
+#include <exception>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "prometheus/collectable.h"
+#include "prometheus/exposer.h"
+#include "prometheus/metric_family.h"
+#include "server/log.h"
+#include "server/policy.h"
+#include "server/registry.h"
+#include "server/registry_service.h"
+#include "storage/consent_store.h"
+
+#ifndef CONSENT_VERSION
+#define CONSENT_VERSION "dev"
+#endif
+#ifndef CONSENT_GIT_REVISION
+#define CONSENT_GIT_REVISION "unknown"
+#endif
+
+namespace consent {
+namespace {
+
+// Gauges read at scrape time, so they cost nothing on the hot path.
+class StateCollector final : public prometheus::Collectable {
+ public:
+  StateCollector(const storage::ConsentStore* store, const PolicyHolder* policies)
+      : store_(store), policies_(policies) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> out;
+    auto gauge = [&out](std::string name, std::string help,
+                        std::map<std::string, std::string> labels, double value) {
+      prometheus::MetricFamily family;
+      family.name = std::move(name);
+      family.help = std::move(help);
+      family.type = prometheus::MetricType::Gauge;
+      prometheus::ClientMetric metric;
+      for (auto& [k, v] : labels) metric.label.push_back({k, v});
+      metric.gauge.value = value;
+      family.metric.push_back(std::move(metric));
+      out.push_back(std::move(family));
+    };
+    gauge("consent_build_info", "Build of consentd; the value is always 1.",
+          {{"version", CONSENT_VERSION}, {"revision", CONSENT_GIT_REVISION}}, 1);
+    gauge("consent_registry_revision", "Revision of the last acknowledged write.", {},
+          static_cast<double>(store_->CurrentRevision()));
+    gauge("consent_policy_info", "Active policy; the value is always 1.",
+          {{"version", policies_->Get()->version()}}, 1);
+    return out;
+  }
+
+ private:
+  const storage::ConsentStore* store_;
+  const PolicyHolder* policies_;
+};
+
+class ServerImpl final : public ConsentServer {
+ public:
+  ~ServerImpl() override { Shutdown().IgnoreError(); }
+
+  std::string listen_address() const override { return listen_address_; }
+  std::string metrics_address() const override { return metrics_address_; }
+  absl::Status ReloadPolicy() override { return reloader_->Reload().status(); }
+  absl::Status Shutdown() override;
+
+  ServerOptions options_;
+  RealClock real_clock_;
+  std::unique_ptr<storage::ConsentStore> store_;
+  std::unique_ptr<PolicyHolder> policies_;
+  std::unique_ptr<PolicyReloader> reloader_;
+  std::unique_ptr<Registry> registry_;
+  std::unique_ptr<RegistryService> registry_service_;
+  std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::shared_ptr<StateCollector> collector_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::string listen_address_;
+  std::string metrics_address_;
+  bool shut_down_ = false;
+};
+
+absl::Status ServerImpl::Shutdown() {
+  if (shut_down_) return absl::OkStatus();
+  shut_down_ = true;
+  if (grpc_server_ != nullptr) {
+    grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+    grpc_server_->Shutdown(std::chrono::system_clock::now() +
+                           absl::ToChronoSeconds(options_.shutdown_grace));
+    grpc_server_->Wait();
+  }
+  exposer_.reset();
+  absl::Status status = store_ != nullptr ? store_->Close() : absl::OkStatus();
+  LogInfo(status.ok() ? "store closed cleanly"
+                      : absl::StrCat("closing the store failed: ", status.message()));
+  return status;
+}
+
+// Splits "host:port" / "[v6]:port".
+bool SplitHostPort(absl::string_view address, absl::string_view* host,
+                   absl::string_view* port) {
+  size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos) return false;
+  *host = address.substr(0, colon);
+  *port = address.substr(colon + 1);
+  if (absl::ConsumePrefix(host, "[")) {
+    if (!absl::ConsumeSuffix(host, "]")) return false;
+  }
+  int port_number;
+  return !host->empty() && absl::SimpleAtoi(*port, &port_number) && port_number >= 0 &&
+         port_number <= 65535;
+}
+
+}  // namespace
+
+bool IsLoopbackAddress(absl::string_view listen) {
+  absl::string_view host, port;
+  if (!SplitHostPort(listen, &host, &port)) return false;
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(
+    const ServerOptions& options, const Clock* clock) {
+  absl::string_view host, port;
+  if (!SplitHostPort(options.listen, &host, &port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen \"", options.listen, "\" is not host:port"));
+  }
+  if (!IsLoopbackAddress(options.listen)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen ", options.listen,
+        " is not a loopback address; without TLS and authentication consentd "
+        "listens on loopback only"));
+  }
+  if (!options.metrics_listen.empty() &&
+      !SplitHostPort(options.metrics_listen, &host, &port)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--metrics_listen \"", options.metrics_listen, "\" is not host:port"));
+  }
+  auto server = std::make_unique<ServerImpl>();
+  server->options_ = options;
+  if (clock == nullptr) clock = &server->real_clock_;
+
+  auto policy = CompiledPolicy::FromFile(options.policy_path);
+  if (!policy.ok()) return policy.status();
+  server->policies_ = std::make_unique<PolicyHolder>(*std::move(policy));
+  server->reloader_ =
+      std::make_unique<PolicyReloader>(options.policy_path, server->policies_.get());
+
+  storage::StoreOptions store_options;
+  store_options.data_dir = options.data_dir;
+  auto store = storage::ConsentStore::Open(store_options);
+  if (!store.ok()) return store.status();
+  server->store_ = *std::move(store);
+
+  server->registry_ = std::make_unique<Registry>(server->store_.get(),
+                                                 server->policies_.get(), clock);
+  server->registry_service_ = std::make_unique<RegistryService>(server->registry_.get());
+  server->admin_service_ = std::make_unique<AdminService>(server->policies_.get(),
+                                                          server->reloader_.get());
+
+  if (!options.metrics_listen.empty()) {
+    try {
+      server->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
+    } catch (const std::exception& e) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot serve metrics on --metrics_listen ", options.metrics_listen, ": ",
+          e.what()));
+    }
+    server->collector_ = std::make_shared<StateCollector>(server->store_.get(),
+                                                          server->policies_.get());
+    server->exposer_->RegisterCollectable(server->collector_);
+    const auto ports = server->exposer_->GetListeningPorts();
+    server->metrics_address_ =
+        absl::StrCat(options.metrics_listen.substr(0, options.metrics_listen.rfind(':')),
+                     ":", ports.empty() ? 0 : ports[0]);
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int selected_port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
+                           &selected_port);
+  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  builder.RegisterService(server->registry_service_.get());
+  builder.RegisterService(server->admin_service_.get());
+  server->grpc_server_ = builder.BuildAndStart();
+  if (server->grpc_server_ == nullptr || selected_port == 0) {
+    server->grpc_server_.reset();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot listen on --listen ", options.listen,
+                     " (address in use or not available)"));
+  }
+  server->listen_address_ = absl::StrCat(
+      options.listen.substr(0, options.listen.rfind(':')), ":", selected_port);
+  grpc::HealthCheckServiceInterface* health =
+      server->grpc_server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus(v1::ConsentRegistry::service_full_name(), true);
+  health->SetServingStatus(v1::ConsentAdmin::service_full_name(), true);
+  return std::unique_ptr<ConsentServer>(std::move(server));
+}
+
+}  // namespace consent

@@ -1,0 +1,58 @@
+// consentd assembled: the store, the active policy, the gRPC services with
+// health checking and reflection, and the metrics endpoint.
+#ifndef CONSENT_SERVER_SERVER_H_
+#define CONSENT_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/clock.h"
+
+namespace consent {
+
+struct ServerOptions {
+  // host:port; port 0 picks a free port (see ConsentServer::listen_address).
+  std::string listen = "127.0.0.1:50051";
+  std::string data_dir = "./consent-data";
+  std::string policy_path = "deploy/policy/default.textproto";
+  // host:port for /metrics; empty disables the endpoint.
+  std::string metrics_listen = "127.0.0.1:9464";
+  // How long in-flight calls may run on after shutdown starts.
+  absl::Duration shutdown_grace = absl::Seconds(10);
+  // Largest request accepted, in bytes.
+  int max_receive_message_bytes = 32 << 20;
+};
+
+// Whether `listen` ("host:port") names a loopback address.
+bool IsLoopbackAddress(absl::string_view listen);
+
+class ConsentServer {
+ public:
+  // Opens the store, loads the policy, binds both ports and starts serving;
+  // health reports SERVING only after all of it succeeded. Errors name what
+  // failed (data directory, policy file, address). `clock` may be null for
+  // the real clock; it must outlive the server.
+  static absl::StatusOr<std::unique_ptr<ConsentServer>> Start(
+      const ServerOptions& options, const Clock* clock = nullptr);
+
+  virtual ~ConsentServer() = default;
+
+  // The address actually bound, with the chosen port.
+  virtual std::string listen_address() const = 0;
+  // The metrics address bound, or "" when disabled.
+  virtual std::string metrics_address() const = 0;
+
+  // Reloads the policy file (SIGHUP). Logs the outcome.
+  virtual absl::Status ReloadPolicy() = 0;
+
+  // Reports NOT_SERVING, stops accepting calls, lets in-flight ones finish
+  // within the grace period, then closes the store. Idempotent.
+  virtual absl::Status Shutdown() = 0;
+};
+
+}  // namespace consent
+
+#endif  // CONSENT_SERVER_SERVER_H_

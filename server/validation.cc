@@ -1,0 +1,180 @@
+#include "server/validation.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/civil_time.h"
+#include "google/rpc/error_details.pb.h"
+#include "server/errors.h"
+
+namespace consent {
+namespace {
+
+// Returns the length of the UTF-8 sequence at s[i], or 0 when invalid.
+size_t Utf8SequenceLength(absl::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  size_t len;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; }
+  else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; }
+  else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; }
+  else return 0;
+  if (i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    const auto cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  // Overlong encodings, surrogates and values past U+10FFFF are invalid.
+  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+    return 0;
+  }
+  // C1 control characters (U+0080 to U+009F).
+  if (cp >= 0x80 && cp <= 0x9f) return 0;
+  return len;
+}
+
+}  // namespace
+
+void Violations::Add(std::string field, std::string description) {
+  items_.emplace_back(std::move(field), std::move(description));
+}
+
+absl::Status Violations::ToStatus() const {
+  if (items_.empty()) return absl::OkStatus();
+  google::rpc::BadRequest bad_request;
+  std::vector<std::string> parts;
+  for (const auto& [field, description] : items_) {
+    auto* v = bad_request.add_field_violations();
+    v->set_field(field);
+    v->set_description(description);
+    parts.push_back(absl::StrCat(field, ": ", description));
+  }
+  absl::Status status = absl::InvalidArgumentError(absl::StrJoin(parts, "; "));
+  AttachDetail(status, bad_request);
+  return status;
+}
+
+absl::Status FieldError(absl::string_view field, absl::string_view description) {
+  Violations v;
+  v.Add(std::string(field), std::string(description));
+  return v.ToStatus();
+}
+
+std::string IdProblem(absl::string_view id) {
+  if (id.empty()) return "is required";
+  if (id.size() > kMaxIdBytes) {
+    return absl::StrCat("is ", id.size(), " bytes; at most ", kMaxIdBytes, " allowed");
+  }
+  for (size_t i = 0; i < id.size();) {
+    const auto c = static_cast<unsigned char>(id[i]);
+    if (c < 0x20 || c == 0x7f) return "contains a control character";
+    size_t len = Utf8SequenceLength(id, i);
+    if (len == 0) return "is not valid UTF-8 or contains a control character";
+    i += len;
+  }
+  return "";
+}
+
+std::string PurposeProblem(absl::string_view purpose) {
+  if (purpose.empty()) return "is required";
+  if (purpose.size() > kMaxPurposeBytes) {
+    return absl::StrCat("is ", purpose.size(), " bytes; at most ",
+                        kMaxPurposeBytes, " allowed");
+  }
+  bool segment_empty = true;
+  for (char c : purpose) {
+    if (c == '.') {
+      if (segment_empty) break;
+      segment_empty = true;
+    } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_') {
+      segment_empty = false;
+    } else {
+      return "must match [a-z0-9_]+(.[a-z0-9_]+)*";
+    }
+  }
+  if (segment_empty) return "must match [a-z0-9_]+(.[a-z0-9_]+)*";
+  return "";
+}
+
+std::string JurisdictionProblem(absl::string_view code) {
+  auto upper = [](char c) { return c >= 'A' && c <= 'Z'; };
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  bool ok = code.size() >= 2 && upper(code[0]) && upper(code[1]);
+  if (ok && code.size() > 2) {
+    ok = code[2] == '-' && code.size() >= 4 && code.size() <= 6;
+    for (size_t i = 3; ok && i < code.size(); ++i) {
+      ok = upper(code[i]) || digit(code[i]);
+    }
+  }
+  return ok ? "" : "must be an ISO 3166 code such as GB or US-CA";
+}
+
+std::string DateProblem(const v1::Date& date) {
+  if (date.year() < 1900 || date.year() > 9999) return "year must be 1900 to 9999";
+  absl::CivilDay day(date.year(), date.month(), date.day());
+  if (date.month() < 1 || date.month() > 12 || day.month() != date.month() ||
+      day.day() != date.day()) {
+    return "is not a calendar date";
+  }
+  return "";
+}
+
+std::string TimestampProblem(const google::protobuf::Timestamp& t) {
+  // Protobuf's Timestamp range: 0001-01-01 to 9999-12-31.
+  if (t.seconds() < -62135596800 || t.seconds() > 253402300799 ||
+      t.nanos() < 0 || t.nanos() > 999999999) {
+    return "is out of range";
+  }
+  return "";
+}
+
+void ValidateContent(const v1::Content& content, const std::string& prefix,
+                     Violations* violations) {
+  if (std::string p = IdProblem(content.content_id()); !p.empty()) {
+    violations->Add(prefix + ".content_id", p);
+  }
+  if (content.content_type() == v1::CONTENT_TYPE_UNSPECIFIED) {
+    violations->Add(prefix + ".content_type", "is required");
+  } else if (!v1::ContentType_IsValid(content.content_type())) {
+    violations->Add(prefix + ".content_type", "is not a known content type");
+  }
+  if (content.visibility() == v1::VISIBILITY_UNSPECIFIED) {
+    violations->Add(prefix + ".visibility", "is required");
+  } else if (!v1::Visibility_IsValid(content.visibility())) {
+    violations->Add(prefix + ".visibility", "is not a known visibility");
+  }
+  if (content.has_create_time()) {
+    if (std::string p = TimestampProblem(content.create_time()); !p.empty()) {
+      violations->Add(prefix + ".create_time", p);
+    }
+  }
+  for (int i = 0; i < content.sensitive_categories_size(); ++i) {
+    int c = content.sensitive_categories(i);
+    if (c == v1::SENSITIVE_CATEGORY_UNSPECIFIED || !v1::SensitiveCategory_IsValid(c)) {
+      violations->Add(absl::StrCat(prefix, ".sensitive_categories[", i, "]"),
+                      "is not a known sensitive category");
+    }
+  }
+}
+
+void ValidateSource(const v1::Source& source, const std::string& prefix,
+                    Violations* violations) {
+  auto check = [&](const std::string& value, const char* name) {
+    if (value.size() > kMaxSourceFieldBytes) {
+      violations->Add(absl::StrCat(prefix, ".", name),
+                      absl::StrCat("at most ", kMaxSourceFieldBytes, " bytes allowed"));
+    } else if (!value.empty()) {
+      if (std::string p = IdProblem(value.substr(0, kMaxIdBytes)); !p.empty()) {
+        violations->Add(absl::StrCat(prefix, ".", name), p);
+      }
+    }
+  };
+  check(source.channel(), "channel");
+  check(source.notice_id(), "notice_id");
+  check(source.notice_version(), "notice_version");
+  check(source.actor(), "actor");
+}
+
+}  // namespace consent

@@ -1,0 +1,63 @@
+// Validation of request fields. Errors are absl::Status values of code
+// kInvalidArgument carrying a google.rpc.BadRequest payload that names the
+// field, which ToGrpcStatus (errors.h) turns into the status details.
+#ifndef CONSENT_SERVER_VALIDATION_H_
+#define CONSENT_SERVER_VALIDATION_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "consent/v1/types.pb.h"
+#include "google/protobuf/timestamp.pb.h"
+
+namespace consent {
+
+inline constexpr size_t kMaxIdBytes = 128;
+inline constexpr size_t kMaxPurposeBytes = 64;
+inline constexpr size_t kMaxSourceFieldBytes = 256;
+
+// Collects field violations; one request may have several.
+class Violations {
+ public:
+  void Add(std::string field, std::string description);
+  bool empty() const { return items_.empty(); }
+  // OK when empty; otherwise kInvalidArgument naming every field.
+  absl::Status ToStatus() const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> items_;
+};
+
+// kInvalidArgument for one field.
+absl::Status FieldError(absl::string_view field, absl::string_view description);
+
+// An id (user, content, request): 1-128 bytes of valid UTF-8 without
+// control characters. Returns the problem, or "" when valid.
+std::string IdProblem(absl::string_view id);
+
+// A purpose name: [a-z0-9_]+(\.[a-z0-9_]+)*, at most 64 bytes.
+std::string PurposeProblem(absl::string_view purpose);
+
+// An ISO 3166 code: "GB" or "US-CA" (2 letters, optionally a dash and 1-3
+// letters or digits), upper case.
+std::string JurisdictionProblem(absl::string_view code);
+
+// A calendar date that exists, from year 1900.
+std::string DateProblem(const v1::Date& date);
+
+// A Timestamp within protobuf's valid range.
+std::string TimestampProblem(const google::protobuf::Timestamp& t);
+
+// Validates the fields of a Content. `prefix` names it ("content" or
+// "items[3].content").
+void ValidateContent(const v1::Content& content, const std::string& prefix,
+                     Violations* violations);
+
+void ValidateSource(const v1::Source& source, const std::string& prefix,
+                    Violations* violations);
+
+}  // namespace consent
+
+#endif  // CONSENT_SERVER_VALIDATION_H_

@@ -1,0 +1,100 @@
+// The registry's durable state behind a narrow interface. The RocksDB
+// implementation lives in rocksdb_store.cc; nothing outside storage/ sees it.
+//
+// Layout on disk: docs/storage.md.
+#ifndef CONSENT_STORAGE_CONSENT_STORE_H_
+#define CONSENT_STORAGE_CONSENT_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "consent/v1/types.pb.h"
+
+namespace consent::storage {
+
+struct StoreOptions {
+  // Directory holding the database; created (with parents) if missing.
+  std::string data_dir;
+  // Size of the shared block cache for point reads, in bytes.
+  size_t block_cache_bytes = 256 << 20;
+};
+
+// One change to one subject, applied inside a Commit under the store's write
+// lock, so read-modify-write sequences need no other synchronisation.
+struct SubjectUpdate {
+  std::string user_id;
+  // Changes `subject` in place and describes the change in `event` (kind,
+  // change payload, caller, request_id, source). `exists` tells whether a
+  // record was stored before; when it was not, `subject` holds only user_id.
+  // `revision` is the revision this update will get if the commit succeeds.
+  // The store then sets the subject's revision and timestamps and the
+  // event's revision, event_time and user_id. Returning an error aborts the
+  // whole Commit, and nothing is written.
+  std::function<absl::Status(bool exists, int64_t revision,
+                             v1::Subject& subject, v1::ChangeEvent& event)>
+      apply;
+};
+
+struct CommitResult {
+  // Revision given to each update, in order; consecutive.
+  std::vector<int64_t> revisions;
+  // Each update's subject as written, in order.
+  std::vector<v1::Subject> subjects;
+};
+
+// Thread safety: every method may be called concurrently. Commits are
+// serialised; reads never wait for a commit to finish syncing.
+class ConsentStore {
+ public:
+  // Opens (creating if missing) the database in options.data_dir. Errors:
+  // kFailedPrecondition when another process holds the directory's lock or
+  // the directory is not a database of this format; kDataLoss when files
+  // are corrupt; kInternal for other I/O failures. Messages name the path.
+  static absl::StatusOr<std::unique_ptr<ConsentStore>> Open(
+      const StoreOptions& options);
+
+  virtual ~ConsentStore() = default;
+
+  // Applies `updates` atomically (one RocksDB write batch, WAL synced before
+  // returning), giving each a new revision. Several updates may name the
+  // same user; each sees the result of the ones before it. Fails with the
+  // first update's error, or kInvalidArgument when `updates` is empty.
+  virtual absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates,
+                                              absl::Time now) = 0;
+
+  // The subject's current record. kNotFound: nothing was ever recorded for
+  // this user.
+  virtual absl::StatusOr<v1::Subject> GetSubject(absl::string_view user_id) = 0;
+
+  // Reads several subjects at once (one MultiGet). `out` gets one entry per
+  // id, empty where no record exists. Any other error fails the whole call.
+  virtual absl::Status GetSubjects(
+      absl::Span<const absl::string_view> user_ids,
+      std::vector<std::optional<v1::Subject>>* out) = 0;
+
+  // The revision of the last acknowledged commit (0 for an empty store).
+  // Every write up to it is visible to reads that start afterwards.
+  virtual int64_t CurrentRevision() const = 0;
+
+  // Change events with revision >= start_revision, oldest first, at most
+  // `limit` of them.
+  virtual absl::StatusOr<std::vector<v1::ChangeEvent>> ReadEvents(
+      int64_t start_revision, size_t limit) = 0;
+
+  // Flushes and closes; later calls fail with kFailedPrecondition.
+  // Also done by the destructor.
+  virtual absl::Status Close() = 0;
+};
+
+}  // namespace consent::storage
+
+#endif  // CONSENT_STORAGE_CONSENT_STORE_H_
