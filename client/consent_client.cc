@@ -1,0 +1,139 @@
+#include "client/consent_client.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace consent {
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  absl::Status out(static_cast<absl::StatusCode>(status.error_code()),
+                   status.error_message());
+  google::rpc::Status details;
+  if (!status.error_details().empty() && details.ParseFromString(status.error_details())) {
+    for (const auto& any : details.details()) {
+      out.SetPayload(any.type_url(), absl::Cord(any.value()));
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> FieldViolations(const absl::Status& status) {
+  std::vector<std::string> out;
+  auto payload = status.GetPayload("type.googleapis.com/google.rpc.BadRequest");
+  google::rpc::BadRequest bad_request;
+  if (payload && bad_request.ParseFromString(std::string(*payload))) {
+    for (const auto& v : bad_request.field_violations()) {
+      out.push_back(absl::StrCat(v.field(), ": ", v.description()));
+    }
+  }
+  return out;
+}
+
+std::unique_ptr<Client> Client::Connect(const std::string& target,
+                                        ClientOptions options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return std::make_unique<Client>(
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args),
+      std::move(options));
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : channel_(std::move(channel)),
+      registry_(v1::ConsentRegistry::NewStub(channel_)),
+      admin_(v1::ConsentAdmin::NewStub(channel_)),
+      options_(std::move(options)) {}
+
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> Client::Call(
+    Stub* stub,
+    grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+    const Request& request, bool idempotent) {
+  const int attempts = idempotent ? std::max(1, options_.max_attempts) : 1;
+  absl::BitGen random;
+  absl::Duration backoff = options_.initial_backoff;
+  grpc::Status status;
+  for (int attempt = 1;; ++attempt) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         absl::ToChronoNanoseconds(options_.timeout));
+    Response response;
+    status = (stub->*method)(&context, request, &response);
+    if (status.ok()) return response;
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= attempts) {
+      break;
+    }
+    // Full backoff with +-20% jitter, so clients restarted together spread out.
+    options_.sleep(backoff * absl::Uniform(random, 0.8, 1.2));
+    backoff = std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
+  }
+  return FromGrpcStatus(status);
+}
+
+absl::StatusOr<v1::SetPreferenceResponse> Client::SetPreference(
+    const v1::SetPreferenceRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::SetPreference, request,
+              !request.request_id().empty());
+}
+
+absl::StatusOr<v1::BatchSetPreferencesResponse> Client::BatchSetPreferences(
+    const v1::BatchSetPreferencesRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::BatchSetPreferences, request,
+              !request.request_id().empty());
+}
+
+absl::StatusOr<v1::UpdateSubjectResponse> Client::UpdateSubject(
+    const v1::UpdateSubjectRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::UpdateSubject, request,
+              !request.request_id().empty());
+}
+
+absl::StatusOr<v1::DeleteSubjectResponse> Client::DeleteSubject(
+    const v1::DeleteSubjectRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::DeleteSubject, request,
+              !request.request_id().empty());
+}
+
+absl::StatusOr<v1::GetSubjectResponse> Client::GetSubject(
+    const v1::GetSubjectRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::GetSubject, request, true);
+}
+
+absl::StatusOr<v1::CheckResponse> Client::Check(const v1::CheckRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::Check, request, true);
+}
+
+absl::StatusOr<v1::BatchCheckResponse> Client::BatchCheck(
+    const v1::BatchCheckRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::BatchCheck, request, true);
+}
+
+absl::StatusOr<v1::GetPolicyResponse> Client::GetPolicy() {
+  return Call(admin_.get(), &v1::ConsentAdmin::Stub::GetPolicy, v1::GetPolicyRequest(),
+              true);
+}
+
+absl::StatusOr<v1::ReloadPolicyResponse> Client::ReloadPolicy() {
+  return Call(admin_.get(), &v1::ConsentAdmin::Stub::ReloadPolicy,
+              v1::ReloadPolicyRequest(), true);
+}
+
+bool Client::IsAllowed(const v1::CheckRequest& request, v1::Decision* decision,
+                       absl::Status* error) {
+  auto response = Check(request);
+  if (error != nullptr) *error = response.status();
+  if (!response.ok()) return false;
+  if (decision != nullptr) *decision = response->decision();
+  return response->decision().allowed();
+}
+
+}  // namespace consent

@@ -1,0 +1,89 @@
+// C++ client of consentd. Every call has a deadline; idempotent calls are
+// retried with exponential backoff and jitter while the server is
+// UNAVAILABLE. Errors come back as absl::Status with the server's code,
+// message and google.rpc details (as payloads keyed by type URL).
+#ifndef CONSENT_CLIENT_CONSENT_CLIENT_H_
+#define CONSENT_CLIENT_CONSENT_CLIENT_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "consent/v1/admin.grpc.pb.h"
+#include "consent/v1/registry.grpc.pb.h"
+#include "grpcpp/channel.h"
+
+namespace consent {
+
+struct ClientOptions {
+  // Deadline of each attempt.
+  absl::Duration timeout = absl::Seconds(10);
+  // Attempts of an idempotent call in all (1 disables retries).
+  int max_attempts = 4;
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(2);
+  double backoff_multiplier = 2.0;
+  // Waits between attempts; tests replace it to observe the backoff
+  // without sleeping.
+  std::function<void(absl::Duration)> sleep = [](absl::Duration d) { absl::SleepFor(d); };
+};
+
+// Thread safe; one Client can serve many threads (calls share the channel).
+//
+// Retries: reads (GetSubject, Check, BatchCheck, GetPolicy) always; writes
+// only when they carry a request_id, since the server treats a replayed
+// request_id as the same write. Other calls are tried once.
+class Client {
+ public:
+  // A client over an insecure channel to `target` ("127.0.0.1:50051").
+  static std::unique_ptr<Client> Connect(const std::string& target,
+                                         ClientOptions options = {});
+  Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
+
+  absl::StatusOr<v1::SetPreferenceResponse> SetPreference(
+      const v1::SetPreferenceRequest& request);
+  absl::StatusOr<v1::BatchSetPreferencesResponse> BatchSetPreferences(
+      const v1::BatchSetPreferencesRequest& request);
+  absl::StatusOr<v1::UpdateSubjectResponse> UpdateSubject(
+      const v1::UpdateSubjectRequest& request);
+  absl::StatusOr<v1::DeleteSubjectResponse> DeleteSubject(
+      const v1::DeleteSubjectRequest& request);
+  absl::StatusOr<v1::GetSubjectResponse> GetSubject(const v1::GetSubjectRequest& request);
+  absl::StatusOr<v1::CheckResponse> Check(const v1::CheckRequest& request);
+  absl::StatusOr<v1::BatchCheckResponse> BatchCheck(const v1::BatchCheckRequest& request);
+  absl::StatusOr<v1::GetPolicyResponse> GetPolicy();
+  absl::StatusOr<v1::ReloadPolicyResponse> ReloadPolicy();
+
+  // Fail-closed: true only when the registry answered "allowed". Any error
+  // (unreachable server, deadline, bad request) is "not allowed"; `error`,
+  // when given, receives it, and `decision` the registry's answer.
+  bool IsAllowed(const v1::CheckRequest& request, v1::Decision* decision = nullptr,
+                 absl::Status* error = nullptr);
+
+ private:
+  template <typename Stub, typename Request, typename Response>
+  absl::StatusOr<Response> Call(
+      Stub* stub,
+      grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+      const Request& request, bool idempotent);
+
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ConsentRegistry::Stub> registry_;
+  std::unique_ptr<v1::ConsentAdmin::Stub> admin_;
+  ClientOptions options_;
+};
+
+// grpc::Status to absl::Status, keeping google.rpc details as payloads.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// The google.rpc.BadRequest field violations of `status`, as
+// "field: description" strings; empty when there are none.
+std::vector<std::string> FieldViolations(const absl::Status& status);
+
+}  // namespace consent
+
+#endif  // CONSENT_CLIENT_CONSENT_CLIENT_H_

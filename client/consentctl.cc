@@ -1,0 +1,466 @@
+// consentctl: command-line client of consentd. `consentctl --help` lists
+// the commands; docs in README.md.
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "client/consent_client.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "consentd address, host:port.");
+ABSL_FLAG(bool, json, false, "Print responses as JSON (one document per line).");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "Deadline of each call.");
+// Writes.
+ABSL_FLAG(std::string, request_id, "", "Idempotency key of a write.");
+ABSL_FLAG(int64_t, expected_revision, -1,
+          "Write only if the subject is at this revision (0: does not exist yet); "
+          "-1: no check.");
+ABSL_FLAG(std::string, effective_time, "", "Preference in effect from (RFC 3339).");
+ABSL_FLAG(std::string, expire_time, "", "Preference in effect until (RFC 3339).");
+ABSL_FLAG(std::string, channel, "", "Source channel of a write (settings_page, import...).");
+ABSL_FLAG(std::string, notice_id, "", "Privacy notice shown.");
+ABSL_FLAG(std::string, notice_version, "", "Version of the privacy notice.");
+ABSL_FLAG(std::string, actor, "", "Who acted (user, or an operator id).");
+// Subject attributes (subject set): only the flags given are updated.
+ABSL_FLAG(std::optional<std::string>, jurisdiction, std::nullopt,
+          "ISO 3166 code, e.g. GB or US-CA.");
+ABSL_FLAG(std::optional<std::string>, birth_date, std::nullopt, "YYYY-MM-DD.");
+ABSL_FLAG(std::optional<std::string>, account_state, std::nullopt,
+          "ACTIVE or DEACTIVATED.");
+ABSL_FLAG(std::vector<std::string>, clear, {},
+          "subject set: comma-separated attributes to clear (jurisdiction, birth_date, "
+          "account_state).");
+// Checks.
+ABSL_FLAG(std::string, content_type, "POST",
+          "POST, COMMENT, PHOTO, VIDEO, STORY, PROFILE or MESSAGE.");
+ABSL_FLAG(std::string, visibility, "PUBLIC",
+          "PUBLIC, FOLLOWERS, FRIENDS, CUSTOM or PRIVATE.");
+ABSL_FLAG(std::string, create_time, "", "When the content was created (RFC 3339).");
+ABSL_FLAG(std::string, sensitive, "",
+          "Comma-separated sensitive categories (HEALTH, BIOMETRIC, ...).");
+ABSL_FLAG(std::string, format, "",
+          "batch-check input: jsonl or csv (default: from the file name, else jsonl).");
+
+namespace consent {
+namespace {
+
+constexpr char kUsage[] = R"(consentctl: command-line client of consentd.
+
+Usage: consentctl [flags] COMMAND ARGS...
+
+Commands:
+  object   USER PURPOSE        record an objection        (SetPreference OBJECTED)
+  consent  USER PURPOSE        record a consent           (SetPreference CONSENTED)
+  clear    USER PURPOSE        withdraw either, back to the policy default
+  subject get USER             current attributes and preferences
+  subject set USER [--jurisdiction=GB] [--birth_date=1990-01-31] [--account_state=ACTIVE]
+                   [--clear=birth_date,...]
+  subject delete USER          account deleted: every later check is denied
+  check PURPOSE USER CONTENT_ID [--content_type=POST] [--visibility=PUBLIC]
+                               [--create_time=RFC3339] [--sensitive=HEALTH,...]
+  batch-check PURPOSE FILE     FILE of JSON lines ({"user_id":..,"content":{..}})
+                               or CSV (user_id,content_id,content_type,visibility,
+                               create_time,sensitive); - reads stdin
+  policy get | policy reload
+
+Exit status: 0 on success, 1 on an error from the server or the input,
+2 on bad usage.)";
+
+using google::protobuf::util::TimeUtil;
+
+struct UsageError {
+  std::string message;
+};
+
+[[noreturn]] void Usage(const std::string& message) { throw UsageError{message}; }
+
+void PrintJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
+  std::cout << (status.ok() ? out : "{}") << "\n";
+}
+
+// "POST" or "CONTENT_TYPE_POST", any case.
+int ParseEnum(const google::protobuf::EnumDescriptor* descriptor, absl::string_view prefix,
+              const std::string& text, absl::string_view flag) {
+  std::string name = absl::AsciiStrToUpper(text);
+  if (!absl::StartsWith(name, prefix)) name = absl::StrCat(prefix, name);
+  const auto* value = descriptor->FindValueByName(name);
+  if (value == nullptr || value->number() == 0) {
+    std::vector<std::string> names;
+    for (int i = 1; i < descriptor->value_count(); ++i) {
+      names.push_back(std::string(absl::StripPrefix(descriptor->value(i)->name(), prefix)));
+    }
+    Usage(absl::StrCat("--", flag, "=", text, " is not one of ", absl::StrJoin(names, ", ")));
+  }
+  return value->number();
+}
+
+google::protobuf::Timestamp ParseTimestamp(const std::string& text, absl::string_view what) {
+  google::protobuf::Timestamp t;
+  if (!TimeUtil::FromString(text, &t)) {
+    Usage(absl::StrCat(what, " \"", text, "\" is not an RFC 3339 time such as 2024-05-01T12:00:00Z"));
+  }
+  return t;
+}
+
+v1::Date ParseDate(const std::string& text) {
+  absl::CivilDay day;
+  if (!absl::ParseCivilTime(text, &day)) {
+    Usage(absl::StrCat("--birth_date \"", text, "\" is not YYYY-MM-DD"));
+  }
+  v1::Date date;
+  date.set_year(static_cast<int32_t>(day.year()));
+  date.set_month(day.month());
+  date.set_day(day.day());
+  return date;
+}
+
+v1::Source SourceFromFlags() {
+  v1::Source source;
+  source.set_channel(absl::GetFlag(FLAGS_channel));
+  source.set_notice_id(absl::GetFlag(FLAGS_notice_id));
+  source.set_notice_version(absl::GetFlag(FLAGS_notice_version));
+  source.set_actor(absl::GetFlag(FLAGS_actor));
+  return source;
+}
+
+void FillContent(v1::Content* content, const std::string& content_id,
+                 const std::string& content_type, const std::string& visibility,
+                 const std::string& create_time, const std::string& sensitive) {
+  content->set_content_id(content_id);
+  content->set_content_type(static_cast<v1::ContentType>(
+      ParseEnum(v1::ContentType_descriptor(), "CONTENT_TYPE_", content_type, "content_type")));
+  content->set_visibility(static_cast<v1::Visibility>(
+      ParseEnum(v1::Visibility_descriptor(), "VISIBILITY_", visibility, "visibility")));
+  if (!create_time.empty()) {
+    *content->mutable_create_time() = ParseTimestamp(create_time, "create_time");
+  }
+  for (absl::string_view c : absl::StrSplit(sensitive, ';', absl::SkipWhitespace())) {
+    for (absl::string_view part : absl::StrSplit(c, ',', absl::SkipWhitespace())) {
+      content->add_sensitive_categories(static_cast<v1::SensitiveCategory>(
+          ParseEnum(v1::SensitiveCategory_descriptor(), "SENSITIVE_CATEGORY_",
+                    std::string(absl::StripAsciiWhitespace(part)), "sensitive")));
+    }
+  }
+}
+
+// Prints an error with its field violations; returns the exit status.
+int Fail(const absl::Status& status) {
+  std::cerr << "consentctl: " << absl::StatusCodeToString(status.code()) << ": "
+            << status.message() << "\n";
+  return 1;
+}
+
+std::string ShortEnum(const google::protobuf::EnumDescriptor* d, int value,
+                      absl::string_view prefix) {
+  const auto* v = d->FindValueByNumber(value);
+  return v == nullptr ? absl::StrCat(value) : std::string(absl::StripPrefix(v->name(), prefix));
+}
+
+std::string DescribeDecision(const v1::Decision& d) {
+  return absl::StrCat(d.allowed() ? "ALLOWED " : "DENIED  ",
+                      ShortEnum(v1::DecisionReason_descriptor(), d.reason(), "DECISION_REASON_"),
+                      "  (policy ", d.policy_version(), ", revision ", d.revision(), ")");
+}
+
+int SetPreference(Client& client, v1::PreferenceState state,
+                  const std::vector<std::string>& args) {
+  if (args.size() != 3) Usage(absl::StrCat(args[0], " takes USER PURPOSE"));
+  v1::SetPreferenceRequest request;
+  request.set_user_id(args[1]);
+  request.set_purpose(args[2]);
+  request.set_state(state);
+  if (!absl::GetFlag(FLAGS_effective_time).empty()) {
+    *request.mutable_effective_time() =
+        ParseTimestamp(absl::GetFlag(FLAGS_effective_time), "--effective_time");
+  }
+  if (!absl::GetFlag(FLAGS_expire_time).empty()) {
+    *request.mutable_expire_time() =
+        ParseTimestamp(absl::GetFlag(FLAGS_expire_time), "--expire_time");
+  }
+  v1::Source source = SourceFromFlags();
+  if (source.ByteSizeLong() > 0) *request.mutable_source() = source;
+  request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  if (absl::GetFlag(FLAGS_expected_revision) >= 0) {
+    request.set_expected_revision(absl::GetFlag(FLAGS_expected_revision));
+  }
+  auto response = client.SetPreference(request);
+  if (!response.ok()) return Fail(response.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(*response);
+  } else {
+    std::cout << args[0] << " recorded for " << args[1] << " / " << args[2]
+              << " at revision " << response->revision() << "\n";
+  }
+  return 0;
+}
+
+int SubjectCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 3) Usage("subject takes get|set|delete USER");
+  const std::string& verb = args[1];
+  const std::string& user = args[2];
+  if (verb == "get") {
+    v1::GetSubjectRequest request;
+    request.set_user_id(user);
+    auto response = client.GetSubject(request);
+    if (!response.ok()) return Fail(response.status());
+    if (absl::GetFlag(FLAGS_json)) {
+      PrintJson(*response);
+      return 0;
+    }
+    const v1::Subject& s = response->subject();
+    const v1::SubjectAttributes& a = s.attributes();
+    std::cout << "user " << s.user_id() << "  revision " << s.revision() << "\n"
+              << "  jurisdiction  " << (a.jurisdiction().empty() ? "(unknown)" : a.jurisdiction())
+              << "\n  birth_date    "
+              << (a.has_birth_date()
+                      ? absl::StrCat(a.birth_date().year(), "-",
+                                     absl::Dec(a.birth_date().month(), absl::kZeroPad2), "-",
+                                     absl::Dec(a.birth_date().day(), absl::kZeroPad2))
+                      : "(unknown)")
+              << "\n  account_state "
+              << ShortEnum(v1::AccountState_descriptor(), a.account_state(), "ACCOUNT_STATE_")
+              << "\n";
+    for (const v1::Preference& p : s.preferences()) {
+      std::cout << "  " << p.purpose() << ": "
+                << ShortEnum(v1::PreferenceState_descriptor(), p.state(), "PREFERENCE_STATE_")
+                << " (revision " << p.revision() << ")\n";
+    }
+    return 0;
+  }
+  if (verb == "set") {
+    v1::UpdateSubjectRequest request;
+    request.set_user_id(user);
+    v1::SubjectAttributes* a = request.mutable_attributes();
+    if (auto j = absl::GetFlag(FLAGS_jurisdiction)) {
+      a->set_jurisdiction(*j);
+      request.mutable_update_mask()->add_paths("jurisdiction");
+    }
+    if (auto b = absl::GetFlag(FLAGS_birth_date)) {
+      *a->mutable_birth_date() = ParseDate(*b);
+      request.mutable_update_mask()->add_paths("birth_date");
+    }
+    if (auto state = absl::GetFlag(FLAGS_account_state)) {
+      a->set_account_state(static_cast<v1::AccountState>(ParseEnum(
+          v1::AccountState_descriptor(), "ACCOUNT_STATE_", *state, "account_state")));
+      request.mutable_update_mask()->add_paths("account_state");
+    }
+    // Named but left unset in `attributes`: the server clears them.
+    for (const std::string& field : absl::GetFlag(FLAGS_clear)) {
+      request.mutable_update_mask()->add_paths(field);
+    }
+    if (request.update_mask().paths_size() == 0) {
+      Usage("subject set needs --jurisdiction, --birth_date, --account_state or --clear");
+    }
+    v1::Source source = SourceFromFlags();
+    if (source.ByteSizeLong() > 0) *request.mutable_source() = source;
+    request.set_request_id(absl::GetFlag(FLAGS_request_id));
+    if (absl::GetFlag(FLAGS_expected_revision) >= 0) {
+      request.set_expected_revision(absl::GetFlag(FLAGS_expected_revision));
+    }
+    auto response = client.UpdateSubject(request);
+    if (!response.ok()) return Fail(response.status());
+    if (absl::GetFlag(FLAGS_json)) {
+      PrintJson(*response);
+    } else {
+      std::cout << "subject " << user << " updated at revision " << response->revision()
+                << "\n";
+    }
+    return 0;
+  }
+  if (verb == "delete") {
+    v1::DeleteSubjectRequest request;
+    request.set_user_id(user);
+    request.set_request_id(absl::GetFlag(FLAGS_request_id));
+    v1::Source source = SourceFromFlags();
+    if (source.ByteSizeLong() > 0) *request.mutable_source() = source;
+    if (absl::GetFlag(FLAGS_expected_revision) >= 0) {
+      request.set_expected_revision(absl::GetFlag(FLAGS_expected_revision));
+    }
+    auto response = client.DeleteSubject(request);
+    if (!response.ok()) return Fail(response.status());
+    if (absl::GetFlag(FLAGS_json)) {
+      PrintJson(*response);
+    } else {
+      std::cout << "subject " << user << " deleted at revision " << response->revision()
+                << "\n";
+    }
+    return 0;
+  }
+  Usage(absl::StrCat("unknown subject command \"", verb, "\""));
+}
+
+int CheckCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 4) Usage("check takes PURPOSE USER CONTENT_ID");
+  v1::CheckRequest request;
+  request.set_purpose(args[1]);
+  request.set_user_id(args[2]);
+  FillContent(request.mutable_content(), args[3], absl::GetFlag(FLAGS_content_type),
+              absl::GetFlag(FLAGS_visibility), absl::GetFlag(FLAGS_create_time),
+              absl::GetFlag(FLAGS_sensitive));
+  auto response = client.Check(request);
+  if (!response.ok()) return Fail(response.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(*response);
+  } else {
+    std::cout << DescribeDecision(response->decision()) << "\n";
+  }
+  return 0;
+}
+
+// One CSV line: user_id,content_id,content_type,visibility[,create_time[,sensitive]]
+// where sensitive is ;-separated. Lines starting with user_id are a header.
+bool ParseCsvItem(const std::string& line, size_t line_number, v1::CheckItem* item) {
+  std::vector<std::string> cols = absl::StrSplit(line, ',');
+  if (cols.size() < 4 || cols.size() > 6) {
+    Usage(absl::StrCat("line ", line_number, ": expected 4 to 6 comma-separated columns"));
+  }
+  for (auto& c : cols) absl::StripAsciiWhitespace(&c);
+  if (cols[0] == "user_id") return false;
+  item->set_user_id(cols[0]);
+  FillContent(item->mutable_content(), cols[1], cols[2], cols[3],
+              cols.size() > 4 ? cols[4] : "", cols.size() > 5 ? cols[5] : "");
+  return true;
+}
+
+int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 3) Usage("batch-check takes PURPOSE FILE");
+  const std::string& path = args[2];
+  std::string format = absl::GetFlag(FLAGS_format);
+  if (format.empty()) format = absl::EndsWith(path, ".csv") ? "csv" : "jsonl";
+  if (format != "csv" && format != "jsonl") Usage("--format must be jsonl or csv");
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (path != "-") {
+    file.open(path);
+    if (!file) Usage(absl::StrCat("cannot read ", path));
+    in = &file;
+  }
+  // Items are sent in batches of up to the server's limit, in file order.
+  constexpr int kChunk = 10000;
+  v1::BatchCheckRequest request;
+  request.set_purpose(args[1]);
+  size_t line_number = 0, index = 0, allowed = 0, denied = 0;
+  auto flush = [&]() -> int {
+    if (request.items_size() == 0) return 0;
+    auto response = client.BatchCheck(request);
+    if (!response.ok()) {
+      std::cerr << "consentctl: batch ending at input line " << line_number << " failed\n";
+      return Fail(response.status());
+    }
+    for (int i = 0; i < response->decisions_size(); ++i, ++index) {
+      const v1::Decision& d = response->decisions(i);
+      (d.allowed() ? allowed : denied)++;
+      if (absl::GetFlag(FLAGS_json)) {
+        PrintJson(d);
+      } else {
+        std::cout << index << "\t" << request.items(i).user_id() << "\t"
+                  << request.items(i).content().content_id() << "\t"
+                  << DescribeDecision(d) << "\n";
+      }
+    }
+    request.clear_items();
+    return 0;
+  };
+  std::string line;
+  while (std::getline(*in, line)) {
+    ++line_number;
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    v1::CheckItem item;
+    if (format == "csv") {
+      if (!ParseCsvItem(line, line_number, &item)) continue;
+    } else {
+      auto status = google::protobuf::util::JsonStringToMessage(line, &item);
+      if (!status.ok()) {
+        Usage(absl::StrCat("line ", line_number, ": ", std::string(status.message())));
+      }
+    }
+    *request.add_items() = std::move(item);
+    if (request.items_size() == kChunk) {
+      if (int rc = flush(); rc != 0) return rc;
+    }
+  }
+  if (int rc = flush(); rc != 0) return rc;
+  if (!absl::GetFlag(FLAGS_json)) {
+    std::cerr << index << " checked: " << allowed << " allowed, " << denied << " denied\n";
+  }
+  return 0;
+}
+
+int PolicyCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 2) Usage("policy takes get or reload");
+  if (args[1] == "get") {
+    auto response = client.GetPolicy();
+    if (!response.ok()) return Fail(response.status());
+    if (absl::GetFlag(FLAGS_json)) {
+      PrintJson(*response);
+    } else {
+      std::cout << "# active policy version " << response->version() << "\n"
+                << response->text();
+    }
+    return 0;
+  }
+  if (args[1] == "reload") {
+    auto response = client.ReloadPolicy();
+    if (!response.ok()) return Fail(response.status());
+    if (absl::GetFlag(FLAGS_json)) {
+      PrintJson(*response);
+    } else {
+      std::cout << "policy version " << response->version() << " active (was "
+                << response->previous_version() << ")\n";
+    }
+    return 0;
+  }
+  Usage(absl::StrCat("unknown policy command \"", args[1], "\""));
+}
+
+int Run(const std::vector<std::string>& args) {
+  if (args.empty()) Usage("no command given");
+  ClientOptions options;
+  options.timeout = absl::GetFlag(FLAGS_timeout);
+  auto client = Client::Connect(absl::GetFlag(FLAGS_target), options);
+  const std::string& command = args[0];
+  if (command == "object") return SetPreference(*client, v1::PREFERENCE_STATE_OBJECTED, args);
+  if (command == "consent") {
+    return SetPreference(*client, v1::PREFERENCE_STATE_CONSENTED, args);
+  }
+  if (command == "clear") return SetPreference(*client, v1::PREFERENCE_STATE_CLEARED, args);
+  if (command == "subject") return SubjectCommand(*client, args);
+  if (command == "check") return CheckCommand(*client, args);
+  if (command == "batch-check") return BatchCheckCommand(*client, args);
+  if (command == "policy") return PolicyCommand(*client, args);
+  Usage(absl::StrCat("unknown command \"", command, "\""));
+}
+
+}  // namespace
+}  // namespace consent
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(consent::kUsage);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> args(positional.begin() + 1, positional.end());
+  try {
+    return consent::Run(args);
+  } catch (const consent::UsageError& e) {
+    std::cerr << "consentctl: " << e.message << "\n(consentctl --help for usage)\n";
+    return 2;
+  }
+}
