@@ -15,8 +15,7 @@ namespace consent {
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
-  absl::Status out(static_cast<absl::StatusCode>(status.error_code()),
-                   status.error_message());
+  absl::Status out(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   google::rpc::Status details;
   if (!status.error_details().empty() && details.ParseFromString(status.error_details())) {
     for (const auto& any : details.details()) {
@@ -38,8 +37,7 @@ std::vector<std::string> FieldViolations(const absl::Status& status) {
   return out;
 }
 
-std::unique_ptr<Client> Client::Connect(const std::string& target,
-                                        ClientOptions options) {
+std::unique_ptr<Client> Client::Connect(const std::string& target, ClientOptions options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   return std::make_unique<Client>(
@@ -54,10 +52,10 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
       options_(std::move(options)) {}
 
 template <typename Stub, typename Request, typename Response>
-absl::StatusOr<Response> Client::Call(
-    Stub* stub,
-    grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
-    const Request& request, bool idempotent) {
+absl::StatusOr<Response> Client::Call(Stub* stub,
+                                      grpc::Status (Stub::*method)(grpc::ClientContext*,
+                                                                   const Request&, Response*),
+                                      const Request& request, bool idempotent) {
   const int attempts = idempotent ? std::max(1, options_.max_attempts) : 1;
   absl::BitGen random;
   absl::Duration backoff = options_.initial_backoff;
@@ -103,8 +101,7 @@ absl::StatusOr<v1::DeleteSubjectResponse> Client::DeleteSubject(
               !request.request_id().empty());
 }
 
-absl::StatusOr<v1::GetSubjectResponse> Client::GetSubject(
-    const v1::GetSubjectRequest& request) {
+absl::StatusOr<v1::GetSubjectResponse> Client::GetSubject(const v1::GetSubjectRequest& request) {
   return Call(registry_.get(), &v1::ConsentRegistry::Stub::GetSubject, request, true);
 }
 
@@ -112,19 +109,16 @@ absl::StatusOr<v1::CheckResponse> Client::Check(const v1::CheckRequest& request)
   return Call(registry_.get(), &v1::ConsentRegistry::Stub::Check, request, true);
 }
 
-absl::StatusOr<v1::BatchCheckResponse> Client::BatchCheck(
-    const v1::BatchCheckRequest& request) {
+absl::StatusOr<v1::BatchCheckResponse> Client::BatchCheck(const v1::BatchCheckRequest& request) {
   return Call(registry_.get(), &v1::ConsentRegistry::Stub::BatchCheck, request, true);
 }
 
 absl::StatusOr<v1::GetPolicyResponse> Client::GetPolicy() {
-  return Call(admin_.get(), &v1::ConsentAdmin::Stub::GetPolicy, v1::GetPolicyRequest(),
-              true);
+  return Call(admin_.get(), &v1::ConsentAdmin::Stub::GetPolicy, v1::GetPolicyRequest(), true);
 }
 
 absl::StatusOr<v1::ReloadPolicyResponse> Client::ReloadPolicy() {
-  return Call(admin_.get(), &v1::ConsentAdmin::Stub::ReloadPolicy,
-              v1::ReloadPolicyRequest(), true);
+  return Call(admin_.get(), &v1::ConsentAdmin::Stub::ReloadPolicy, v1::ReloadPolicyRequest(), true);
 }
 
 bool Client::IsAllowed(const v1::CheckRequest& request, v1::Decision* decision,

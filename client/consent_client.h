@@ -40,18 +40,14 @@ struct ClientOptions {
 class Client {
  public:
   // A client over an insecure channel to `target` ("127.0.0.1:50051").
-  static std::unique_ptr<Client> Connect(const std::string& target,
-                                         ClientOptions options = {});
+  static std::unique_ptr<Client> Connect(const std::string& target, ClientOptions options = {});
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
 
-  absl::StatusOr<v1::SetPreferenceResponse> SetPreference(
-      const v1::SetPreferenceRequest& request);
+  absl::StatusOr<v1::SetPreferenceResponse> SetPreference(const v1::SetPreferenceRequest& request);
   absl::StatusOr<v1::BatchSetPreferencesResponse> BatchSetPreferences(
       const v1::BatchSetPreferencesRequest& request);
-  absl::StatusOr<v1::UpdateSubjectResponse> UpdateSubject(
-      const v1::UpdateSubjectRequest& request);
-  absl::StatusOr<v1::DeleteSubjectResponse> DeleteSubject(
-      const v1::DeleteSubjectRequest& request);
+  absl::StatusOr<v1::UpdateSubjectResponse> UpdateSubject(const v1::UpdateSubjectRequest& request);
+  absl::StatusOr<v1::DeleteSubjectResponse> DeleteSubject(const v1::DeleteSubjectRequest& request);
   absl::StatusOr<v1::GetSubjectResponse> GetSubject(const v1::GetSubjectRequest& request);
   absl::StatusOr<v1::CheckResponse> Check(const v1::CheckRequest& request);
   absl::StatusOr<v1::BatchCheckResponse> BatchCheck(const v1::BatchCheckRequest& request);
@@ -66,10 +62,10 @@ class Client {
 
  private:
   template <typename Stub, typename Request, typename Response>
-  absl::StatusOr<Response> Call(
-      Stub* stub,
-      grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
-      const Request& request, bool idempotent);
+  absl::StatusOr<Response> Call(Stub* stub,
+                                grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                                             Response*),
+                                const Request& request, bool idempotent);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ConsentRegistry::Stub> registry_;

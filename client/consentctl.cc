@@ -39,16 +39,14 @@ ABSL_FLAG(std::string, actor, "", "Who acted (user, or an operator id).");
 ABSL_FLAG(std::optional<std::string>, jurisdiction, std::nullopt,
           "ISO 3166 code, e.g. GB or US-CA.");
 ABSL_FLAG(std::optional<std::string>, birth_date, std::nullopt, "YYYY-MM-DD.");
-ABSL_FLAG(std::optional<std::string>, account_state, std::nullopt,
-          "ACTIVE or DEACTIVATED.");
+ABSL_FLAG(std::optional<std::string>, account_state, std::nullopt, "ACTIVE or DEACTIVATED.");
 ABSL_FLAG(std::vector<std::string>, clear, {},
           "subject set: comma-separated attributes to clear (jurisdiction, birth_date, "
           "account_state).");
 // Checks.
 ABSL_FLAG(std::string, content_type, "POST",
           "POST, COMMENT, PHOTO, VIDEO, STORY, PROFILE or MESSAGE.");
-ABSL_FLAG(std::string, visibility, "PUBLIC",
-          "PUBLIC, FOLLOWERS, FRIENDS, CUSTOM or PRIVATE.");
+ABSL_FLAG(std::string, visibility, "PUBLIC", "PUBLIC, FOLLOWERS, FRIENDS, CUSTOM or PRIVATE.");
 ABSL_FLAG(std::string, create_time, "", "When the content was created (RFC 3339).");
 ABSL_FLAG(std::string, sensitive, "",
           "Comma-separated sensitive categories (HEALTH, BIOMETRIC, ...).");
@@ -116,7 +114,8 @@ int ParseEnum(const google::protobuf::EnumDescriptor* descriptor, absl::string_v
 google::protobuf::Timestamp ParseTimestamp(const std::string& text, absl::string_view what) {
   google::protobuf::Timestamp t;
   if (!TimeUtil::FromString(text, &t)) {
-    Usage(absl::StrCat(what, " \"", text, "\" is not an RFC 3339 time such as 2024-05-01T12:00:00Z"));
+    Usage(
+        absl::StrCat(what, " \"", text, "\" is not an RFC 3339 time such as 2024-05-01T12:00:00Z"));
   }
   return t;
 }
@@ -164,8 +163,8 @@ void FillContent(v1::Content* content, const std::string& content_id,
 
 // Prints an error with its field violations; returns the exit status.
 int Fail(const absl::Status& status) {
-  std::cerr << "consentctl: " << absl::StatusCodeToString(status.code()) << ": "
-            << status.message() << "\n";
+  std::cerr << "consentctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+            << "\n";
   return 1;
 }
 
@@ -181,8 +180,7 @@ std::string DescribeDecision(const v1::Decision& d) {
                       "  (policy ", d.policy_version(), ", revision ", d.revision(), ")");
 }
 
-int SetPreference(Client& client, v1::PreferenceState state,
-                  const std::vector<std::string>& args) {
+int SetPreference(Client& client, v1::PreferenceState state, const std::vector<std::string>& args) {
   if (args.size() != 3) Usage(absl::StrCat(args[0], " takes USER PURPOSE"));
   v1::SetPreferenceRequest request;
   request.set_user_id(args[1]);
@@ -207,8 +205,8 @@ int SetPreference(Client& client, v1::PreferenceState state,
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(*response);
   } else {
-    std::cout << args[0] << " recorded for " << args[1] << " / " << args[2]
-              << " at revision " << response->revision() << "\n";
+    std::cout << args[0] << " recorded for " << args[1] << " / " << args[2] << " at revision "
+              << response->revision() << "\n";
   }
   return 0;
 }
@@ -259,8 +257,8 @@ int SubjectCommand(Client& client, const std::vector<std::string>& args) {
       request.mutable_update_mask()->add_paths("birth_date");
     }
     if (auto state = absl::GetFlag(FLAGS_account_state)) {
-      a->set_account_state(static_cast<v1::AccountState>(ParseEnum(
-          v1::AccountState_descriptor(), "ACCOUNT_STATE_", *state, "account_state")));
+      a->set_account_state(static_cast<v1::AccountState>(
+          ParseEnum(v1::AccountState_descriptor(), "ACCOUNT_STATE_", *state, "account_state")));
       request.mutable_update_mask()->add_paths("account_state");
     }
     // Named but left unset in `attributes`: the server clears them.
@@ -281,8 +279,7 @@ int SubjectCommand(Client& client, const std::vector<std::string>& args) {
     if (absl::GetFlag(FLAGS_json)) {
       PrintJson(*response);
     } else {
-      std::cout << "subject " << user << " updated at revision " << response->revision()
-                << "\n";
+      std::cout << "subject " << user << " updated at revision " << response->revision() << "\n";
     }
     return 0;
   }
@@ -300,8 +297,7 @@ int SubjectCommand(Client& client, const std::vector<std::string>& args) {
     if (absl::GetFlag(FLAGS_json)) {
       PrintJson(*response);
     } else {
-      std::cout << "subject " << user << " deleted at revision " << response->revision()
-                << "\n";
+      std::cout << "subject " << user << " deleted at revision " << response->revision() << "\n";
     }
     return 0;
   }
@@ -336,8 +332,8 @@ bool ParseCsvItem(const std::string& line, size_t line_number, v1::CheckItem* it
   for (auto& c : cols) absl::StripAsciiWhitespace(&c);
   if (cols[0] == "user_id") return false;
   item->set_user_id(cols[0]);
-  FillContent(item->mutable_content(), cols[1], cols[2], cols[3],
-              cols.size() > 4 ? cols[4] : "", cols.size() > 5 ? cols[5] : "");
+  FillContent(item->mutable_content(), cols[1], cols[2], cols[3], cols.size() > 4 ? cols[4] : "",
+              cols.size() > 5 ? cols[5] : "");
   return true;
 }
 
@@ -373,8 +369,7 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
         PrintJson(d);
       } else {
         std::cout << index << "\t" << request.items(i).user_id() << "\t"
-                  << request.items(i).content().content_id() << "\t"
-                  << DescribeDecision(d) << "\n";
+                  << request.items(i).content().content_id() << "\t" << DescribeDecision(d) << "\n";
       }
     }
     request.clear_items();
@@ -413,8 +408,7 @@ int PolicyCommand(Client& client, const std::vector<std::string>& args) {
     if (absl::GetFlag(FLAGS_json)) {
       PrintJson(*response);
     } else {
-      std::cout << "# active policy version " << response->version() << "\n"
-                << response->text();
+      std::cout << "# active policy version " << response->version() << "\n" << response->text();
     }
     return 0;
   }

@@ -48,8 +48,8 @@ int main(int argc, char** argv) {
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   consent::LogInfo(absl::StrCat(
       "starting consentd: listen=", options.listen, " data_dir=", options.data_dir,
-      " policy=", options.policy_path, " metrics_listen=",
-      options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen,
+      " policy=", options.policy_path,
+      " metrics_listen=", options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen,
       " shutdown_grace=", absl::FormatDuration(options.shutdown_grace)));
 
   auto server = consent::ConsentServer::Start(options);
@@ -60,8 +60,7 @@ int main(int argc, char** argv) {
   consent::LogInfo(
       "no TLS or authentication configured: serving on loopback only, to local callers");
   if (!(*server)->metrics_address().empty()) {
-    consent::LogInfo(
-        absl::StrCat("metrics on http://", (*server)->metrics_address(), "/metrics"));
+    consent::LogInfo(absl::StrCat("metrics on http://", (*server)->metrics_address(), "/metrics"));
   }
   // Tests and scripts wait for this line on stdout to learn the address.
   std::cout << "consentd listening on " << (*server)->listen_address() << std::endl;
@@ -74,8 +73,7 @@ int main(int argc, char** argv) {
       (*server)->ReloadPolicy().IgnoreError();  // logged by the reloader
       continue;
     }
-    consent::LogInfo(absl::StrCat("signal ", signal_number,
-                                  ": draining, then closing the store"));
+    consent::LogInfo(absl::StrCat("signal ", signal_number, ": draining, then closing the store"));
     break;
   }
   absl::Status status = (*server)->Shutdown();

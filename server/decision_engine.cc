@@ -49,8 +49,7 @@ bool MinorDenied(const v1::PurposeRule& rule, const v1::Subject* subject,
 int AgeInYears(const v1::Date& birth, absl::Time at) {
   const absl::CivilDay day = absl::ToCivilDay(at, absl::UTCTimeZone());
   int age = static_cast<int>(day.year()) - birth.year();
-  if (day.month() < birth.month() ||
-      (day.month() == birth.month() && day.day() < birth.day())) {
+  if (day.month() < birth.month() || (day.month() == birth.month() && day.day() < birth.day())) {
     --age;
   }
   return age;
@@ -66,9 +65,8 @@ bool InEffect(const v1::Preference& preference, absl::Time at) {
   return true;
 }
 
-Verdict Decide(const CompiledPolicy& policy, const v1::Subject* subject,
-               absl::string_view purpose, const v1::Content& content,
-               absl::Time at) {
+Verdict Decide(const CompiledPolicy& policy, const v1::Subject* subject, absl::string_view purpose,
+               const v1::Content& content, absl::Time at) {
   Verdict v;
   auto conclude = [&v](v1::DecisionReason reason, int rule) {
     v.reason = reason;
@@ -76,8 +74,7 @@ Verdict Decide(const CompiledPolicy& policy, const v1::Subject* subject,
     return v;
   };
   // Rule 2: deleted accounts.
-  if (subject != nullptr &&
-      subject->attributes().account_state() == v1::ACCOUNT_STATE_DELETED) {
+  if (subject != nullptr && subject->attributes().account_state() == v1::ACCOUNT_STATE_DELETED) {
     return conclude(v1::DECISION_REASON_DENIED_ACCOUNT_DELETED, 2);
   }
   // Rule 3: the policy must have a rule allowing the purpose here.
@@ -91,8 +88,8 @@ Verdict Decide(const CompiledPolicy& policy, const v1::Subject* subject,
   // Rule 4: private messages never; other types as the rule says.
   const auto& excluded_types = rule->excluded_content_types();
   if (content.content_type() == v1::CONTENT_TYPE_MESSAGE ||
-      std::find(excluded_types.begin(), excluded_types.end(),
-                content.content_type()) != excluded_types.end()) {
+      std::find(excluded_types.begin(), excluded_types.end(), content.content_type()) !=
+          excluded_types.end()) {
     return conclude(v1::DECISION_REASON_DENIED_CONTENT_TYPE, 4);
   }
   // Rule 5: visibility.

@@ -23,9 +23,8 @@ struct Verdict {
 // Decides whether `content` of the subject may be used for `purpose`, which
 // must be defined by `policy`. `subject` is nullptr when nothing was ever
 // recorded for the user. `at` is the evaluation time. Thread safe.
-Verdict Decide(const CompiledPolicy& policy, const v1::Subject* subject,
-               absl::string_view purpose, const v1::Content& content,
-               absl::Time at);
+Verdict Decide(const CompiledPolicy& policy, const v1::Subject* subject, absl::string_view purpose,
+               const v1::Content& content, absl::Time at);
 
 inline bool IsAllowed(v1::DecisionReason reason) {
   return reason == v1::DECISION_REASON_ALLOWED_DEFAULT ||

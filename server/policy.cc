@@ -36,13 +36,12 @@ void ValidateRuleSet(const v1::RuleSet& rules, const std::string& where,
     const v1::PurposeRule& rule = rules.purpose_rules(i);
     const std::string at = absl::StrCat(where, ".purpose_rules[", i, "]");
     if (!purposes.contains(rule.purpose())) {
-      errors->push_back(absl::StrCat(at, ": purpose \"", rule.purpose(),
-                                     "\" is not defined in purposes"));
+      errors->push_back(
+          absl::StrCat(at, ": purpose \"", rule.purpose(), "\" is not defined in purposes"));
       continue;
     }
     if (!seen.insert(rule.purpose()).second) {
-      errors->push_back(absl::StrCat(at, ": a second rule for purpose \"",
-                                     rule.purpose(), "\""));
+      errors->push_back(absl::StrCat(at, ": a second rule for purpose \"", rule.purpose(), "\""));
     }
     if (rule.prohibited()) continue;
     if (rule.legal_basis() == v1::LEGAL_BASIS_UNSPECIFIED) {
@@ -90,8 +89,8 @@ absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromText(
   ErrorCollector collector;
   parser.RecordErrorsTo(&collector);
   if (!parser.ParseFromString(text, &policy->proto_)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "policy ", source_name, ": ", absl::StrJoin(collector.errors(), "; ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("policy ", source_name, ": ", absl::StrJoin(collector.errors(), "; ")));
   }
   const v1::Policy& p = policy->proto_;
   std::vector<std::string> errors;
@@ -108,8 +107,8 @@ absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromText(
   for (const std::string& name : policy->purposes_) {
     absl::string_view parent = ParentPurpose(name);
     if (!parent.empty() && !policy->purposes_.contains(parent)) {
-      errors.push_back(absl::StrCat("purpose \"", name, "\" has undefined parent \"",
-                                    parent, "\""));
+      errors.push_back(
+          absl::StrCat("purpose \"", name, "\" has undefined parent \"", parent, "\""));
     }
   }
   if (p.purposes_size() == 0) errors.push_back("purposes: at least one is required");
@@ -127,10 +126,9 @@ absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromText(
       }
       auto [it, inserted] = policy->group_of_jurisdiction_.emplace(code, g);
       if (!inserted) {
-        errors.push_back(absl::StrCat(
-            "jurisdiction \"", code, "\" is in two groups: ",
-            p.jurisdiction_groups(static_cast<int>(it->second)).name(), " and ",
-            group.name()));
+        errors.push_back(absl::StrCat("jurisdiction \"", code, "\" is in two groups: ",
+                                      p.jurisdiction_groups(static_cast<int>(it->second)).name(),
+                                      " and ", group.name()));
       }
     }
     ValidateRuleSet(group.rules(), where + ".rules", policy->purposes_, &errors);
@@ -138,8 +136,8 @@ absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromText(
   ValidateRuleSet(p.default_rules(), "default_rules", policy->purposes_, &errors);
 
   if (!errors.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "policy ", source_name, ": ", absl::StrJoin(errors, "; ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("policy ", source_name, ": ", absl::StrJoin(errors, "; ")));
   }
 
   auto index = [](const v1::RuleSet& rules) {
@@ -157,8 +155,7 @@ absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromText(
   return std::shared_ptr<const CompiledPolicy>(std::move(policy));
 }
 
-const CompiledPolicy::RuleIndex& CompiledPolicy::RulesFor(
-    absl::string_view jurisdiction) const {
+const CompiledPolicy::RuleIndex& CompiledPolicy::RulesFor(absl::string_view jurisdiction) const {
   auto it = group_of_jurisdiction_.find(jurisdiction);
   if (it == group_of_jurisdiction_.end() && jurisdiction.size() > 2) {
     it = group_of_jurisdiction_.find(jurisdiction.substr(0, 2));

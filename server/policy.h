@@ -24,23 +24,19 @@ class CompiledPolicy {
   static absl::StatusOr<std::shared_ptr<const CompiledPolicy>> FromText(
       std::string text, absl::string_view source_name);
   // Reads `path`; kNotFound / kPermissionDenied when it cannot be read.
-  static absl::StatusOr<std::shared_ptr<const CompiledPolicy>> FromFile(
-      const std::string& path);
+  static absl::StatusOr<std::shared_ptr<const CompiledPolicy>> FromFile(const std::string& path);
 
   const std::string& version() const { return proto_.version(); }
   const v1::Policy& proto() const { return proto_; }
   const std::string& text() const { return text_; }
 
-  bool HasPurpose(absl::string_view purpose) const {
-    return purposes_.contains(purpose);
-  }
+  bool HasPurpose(absl::string_view purpose) const { return purposes_.contains(purpose); }
 
   // The rule deciding `purpose` for a subject in `jurisdiction`: the rule
   // set of the jurisdiction's group (an unlisted subdivision "US-CA" falls
   // back to "US"; unknown or empty: the default rules), then the most
   // specific rule along the purpose path. nullptr when there is none.
-  const v1::PurposeRule* FindRule(absl::string_view jurisdiction,
-                                  absl::string_view purpose) const;
+  const v1::PurposeRule* FindRule(absl::string_view jurisdiction, absl::string_view purpose) const;
 
  private:
   using RuleIndex = absl::flat_hash_map<std::string, const v1::PurposeRule*>;
@@ -64,9 +60,7 @@ class PolicyHolder {
  public:
   explicit PolicyHolder(std::shared_ptr<const CompiledPolicy> initial)
       : policy_(std::move(initial)) {}
-  std::shared_ptr<const CompiledPolicy> Get() const {
-    return std::atomic_load(&policy_);
-  }
+  std::shared_ptr<const CompiledPolicy> Get() const { return std::atomic_load(&policy_); }
   // Replaces the active policy; returns the previous one.
   std::shared_ptr<const CompiledPolicy> Swap(std::shared_ptr<const CompiledPolicy> next) {
     return std::atomic_exchange(&policy_, std::move(next));

@@ -26,8 +26,7 @@ void ValidateId(absl::string_view id, const std::string& field, Violations* v) {
   if (std::string problem = IdProblem(id); !problem.empty()) v->Add(field, problem);
 }
 
-void ValidateOptionalId(absl::string_view id, const std::string& field,
-                        Violations* v) {
+void ValidateOptionalId(absl::string_view id, const std::string& field, Violations* v) {
   if (!id.empty()) ValidateId(id, field, v);
 }
 
@@ -37,22 +36,20 @@ void ValidatePurpose(absl::string_view purpose, const std::string& field,
   if (std::string problem = PurposeProblem(purpose); !problem.empty()) {
     v->Add(field, problem);
   } else if (!policy.HasPurpose(purpose)) {
-    v->Add(field, absl::StrCat("\"", purpose, "\" is not defined by policy version ",
-                               policy.version()));
+    v->Add(field,
+           absl::StrCat("\"", purpose, "\" is not defined by policy version ", policy.version()));
   }
 }
 
-void ValidateExpectedRevision(bool has, int64_t expected, const std::string& field,
-                              Violations* v) {
+void ValidateExpectedRevision(bool has, int64_t expected, const std::string& field, Violations* v) {
   if (has && expected < 0) v->Add(field, "must not be negative");
 }
 
-absl::Status CheckExpectedRevision(bool has, int64_t expected,
-                                   const v1::Subject& subject) {
+absl::Status CheckExpectedRevision(bool has, int64_t expected, const v1::Subject& subject) {
   if (!has || expected == subject.revision()) return absl::OkStatus();
-  absl::Status status = absl::AbortedError(absl::StrCat(
-      "expected_revision ", expected, " does not match the subject's current revision ",
-      subject.revision()));
+  absl::Status status = absl::AbortedError(
+      absl::StrCat("expected_revision ", expected,
+                   " does not match the subject's current revision ", subject.revision()));
   google::rpc::ErrorInfo info;
   info.set_reason("REVISION_MISMATCH");
   info.set_domain("consent.v1");
@@ -65,9 +62,9 @@ absl::Status RejectDeleted(const v1::Subject& subject) {
   if (subject.attributes().account_state() != v1::ACCOUNT_STATE_DELETED) {
     return absl::OkStatus();
   }
-  absl::Status status = absl::FailedPreconditionError(absl::StrCat(
-      "subject was deleted at revision ", subject.revision(),
-      "; a deleted subject takes no more writes"));
+  absl::Status status = absl::FailedPreconditionError(
+      absl::StrCat("subject was deleted at revision ", subject.revision(),
+                   "; a deleted subject takes no more writes"));
   google::rpc::PreconditionFailure failure;
   auto* violation = failure.add_violations();
   violation->set_type("SUBJECT_DELETED");
@@ -114,8 +111,7 @@ storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
                                         const CallContext& context, absl::Time now) {
   storage::SubjectUpdate update;
   update.user_id = request.user_id();
-  update.apply = [&request, &context, now](bool /*exists*/, int64_t revision,
-                                           v1::Subject& subject,
+  update.apply = [&request, &context, now](bool /*exists*/, int64_t revision, v1::Subject& subject,
                                            v1::ChangeEvent& event) -> absl::Status {
     if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
                                                request.expected_revision(), subject);
@@ -125,10 +121,9 @@ storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
     if (absl::Status s = RejectDeleted(subject); !s.ok()) return s;
 
     auto* prefs = subject.mutable_preferences();
-    auto it = std::lower_bound(prefs->begin(), prefs->end(), request.purpose(),
-                               [](const v1::Preference& p, const std::string& purpose) {
-                                 return p.purpose() < purpose;
-                               });
+    auto it = std::lower_bound(
+        prefs->begin(), prefs->end(), request.purpose(),
+        [](const v1::Preference& p, const std::string& purpose) { return p.purpose() < purpose; });
     const bool had = it != prefs->end() && it->purpose() == request.purpose();
     v1::PreferenceChange* change = event.mutable_preference();
     change->set_purpose(request.purpose());
@@ -169,8 +164,8 @@ storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
 // Evaluates the rules and fills `decision`. `revision` is the registry's
 // revision read before the subject; the subject's own may be newer.
 void FillDecision(const CompiledPolicy& policy, const v1::Subject* record,
-                  absl::string_view purpose, const v1::Content& content,
-                  absl::Time at, int64_t revision, v1::Decision* decision) {
+                  absl::string_view purpose, const v1::Content& content, absl::Time at,
+                  int64_t revision, v1::Decision* decision) {
   const Verdict verdict = Decide(policy, record, purpose, content, at);
   decision->set_allowed(IsAllowed(verdict.reason));
   decision->set_reason(verdict.reason);
@@ -178,8 +173,7 @@ void FillDecision(const CompiledPolicy& policy, const v1::Subject* record,
   decision->set_revision(record ? std::max(revision, record->revision()) : revision);
 }
 
-const v1::Preference* FindPreference(const v1::Subject& subject,
-                                     absl::string_view purpose) {
+const v1::Preference* FindPreference(const v1::Subject& subject, absl::string_view purpose) {
   for (const v1::Preference& p : subject.preferences()) {
     if (p.purpose() == purpose) return &p;
   }
@@ -207,20 +201,19 @@ absl::Status Registry::SetPreference(const v1::SetPreferenceRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status Registry::BatchSetPreferences(
-    const v1::BatchSetPreferencesRequest& request, const CallContext& context,
-    v1::BatchSetPreferencesResponse* response) {
+absl::Status Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
+                                           const CallContext& context,
+                                           v1::BatchSetPreferencesResponse* response) {
   const auto policy = policies_->Get();
   Violations v;
   if (request.requests_size() == 0) {
     v.Add("requests", "at least one item is required");
   } else if (request.requests_size() > kMaxBatchSetItems) {
-    v.Add("requests", absl::StrCat(request.requests_size(), " items; at most ",
-                                   kMaxBatchSetItems, " allowed per batch"));
+    v.Add("requests", absl::StrCat(request.requests_size(), " items; at most ", kMaxBatchSetItems,
+                                   " allowed per batch"));
   } else {
     for (int i = 0; i < request.requests_size(); ++i) {
-      ValidateSetPreference(request.requests(i), absl::StrCat("requests[", i, "]."),
-                            *policy, &v);
+      ValidateSetPreference(request.requests(i), absl::StrCat("requests[", i, "]."), *policy, &v);
     }
   }
   ValidateOptionalId(request.request_id(), "request_id", &v);
@@ -274,8 +267,8 @@ absl::Status Registry::UpdateSubject(const v1::UpdateSubjectRequest& request,
         v.Add("attributes.account_state", "is not a known account state");
       }
     } else {
-      v.Add(field, absl::StrCat("\"", path,
-                                "\" is not one of jurisdiction, birth_date, account_state"));
+      v.Add(field,
+            absl::StrCat("\"", path, "\" is not one of jurisdiction, birth_date, account_state"));
     }
   }
   ValidateSource(request.source(), "source", &v);
@@ -347,8 +340,8 @@ absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
       return s;
     }
     if (subject.attributes().account_state() == v1::ACCOUNT_STATE_DELETED) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "subject was already deleted at revision ", subject.revision()));
+      return absl::AlreadyExistsError(
+          absl::StrCat("subject was already deleted at revision ", subject.revision()));
     }
     *event.mutable_deletion()->mutable_before() = subject.attributes();
     // The tombstone keeps no personal data: only that, and when, the
@@ -408,8 +401,7 @@ absl::Status Registry::CheckReadOptions(bool has_as_of, int64_t min_revision) co
   return absl::OkStatus();
 }
 
-absl::Status Registry::Check(const v1::CheckRequest& request,
-                             v1::CheckResponse* response) {
+absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse* response) {
   const auto policy = policies_->Get();
   Violations v;
   ValidatePurpose(request.purpose(), "purpose", *policy, &v);
@@ -420,8 +412,7 @@ absl::Status Registry::Check(const v1::CheckRequest& request,
     ValidateContent(request.content(), "content", &v);
   }
   if (!v.empty()) return v.ToStatus();
-  if (absl::Status s = CheckReadOptions(request.has_as_of(), request.min_revision());
-      !s.ok()) {
+  if (absl::Status s = CheckReadOptions(request.has_as_of(), request.min_revision()); !s.ok()) {
     return s;
   }
 
@@ -429,8 +420,8 @@ absl::Status Registry::Check(const v1::CheckRequest& request,
   auto subject = store_->GetSubject(request.user_id());
   if (!subject.ok() && !absl::IsNotFound(subject.status())) return subject.status();
   const v1::Subject* record = subject.ok() ? &*subject : nullptr;
-  FillDecision(*policy, record, request.purpose(), request.content(), clock_->Now(),
-               revision, response->mutable_decision());
+  FillDecision(*policy, record, request.purpose(), request.content(), clock_->Now(), revision,
+               response->mutable_decision());
   return absl::OkStatus();
 }
 
@@ -443,8 +434,7 @@ absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
   if (n == 0) {
     v.Add("items", "at least one item is required");
   } else if (n > kMaxBatchCheckItems) {
-    v.Add("items", absl::StrCat(n, " items; at most ", kMaxBatchCheckItems,
-                                " allowed per batch"));
+    v.Add("items", absl::StrCat(n, " items; at most ", kMaxBatchCheckItems, " allowed per batch"));
   } else {
     for (int i = 0; i < n; ++i) {
       const v1::CheckItem& item = request.items(i);
@@ -458,8 +448,7 @@ absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
     }
   }
   if (!v.empty()) return v.ToStatus();
-  if (absl::Status s = CheckReadOptions(request.has_as_of(), request.min_revision());
-      !s.ok()) {
+  if (absl::Status s = CheckReadOptions(request.has_as_of(), request.min_revision()); !s.ok()) {
     return s;
   }
 
@@ -474,8 +463,8 @@ absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
   response->mutable_decisions()->Reserve(n);
   for (int i = 0; i < n; ++i) {
     const v1::Subject* record = subjects[i] ? &*subjects[i] : nullptr;
-    FillDecision(*policy, record, request.purpose(), request.items(i).content(), now,
-                 revision, response->add_decisions());
+    FillDecision(*policy, record, request.purpose(), request.items(i).content(), now, revision,
+                 response->add_decisions());
   }
   return absl::OkStatus();
 }

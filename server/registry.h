@@ -36,23 +36,18 @@ class Registry {
   Registry(storage::ConsentStore* store, PolicyHolder* policies, const Clock* clock)
       : store_(store), policies_(policies), clock_(clock) {}
 
-  absl::Status SetPreference(const v1::SetPreferenceRequest& request,
-                             const CallContext& context,
+  absl::Status SetPreference(const v1::SetPreferenceRequest& request, const CallContext& context,
                              v1::SetPreferenceResponse* response);
   absl::Status BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
                                    const CallContext& context,
                                    v1::BatchSetPreferencesResponse* response);
-  absl::Status UpdateSubject(const v1::UpdateSubjectRequest& request,
-                             const CallContext& context,
+  absl::Status UpdateSubject(const v1::UpdateSubjectRequest& request, const CallContext& context,
                              v1::UpdateSubjectResponse* response);
-  absl::Status DeleteSubject(const v1::DeleteSubjectRequest& request,
-                             const CallContext& context,
+  absl::Status DeleteSubject(const v1::DeleteSubjectRequest& request, const CallContext& context,
                              v1::DeleteSubjectResponse* response);
-  absl::Status GetSubject(const v1::GetSubjectRequest& request,
-                          v1::GetSubjectResponse* response);
+  absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response);
   absl::Status Check(const v1::CheckRequest& request, v1::CheckResponse* response);
-  absl::Status BatchCheck(const v1::BatchCheckRequest& request,
-                          v1::BatchCheckResponse* response);
+  absl::Status BatchCheck(const v1::BatchCheckRequest& request, v1::BatchCheckResponse* response);
 
   int64_t CurrentRevision() const { return store_->CurrentRevision(); }
 

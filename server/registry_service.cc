@@ -7,8 +7,17 @@
 namespace consent {
 namespace {
 
-CallContext ContextOf(const grpc::ServerContext* context) {
-  return CallContext{context->peer()};
+CallContext ContextOf(const grpc::ServerContext* context) { return CallContext{context->peer()}; }
+
+const grpc::Status kDraining(grpc::StatusCode::UNAVAILABLE,
+                             "consentd is shutting down; retry on another instance");
+
+// Runs `handler` if the gate admits the call.
+template <typename Handler>
+grpc::Status Admitted(DrainGate* gate, Handler&& handler) {
+  DrainGuard guard(gate);
+  if (!guard.admitted()) return kDraining;
+  return handler();
 }
 
 grpc::Status NotYet(absl::string_view feature) {
@@ -21,20 +30,25 @@ grpc::Status NotYet(absl::string_view feature) {
 grpc::Status RegistryService::SetPreference(grpc::ServerContext* context,
                                             const v1::SetPreferenceRequest* request,
                                             v1::SetPreferenceResponse* response) {
-  return ToGrpcStatus(registry_->SetPreference(*request, ContextOf(context), response));
+  return Admitted(gate_, [&] {
+    return ToGrpcStatus(registry_->SetPreference(*request, ContextOf(context), response));
+  });
 }
 
-grpc::Status RegistryService::BatchSetPreferences(
-    grpc::ServerContext* context, const v1::BatchSetPreferencesRequest* request,
-    v1::BatchSetPreferencesResponse* response) {
-  return ToGrpcStatus(
-      registry_->BatchSetPreferences(*request, ContextOf(context), response));
+grpc::Status RegistryService::BatchSetPreferences(grpc::ServerContext* context,
+                                                  const v1::BatchSetPreferencesRequest* request,
+                                                  v1::BatchSetPreferencesResponse* response) {
+  return Admitted(gate_, [&] {
+    return ToGrpcStatus(registry_->BatchSetPreferences(*request, ContextOf(context), response));
+  });
 }
 
 grpc::Status RegistryService::UpdateSubject(grpc::ServerContext* context,
                                             const v1::UpdateSubjectRequest* request,
                                             v1::UpdateSubjectResponse* response) {
-  return ToGrpcStatus(registry_->UpdateSubject(*request, ContextOf(context), response));
+  return Admitted(gate_, [&] {
+    return ToGrpcStatus(registry_->UpdateSubject(*request, ContextOf(context), response));
+  });
 }
 
 grpc::Status RegistryService::SetContentExclusion(grpc::ServerContext*,
@@ -46,24 +60,24 @@ grpc::Status RegistryService::SetContentExclusion(grpc::ServerContext*,
 grpc::Status RegistryService::DeleteSubject(grpc::ServerContext* context,
                                             const v1::DeleteSubjectRequest* request,
                                             v1::DeleteSubjectResponse* response) {
-  return ToGrpcStatus(registry_->DeleteSubject(*request, ContextOf(context), response));
+  return Admitted(gate_, [&] {
+    return ToGrpcStatus(registry_->DeleteSubject(*request, ContextOf(context), response));
+  });
 }
 
-grpc::Status RegistryService::GetSubject(grpc::ServerContext*,
-                                         const v1::GetSubjectRequest* request,
+grpc::Status RegistryService::GetSubject(grpc::ServerContext*, const v1::GetSubjectRequest* request,
                                          v1::GetSubjectResponse* response) {
-  return ToGrpcStatus(registry_->GetSubject(*request, response));
+  return Admitted(gate_, [&] { return ToGrpcStatus(registry_->GetSubject(*request, response)); });
 }
 
 grpc::Status RegistryService::Check(grpc::ServerContext*, const v1::CheckRequest* request,
                                     v1::CheckResponse* response) {
-  return ToGrpcStatus(registry_->Check(*request, response));
+  return Admitted(gate_, [&] { return ToGrpcStatus(registry_->Check(*request, response)); });
 }
 
-grpc::Status RegistryService::BatchCheck(grpc::ServerContext*,
-                                         const v1::BatchCheckRequest* request,
+grpc::Status RegistryService::BatchCheck(grpc::ServerContext*, const v1::BatchCheckRequest* request,
                                          v1::BatchCheckResponse* response) {
-  return ToGrpcStatus(registry_->BatchCheck(*request, response));
+  return Admitted(gate_, [&] { return ToGrpcStatus(registry_->BatchCheck(*request, response)); });
 }
 
 grpc::Status RegistryService::StreamCheck(
@@ -72,14 +86,12 @@ grpc::Status RegistryService::StreamCheck(
   return NotYet("StreamCheck");
 }
 
-grpc::Status RegistryService::ListHistory(grpc::ServerContext*,
-                                          const v1::ListHistoryRequest*,
+grpc::Status RegistryService::ListHistory(grpc::ServerContext*, const v1::ListHistoryRequest*,
                                           v1::ListHistoryResponse*) {
   return NotYet("ListHistory");
 }
 
-grpc::Status RegistryService::WatchChanges(grpc::ServerContext*,
-                                           const v1::WatchChangesRequest*,
+grpc::Status RegistryService::WatchChanges(grpc::ServerContext*, const v1::WatchChangesRequest*,
                                            grpc::ServerWriter<v1::WatchChangesResponse>*) {
   return NotYet("WatchChanges");
 }
@@ -87,44 +99,44 @@ grpc::Status RegistryService::WatchChanges(grpc::ServerContext*,
 absl::StatusOr<std::pair<std::string, std::string>> PolicyReloader::Reload() {
   auto next = CompiledPolicy::FromFile(path_);
   if (!next.ok()) {
-    LogWarning(absl::StrCat("policy reload rejected, active policy stays: ",
-                            next.status().message()));
+    LogWarning(
+        absl::StrCat("policy reload rejected, active policy stays: ", next.status().message()));
     return absl::Status(absl::StatusCode::kFailedPrecondition, next.status().message());
   }
   std::string version = (*next)->version();
   auto previous = holder_->Swap(*std::move(next));
-  LogInfo(absl::StrCat("policy reloaded: version ", version, " (was ",
-                       previous->version(), ")"));
+  LogInfo(absl::StrCat("policy reloaded: version ", version, " (was ", previous->version(), ")"));
   return std::make_pair(std::move(version), previous->version());
 }
 
 grpc::Status AdminService::GetPolicy(grpc::ServerContext*, const v1::GetPolicyRequest*,
                                      v1::GetPolicyResponse* response) {
-  const auto policy = policies_->Get();
-  response->set_version(policy->version());
-  response->set_text(policy->text());
-  *response->mutable_policy() = policy->proto();
-  return grpc::Status::OK;
+  return Admitted(gate_, [&] {
+    const auto policy = policies_->Get();
+    response->set_version(policy->version());
+    response->set_text(policy->text());
+    *response->mutable_policy() = policy->proto();
+    return grpc::Status::OK;
+  });
 }
 
-grpc::Status AdminService::ReloadPolicy(grpc::ServerContext*,
-                                        const v1::ReloadPolicyRequest*,
+grpc::Status AdminService::ReloadPolicy(grpc::ServerContext*, const v1::ReloadPolicyRequest*,
                                         v1::ReloadPolicyResponse* response) {
-  auto versions = reloader_->Reload();
-  if (!versions.ok()) return ToGrpcStatus(versions.status());
-  response->set_version(versions->first);
-  response->set_previous_version(versions->second);
-  return grpc::Status::OK;
+  return Admitted(gate_, [&] {
+    auto versions = reloader_->Reload();
+    if (!versions.ok()) return ToGrpcStatus(versions.status());
+    response->set_version(versions->first);
+    response->set_previous_version(versions->second);
+    return grpc::Status::OK;
+  });
 }
 
-grpc::Status AdminService::CreateBackup(grpc::ServerContext*,
-                                        const v1::CreateBackupRequest*,
+grpc::Status AdminService::CreateBackup(grpc::ServerContext*, const v1::CreateBackupRequest*,
                                         v1::CreateBackupResponse*) {
   return NotYet("CreateBackup");
 }
 
-grpc::Status AdminService::VerifyAuditLog(grpc::ServerContext*,
-                                          const v1::VerifyAuditLogRequest*,
+grpc::Status AdminService::VerifyAuditLog(grpc::ServerContext*, const v1::VerifyAuditLogRequest*,
                                           v1::VerifyAuditLogResponse*) {
   return NotYet("VerifyAuditLog (audit hash chain)");
 }

@@ -9,6 +9,7 @@
 
 #include "consent/v1/admin.grpc.pb.h"
 #include "consent/v1/registry.grpc.pb.h"
+#include "server/drain_gate.h"
 #include "server/policy.h"
 #include "server/registry.h"
 
@@ -16,44 +17,38 @@ namespace consent {
 
 class RegistryService final : public v1::ConsentRegistry::Service {
  public:
-  explicit RegistryService(Registry* registry) : registry_(registry) {}
+  // Calls are admitted through `gate`: once it drains they get UNAVAILABLE.
+  RegistryService(Registry* registry, DrainGate* gate) : registry_(registry), gate_(gate) {}
 
-  grpc::Status SetPreference(grpc::ServerContext* context,
-                             const v1::SetPreferenceRequest* request,
+  grpc::Status SetPreference(grpc::ServerContext* context, const v1::SetPreferenceRequest* request,
                              v1::SetPreferenceResponse* response) override;
   grpc::Status BatchSetPreferences(grpc::ServerContext* context,
                                    const v1::BatchSetPreferencesRequest* request,
                                    v1::BatchSetPreferencesResponse* response) override;
-  grpc::Status UpdateSubject(grpc::ServerContext* context,
-                             const v1::UpdateSubjectRequest* request,
+  grpc::Status UpdateSubject(grpc::ServerContext* context, const v1::UpdateSubjectRequest* request,
                              v1::UpdateSubjectResponse* response) override;
   grpc::Status SetContentExclusion(grpc::ServerContext* context,
                                    const v1::SetContentExclusionRequest* request,
                                    v1::SetContentExclusionResponse* response) override;
-  grpc::Status DeleteSubject(grpc::ServerContext* context,
-                             const v1::DeleteSubjectRequest* request,
+  grpc::Status DeleteSubject(grpc::ServerContext* context, const v1::DeleteSubjectRequest* request,
                              v1::DeleteSubjectResponse* response) override;
-  grpc::Status GetSubject(grpc::ServerContext* context,
-                          const v1::GetSubjectRequest* request,
+  grpc::Status GetSubject(grpc::ServerContext* context, const v1::GetSubjectRequest* request,
                           v1::GetSubjectResponse* response) override;
   grpc::Status Check(grpc::ServerContext* context, const v1::CheckRequest* request,
                      v1::CheckResponse* response) override;
-  grpc::Status BatchCheck(grpc::ServerContext* context,
-                          const v1::BatchCheckRequest* request,
+  grpc::Status BatchCheck(grpc::ServerContext* context, const v1::BatchCheckRequest* request,
                           v1::BatchCheckResponse* response) override;
   grpc::Status StreamCheck(
       grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream)
-      override;
-  grpc::Status ListHistory(grpc::ServerContext* context,
-                           const v1::ListHistoryRequest* request,
+      grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) override;
+  grpc::Status ListHistory(grpc::ServerContext* context, const v1::ListHistoryRequest* request,
                            v1::ListHistoryResponse* response) override;
-  grpc::Status WatchChanges(grpc::ServerContext* context,
-                            const v1::WatchChangesRequest* request,
+  grpc::Status WatchChanges(grpc::ServerContext* context, const v1::WatchChangesRequest* request,
                             grpc::ServerWriter<v1::WatchChangesResponse>* writer) override;
 
  private:
   Registry* registry_;
+  DrainGate* gate_;
 };
 
 // Loads the policy file again (ReloadPolicy and SIGHUP): on success swaps it
@@ -73,16 +68,14 @@ class PolicyReloader {
 
 class AdminService final : public v1::ConsentAdmin::Service {
  public:
-  AdminService(PolicyHolder* policies, PolicyReloader* reloader)
-      : policies_(policies), reloader_(reloader) {}
+  AdminService(PolicyHolder* policies, PolicyReloader* reloader, DrainGate* gate)
+      : policies_(policies), reloader_(reloader), gate_(gate) {}
 
   grpc::Status GetPolicy(grpc::ServerContext* context, const v1::GetPolicyRequest* request,
                          v1::GetPolicyResponse* response) override;
-  grpc::Status ReloadPolicy(grpc::ServerContext* context,
-                            const v1::ReloadPolicyRequest* request,
+  grpc::Status ReloadPolicy(grpc::ServerContext* context, const v1::ReloadPolicyRequest* request,
                             v1::ReloadPolicyResponse* response) override;
-  grpc::Status CreateBackup(grpc::ServerContext* context,
-                            const v1::CreateBackupRequest* request,
+  grpc::Status CreateBackup(grpc::ServerContext* context, const v1::CreateBackupRequest* request,
                             v1::CreateBackupResponse* response) override;
   grpc::Status VerifyAuditLog(grpc::ServerContext* context,
                               const v1::VerifyAuditLogRequest* request,
@@ -91,6 +84,7 @@ class AdminService final : public v1::ConsentAdmin::Service {
  private:
   PolicyHolder* policies_;
   PolicyReloader* reloader_;
+  DrainGate* gate_;
 };
 
 }  // namespace consent

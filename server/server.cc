@@ -78,6 +78,7 @@ class ServerImpl final : public ConsentServer {
   std::unique_ptr<PolicyHolder> policies_;
   std::unique_ptr<PolicyReloader> reloader_;
   std::unique_ptr<Registry> registry_;
+  DrainGate gate_;
   std::unique_ptr<RegistryService> registry_service_;
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
@@ -93,8 +94,15 @@ absl::Status ServerImpl::Shutdown() {
   shut_down_ = true;
   if (grpc_server_ != nullptr) {
     grpc_server_->GetHealthCheckService()->SetServingStatus(false);
-    grpc_server_->Shutdown(std::chrono::system_clock::now() +
-                           absl::ToChronoSeconds(options_.shutdown_grace));
+    // New calls now get UNAVAILABLE; those in flight may finish within the
+    // grace period. Then the server stops at once: whatever is still running
+    // is cancelled and idle connections are closed.
+    const int64_t left = gate_.DrainUntil(absl::Now() + options_.shutdown_grace);
+    if (left > 0) {
+      LogWarning(absl::StrCat(left, " calls still in flight after ",
+                              absl::FormatDuration(options_.shutdown_grace), "; cancelling them"));
+    }
+    grpc_server_->Shutdown(std::chrono::system_clock::now());
     grpc_server_->Wait();
   }
   exposer_.reset();
@@ -105,8 +113,7 @@ absl::Status ServerImpl::Shutdown() {
 }
 
 // Splits "host:port" / "[v6]:port".
-bool SplitHostPort(absl::string_view address, absl::string_view* host,
-                   absl::string_view* port) {
+bool SplitHostPort(absl::string_view address, absl::string_view* host, absl::string_view* port) {
   size_t colon = address.rfind(':');
   if (colon == absl::string_view::npos) return false;
   *host = address.substr(0, colon);
@@ -127,23 +134,22 @@ bool IsLoopbackAddress(absl::string_view listen) {
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
 }
 
-absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(
-    const ServerOptions& options, const Clock* clock) {
+absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const ServerOptions& options,
+                                                                    const Clock* clock) {
   absl::string_view host, port;
   if (!SplitHostPort(options.listen, &host, &port)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--listen \"", options.listen, "\" is not host:port"));
   }
   if (!IsLoopbackAddress(options.listen)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--listen ", options.listen,
-        " is not a loopback address; without TLS and authentication consentd "
-        "listens on loopback only"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen ", options.listen,
+                     " is not a loopback address; without TLS and authentication consentd "
+                     "listens on loopback only"));
   }
-  if (!options.metrics_listen.empty() &&
-      !SplitHostPort(options.metrics_listen, &host, &port)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--metrics_listen \"", options.metrics_listen, "\" is not host:port"));
+  if (!options.metrics_listen.empty() && !SplitHostPort(options.metrics_listen, &host, &port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics_listen \"", options.metrics_listen, "\" is not host:port"));
   }
   auto server = std::make_unique<ServerImpl>();
   server->options_ = options;
@@ -161,49 +167,46 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 
-  server->registry_ = std::make_unique<Registry>(server->store_.get(),
-                                                 server->policies_.get(), clock);
-  server->registry_service_ = std::make_unique<RegistryService>(server->registry_.get());
+  server->registry_ =
+      std::make_unique<Registry>(server->store_.get(), server->policies_.get(), clock);
+  server->registry_service_ =
+      std::make_unique<RegistryService>(server->registry_.get(), &server->gate_);
   server->admin_service_ = std::make_unique<AdminService>(server->policies_.get(),
-                                                          server->reloader_.get());
+                                                          server->reloader_.get(), &server->gate_);
 
   if (!options.metrics_listen.empty()) {
     try {
       server->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
     } catch (const std::exception& e) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot serve metrics on --metrics_listen ", options.metrics_listen, ": ",
-          e.what()));
+      return absl::FailedPreconditionError(absl::StrCat("cannot serve metrics on --metrics_listen ",
+                                                        options.metrics_listen, ": ", e.what()));
     }
-    server->collector_ = std::make_shared<StateCollector>(server->store_.get(),
-                                                          server->policies_.get());
+    server->collector_ =
+        std::make_shared<StateCollector>(server->store_.get(), server->policies_.get());
     server->exposer_->RegisterCollectable(server->collector_);
     const auto ports = server->exposer_->GetListeningPorts();
     server->metrics_address_ =
-        absl::StrCat(options.metrics_listen.substr(0, options.metrics_listen.rfind(':')),
-                     ":", ports.empty() ? 0 : ports[0]);
+        absl::StrCat(options.metrics_listen.substr(0, options.metrics_listen.rfind(':')), ":",
+                     ports.empty() ? 0 : ports[0]);
   }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &selected_port);
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &selected_port);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   builder.RegisterService(server->registry_service_.get());
   builder.RegisterService(server->admin_service_.get());
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || selected_port == 0) {
     server->grpc_server_.reset();
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot listen on --listen ", options.listen,
-                     " (address in use or not available)"));
+    return absl::FailedPreconditionError(absl::StrCat("cannot listen on --listen ", options.listen,
+                                                      " (address in use or not available)"));
   }
-  server->listen_address_ = absl::StrCat(
-      options.listen.substr(0, options.listen.rfind(':')), ":", selected_port);
-  grpc::HealthCheckServiceInterface* health =
-      server->grpc_server_->GetHealthCheckService();
+  server->listen_address_ =
+      absl::StrCat(options.listen.substr(0, options.listen.rfind(':')), ":", selected_port);
+  grpc::HealthCheckServiceInterface* health = server->grpc_server_->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(v1::ConsentRegistry::service_full_name(), true);
   health->SetServingStatus(v1::ConsentAdmin::service_full_name(), true);

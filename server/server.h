@@ -35,8 +35,8 @@ class ConsentServer {
   // health reports SERVING only after all of it succeeded. Errors name what
   // failed (data directory, policy file, address). `clock` may be null for
   // the real clock; it must outlive the server.
-  static absl::StatusOr<std::unique_ptr<ConsentServer>> Start(
-      const ServerOptions& options, const Clock* clock = nullptr);
+  static absl::StatusOr<std::unique_ptr<ConsentServer>> Start(const ServerOptions& options,
+                                                              const Clock* clock = nullptr);
 
   virtual ~ConsentServer() = default;
 

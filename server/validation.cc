@@ -15,10 +15,17 @@ size_t Utf8SequenceLength(absl::string_view s, size_t i) {
   size_t len;
   uint32_t cp;
   if (c < 0x80) return 1;
-  if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; }
-  else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; }
-  else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; }
-  else return 0;
+  if ((c & 0xe0) == 0xc0) {
+    len = 2;
+    cp = c & 0x1f;
+  } else if ((c & 0xf0) == 0xe0) {
+    len = 3;
+    cp = c & 0x0f;
+  } else if ((c & 0xf8) == 0xf0) {
+    len = 4;
+    cp = c & 0x07;
+  } else
+    return 0;
   if (i + len > s.size()) return 0;
   for (size_t k = 1; k < len; ++k) {
     const auto cc = static_cast<unsigned char>(s[i + k]);
@@ -80,8 +87,7 @@ std::string IdProblem(absl::string_view id) {
 std::string PurposeProblem(absl::string_view purpose) {
   if (purpose.empty()) return "is required";
   if (purpose.size() > kMaxPurposeBytes) {
-    return absl::StrCat("is ", purpose.size(), " bytes; at most ",
-                        kMaxPurposeBytes, " allowed");
+    return absl::StrCat("is ", purpose.size(), " bytes; at most ", kMaxPurposeBytes, " allowed");
   }
   bool segment_empty = true;
   for (char c : purpose) {
@@ -123,8 +129,8 @@ std::string DateProblem(const v1::Date& date) {
 
 std::string TimestampProblem(const google::protobuf::Timestamp& t) {
   // Protobuf's Timestamp range: 0001-01-01 to 9999-12-31.
-  if (t.seconds() < -62135596800 || t.seconds() > 253402300799 ||
-      t.nanos() < 0 || t.nanos() > 999999999) {
+  if (t.seconds() < -62135596800 || t.seconds() > 253402300799 || t.nanos() < 0 ||
+      t.nanos() > 999999999) {
     return "is out of range";
   }
   return "";
@@ -159,8 +165,7 @@ void ValidateContent(const v1::Content& content, const std::string& prefix,
   }
 }
 
-void ValidateSource(const v1::Source& source, const std::string& prefix,
-                    Violations* violations) {
+void ValidateSource(const v1::Source& source, const std::string& prefix, Violations* violations) {
   auto check = [&](const std::string& value, const char* name) {
     if (value.size() > kMaxSourceFieldBytes) {
       violations->Add(absl::StrCat(prefix, ".", name),

@@ -52,11 +52,9 @@ std::string TimestampProblem(const google::protobuf::Timestamp& t);
 
 // Validates the fields of a Content. `prefix` names it ("content" or
 // "items[3].content").
-void ValidateContent(const v1::Content& content, const std::string& prefix,
-                     Violations* violations);
+void ValidateContent(const v1::Content& content, const std::string& prefix, Violations* violations);
 
-void ValidateSource(const v1::Source& source, const std::string& prefix,
-                    Violations* violations);
+void ValidateSource(const v1::Source& source, const std::string& prefix, Violations* violations);
 
 }  // namespace consent
 

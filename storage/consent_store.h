@@ -39,8 +39,8 @@ struct SubjectUpdate {
   // The store then sets the subject's revision and timestamps and the
   // event's revision, event_time and user_id. Returning an error aborts the
   // whole Commit, and nothing is written.
-  std::function<absl::Status(bool exists, int64_t revision,
-                             v1::Subject& subject, v1::ChangeEvent& event)>
+  std::function<absl::Status(bool exists, int64_t revision, v1::Subject& subject,
+                             v1::ChangeEvent& event)>
       apply;
 };
 
@@ -59,8 +59,7 @@ class ConsentStore {
   // kFailedPrecondition when another process holds the directory's lock or
   // the directory is not a database of this format; kDataLoss when files
   // are corrupt; kInternal for other I/O failures. Messages name the path.
-  static absl::StatusOr<std::unique_ptr<ConsentStore>> Open(
-      const StoreOptions& options);
+  static absl::StatusOr<std::unique_ptr<ConsentStore>> Open(const StoreOptions& options);
 
   virtual ~ConsentStore() = default;
 
@@ -77,9 +76,8 @@ class ConsentStore {
 
   // Reads several subjects at once (one MultiGet). `out` gets one entry per
   // id, empty where no record exists. Any other error fails the whole call.
-  virtual absl::Status GetSubjects(
-      absl::Span<const absl::string_view> user_ids,
-      std::vector<std::optional<v1::Subject>>* out) = 0;
+  virtual absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
+                                   std::vector<std::optional<v1::Subject>>* out) = 0;
 
   // The revision of the last acknowledged commit (0 for an empty store).
   // Every write up to it is visible to reads that start afterwards.
@@ -87,8 +85,8 @@ class ConsentStore {
 
   // Change events with revision >= start_revision, oldest first, at most
   // `limit` of them.
-  virtual absl::StatusOr<std::vector<v1::ChangeEvent>> ReadEvents(
-      int64_t start_revision, size_t limit) = 0;
+  virtual absl::StatusOr<std::vector<v1::ChangeEvent>> ReadEvents(int64_t start_revision,
+                                                                  size_t limit) = 0;
 
   // Flushes and closes; later calls fail with kFailedPrecondition.
   // Also done by the destructor.

@@ -41,8 +41,8 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
   if (s.IsCorruption()) return absl::DataLossError(msg);
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
   if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        msg, " (is another consentd using this data directory?)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(msg, " (is another consentd using this data directory?)"));
   }
   if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) {
     return absl::UnavailableError(msg);
@@ -63,12 +63,11 @@ absl::Status CheckDataDir(const std::string& dir) {
       return absl::FailedPreconditionError(
           absl::StrCat("data directory ", dir, " exists and is not a directory"));
     }
-    if (!fs::exists(fs::path(dir) / "CURRENT", ec) &&
-        !fs::is_empty(dir, ec)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "data directory ", dir,
-          " is not empty and holds no consent-registry database; "
-          "refusing to write into it"));
+    if (!fs::exists(fs::path(dir) / "CURRENT", ec) && !fs::is_empty(dir, ec)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("data directory ", dir,
+                       " is not empty and holds no consent-registry database; "
+                       "refusing to write into it"));
     }
     return absl::OkStatus();
   }
@@ -82,23 +81,19 @@ absl::Status CheckDataDir(const std::string& dir) {
 
 class RocksDbStore final : public ConsentStore {
  public:
-  RocksDbStore(std::unique_ptr<rocksdb::DB> db,
-               std::vector<rocksdb::ColumnFamilyHandle*> handles,
+  RocksDbStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
                int64_t revision)
       : db_(std::move(db)), handles_(std::move(handles)), revision_(revision) {}
 
   ~RocksDbStore() override { Close().IgnoreError(); }
 
-  absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates,
-                                      absl::Time now) override;
+  absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates, absl::Time now) override;
   absl::StatusOr<v1::Subject> GetSubject(absl::string_view user_id) override;
   absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
                            std::vector<std::optional<v1::Subject>>* out) override;
-  int64_t CurrentRevision() const override {
-    return revision_.load(std::memory_order_acquire);
-  }
-  absl::StatusOr<std::vector<v1::ChangeEvent>> ReadEvents(
-      int64_t start_revision, size_t limit) override;
+  int64_t CurrentRevision() const override { return revision_.load(std::memory_order_acquire); }
+  absl::StatusOr<std::vector<v1::ChangeEvent>> ReadEvents(int64_t start_revision,
+                                                          size_t limit) override;
   absl::Status Close() override;
 
   // Column family handles, in the order of ColumnFamilies().
@@ -109,8 +104,7 @@ class RocksDbStore final : public ConsentStore {
 
  private:
   // Reads one subject from the database (no pending writes). Sets `exists`.
-  absl::Status ReadSubject(absl::string_view user_id, bool* exists,
-                           v1::Subject* subject)
+  absl::Status ReadSubject(absl::string_view user_id, bool* exists, v1::Subject* subject)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
 
   // Guards db_ against Close while calls are in flight: calls hold it
@@ -127,8 +121,7 @@ absl::Status RocksDbStore::ReadSubject(absl::string_view user_id, bool* exists,
                                        v1::Subject* subject) {
   rocksdb::PinnableSlice value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), subjects(),
-                               rocksdb::Slice(user_id.data(), user_id.size()),
-                               &value);
+                               rocksdb::Slice(user_id.data(), user_id.size()), &value);
   if (s.IsNotFound()) {
     *exists = false;
     subject->Clear();
@@ -143,8 +136,8 @@ absl::Status RocksDbStore::ReadSubject(absl::string_view user_id, bool* exists,
   return absl::OkStatus();
 }
 
-absl::StatusOr<CommitResult> RocksDbStore::Commit(
-    std::vector<SubjectUpdate> updates, absl::Time now) {
+absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> updates,
+                                                  absl::Time now) {
   if (updates.empty()) {
     return absl::InvalidArgumentError("commit of no updates");
   }
@@ -186,8 +179,7 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(
     *event.mutable_event_time() = now_proto;
 
     batch.Put(events(), EventKey(revision), event.SerializeAsString());
-    batch.Put(user_events(), UserEventKey(update.user_id, revision),
-              rocksdb::Slice());
+    batch.Put(user_events(), UserEventKey(update.user_id, revision), rocksdb::Slice());
     result.revisions.push_back(revision);
     result.subjects.push_back(subject);
     pending[update.user_id] = std::move(subject);
@@ -216,9 +208,8 @@ absl::StatusOr<v1::Subject> RocksDbStore::GetSubject(absl::string_view user_id) 
   return subject;
 }
 
-absl::Status RocksDbStore::GetSubjects(
-    absl::Span<const absl::string_view> user_ids,
-    std::vector<std::optional<v1::Subject>>* out) {
+absl::Status RocksDbStore::GetSubjects(absl::Span<const absl::string_view> user_ids,
+                                       std::vector<std::optional<v1::Subject>>* out) {
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   const size_t n = user_ids.size();
@@ -227,8 +218,7 @@ absl::Status RocksDbStore::GetSubjects(
   for (absl::string_view id : user_ids) keys.emplace_back(id.data(), id.size());
   std::vector<rocksdb::PinnableSlice> values(n);
   std::vector<rocksdb::Status> statuses(n);
-  db_->MultiGet(rocksdb::ReadOptions(), subjects(), n, keys.data(),
-                values.data(), statuses.data());
+  db_->MultiGet(rocksdb::ReadOptions(), subjects(), n, keys.data(), values.data(), statuses.data());
   out->clear();
   out->resize(n);
   for (size_t i = 0; i < n; ++i) {
@@ -236,28 +226,25 @@ absl::Status RocksDbStore::GetSubjects(
     absl::Status s = FromRocks(statuses[i], "reading subjects");
     if (!s.ok()) return s;
     v1::Subject& subject = (*out)[i].emplace();
-    if (!subject.ParseFromArray(values[i].data(),
-                                static_cast<int>(values[i].size()))) {
+    if (!subject.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
       return absl::DataLossError("subject record does not parse");
     }
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadEvents(
-    int64_t start_revision, size_t limit) {
+absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadEvents(int64_t start_revision,
+                                                                      size_t limit) {
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   std::vector<v1::ChangeEvent> events_out;
-  std::unique_ptr<rocksdb::Iterator> it(
-      db_->NewIterator(rocksdb::ReadOptions(), events()));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), events()));
   for (it->Seek(EventKey(std::max<int64_t>(start_revision, 0)));
        it->Valid() && events_out.size() < limit; it->Next()) {
     v1::ChangeEvent& event = events_out.emplace_back();
-    if (!event.ParseFromArray(it->value().data(),
-                              static_cast<int>(it->value().size()))) {
-      return absl::DataLossError(absl::StrCat(
-          "event at key ", it->key().ToString(/*hex=*/true), " does not parse"));
+    if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError(
+          absl::StrCat("event at key ", it->key().ToString(/*hex=*/true), " does not parse"));
     }
   }
   absl::Status s = FromRocks(it->status(), "reading events");
@@ -281,8 +268,7 @@ absl::Status RocksDbStore::Close() {
   return FromRocks(s, "closing store");
 }
 
-std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(
-    const StoreOptions& store_options) {
+std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(const StoreOptions& store_options) {
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(store_options.block_cache_bytes);
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
@@ -304,8 +290,7 @@ std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(
-    const StoreOptions& options) {
+absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions& options) {
   if (absl::Status s = CheckDataDir(options.data_dir); !s.ok()) return s;
 
   rocksdb::DBOptions db_options;
@@ -319,8 +304,7 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(
   rocksdb::DB* raw_db = nullptr;
   const std::string context = absl::StrCat("opening data directory ", options.data_dir);
   absl::Status s = FromRocks(
-      rocksdb::DB::Open(db_options, options.data_dir, ColumnFamilies(options),
-                        &handles, &raw_db),
+      rocksdb::DB::Open(db_options, options.data_dir, ColumnFamilies(options), &handles, &raw_db),
       context);
   if (!s.ok()) return s;
   std::unique_ptr<rocksdb::DB> db(raw_db);
@@ -335,9 +319,9 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(
     rs = db->Put(wo, meta, kMetaFormatVersion, kFormatVersion);
   } else if (rs.ok() && value != kFormatVersion) {
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-    return absl::FailedPreconditionError(absl::StrCat(
-        context, ": storage format version ", value, " is not supported (want ",
-        kFormatVersion, ")"));
+    return absl::FailedPreconditionError(absl::StrCat(context, ": storage format version ", value,
+                                                      " is not supported (want ", kFormatVersion,
+                                                      ")"));
   }
   int64_t revision = 0;
   if (rs.ok()) {

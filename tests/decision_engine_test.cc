@@ -1,0 +1,440 @@
+// Table-driven tests of the decision rules: every reason, and for each pair
+// of adjacent rules, which one wins when both would deny.
+#include "server/decision_engine.h"
+
+#include <optional>
+
+#include "gtest/gtest.h"
+
+namespace consent {
+namespace {
+
+constexpr char kPolicy[] = R"pb(
+  version: "engine-test"
+  purposes { name: "ai_training" }
+  purposes { name: "ai_training.generative" }
+  purposes { name: "ai_training.research" }
+  purposes { name: "analytics" }
+  jurisdiction_groups {
+    name: "uk"
+    jurisdictions: "GB"
+    rules {
+      purpose_rules {
+        purpose: "ai_training"
+        legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST
+        allowed_visibilities: VISIBILITY_PUBLIC
+        sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_ALL
+        min_age: 18
+        require_known_age: true
+      }
+    }
+  }
+  jurisdiction_groups {
+    name: "us"
+    jurisdictions: "US"
+    rules {
+      purpose_rules {
+        purpose: "ai_training"
+        legal_basis: LEGAL_BASIS_CONSENT
+        allowed_visibilities: [ VISIBILITY_PUBLIC, VISIBILITY_FOLLOWERS ]
+        excluded_content_types: CONTENT_TYPE_STORY
+        sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_LISTED
+        excluded_sensitive_categories: SENSITIVE_CATEGORY_HEALTH
+        min_age: 13
+      }
+    }
+  }
+  jurisdiction_groups {
+    name: "closed"
+    jurisdictions: "CN"
+    rules { purpose_rules { purpose: "ai_training" prohibited: true } }
+  }
+  jurisdiction_groups {
+    name: "analytics_only"
+    jurisdictions: "BR"
+    rules {
+      purpose_rules {
+        purpose: "analytics"
+        legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST
+        allowed_visibilities: VISIBILITY_PUBLIC
+        sensitive_handling: SENSITIVE_HANDLING_ALLOW
+      }
+    }
+  }
+  default_rules {
+    purpose_rules {
+      purpose: "ai_training"
+      legal_basis: LEGAL_BASIS_CONSENT
+      allowed_visibilities: VISIBILITY_PUBLIC
+      sensitive_handling: SENSITIVE_HANDLING_ALLOW
+    }
+  }
+)pb";
+
+const absl::Time kAt =
+    absl::FromCivil(absl::CivilSecond(2026, 6, 1, 12, 0, 0), absl::UTCTimeZone());
+
+google::protobuf::Timestamp Ts(int y, int m, int d, int hh = 0, int mm = 0, int ss = 0) {
+  google::protobuf::Timestamp t;
+  t.set_seconds(absl::ToUnixSeconds(
+      absl::FromCivil(absl::CivilSecond(y, m, d, hh, mm, ss), absl::UTCTimeZone())));
+  return t;
+}
+
+struct Pref {
+  std::string purpose;
+  v1::PreferenceState state;
+  std::optional<google::protobuf::Timestamp> effective;
+  std::optional<google::protobuf::Timestamp> expire;
+};
+
+struct Case {
+  std::string name;
+  // Subject; has_record false: nothing was ever recorded.
+  bool has_record = true;
+  std::string jurisdiction = "GB";
+  std::optional<v1::Date> birth = v1::Date();  // set in Birth()
+  bool deleted = false;
+  v1::AccountState state = v1::ACCOUNT_STATE_ACTIVE;
+  std::vector<Pref> prefs;
+  // Check.
+  std::string purpose = "ai_training";
+  v1::ContentType type = v1::CONTENT_TYPE_POST;
+  v1::Visibility visibility = v1::VISIBILITY_PUBLIC;
+  std::vector<v1::SensitiveCategory> sensitive;
+  std::optional<google::protobuf::Timestamp> created = Ts(2026, 1, 1);
+  // Expectation.
+  v1::DecisionReason want;
+  int want_rule;
+};
+
+v1::Date Birth(int y, int m, int d) {
+  v1::Date date;
+  date.set_year(y);
+  date.set_month(m);
+  date.set_day(d);
+  return date;
+}
+
+const v1::Date kAdult = Birth(1990, 1, 1);
+
+// Builders that read as the table's sentences.
+Case C(std::string name, v1::DecisionReason want, int rule) {
+  Case c;
+  c.name = std::move(name);
+  c.birth = kAdult;
+  c.want = want;
+  c.want_rule = rule;
+  return c;
+}
+Case& In(Case& c, std::string j) {
+  c.jurisdiction = std::move(j);
+  return c;
+}
+
+Pref Objected(std::string p) { return {std::move(p), v1::PREFERENCE_STATE_OBJECTED, {}, {}}; }
+Pref Consented(std::string p) { return {std::move(p), v1::PREFERENCE_STATE_CONSENTED, {}, {}}; }
+
+using R = v1::DecisionReason;
+constexpr R kDefault = v1::DECISION_REASON_ALLOWED_DEFAULT;
+constexpr R kConsent = v1::DECISION_REASON_ALLOWED_CONSENT;
+constexpr R kDeleted = v1::DECISION_REASON_DENIED_ACCOUNT_DELETED;
+constexpr R kPolicy_ = v1::DECISION_REASON_DENIED_POLICY;
+constexpr R kType = v1::DECISION_REASON_DENIED_CONTENT_TYPE;
+constexpr R kNotPublic = v1::DECISION_REASON_DENIED_NOT_PUBLIC;
+constexpr R kSensitive = v1::DECISION_REASON_DENIED_SENSITIVE;
+constexpr R kMinor = v1::DECISION_REASON_DENIED_MINOR;
+constexpr R kObjection = v1::DECISION_REASON_DENIED_OBJECTION;
+constexpr R kNoConsent = v1::DECISION_REASON_DENIED_NO_CONSENT;
+
+std::vector<Case> Cases() {
+  std::vector<Case> cases;
+  auto add = [&cases](Case c) { cases.push_back(std::move(c)); };
+  Case c;
+
+  // Rule 10 and the plain cases.
+  add(C("uk_adult_public_post_allowed_by_default", kDefault, 10));
+  c = C("no_record_uses_default_rules_and_needs_consent", kNoConsent, 10);
+  c.has_record = false;
+  add(c);
+  c = C("unknown_jurisdiction_needs_consent", kNoConsent, 10);
+  add(In(c, "JP"));
+  c = C("empty_jurisdiction_needs_consent", kNoConsent, 10);
+  add(In(c, ""));
+  c = C("deactivated_account_is_not_special", kDefault, 10);
+  c.state = v1::ACCOUNT_STATE_DEACTIVATED;
+  add(c);
+
+  // Rule 2, and 2 before 3, 4.
+  c = C("deleted_account", kDeleted, 2);
+  c.deleted = true;
+  add(c);
+  c = C("deleted_beats_policy", kDeleted, 2);
+  c.deleted = true;
+  add(In(c, "CN"));
+  c = C("deleted_beats_message", kDeleted, 2);
+  c.deleted = true;
+  c.type = v1::CONTENT_TYPE_MESSAGE;
+  add(c);
+  c = C("deleted_beats_consent", kDeleted, 2);
+  c.deleted = true;
+  c.prefs = {Consented("ai_training")};
+  add(c);
+
+  // Rule 3, and 3 before 4.
+  c = C("prohibited_purpose", kPolicy_, 3);
+  add(In(c, "CN"));
+  c = C("no_rule_for_purpose_in_jurisdiction", kPolicy_, 3);
+  add(In(c, "BR"));
+  c = C("no_rule_for_purpose_in_default_rules", kPolicy_, 3);
+  c.purpose = "analytics";
+  add(In(c, "JP"));
+  c = C("policy_beats_message", kPolicy_, 3);
+  c.type = v1::CONTENT_TYPE_MESSAGE;
+  add(In(c, "CN"));
+  c = C("policy_beats_consent", kPolicy_, 3);
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "CN"));
+  c = C("rule_of_parent_purpose_applies_to_child", kPolicy_, 3);
+  c.purpose = "ai_training.generative";
+  add(In(c, "CN"));
+
+  // Rule 4, and 4 before 5.
+  c = C("private_message_never", kType, 4);
+  c.type = v1::CONTENT_TYPE_MESSAGE;
+  add(c);
+  c = C("private_message_never_even_with_consent", kType, 4);
+  c.type = v1::CONTENT_TYPE_MESSAGE;
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "US"));
+  c = C("type_excluded_by_rule", kType, 4);
+  c.type = v1::CONTENT_TYPE_STORY;
+  add(In(c, "US"));
+  c = C("subdivision_falls_back_to_country_group", kType, 4);
+  c.type = v1::CONTENT_TYPE_STORY;
+  add(In(c, "US-CA"));
+  c = C("content_type_beats_visibility", kType, 4);
+  c.type = v1::CONTENT_TYPE_MESSAGE;
+  c.visibility = v1::VISIBILITY_PRIVATE;
+  add(c);
+
+  // Rule 5, and 5 before 6.
+  c = C("friends_only_post", kNotPublic, 5);
+  c.visibility = v1::VISIBILITY_FRIENDS;
+  add(c);
+  c = C("followers_allowed_where_rule_allows", kConsent, 9);
+  c.visibility = v1::VISIBILITY_FOLLOWERS;
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "US"));
+  c = C("followers_not_allowed_in_uk", kNotPublic, 5);
+  c.visibility = v1::VISIBILITY_FOLLOWERS;
+  add(c);
+  c = C("visibility_beats_sensitive", kNotPublic, 5);
+  c.visibility = v1::VISIBILITY_FRIENDS;
+  c.sensitive = {v1::SENSITIVE_CATEGORY_HEALTH};
+  add(c);
+  c = C("visibility_beats_consent", kNotPublic, 5);
+  c.visibility = v1::VISIBILITY_FRIENDS;
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "JP"));
+
+  // Rule 6, and 6 before 7.
+  c = C("sensitive_excluded_all", kSensitive, 6);
+  c.sensitive = {v1::SENSITIVE_CATEGORY_RELIGIOUS_OR_PHILOSOPHICAL_BELIEFS};
+  add(c);
+  c = C("sensitive_listed_category", kSensitive, 6);
+  c.sensitive = {v1::SENSITIVE_CATEGORY_POLITICAL_OPINIONS, v1::SENSITIVE_CATEGORY_HEALTH};
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "US"));
+  c = C("sensitive_unlisted_category_passes", kConsent, 9);
+  c.sensitive = {v1::SENSITIVE_CATEGORY_POLITICAL_OPINIONS};
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "US"));
+  c = C("sensitive_allowed_by_rule", kConsent, 9);
+  c.sensitive = {v1::SENSITIVE_CATEGORY_HEALTH};
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "JP"));
+  c = C("sensitive_beats_minor", kSensitive, 6);
+  c.sensitive = {v1::SENSITIVE_CATEGORY_HEALTH};
+  c.birth = Birth(2012, 1, 1);
+  add(c);
+
+  // Rule 7, and 7 before 8/9.
+  c = C("minor_at_creation", kMinor, 7);
+  c.birth = Birth(2009, 6, 1);
+  add(c);
+  c = C("posted_at_17_now_30", kMinor, 7);
+  c.birth = Birth(1996, 6, 1);
+  c.created = Ts(2013, 6, 1);
+  add(c);
+  c = C("eighteenth_birthday_is_adult", kDefault, 10);
+  c.birth = Birth(2008, 1, 1);
+  c.created = Ts(2026, 1, 1);
+  add(c);
+  c = C("last_second_before_eighteenth_birthday", kMinor, 7);
+  c.birth = Birth(2008, 1, 1);
+  c.created = Ts(2025, 12, 31, 23, 59, 59);
+  add(c);
+  c = C("unknown_birth_date_where_required", kMinor, 7);
+  c.birth.reset();
+  add(c);
+  c = C("unknown_birth_date_where_not_required", kConsent, 9);
+  c.birth.reset();
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "US"));
+  c = C("no_record_needs_consent_without_age_rule", kNoConsent, 10);
+  c.has_record = false;
+  add(In(c, "US"));
+  c = C("no_create_time_where_age_required", kMinor, 7);
+  c.created.reset();
+  add(c);
+  c = C("no_create_time_and_minor_now", kMinor, 7);
+  c.created.reset();
+  c.birth = Birth(2014, 1, 1);
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "US"));
+  c = C("no_create_time_adult_where_age_not_required", kConsent, 9);
+  c.created.reset();
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "US"));
+  c = C("minor_beats_objection", kMinor, 7);
+  c.birth = Birth(2010, 1, 1);
+  c.prefs = {Objected("ai_training")};
+  add(c);
+  c = C("minor_beats_consent", kMinor, 7);
+  c.birth = Birth(2015, 1, 1);
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "US"));
+
+  // Rule 9: preferences, the purpose path and time.
+  c = C("objection", kObjection, 9);
+  c.prefs = {Objected("ai_training")};
+  add(c);
+  c = C("objection_to_parent_covers_child", kObjection, 9);
+  c.prefs = {Objected("ai_training")};
+  c.purpose = "ai_training.generative";
+  add(c);
+  c = C("objection_to_child_does_not_cover_parent", kDefault, 10);
+  c.prefs = {Objected("ai_training.generative")};
+  add(c);
+  c = C("objection_to_sibling_does_not_apply", kDefault, 10);
+  c.prefs = {Objected("ai_training.generative")};
+  c.purpose = "ai_training.research";
+  add(c);
+  c = C("specific_consent_beats_general_objection", kConsent, 9);
+  c.prefs = {Objected("ai_training"), Consented("ai_training.research")};
+  c.purpose = "ai_training.research";
+  add(c);
+  c = C("general_objection_still_covers_other_children", kObjection, 9);
+  c.prefs = {Objected("ai_training"), Consented("ai_training.research")};
+  c.purpose = "ai_training.generative";
+  add(c);
+  c = C("specific_objection_beats_general_consent", kObjection, 9);
+  c.prefs = {Consented("ai_training"), Objected("ai_training.generative")};
+  c.purpose = "ai_training.generative";
+  add(In(c, "US"));
+  c = C("consent_beats_legal_basis_default", kConsent, 9);
+  c.prefs = {Consented("ai_training")};
+  add(c);
+  c = C("consent_where_consent_is_needed", kConsent, 9);
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "JP"));
+  c = C("objection_where_consent_is_needed", kObjection, 9);
+  c.prefs = {Objected("ai_training")};
+  add(In(c, "JP"));
+  c = C("expired_objection_no_longer_applies", kDefault, 10);
+  c.prefs = {{"ai_training", v1::PREFERENCE_STATE_OBJECTED, {}, Ts(2026, 5, 1)}};
+  add(c);
+  c = C("future_objection_not_yet_in_effect", kDefault, 10);
+  c.prefs = {{"ai_training", v1::PREFERENCE_STATE_OBJECTED, Ts(2026, 7, 1), {}}};
+  add(c);
+  c = C("objection_effective_exactly_now", kObjection, 9);
+  c.prefs = {{"ai_training", v1::PREFERENCE_STATE_OBJECTED, Ts(2026, 6, 1, 12), {}}};
+  add(c);
+  c = C("objection_expiring_exactly_now", kDefault, 10);
+  c.prefs = {{"ai_training", v1::PREFERENCE_STATE_OBJECTED, {}, Ts(2026, 6, 1, 12)}};
+  add(c);
+  c = C("expired_specific_falls_back_to_general", kObjection, 9);
+  c.prefs = {Objected("ai_training"),
+             {"ai_training.research", v1::PREFERENCE_STATE_CONSENTED, {}, Ts(2026, 1, 1)}};
+  c.purpose = "ai_training.research";
+  add(c);
+  c = C("objection_covers_old_content", kObjection, 9);
+  c.prefs = {Objected("ai_training")};
+  c.created = Ts(2012, 3, 4);
+  add(c);
+  return cases;
+}
+
+class DecisionTableTest : public ::testing::TestWithParam<Case> {
+ protected:
+  static void SetUpTestSuite() {
+    auto compiled = CompiledPolicy::FromText(kPolicy, "engine-test");
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    policy_ = new std::shared_ptr<const CompiledPolicy>(*compiled);
+  }
+  static std::shared_ptr<const CompiledPolicy>* policy_;
+};
+std::shared_ptr<const CompiledPolicy>* DecisionTableTest::policy_ = nullptr;
+
+TEST_P(DecisionTableTest, Decides) {
+  const Case& c = GetParam();
+  v1::Subject subject;
+  subject.set_user_id("u");
+  subject.mutable_attributes()->set_jurisdiction(c.jurisdiction);
+  subject.mutable_attributes()->set_account_state(c.deleted ? v1::ACCOUNT_STATE_DELETED : c.state);
+  if (c.birth) *subject.mutable_attributes()->mutable_birth_date() = *c.birth;
+  for (const Pref& p : c.prefs) {
+    v1::Preference* pref = subject.add_preferences();
+    pref->set_purpose(p.purpose);
+    pref->set_state(p.state);
+    if (p.effective) *pref->mutable_effective_time() = *p.effective;
+    if (p.expire) *pref->mutable_expire_time() = *p.expire;
+  }
+  v1::Content content;
+  content.set_content_id("c1");
+  content.set_content_type(c.type);
+  content.set_visibility(c.visibility);
+  for (auto s : c.sensitive) content.add_sensitive_categories(s);
+  if (c.created) *content.mutable_create_time() = *c.created;
+
+  const Verdict verdict =
+      Decide(**policy_, c.has_record ? &subject : nullptr, c.purpose, content, kAt);
+  EXPECT_EQ(v1::DecisionReason_Name(verdict.reason), v1::DecisionReason_Name(c.want));
+  EXPECT_EQ(verdict.rule, c.want_rule);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, DecisionTableTest, ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<Case>& param) {
+                           return param.param.name;
+                         });
+
+TEST(DecisionEngineTest, EveryReasonIsCoveredByTheTable) {
+  std::set<int> seen;
+  for (const Case& c : Cases()) seen.insert(c.want);
+  for (int r = 1; r <= v1::DecisionReason_MAX; ++r) {
+    if (r == v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED) continue;  // rule 8: no exclusions yet
+    EXPECT_TRUE(seen.count(r)) << v1::DecisionReason_Name(static_cast<R>(r));
+  }
+}
+
+TEST(DecisionEngineTest, AgeInYears) {
+  const v1::Date birth = Birth(2000, 2, 29);
+  auto at = [](int y, int m, int d) {
+    return absl::FromCivil(absl::CivilDay(y, m, d), absl::UTCTimeZone());
+  };
+  EXPECT_EQ(AgeInYears(birth, at(2018, 2, 28)), 17);
+  EXPECT_EQ(AgeInYears(birth, at(2018, 3, 1)), 18);
+  EXPECT_EQ(AgeInYears(birth, at(2020, 2, 29)), 20);
+  EXPECT_EQ(AgeInYears(birth, at(1999, 1, 1)), -2);
+}
+
+TEST(DecisionEngineTest, IsAllowedOnlyForAllowedReasons) {
+  EXPECT_TRUE(IsAllowed(kDefault));
+  EXPECT_TRUE(IsAllowed(kConsent));
+  EXPECT_FALSE(IsAllowed(kObjection));
+  EXPECT_FALSE(IsAllowed(v1::DECISION_REASON_UNSPECIFIED));
+}
+
+}  // namespace
+}  // namespace consent

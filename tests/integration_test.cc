@@ -1,0 +1,479 @@
+// End-to-end tests against the real consentd binary on loopback, with a
+// temporary data directory per test.
+#include <signal.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "client/consent_client.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace consent {
+namespace {
+
+using ::consent::testing::ConsentdProcess;
+using ::consent::testing::TempDir;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class IntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start(); }
+
+  void Start() {
+    ConsentdProcess::Options options;
+    options.data_dir = dir_.Sub("data");
+    options.policy = policy_path_;
+    auto process = ConsentdProcess::Start(options);
+    ASSERT_TRUE(process.ok()) << process.status();
+    server_ = *std::move(process);
+    ClientOptions client_options;
+    client_options.timeout = absl::Seconds(20);
+    client_ = Client::Connect(server_->address(), client_options);
+  }
+
+  // Sets jurisdiction GB and an adult birth date, so ai_training defaults to
+  // allowed (legitimate interest).
+  void MakeUkAdult(const std::string& user) {
+    v1::UpdateSubjectRequest request;
+    request.set_user_id(user);
+    request.mutable_attributes()->set_jurisdiction("GB");
+    request.mutable_attributes()->mutable_birth_date()->set_year(1990);
+    request.mutable_attributes()->mutable_birth_date()->set_month(5);
+    request.mutable_attributes()->mutable_birth_date()->set_day(17);
+    request.mutable_update_mask()->add_paths("jurisdiction");
+    request.mutable_update_mask()->add_paths("birth_date");
+    auto response = client_->UpdateSubject(request);
+    ASSERT_TRUE(response.ok()) << response.status();
+  }
+
+  absl::StatusOr<int64_t> Set(const std::string& user, v1::PreferenceState state,
+                              const std::string& purpose = "ai_training") {
+    v1::SetPreferenceRequest request;
+    request.set_user_id(user);
+    request.set_purpose(purpose);
+    request.set_state(state);
+    auto response = client_->SetPreference(request);
+    if (!response.ok()) return response.status();
+    return response->revision();
+  }
+
+  static v1::Content Post(const std::string& id,
+                          v1::Visibility visibility = v1::VISIBILITY_PUBLIC) {
+    v1::Content content;
+    content.set_content_id(id);
+    content.set_content_type(v1::CONTENT_TYPE_POST);
+    content.set_visibility(visibility);
+    content.mutable_create_time()->set_seconds(1'700'000'000);  // 2023-11-14
+    return content;
+  }
+
+  absl::StatusOr<v1::Decision> Check(const std::string& user,
+                                     const std::string& purpose = "ai_training") {
+    v1::CheckRequest request;
+    request.set_purpose(purpose);
+    request.set_user_id(user);
+    *request.mutable_content() = Post("post-1");
+    auto response = client_->Check(request);
+    if (!response.ok()) return response.status();
+    return response->decision();
+  }
+
+  TempDir dir_;
+  std::string policy_path_ = testing::DefaultPolicyPath();
+  std::unique_ptr<ConsentdProcess> server_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(IntegrationTest, HealthIsServing) {
+  auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  for (const char* service : {"", "consent.v1.ConsentRegistry", "consent.v1.ConsentAdmin"}) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(stub->Check(&context, request, &response).ok()) << service;
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+}
+
+TEST_F(IntegrationTest, ObjectThenCheckDeniesAndClearAllowsAgain) {
+  MakeUkAdult("alice");
+  auto before = Check("alice");
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_TRUE(before->allowed());
+  EXPECT_EQ(before->reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
+
+  auto objected = Set("alice", v1::PREFERENCE_STATE_OBJECTED);
+  ASSERT_TRUE(objected.ok()) << objected.status();
+  auto denied = Check("alice", "ai_training.generative");
+  ASSERT_TRUE(denied.ok());
+  EXPECT_FALSE(denied->allowed());
+  EXPECT_EQ(denied->reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_EQ(denied->revision(), *objected);
+  EXPECT_EQ(denied->policy_version(), "2026-11-27.1");
+
+  auto cleared = Set("alice", v1::PREFERENCE_STATE_CLEARED);
+  ASSERT_TRUE(cleared.ok());
+  EXPECT_EQ(*cleared, *objected + 1);
+  auto again = Check("alice");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->allowed());
+  EXPECT_EQ(again->reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
+}
+
+TEST_F(IntegrationTest, UnknownUserIsDeniedForUnknownAge) {
+  // The default policy requires a known age everywhere (rule 7 comes before
+  // the legal basis, rule 10).
+  auto unknown = Check("nobody");
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_FALSE(unknown->allowed());
+  EXPECT_EQ(unknown->reason(), v1::DECISION_REASON_DENIED_MINOR);
+}
+
+TEST_F(IntegrationTest, ConsentJurisdictionNeedsConsentAndConsentAllows) {
+  v1::UpdateSubjectRequest request;
+  request.set_user_id("bob");
+  request.mutable_attributes()->set_jurisdiction("US-CA");
+  request.mutable_attributes()->mutable_birth_date()->set_year(1980);
+  request.mutable_attributes()->mutable_birth_date()->set_month(1);
+  request.mutable_attributes()->mutable_birth_date()->set_day(1);
+  *request.mutable_update_mask()->add_paths() = "jurisdiction";
+  *request.mutable_update_mask()->add_paths() = "birth_date";
+  ASSERT_TRUE(client_->UpdateSubject(request).ok());
+  EXPECT_EQ(Check("bob")->reason(), v1::DECISION_REASON_DENIED_NO_CONSENT);
+  ASSERT_TRUE(Set("bob", v1::PREFERENCE_STATE_CONSENTED).ok());
+  auto allowed = Check("bob");
+  ASSERT_TRUE(allowed.ok());
+  EXPECT_EQ(allowed->reason(), v1::DECISION_REASON_ALLOWED_CONSENT);
+}
+
+TEST_F(IntegrationTest, AcknowledgedObjectionSurvivesKill9) {
+  MakeUkAdult("alice");
+  auto revision = Set("alice", v1::PREFERENCE_STATE_OBJECTED);
+  ASSERT_TRUE(revision.ok()) << revision.status();
+  // No graceful shutdown: the process dies right after the acknowledgement.
+  EXPECT_EQ(server_->Kill9(), 128 + SIGKILL);
+  Start();
+  auto decision = Check("alice");
+  ASSERT_TRUE(decision.ok()) << decision.status();
+  EXPECT_EQ(decision->reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_EQ(decision->revision(), *revision);
+  // Revisions continue after the restart.
+  auto next = Set("alice", v1::PREFERENCE_STATE_CLEARED);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(*next, *revision + 1);
+}
+
+TEST_F(IntegrationTest, SigtermDrainsAndClosesTheStore) {
+  MakeUkAdult("alice");
+  EXPECT_EQ(server_->Terminate(), 0);
+  EXPECT_THAT(server_->Log(), HasSubstr("store closed cleanly"));
+  Start();
+  auto subject = client_->GetSubject([] {
+    v1::GetSubjectRequest r;
+    r.set_user_id("alice");
+    return r;
+  }());
+  ASSERT_TRUE(subject.ok());
+  EXPECT_EQ(subject->subject().attributes().jurisdiction(), "GB");
+}
+
+TEST_F(IntegrationTest, InvalidIdsAreInvalidArgumentNamingTheField) {
+  v1::CheckRequest check;
+  check.set_purpose("ai_training");
+  check.set_user_id(std::string(129, 'u'));
+  *check.mutable_content() = Post("");
+  auto response = client_->Check(check);
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(
+      FieldViolations(response.status()),
+      ElementsAre("user_id: is 129 bytes; at most 128 allowed", "content.content_id: is required"));
+
+  v1::SetPreferenceRequest set;
+  set.set_user_id("bad\x01id");
+  set.set_purpose("ai_training");
+  set.set_state(v1::PREFERENCE_STATE_OBJECTED);
+  auto written = client_->SetPreference(set);
+  EXPECT_EQ(written.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(FieldViolations(written.status()),
+              ElementsAre("user_id: contains a control character"));
+}
+
+TEST_F(IntegrationTest, UnknownPurposeIsInvalidArgument) {
+  auto decision = Check("alice", "ai_training.telepathy");
+  EXPECT_EQ(decision.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(FieldViolations(decision.status()),
+              ElementsAre("purpose: \"ai_training.telepathy\" is not defined by policy "
+                          "version 2026-11-27.1"));
+  auto written = Set("alice", v1::PREFERENCE_STATE_OBJECTED, "Bad-Purpose");
+  EXPECT_EQ(written.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(FieldViolations(written.status()),
+              ElementsAre("purpose: must match [a-z0-9_]+(.[a-z0-9_]+)*"));
+}
+
+TEST_F(IntegrationTest, BatchCheckKeepsRequestOrder) {
+  MakeUkAdult("alice");
+  MakeUkAdult("carol");
+  ASSERT_TRUE(Set("carol", v1::PREFERENCE_STATE_OBJECTED).ok());
+  v1::BatchCheckRequest request;
+  request.set_purpose("ai_training");
+  // alice allowed, carol objected, dave unknown (age unknown), alice's
+  // friends-only post, then carol and alice again.
+  const std::vector<std::pair<std::string, v1::Visibility>> items = {
+      {"alice", v1::VISIBILITY_PUBLIC}, {"carol", v1::VISIBILITY_PUBLIC},
+      {"dave", v1::VISIBILITY_PUBLIC},  {"alice", v1::VISIBILITY_FRIENDS},
+      {"carol", v1::VISIBILITY_PUBLIC}, {"alice", v1::VISIBILITY_PUBLIC}};
+  for (size_t i = 0; i < items.size(); ++i) {
+    v1::CheckItem* item = request.add_items();
+    item->set_user_id(items[i].first);
+    *item->mutable_content() = Post(absl::StrCat("p", i), items[i].second);
+  }
+  auto response = client_->BatchCheck(request);
+  ASSERT_TRUE(response.ok()) << response.status();
+  std::vector<v1::DecisionReason> reasons;
+  for (const auto& d : response->decisions()) reasons.push_back(d.reason());
+  EXPECT_THAT(
+      reasons,
+      ElementsAre(v1::DECISION_REASON_ALLOWED_DEFAULT, v1::DECISION_REASON_DENIED_OBJECTION,
+                  v1::DECISION_REASON_DENIED_MINOR, v1::DECISION_REASON_DENIED_NOT_PUBLIC,
+                  v1::DECISION_REASON_DENIED_OBJECTION, v1::DECISION_REASON_ALLOWED_DEFAULT));
+}
+
+TEST_F(IntegrationTest, BatchLimitsAreEnforced) {
+  v1::BatchCheckRequest checks;
+  checks.set_purpose("ai_training");
+  for (int i = 0; i < 10001; ++i) {
+    v1::CheckItem* item = checks.add_items();
+    item->set_user_id("u");
+    *item->mutable_content() = Post("p");
+  }
+  auto too_many = client_->BatchCheck(checks);
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(FieldViolations(too_many.status()),
+              ElementsAre("items: 10001 items; at most 10000 allowed per batch"));
+  checks.mutable_items()->RemoveLast();
+  auto at_limit = client_->BatchCheck(checks);
+  ASSERT_TRUE(at_limit.ok()) << at_limit.status();
+  EXPECT_EQ(at_limit->decisions_size(), 10000);
+
+  v1::BatchSetPreferencesRequest writes;
+  for (int i = 0; i < 1001; ++i) {
+    v1::SetPreferenceRequest* item = writes.add_requests();
+    item->set_user_id(absl::StrCat("user-", i));
+    item->set_purpose("ai_training");
+    item->set_state(v1::PREFERENCE_STATE_OBJECTED);
+  }
+  auto too_many_writes = client_->BatchSetPreferences(writes);
+  EXPECT_EQ(too_many_writes.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(FieldViolations(too_many_writes.status()),
+              ElementsAre("requests: 1001 items; at most 1000 allowed per batch"));
+  EXPECT_EQ(client_->BatchCheck(v1::BatchCheckRequest()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(IntegrationTest, BatchSetPreferencesIsAtomic) {
+  MakeUkAdult("alice");
+  MakeUkAdult("bob");
+  v1::BatchSetPreferencesRequest request;
+  auto add = [&](const std::string& user, int64_t expected) {
+    v1::SetPreferenceRequest* item = request.add_requests();
+    item->set_user_id(user);
+    item->set_purpose("ai_training");
+    item->set_state(v1::PREFERENCE_STATE_OBJECTED);
+    if (expected >= 0) item->set_expected_revision(expected);
+  };
+  add("alice", -1);
+  add("bob", 999);  // wrong: the whole batch must fail
+  auto failed = client_->BatchSetPreferences(request);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(Check("alice")->reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
+
+  request.mutable_requests(1)->clear_expected_revision();
+  auto ok = client_->BatchSetPreferences(request);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_THAT(ok->revisions(), ElementsAre(3, 4));
+  EXPECT_EQ(ok->revision(), 4);
+  EXPECT_EQ(Check("alice")->reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_EQ(Check("bob")->reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+}
+
+TEST_F(IntegrationTest, StaleExpectedRevisionIsAbortedNamingCurrent) {
+  MakeUkAdult("alice");  // revision 1
+  v1::SetPreferenceRequest request;
+  request.set_user_id("alice");
+  request.set_purpose("ai_training");
+  request.set_state(v1::PREFERENCE_STATE_OBJECTED);
+  request.set_expected_revision(0);
+  auto stale = client_->SetPreference(request);
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(stale.status().message(),
+            "expected_revision 0 does not match the subject's current revision 1");
+  request.set_expected_revision(1);
+  auto fresh = client_->SetPreference(request);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->revision(), 2);
+  EXPECT_EQ(fresh->preference().state(), v1::PREFERENCE_STATE_OBJECTED);
+  EXPECT_EQ(fresh->preference().revision(), 2);
+}
+
+TEST_F(IntegrationTest, DeletedSubjectIsDeniedAndTakesNoWrites) {
+  MakeUkAdult("alice");
+  v1::DeleteSubjectRequest request;
+  request.set_user_id("alice");
+  auto deleted = client_->DeleteSubject(request);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(Check("alice")->reason(), v1::DECISION_REASON_DENIED_ACCOUNT_DELETED);
+  EXPECT_EQ(Set("alice", v1::PREFERENCE_STATE_CONSENTED).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(client_->DeleteSubject(request).status().code(), absl::StatusCode::kAlreadyExists);
+  v1::GetSubjectRequest get;
+  get.set_user_id("alice");
+  auto subject = client_->GetSubject(get);
+  ASSERT_TRUE(subject.ok());
+  EXPECT_EQ(subject->subject().attributes().account_state(), v1::ACCOUNT_STATE_DELETED);
+  EXPECT_FALSE(subject->subject().attributes().has_birth_date());
+  EXPECT_TRUE(subject->subject().has_delete_time());
+}
+
+TEST_F(IntegrationTest, UpdateSubjectValidatesTheMask) {
+  v1::UpdateSubjectRequest request;
+  request.set_user_id("alice");
+  request.mutable_attributes()->set_jurisdiction("Britain");
+  request.mutable_update_mask()->add_paths("jurisdiction");
+  request.mutable_update_mask()->add_paths("shoe_size");
+  auto response = client_->UpdateSubject(request);
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(FieldViolations(response.status()),
+              ElementsAre("attributes.jurisdiction: must be an ISO 3166 code such as GB or US-CA",
+                          "update_mask.paths[1]: \"shoe_size\" is not one of jurisdiction, "
+                          "birth_date, account_state"));
+  request.clear_update_mask();
+  EXPECT_THAT(FieldViolations(client_->UpdateSubject(request).status()),
+              ElementsAre("update_mask: is required: name the attributes to set"));
+}
+
+TEST_F(IntegrationTest, GetSubjectOfUnknownUserIsNotFound) {
+  v1::GetSubjectRequest request;
+  request.set_user_id("nobody");
+  EXPECT_EQ(client_->GetSubject(request).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(IntegrationTest, MinRevisionAheadOfRegistryFails) {
+  v1::CheckRequest request;
+  request.set_purpose("ai_training");
+  request.set_user_id("alice");
+  *request.mutable_content() = Post("p");
+  request.set_min_revision(5);
+  EXPECT_EQ(client_->Check(request).status().code(), absl::StatusCode::kFailedPrecondition);
+  request.set_min_revision(0);
+  EXPECT_TRUE(client_->Check(request).ok());
+}
+
+TEST_F(IntegrationTest, FeaturesNotBuiltYetSayUnimplemented) {
+  v1::CheckRequest request;
+  request.set_purpose("ai_training");
+  request.set_user_id("alice");
+  *request.mutable_content() = Post("p");
+  request.mutable_as_of()->set_seconds(1'600'000'000);
+  auto response = client_->Check(request);
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(response.status().message(), HasSubstr("as_of"));
+}
+
+TEST_F(IntegrationTest, PolicyReloadSwapsAndRejectsBadFiles) {
+  // Serve a copy of the policy so the test can change it.
+  policy_path_ = dir_.Sub("policy.textproto");
+  std::string text = testing::ReadFile(testing::DefaultPolicyPath());
+  testing::WriteFile(policy_path_, text);
+  server_.reset();
+  std::filesystem::remove_all(dir_.Sub("data"));
+  Start();
+  auto policy = client_->GetPolicy();
+  ASSERT_TRUE(policy.ok());
+  EXPECT_EQ(policy->version(), "2026-11-27.1");
+
+  const std::string old_version = "version: \"2026-11-27.1\"";
+  text.replace(text.find(old_version), old_version.size(), "version: \"test-2\"");
+  testing::WriteFile(policy_path_, text);
+  auto reloaded = client_->ReloadPolicy();
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(reloaded->version(), "test-2");
+  EXPECT_EQ(reloaded->previous_version(), "2026-11-27.1");
+  EXPECT_EQ(Check("alice")->policy_version(), "test-2");
+
+  testing::WriteFile(policy_path_, "version: \"broken\"\nnot_a_field: 1\n");
+  auto rejected = client_->ReloadPolicy();
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(rejected.status().message(), HasSubstr("line 2"));
+  EXPECT_EQ(client_->GetPolicy()->version(), "test-2");
+}
+
+TEST(StartupTest, SecondServerOnSameDataDirFailsClearly) {
+  TempDir dir;
+  ConsentdProcess::Options options;
+  options.data_dir = dir.Sub("data");
+  auto first = ConsentdProcess::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto [code, log] = ConsentdProcess::RunToExit(
+      {"--listen=127.0.0.1:0", "--metrics_listen=", "--data_dir=" + dir.Sub("data"),
+       "--policy=" + testing::DefaultPolicyPath()});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(log, HasSubstr("another consentd"));
+}
+
+TEST(StartupTest, BadPolicyFailsNamingTheFile) {
+  TempDir dir;
+  testing::WriteFile(dir.Sub("bad.textproto"), "version: \"\"\n");
+  auto [code, log] = ConsentdProcess::RunToExit(
+      {"--listen=127.0.0.1:0", "--metrics_listen=", "--data_dir=" + dir.Sub("data"),
+       "--policy=" + dir.Sub("bad.textproto")});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(log, HasSubstr(dir.Sub("bad.textproto")));
+  EXPECT_THAT(log, HasSubstr("version is required"));
+}
+
+TEST(StartupTest, CorruptDataDirFails) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.Sub("data"));
+  testing::WriteFile(dir.Sub("data/CURRENT"), "MANIFEST-999999\n");
+  auto [code, log] = ConsentdProcess::RunToExit(
+      {"--listen=127.0.0.1:0", "--metrics_listen=", "--data_dir=" + dir.Sub("data"),
+       "--policy=" + testing::DefaultPolicyPath()});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(log, HasSubstr("consentd cannot start"));
+  EXPECT_THAT(log, HasSubstr(dir.Sub("data")));
+}
+
+TEST(StartupTest, NonLoopbackListenIsRefusedWithoutAuth) {
+  TempDir dir;
+  auto [code, log] = ConsentdProcess::RunToExit(
+      {"--listen=0.0.0.0:0", "--metrics_listen=", "--data_dir=" + dir.Sub("data"),
+       "--policy=" + testing::DefaultPolicyPath()});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(log, HasSubstr("is not a loopback address"));
+}
+
+TEST(StartupTest, UnbindableMetricsPortFailsClearly) {
+  TempDir dir;
+  ConsentdProcess::Options options;
+  options.data_dir = dir.Sub("first");
+  options.extra_args = {"--metrics_listen=127.0.0.1:0"};
+  auto first = ConsentdProcess::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  // The first server's gRPC port is taken; binding metrics there must fail.
+  auto [code, log] = ConsentdProcess::RunToExit(
+      {"--listen=127.0.0.1:0", "--metrics_listen=" + (*first)->address(),
+       "--data_dir=" + dir.Sub("second"), "--policy=" + testing::DefaultPolicyPath()});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(log, HasSubstr("cannot serve metrics on --metrics_listen"));
+}
+
+}  // namespace
+}  // namespace consent

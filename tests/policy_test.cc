@@ -1,0 +1,184 @@
+#include "server/policy.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace consent {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kMinimal[] = R"pb(
+  version: "t1"
+  purposes { name: "ai_training" }
+  purposes { name: "ai_training.generative" }
+  purposes { name: "analytics" }
+  jurisdiction_groups {
+    name: "uk"
+    jurisdictions: "GB"
+    rules {
+      purpose_rules {
+        purpose: "ai_training"
+        legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST
+        allowed_visibilities: VISIBILITY_PUBLIC
+        sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_ALL
+      }
+      purpose_rules { purpose: "ai_training.generative" prohibited: true }
+    }
+  }
+  jurisdiction_groups {
+    name: "california"
+    jurisdictions: "US-CA"
+    rules {
+      purpose_rules {
+        purpose: "ai_training"
+        legal_basis: LEGAL_BASIS_CONSENT
+        allowed_visibilities: VISIBILITY_PUBLIC
+        sensitive_handling: SENSITIVE_HANDLING_ALLOW
+      }
+    }
+  }
+  jurisdiction_groups {
+    name: "us"
+    jurisdictions: "US"
+    rules {
+      purpose_rules {
+        purpose: "analytics"
+        legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST
+        allowed_visibilities: VISIBILITY_PUBLIC
+        sensitive_handling: SENSITIVE_HANDLING_ALLOW
+      }
+    }
+  }
+  default_rules {
+    purpose_rules {
+      purpose: "ai_training"
+      legal_basis: LEGAL_BASIS_CONSENT
+      allowed_visibilities: VISIBILITY_PUBLIC
+      sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_ALL
+    }
+  }
+)pb";
+
+std::string ErrorOf(const std::string& text) {
+  auto policy = CompiledPolicy::FromText(text, "test.textproto");
+  EXPECT_FALSE(policy.ok());
+  if (policy.ok()) return "";
+  EXPECT_EQ(policy.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(policy.status().message());
+}
+
+std::string Replace(std::string text, const std::string& from, const std::string& to) {
+  size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return at == std::string::npos ? text : text.replace(at, from.size(), to);
+}
+
+TEST(PolicyTest, ShippedDefaultPolicyLoads) {
+  auto policy = CompiledPolicy::FromFile(testing::DefaultPolicyPath());
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_FALSE((*policy)->version().empty());
+  EXPECT_TRUE((*policy)->HasPurpose("ai_training.generative"));
+  const v1::PurposeRule* gb = (*policy)->FindRule("GB", "ai_training.generative");
+  ASSERT_NE(gb, nullptr);
+  EXPECT_EQ(gb->legal_basis(), v1::LEGAL_BASIS_LEGITIMATE_INTEREST);
+  EXPECT_EQ(gb->min_age(), 18);
+  const v1::PurposeRule* fr = (*policy)->FindRule("FR", "ai_training");
+  ASSERT_NE(fr, nullptr);
+  EXPECT_EQ(fr->legal_basis(), v1::LEGAL_BASIS_LEGITIMATE_INTEREST);
+  for (const char* elsewhere : {"US", "US-CA", "BR", ""}) {
+    const v1::PurposeRule* rule = (*policy)->FindRule(elsewhere, "ai_training");
+    ASSERT_NE(rule, nullptr) << elsewhere;
+    EXPECT_EQ(rule->legal_basis(), v1::LEGAL_BASIS_CONSENT) << elsewhere;
+  }
+}
+
+TEST(PolicyTest, FindRuleUsesMostSpecificPurposeAndJurisdiction) {
+  auto policy = CompiledPolicy::FromText(kMinimal, "minimal");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  const CompiledPolicy& p = **policy;
+  EXPECT_FALSE(p.FindRule("GB", "ai_training")->prohibited());
+  EXPECT_TRUE(p.FindRule("GB", "ai_training.generative")->prohibited());
+  // US-CA has its own group; US-NY falls back to US, which has no
+  // ai_training rule.
+  EXPECT_EQ(p.FindRule("US-CA", "ai_training")->legal_basis(), v1::LEGAL_BASIS_CONSENT);
+  EXPECT_EQ(p.FindRule("US-NY", "ai_training"), nullptr);
+  EXPECT_NE(p.FindRule("US-NY", "analytics"), nullptr);
+  // Unknown jurisdiction: default rules, which have no analytics rule.
+  EXPECT_NE(p.FindRule("JP", "ai_training.generative"), nullptr);
+  EXPECT_EQ(p.FindRule("JP", "analytics"), nullptr);
+}
+
+TEST(PolicyTest, ParentPurpose) {
+  EXPECT_EQ(ParentPurpose("a.b.c"), "a.b");
+  EXPECT_EQ(ParentPurpose("a"), "");
+}
+
+TEST(PolicyTest, RejectsUnknownFieldWithLine) {
+  EXPECT_THAT(ErrorOf("version: \"x\"\nflavour: 3\n"), HasSubstr("policy test.textproto: line 2:"));
+  EXPECT_THAT(ErrorOf("version: \"x\"\nflavour: 3\n"), HasSubstr("flavour"));
+}
+
+TEST(PolicyTest, RejectsEmptyVersion) {
+  EXPECT_THAT(ErrorOf(Replace(kMinimal, "version: \"t1\"", "")), HasSubstr("version is required"));
+}
+
+TEST(PolicyTest, RejectsDuplicatePurpose) {
+  EXPECT_THAT(ErrorOf(Replace(kMinimal, "purposes { name: \"analytics\" }",
+                              "purposes { name: \"analytics\" } purposes { name: \"analytics\" }")),
+              HasSubstr("purposes[3]: duplicate purpose \"analytics\""));
+}
+
+TEST(PolicyTest, RejectsPurposeWithUndefinedParent) {
+  EXPECT_THAT(ErrorOf(Replace(kMinimal, "purposes { name: \"analytics\" }",
+                              "purposes { name: \"analytics\" } purposes { name: \"x.y\" }")),
+              HasSubstr("purpose \"x.y\" has undefined parent \"x\""));
+}
+
+TEST(PolicyTest, RejectsRuleForUndefinedPurpose) {
+  EXPECT_THAT(ErrorOf(Replace(kMinimal, "purpose: \"analytics\"", "purpose: \"marketing\"")),
+              HasSubstr("jurisdiction_groups[2].rules.purpose_rules[0]: purpose "
+                        "\"marketing\" is not defined in purposes"));
+}
+
+TEST(PolicyTest, RejectsJurisdictionInTwoGroups) {
+  EXPECT_THAT(ErrorOf(Replace(kMinimal, "jurisdictions: \"US\"", "jurisdictions: \"GB\"")),
+              HasSubstr("jurisdiction \"GB\" is in two groups: uk and us"));
+}
+
+TEST(PolicyTest, RejectsMalformedJurisdiction) {
+  EXPECT_THAT(ErrorOf(Replace(kMinimal, "jurisdictions: \"US\"", "jurisdictions: \"usa\"")),
+              HasSubstr("jurisdiction \"usa\" must be an ISO 3166 code"));
+}
+
+TEST(PolicyTest, RejectsRuleWithoutLegalBasisOrVisibilities) {
+  const std::string text = Replace(
+      kMinimal,
+      "legal_basis: LEGAL_BASIS_CONSENT\n        allowed_visibilities: VISIBILITY_PUBLIC\n", "");
+  const std::string error = ErrorOf(text);
+  EXPECT_THAT(error, HasSubstr("jurisdiction_groups[1].rules.purpose_rules[0]: "
+                               "legal_basis is required unless prohibited"));
+  EXPECT_THAT(error, HasSubstr("jurisdiction_groups[1].rules.purpose_rules[0]: "
+                               "allowed_visibilities is required unless prohibited"));
+}
+
+TEST(PolicyTest, MissingFileIsNotFound) {
+  auto policy = CompiledPolicy::FromFile("/nonexistent/policy.textproto");
+  ASSERT_FALSE(policy.ok());
+  EXPECT_EQ(policy.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(policy.status().message(), HasSubstr("/nonexistent/policy.textproto"));
+}
+
+TEST(PolicyHolderTest, SwapReturnsPrevious) {
+  auto a = CompiledPolicy::FromText(kMinimal, "a");
+  auto b = CompiledPolicy::FromText(Replace(kMinimal, "\"t1\"", "\"t2\""), "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  PolicyHolder holder(*a);
+  EXPECT_EQ(holder.Get()->version(), "t1");
+  EXPECT_EQ(holder.Swap(*b)->version(), "t1");
+  EXPECT_EQ(holder.Get()->version(), "t2");
+}
+
+}  // namespace
+}  // namespace consent

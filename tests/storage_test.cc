@@ -1,0 +1,239 @@
+#include <filesystem>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/consent_store.h"
+#include "storage/keys.h"
+#include "tests/test_util.h"
+
+namespace consent::storage {
+namespace {
+
+using ::consent::testing::TempDir;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+const absl::Time kNow = absl::FromUnixSeconds(1'780'000'000);
+
+// An update that sets the jurisdiction and records an attributes event.
+SubjectUpdate SetJurisdiction(const std::string& user, const std::string& code) {
+  SubjectUpdate update;
+  update.user_id = user;
+  update.apply = [code](bool, int64_t, v1::Subject& s, v1::ChangeEvent& e) {
+    *e.mutable_attributes()->mutable_before() = s.attributes();
+    s.mutable_attributes()->set_jurisdiction(code);
+    *e.mutable_attributes()->mutable_after() = s.attributes();
+    e.set_kind(v1::CHANGE_KIND_SUBJECT_ATTRIBUTES);
+    return absl::OkStatus();
+  };
+  return update;
+}
+
+std::unique_ptr<ConsentStore> OpenOrDie(const std::string& dir) {
+  StoreOptions options;
+  options.data_dir = dir;
+  auto store = ConsentStore::Open(options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? *std::move(store) : nullptr;
+}
+
+absl::Status Commit(ConsentStore& store, std::vector<SubjectUpdate> updates) {
+  return store.Commit(std::move(updates), kNow).status();
+}
+
+TEST(StoreTest, NewStoreStartsAtRevisionZero) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  EXPECT_EQ(store->CurrentRevision(), 0);
+  EXPECT_EQ(store->GetSubject("alice").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(StoreTest, RevisionsAreConsecutiveAndSurviveReopen) {
+  TempDir dir;
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    std::vector<SubjectUpdate> updates;
+    updates.push_back(SetJurisdiction("alice", "GB"));
+    updates.push_back(SetJurisdiction("bob", "FR"));
+    auto result = store->Commit(std::move(updates), kNow);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_THAT(result->revisions, ElementsAre(1, 2));
+    ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "DE")}).ok());
+    EXPECT_EQ(store->CurrentRevision(), 3);
+  }
+  auto store = OpenOrDie(dir.Sub("db"));
+  EXPECT_EQ(store->CurrentRevision(), 3);
+  auto alice = store->GetSubject("alice");
+  ASSERT_TRUE(alice.ok());
+  EXPECT_EQ(alice->attributes().jurisdiction(), "DE");
+  EXPECT_EQ(alice->revision(), 3);
+  EXPECT_EQ(alice->create_time().seconds(), absl::ToUnixSeconds(kNow));
+  ASSERT_TRUE(Commit(*store, {SetJurisdiction("carol", "IE")}).ok());
+  EXPECT_EQ(store->CurrentRevision(), 4);
+}
+
+TEST(StoreTest, FailingUpdateAbortsTheWholeCommit) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  SubjectUpdate failing;
+  failing.user_id = "bob";
+  failing.apply = [](bool, int64_t, v1::Subject&, v1::ChangeEvent&) {
+    return absl::AbortedError("no");
+  };
+  std::vector<SubjectUpdate> updates;
+  updates.push_back(SetJurisdiction("alice", "GB"));
+  updates.push_back(std::move(failing));
+  EXPECT_EQ(Commit(*store, std::move(updates)).code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(store->CurrentRevision(), 0);
+  EXPECT_EQ(store->GetSubject("alice").status().code(), absl::StatusCode::kNotFound);
+  auto events = store->ReadEvents(0, 10);
+  ASSERT_TRUE(events.ok());
+  EXPECT_TRUE(events->empty());
+}
+
+TEST(StoreTest, LaterUpdateOfSameUserSeesEarlierOne) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  SubjectUpdate check;
+  check.user_id = "alice";
+  bool saw_gb = false, saw_exists = false;
+  check.apply = [&](bool exists, int64_t revision, v1::Subject& s, v1::ChangeEvent&) {
+    saw_gb = s.attributes().jurisdiction() == "GB";
+    saw_exists = exists;
+    EXPECT_EQ(revision, 2);
+    EXPECT_EQ(s.revision(), 1);
+    return absl::OkStatus();
+  };
+  std::vector<SubjectUpdate> updates;
+  updates.push_back(SetJurisdiction("alice", "GB"));
+  updates.push_back(std::move(check));
+  ASSERT_TRUE(Commit(*store, std::move(updates)).ok());
+  EXPECT_TRUE(saw_gb);
+  EXPECT_TRUE(saw_exists);
+}
+
+TEST(StoreTest, GetSubjectsKeepsOrderAndMarksMissing) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  std::vector<SubjectUpdate> updates;
+  updates.push_back(SetJurisdiction("alice", "GB"));
+  updates.push_back(SetJurisdiction("carol", "FR"));
+  ASSERT_TRUE(Commit(*store, std::move(updates)).ok());
+  std::vector<absl::string_view> ids = {"carol", "nobody", "alice", "carol"};
+  std::vector<std::optional<v1::Subject>> out;
+  ASSERT_TRUE(store->GetSubjects(ids, &out).ok());
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0]->attributes().jurisdiction(), "FR");
+  EXPECT_FALSE(out[1].has_value());
+  EXPECT_EQ(out[2]->attributes().jurisdiction(), "GB");
+  EXPECT_EQ(out[3]->user_id(), "carol");
+}
+
+TEST(StoreTest, EventsAreReadInRevisionOrder) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  for (const char* code : {"GB", "FR", "DE"}) {
+    ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", code)}).ok());
+  }
+  auto events = store->ReadEvents(2, 10);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].revision(), 2);
+  EXPECT_EQ((*events)[0].attributes().before().jurisdiction(), "GB");
+  EXPECT_EQ((*events)[0].attributes().after().jurisdiction(), "FR");
+  EXPECT_EQ((*events)[1].revision(), 3);
+  EXPECT_EQ((*events)[1].user_id(), "alice");
+  EXPECT_EQ((*events)[1].event_time().seconds(), absl::ToUnixSeconds(kNow));
+}
+
+TEST(StoreTest, EmptyCommitIsInvalid) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  EXPECT_EQ(Commit(*store, {}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(StoreTest, SecondOpenOfSameDirectoryFailsOnTheLock) {
+  TempDir dir;
+  auto first = OpenOrDie(dir.Sub("db"));
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  auto second = ConsentStore::Open(options);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(), HasSubstr(dir.Sub("db")));
+  EXPECT_THAT(second.status().message(), HasSubstr("another consentd"));
+}
+
+TEST(StoreTest, CorruptDatabaseFailsWithDataLoss) {
+  TempDir dir;
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "GB")}).ok());
+  }
+  // Overwrite every MANIFEST with garbage.
+  for (const auto& entry : std::filesystem::directory_iterator(dir.Sub("db"))) {
+    if (entry.path().filename().string().rfind("MANIFEST-", 0) == 0) {
+      testing::WriteFile(entry.path().string(), std::string(4096, '\x5a'));
+    }
+  }
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  auto store = ConsentStore::Open(options);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
+  EXPECT_THAT(store.status().message(), HasSubstr(dir.Sub("db")));
+}
+
+TEST(StoreTest, RefusesForeignNonEmptyDirectory) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.Sub("photos"));
+  testing::WriteFile(dir.Sub("photos/cat.jpg"), "meow");
+  StoreOptions options;
+  options.data_dir = dir.Sub("photos");
+  auto store = ConsentStore::Open(options);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(store.status().message(), HasSubstr("holds no consent-registry database"));
+}
+
+TEST(StoreTest, RefusesDataDirThatIsAFile) {
+  TempDir dir;
+  testing::WriteFile(dir.Sub("file"), "x");
+  StoreOptions options;
+  options.data_dir = dir.Sub("file");
+  auto store = ConsentStore::Open(options);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(store.status().message(), HasSubstr("not a directory"));
+}
+
+TEST(StoreTest, CreatesMissingParentDirectories) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("a/b/c"));
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(std::filesystem::exists(dir.Sub("a/b/c/CURRENT")));
+}
+
+TEST(StoreTest, ClosedStoreRejectsCalls) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store->Close().ok());
+  EXPECT_EQ(store->GetSubject("alice").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Commit(*store, {SetJurisdiction("alice", "GB")}).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(KeysTest, RevisionEncodingSortsNumerically) {
+  EXPECT_LT(EncodeRevision(255), EncodeRevision(256));
+  EXPECT_LT(EncodeRevision(1), EncodeRevision(1LL << 40));
+  int64_t decoded = 0;
+  ASSERT_TRUE(DecodeRevision(EncodeRevision(123456789012), &decoded));
+  EXPECT_EQ(decoded, 123456789012);
+  EXPECT_FALSE(DecodeRevision("short", &decoded));
+  EXPECT_LT(UserEventKey("ab", 9), UserEventKey("ab", 10));
+  // "a" and its events sort before "a!" (the separator is the 0 byte).
+  EXPECT_LT(UserEventKey("a", 1LL << 50), UserEventKey("a!", 1));
+}
+
+}  // namespace
+}  // namespace consent::storage

@@ -1,0 +1,165 @@
+#include "tests/test_util.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace consent::testing {
+namespace {
+
+std::string TempRoot() {
+  const char* dir = getenv("TEST_TMPDIR");
+  return dir != nullptr && *dir != '\0' ? dir : "/tmp";
+}
+
+std::vector<char*> Argv(std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  return argv;
+}
+
+int WaitExit(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+}  // namespace
+
+TempDir::TempDir() {
+  std::string pattern = TempRoot() + "/consent-test-XXXXXX";
+  char* made = mkdtemp(pattern.data());
+  if (made == nullptr) abort();
+  path_ = made;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << contents;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+std::string DefaultPolicyPath() {
+  return std::string(CONSENT_SOURCE_DIR) + "/deploy/policy/default.textproto";
+}
+
+absl::StatusOr<std::unique_ptr<ConsentdProcess>> ConsentdProcess::Start(const Options& options) {
+  std::unique_ptr<ConsentdProcess> process(new ConsentdProcess());
+  process->log_path_ = options.data_dir + ".log";
+  std::vector<std::string> args = {CONSENTD_PATH, "--listen=127.0.0.1:0",
+                                   "--metrics_listen=", "--data_dir=" + options.data_dir,
+                                   "--policy=" + options.policy};
+  args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
+
+  int out_pipe[2];
+  if (pipe(out_pipe) != 0) return absl::InternalError("pipe failed");
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    dup2(out_pipe[1], STDOUT_FILENO);
+    int log = open(process->log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (log >= 0) dup2(log, STDERR_FILENO);
+    close(out_pipe[0]);
+    auto argv = Argv(args);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  process->pid_ = pid;
+
+  // Read stdout until the address line; poll bounds the wait.
+  const absl::Time deadline = absl::Now() + options.start_timeout;
+  std::string out;
+  const std::string marker = "consentd listening on ";
+  while (true) {
+    size_t at = out.find(marker);
+    size_t eol = at == std::string::npos ? at : out.find('\n', at);
+    if (eol != std::string::npos) {
+      process->address_ = out.substr(at + marker.size(), eol - at - marker.size());
+      break;
+    }
+    const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    pollfd fd{out_pipe[0], POLLIN, 0};
+    if (wait_ms <= 0 || poll(&fd, 1, wait_ms) <= 0) {
+      close(out_pipe[0]);
+      return absl::DeadlineExceededError("consentd did not print its address in time: " +
+                                         process->Log());
+    }
+    char buffer[512];
+    const ssize_t n = read(out_pipe[0], buffer, sizeof(buffer));
+    if (n <= 0) {
+      close(out_pipe[0]);
+      const int code = WaitExit(pid);
+      process->pid_ = -1;
+      return absl::FailedPreconditionError(
+          absl::StrCat("consentd exited with ", code, ": ", process->Log()));
+    }
+    out.append(buffer, static_cast<size_t>(n));
+  }
+  // Keep the pipe's read end from blocking consentd later: it writes to
+  // stdout only once, so closing ours is safe (SIGPIPE is not reached).
+  close(out_pipe[0]);
+  return process;
+}
+
+std::pair<int, std::string> ConsentdProcess::RunToExit(const std::vector<std::string>& args) {
+  TempDir dir;
+  const std::string log = dir.Sub("stderr");
+  std::vector<std::string> full = {CONSENTD_PATH};
+  full.insert(full.end(), args.begin(), args.end());
+  const pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, STDERR_FILENO);
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, STDOUT_FILENO);
+    auto argv = Argv(full);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  const int code = WaitExit(pid);
+  return {code, ReadFile(log)};
+}
+
+ConsentdProcess::~ConsentdProcess() {
+  if (pid_ > 0) StopWith(SIGKILL);
+}
+
+int ConsentdProcess::StopWith(int signal) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, signal);
+  const int code = WaitExit(pid_);
+  pid_ = -1;
+  return code;
+}
+
+std::string ConsentdProcess::Log() const { return ReadFile(log_path_); }
+
+}  // namespace consent::testing

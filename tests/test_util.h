@@ -1,0 +1,77 @@
+// Helpers shared by the tests: temporary directories and a real consentd
+// process on loopback.
+#ifndef CONSENT_TESTS_TEST_UTIL_H_
+#define CONSENT_TESTS_TEST_UTIL_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace consent::testing {
+
+// A fresh directory, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  // path() + "/" + name
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Writes `contents` to `path`, replacing it.
+void WriteFile(const std::string& path, const std::string& contents);
+std::string ReadFile(const std::string& path);
+
+// Path of the policy shipped in deploy/policy/.
+std::string DefaultPolicyPath();
+
+// The consentd binary started as a child process with --listen on port 0
+// and metrics disabled unless `args` say otherwise. Start() returns once
+// consentd printed its address (it is then SERVING) or failed.
+class ConsentdProcess {
+ public:
+  struct Options {
+    std::string data_dir;
+    std::string policy = DefaultPolicyPath();
+    std::vector<std::string> extra_args;
+    // How long to wait for the address line before giving up.
+    absl::Duration start_timeout = absl::Seconds(30);
+  };
+
+  static absl::StatusOr<std::unique_ptr<ConsentdProcess>> Start(const Options& options);
+  // Runs consentd to completion (for start-up failures): exit code and stderr.
+  static std::pair<int, std::string> RunToExit(const std::vector<std::string>& args);
+
+  ~ConsentdProcess();
+
+  const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
+  // Sends `signal` and waits for exit; returns the exit status (128+signal
+  // when killed by one).
+  int StopWith(int signal);
+  int Kill9() { return StopWith(9); }
+  int Terminate() { return StopWith(15); }
+  // stderr so far.
+  std::string Log() const;
+
+ private:
+  ConsentdProcess() = default;
+  pid_t pid_ = -1;
+  std::string address_;
+  std::string log_path_;
+};
+
+}  // namespace consent::testing
+
+#endif  // CONSENT_TESTS_TEST_UTIL_H_
