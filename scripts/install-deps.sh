@@ -15,10 +15,10 @@ build_pkgs=(
 )
 # Tools the test suite uses: an independent Python gRPC client and the
 # sanitizer runtime for the ASan/UBSan build.
-test_pkgs=(python3-grpcio python3-protobuf python3-grpc-tools curl)
+test_pkgs=(python3-grpcio python3-protobuf curl clang-format)
 runtime_pkgs=(
   libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-core1.0
-  libprometheus-cpp-pull1.0 ca-certificates
+  libprometheus-cpp-pull1.0 libabsl20220623 ca-certificates
 )
 
 want=("${build_pkgs[@]}")

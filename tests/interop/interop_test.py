@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""Interoperability test: an independent client (Debian's python3-grpcio,
+with stubs generated from the project's .proto files) drives a real consentd.
+
+Run by ctest; by hand:
+  /usr/bin/python3 tests/interop/interop_test.py --consentd build/server/consentd \
+      --policy deploy/policy/default.textproto --proto_root proto \
+      --protoc /usr/bin/protoc --grpc_python_plugin /usr/bin/grpc_python_plugin
+"""
+import argparse
+import glob
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ARGS = None
+STUBS = None
+
+
+def generate_stubs(out_dir):
+    protos = sorted(
+        os.path.relpath(p, ARGS.proto_root)
+        for p in glob.glob(os.path.join(ARGS.proto_root, "**", "*.proto"), recursive=True))
+    subprocess.run(
+        [ARGS.protoc, "-I" + ARGS.proto_root, "--python_out=" + out_dir,
+         "--grpc_python_out=" + out_dir,
+         "--plugin=protoc-gen-grpc_python=" + ARGS.grpc_python_plugin] + protos,
+        check=True)
+    sys.path.insert(0, out_dir)
+
+
+class Consentd:
+    """consentd on loopback with a given data directory."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.log = open(data_dir + ".log", "ab")
+        self.proc = subprocess.Popen(
+            [ARGS.consentd, "--listen=127.0.0.1:0", "--metrics_listen=",
+             "--data_dir=" + data_dir, "--policy=" + ARGS.policy],
+            stdout=subprocess.PIPE, stderr=self.log)
+        deadline = time.monotonic() + 30
+        line = b""
+        while not line.endswith(b"\n"):
+            ready, _, _ = select.select([self.proc.stdout], [], [],
+                                        max(0, deadline - time.monotonic()))
+            if not ready:
+                raise RuntimeError("consentd did not start in time")
+            chunk = self.proc.stdout.read1(256)
+            if not chunk:
+                raise RuntimeError("consentd exited: %s" % open(data_dir + ".log").read())
+            line += chunk
+        assert line.startswith(b"consentd listening on "), line
+        self.address = line.split()[-1].decode()
+
+    def stop(self, sig):
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        self.log.close()
+        return code
+
+
+class InteropTest(unittest.TestCase):
+    def setUp(self):
+        import grpc
+        from consent.v1 import admin_pb2_grpc, registry_pb2_grpc
+        self.grpc = grpc
+        self.tmp = tempfile.mkdtemp(prefix="consent-interop-")
+        self.server = Consentd(os.path.join(self.tmp, "data"))
+        self.connect()
+
+    def connect(self):
+        from consent.v1 import registry_pb2_grpc
+        self.channel = self.grpc.insecure_channel(self.server.address)
+        self.stub = registry_pb2_grpc.ConsentRegistryStub(self.channel)
+
+    def tearDown(self):
+        self.channel.close()
+        if self.server.proc.poll() is None:
+            self.server.stop(signal.SIGKILL)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # Helpers -------------------------------------------------------------
+    def make_uk_adult(self, user):
+        from consent.v1 import registry_pb2, types_pb2
+        request = registry_pb2.UpdateSubjectRequest(
+            user_id=user,
+            attributes=types_pb2.SubjectAttributes(
+                jurisdiction="GB", birth_date=types_pb2.Date(year=1985, month=3, day=9)))
+        request.update_mask.paths.extend(["jurisdiction", "birth_date"])
+        self.stub.UpdateSubject(request, timeout=10)
+
+    def set_pref(self, user, state):
+        from consent.v1 import registry_pb2
+        return self.stub.SetPreference(
+            registry_pb2.SetPreferenceRequest(user_id=user, purpose="ai_training", state=state),
+            timeout=10).revision
+
+    @staticmethod
+    def post(content_id, visibility=None):
+        from consent.v1 import types_pb2
+        content = types_pb2.Content(
+            content_id=content_id, content_type=types_pb2.CONTENT_TYPE_POST,
+            visibility=visibility or types_pb2.VISIBILITY_PUBLIC)
+        content.create_time.FromSeconds(1_700_000_000)
+        return content
+
+    def check(self, user, purpose="ai_training"):
+        from consent.v1 import registry_pb2
+        return self.stub.Check(
+            registry_pb2.CheckRequest(purpose=purpose, user_id=user, content=self.post("p1")),
+            timeout=10).decision
+
+    # Tests ---------------------------------------------------------------
+    def test_health_is_serving(self):
+        check = self.channel.unary_unary("/grpc.health.v1.Health/Check")
+        # HealthCheckRequest{} encodes to nothing; SERVING is status=1.
+        self.assertEqual(check(b"", timeout=10), b"\x08\x01")
+
+    def test_object_check_clear(self):
+        from consent.v1 import types_pb2
+        self.make_uk_adult("alice")
+        self.assertEqual(self.check("alice").reason, types_pb2.DECISION_REASON_ALLOWED_DEFAULT)
+        revision = self.set_pref("alice", types_pb2.PREFERENCE_STATE_OBJECTED)
+        decision = self.check("alice", "ai_training.generative")
+        self.assertFalse(decision.allowed)
+        self.assertEqual(decision.reason, types_pb2.DECISION_REASON_DENIED_OBJECTION)
+        self.assertEqual(decision.revision, revision)
+        self.assertEqual(self.set_pref("alice", types_pb2.PREFERENCE_STATE_CLEARED), revision + 1)
+        decision = self.check("alice")
+        self.assertTrue(decision.allowed)
+        self.assertEqual(decision.reason, types_pb2.DECISION_REASON_ALLOWED_DEFAULT)
+
+    def test_batch_order(self):
+        from consent.v1 import registry_pb2, types_pb2
+        self.make_uk_adult("alice")
+        self.make_uk_adult("carol")
+        self.set_pref("carol", types_pb2.PREFERENCE_STATE_OBJECTED)
+        users = ["carol", "alice", "zed", "alice", "carol"]
+        request = registry_pb2.BatchCheckRequest(purpose="ai_training")
+        for i, user in enumerate(users):
+            request.items.add(user_id=user, content=self.post("p%d" % i))
+        reasons = [d.reason for d in self.stub.BatchCheck(request, timeout=10).decisions]
+        self.assertEqual(reasons, [
+            types_pb2.DECISION_REASON_DENIED_OBJECTION,
+            types_pb2.DECISION_REASON_ALLOWED_DEFAULT,
+            types_pb2.DECISION_REASON_DENIED_MINOR,  # age unknown
+            types_pb2.DECISION_REASON_ALLOWED_DEFAULT,
+            types_pb2.DECISION_REASON_DENIED_OBJECTION,
+        ])
+
+    def test_bad_input_names_the_field(self):
+        from consent.v1 import registry_pb2
+        from google.rpc import error_details_pb2, status_pb2
+        with self.assertRaises(self.grpc.RpcError) as raised:
+            self.stub.Check(registry_pb2.CheckRequest(
+                purpose="ai_training", user_id="", content=self.post("p1")), timeout=10)
+        error = raised.exception
+        self.assertEqual(error.code(), self.grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(error.details(), "user_id: is required")
+        trailers = dict(error.trailing_metadata())
+        status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+        self.assertEqual(status.code, 3)
+        self.assertEqual(len(status.details), 1)
+        bad_request = error_details_pb2.BadRequest()
+        self.assertTrue(status.details[0].Unpack(bad_request))
+        self.assertEqual([(v.field, v.description) for v in bad_request.field_violations],
+                         [("user_id", "is required")])
+
+        with self.assertRaises(self.grpc.RpcError) as raised:
+            self.check("alice", purpose="ai_training.mind_reading")
+        self.assertEqual(raised.exception.code(), self.grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("purpose:", raised.exception.details())
+
+    def test_kill9_then_restart_keeps_objection(self):
+        from consent.v1 import types_pb2
+        self.make_uk_adult("alice")
+        revision = self.set_pref("alice", types_pb2.PREFERENCE_STATE_OBJECTED)
+        self.assertEqual(self.server.stop(signal.SIGKILL), -signal.SIGKILL)
+        self.channel.close()
+        self.server = Consentd(self.server.data_dir)
+        self.connect()
+        decision = self.check("alice")
+        self.assertEqual(decision.reason, types_pb2.DECISION_REASON_DENIED_OBJECTION)
+        self.assertEqual(decision.revision, revision)
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    for flag in ("--consentd", "--policy", "--proto_root", "--protoc", "--grpc_python_plugin"):
+        parser.add_argument(flag, required=True)
+    ARGS, rest = parser.parse_known_args()
+    stubs = tempfile.mkdtemp(prefix="consent-stubs-")
+    try:
+        generate_stubs(stubs)
+        result = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2).result
+    finally:
+        shutil.rmtree(stubs, ignore_errors=True)
+    sys.exit(0 if result.wasSuccessful() and result.testsRun > 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
