@@ -51,7 +51,8 @@ ABSL_FLAG(std::string, create_time, "", "When the content was created (RFC 3339)
 ABSL_FLAG(std::string, sensitive, "",
           "Comma-separated sensitive categories (HEALTH, BIOMETRIC, ...).");
 ABSL_FLAG(std::string, format, "",
-          "batch-check input: jsonl or csv (default: from the file name, else jsonl).");
+          "batch-check and batch-set input: jsonl or csv (default: csv for *.csv, else "
+          "jsonl).");
 
 namespace consent {
 namespace {
@@ -73,6 +74,9 @@ Commands:
   batch-check PURPOSE FILE     FILE of JSON lines ({"user_id":..,"content":{..}})
                                or CSV (user_id,content_id,content_type,visibility,
                                create_time,sensitive); - reads stdin
+  batch-set FILE               import preferences (BatchSetPreferences, 1,000 per
+                               atomic batch): JSON lines of SetPreferenceRequest or
+                               CSV (user_id,purpose,state,effective_time,expire_time)
   policy get | policy reload
 
 Exit status: 0 on success, 1 on an error from the server or the input,
@@ -322,24 +326,11 @@ int CheckCommand(Client& client, const std::vector<std::string>& args) {
   return 0;
 }
 
-// One CSV line: user_id,content_id,content_type,visibility[,create_time[,sensitive]]
-// where sensitive is ;-separated. Lines starting with user_id are a header.
-bool ParseCsvItem(const std::string& line, size_t line_number, v1::CheckItem* item) {
-  std::vector<std::string> cols = absl::StrSplit(line, ',');
-  if (cols.size() < 4 || cols.size() > 6) {
-    Usage(absl::StrCat("line ", line_number, ": expected 4 to 6 comma-separated columns"));
-  }
-  for (auto& c : cols) absl::StripAsciiWhitespace(&c);
-  if (cols[0] == "user_id") return false;
-  item->set_user_id(cols[0]);
-  FillContent(item->mutable_content(), cols[1], cols[2], cols[3], cols.size() > 4 ? cols[4] : "",
-              cols.size() > 5 ? cols[5] : "");
-  return true;
-}
-
-int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
-  if (args.size() != 3) Usage("batch-check takes PURPOSE FILE");
-  const std::string& path = args[2];
+// Reads a batch input file (or stdin for "-") line by line, skipping blank
+// lines, and calls `item(line, line_number, csv)` for each. The format is
+// --format, else "csv" for *.csv, else "jsonl".
+template <typename ItemFn>
+void ReadItems(const std::string& path, ItemFn&& item) {
   std::string format = absl::GetFlag(FLAGS_format);
   if (format.empty()) format = absl::EndsWith(path, ".csv") ? "csv" : "jsonl";
   if (format != "csv" && format != "jsonl") Usage("--format must be jsonl or csv");
@@ -350,17 +341,51 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
     if (!file) Usage(absl::StrCat("cannot read ", path));
     in = &file;
   }
-  // Items are sent in batches of up to the server's limit, in file order.
+  std::string line;
+  size_t line_number = 0;
+  while (std::getline(*in, line)) {
+    ++line_number;
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    item(line, line_number, format == "csv");
+  }
+}
+
+// Splits a CSV line into trimmed columns; `min` to `max` of them. Returns
+// false for a header line (first column `header`).
+bool CsvColumns(const std::string& line, size_t line_number, size_t min, size_t max,
+                absl::string_view header, std::vector<std::string>* cols) {
+  *cols = absl::StrSplit(line, ',');
+  if (cols->size() < min || cols->size() > max) {
+    Usage(absl::StrCat("line ", line_number, ": expected ", min, " to ", max,
+                       " comma-separated columns"));
+  }
+  for (auto& c : *cols) absl::StripAsciiWhitespace(&c);
+  return (*cols)[0] != header;
+}
+
+template <typename Message>
+void ParseJsonLine(const std::string& line, size_t line_number, Message* message) {
+  auto status = google::protobuf::util::JsonStringToMessage(line, message);
+  if (!status.ok()) {
+    Usage(absl::StrCat("line ", line_number, ": ", std::string(status.message())));
+  }
+}
+
+int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 3) Usage("batch-check takes PURPOSE FILE");
+  // Items go to the server in batches of up to its limit, in file order.
   constexpr int kChunk = 10000;
   v1::BatchCheckRequest request;
   request.set_purpose(args[1]);
-  size_t line_number = 0, index = 0, allowed = 0, denied = 0;
-  auto flush = [&]() -> int {
-    if (request.items_size() == 0) return 0;
+  size_t last_line = 0, index = 0, allowed = 0, denied = 0;
+  int rc = 0;
+  auto flush = [&]() {
+    if (request.items_size() == 0 || rc != 0) return;
     auto response = client.BatchCheck(request);
     if (!response.ok()) {
-      std::cerr << "consentctl: batch ending at input line " << line_number << " failed\n";
-      return Fail(response.status());
+      std::cerr << "consentctl: batch ending at input line " << last_line << " failed\n";
+      rc = Fail(response.status());
+      return;
     }
     for (int i = 0; i < response->decisions_size(); ++i, ++index) {
       const v1::Decision& d = response->decisions(i);
@@ -373,31 +398,92 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
       }
     }
     request.clear_items();
-    return 0;
   };
-  std::string line;
-  while (std::getline(*in, line)) {
-    ++line_number;
-    if (absl::StripAsciiWhitespace(line).empty()) continue;
+  ReadItems(args[2], [&](const std::string& line, size_t line_number, bool csv) {
+    if (rc != 0) return;
+    last_line = line_number;
     v1::CheckItem item;
-    if (format == "csv") {
-      if (!ParseCsvItem(line, line_number, &item)) continue;
+    if (csv) {
+      // user_id,content_id,content_type,visibility[,create_time[,sensitive]]
+      std::vector<std::string> cols;
+      if (!CsvColumns(line, line_number, 4, 6, "user_id", &cols)) return;
+      item.set_user_id(cols[0]);
+      FillContent(item.mutable_content(), cols[1], cols[2], cols[3], cols.size() > 4 ? cols[4] : "",
+                  cols.size() > 5 ? cols[5] : "");
     } else {
-      auto status = google::protobuf::util::JsonStringToMessage(line, &item);
-      if (!status.ok()) {
-        Usage(absl::StrCat("line ", line_number, ": ", std::string(status.message())));
-      }
+      ParseJsonLine(line, line_number, &item);
     }
     *request.add_items() = std::move(item);
-    if (request.items_size() == kChunk) {
-      if (int rc = flush(); rc != 0) return rc;
-    }
-  }
-  if (int rc = flush(); rc != 0) return rc;
-  if (!absl::GetFlag(FLAGS_json)) {
+    if (request.items_size() == kChunk) flush();
+  });
+  flush();
+  if (rc == 0 && !absl::GetFlag(FLAGS_json)) {
     std::cerr << index << " checked: " << allowed << " allowed, " << denied << " denied\n";
   }
-  return 0;
+  return rc;
+}
+
+int BatchSetCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 2) Usage("batch-set takes FILE");
+  // Each batch of up to the server's limit is atomic; batches go in order
+  // and the first failure stops the import (earlier batches stay written).
+  constexpr int kChunk = 1000;
+  v1::BatchSetPreferencesRequest request;
+  size_t last_line = 0, written = 0, batches = 0;
+  int rc = 0;
+  auto flush = [&]() {
+    if (request.requests_size() == 0 || rc != 0) return;
+    if (!absl::GetFlag(FLAGS_request_id).empty()) {
+      request.set_request_id(absl::StrCat(absl::GetFlag(FLAGS_request_id), "/", batches));
+    }
+    auto response = client.BatchSetPreferences(request);
+    if (!response.ok()) {
+      std::cerr << "consentctl: batch ending at input line " << last_line << " failed; " << written
+                << " preferences written before it\n";
+      rc = Fail(response.status());
+      return;
+    }
+    ++batches;
+    written += static_cast<size_t>(request.requests_size());
+    if (absl::GetFlag(FLAGS_json)) {
+      PrintJson(*response);
+    } else {
+      std::cout << request.requests_size() << " preferences written up to revision "
+                << response->revision() << "\n";
+    }
+    request.clear_requests();
+  };
+  ReadItems(args[1], [&](const std::string& line, size_t line_number, bool csv) {
+    if (rc != 0) return;
+    last_line = line_number;
+    v1::SetPreferenceRequest item;
+    if (csv) {
+      // user_id,purpose,state[,effective_time[,expire_time]]
+      std::vector<std::string> cols;
+      if (!CsvColumns(line, line_number, 3, 5, "user_id", &cols)) return;
+      item.set_user_id(cols[0]);
+      item.set_purpose(cols[1]);
+      item.set_state(static_cast<v1::PreferenceState>(
+          ParseEnum(v1::PreferenceState_descriptor(), "PREFERENCE_STATE_", cols[2], "state")));
+      if (cols.size() > 3 && !cols[3].empty()) {
+        *item.mutable_effective_time() = ParseTimestamp(cols[3], "effective_time");
+      }
+      if (cols.size() > 4 && !cols[4].empty()) {
+        *item.mutable_expire_time() = ParseTimestamp(cols[4], "expire_time");
+      }
+      v1::Source source = SourceFromFlags();
+      if (source.ByteSizeLong() > 0) *item.mutable_source() = source;
+    } else {
+      ParseJsonLine(line, line_number, &item);
+    }
+    *request.add_requests() = std::move(item);
+    if (request.requests_size() == kChunk) flush();
+  });
+  flush();
+  if (rc == 0 && !absl::GetFlag(FLAGS_json)) {
+    std::cerr << written << " preferences written in " << batches << " batches\n";
+  }
+  return rc;
 }
 
 int PolicyCommand(Client& client, const std::vector<std::string>& args) {
@@ -440,6 +526,7 @@ int Run(const std::vector<std::string>& args) {
   if (command == "subject") return SubjectCommand(*client, args);
   if (command == "check") return CheckCommand(*client, args);
   if (command == "batch-check") return BatchCheckCommand(*client, args);
+  if (command == "batch-set") return BatchSetCommand(*client, args);
   if (command == "policy") return PolicyCommand(*client, args);
   Usage(absl::StrCat("unknown command \"", command, "\""));
 }

@@ -190,9 +190,10 @@ absl::Status Registry::SetPreference(const v1::SetPreferenceRequest& request,
   ValidateSetPreference(request, "", *policy, &v);
   if (!v.empty()) return v.ToStatus();
 
+  const absl::Time now = clock_->Now();
   std::vector<storage::SubjectUpdate> updates;
-  updates.push_back(PreferenceUpdate(request, context, clock_->Now()));
-  auto result = store_->Commit(std::move(updates), clock_->Now());
+  updates.push_back(PreferenceUpdate(request, context, now));
+  auto result = store_->Commit(std::move(updates), now);
   if (!result.ok()) return result.status();
   response->set_revision(result->revisions[0]);
   if (const v1::Preference* p = FindPreference(result->subjects[0], request.purpose())) {

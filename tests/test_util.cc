@@ -129,23 +129,32 @@ absl::StatusOr<std::unique_ptr<ConsentdProcess>> ConsentdProcess::Start(const Op
   return process;
 }
 
-std::pair<int, std::string> ConsentdProcess::RunToExit(const std::vector<std::string>& args) {
+CommandResult RunCommand(const std::vector<std::string>& args, const std::string& input) {
   TempDir dir;
-  const std::string log = dir.Sub("stderr");
-  std::vector<std::string> full = {CONSENTD_PATH};
-  full.insert(full.end(), args.begin(), args.end());
+  const std::string in = dir.Sub("stdin"), out = dir.Sub("stdout"), err = dir.Sub("stderr");
+  WriteFile(in, input);
+  std::vector<std::string> argv_strings = args;
   const pid_t pid = fork();
   if (pid == 0) {
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, STDERR_FILENO);
-    int null = open("/dev/null", O_WRONLY);
-    dup2(null, STDOUT_FILENO);
-    auto argv = Argv(full);
+    dup2(open(in.c_str(), O_RDONLY), STDIN_FILENO);
+    dup2(open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), STDOUT_FILENO);
+    dup2(open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), STDERR_FILENO);
+    auto argv = Argv(argv_strings);
     execv(argv[0], argv.data());
     _exit(127);
   }
-  const int code = WaitExit(pid);
-  return {code, ReadFile(log)};
+  CommandResult result;
+  result.exit_code = WaitExit(pid);
+  result.out = ReadFile(out);
+  result.err = ReadFile(err);
+  return result;
+}
+
+std::pair<int, std::string> ConsentdProcess::RunToExit(const std::vector<std::string>& args) {
+  std::vector<std::string> full = {CONSENTD_PATH};
+  full.insert(full.end(), args.begin(), args.end());
+  CommandResult result = RunCommand(full);
+  return {result.exit_code, result.err};
 }
 
 ConsentdProcess::~ConsentdProcess() {

@@ -36,6 +36,16 @@ std::string ReadFile(const std::string& path);
 // Path of the policy shipped in deploy/policy/.
 std::string DefaultPolicyPath();
 
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs `args` (args[0] is the program's path) to completion, with `input`
+// on its standard input.
+CommandResult RunCommand(const std::vector<std::string>& args, const std::string& input = "");
+
 // The consentd binary started as a child process with --listen on port 0
 // and metrics disabled unless `args` say otherwise. Start() returns once
 // consentd printed its address (it is then SERVING) or failed.

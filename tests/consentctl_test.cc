@@ -1,0 +1,129 @@
+// consentctl, the binary, against a real consentd: output, order and exit
+// codes as a script would see them.
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace consent {
+namespace {
+
+using ::consent::testing::CommandResult;
+using ::consent::testing::ConsentdProcess;
+using ::consent::testing::RunCommand;
+using ::consent::testing::TempDir;
+using ::testing::HasSubstr;
+
+class ConsentctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ConsentdProcess::Options options;
+    options.data_dir = dir_.Sub("data");
+    auto process = ConsentdProcess::Start(options);
+    ASSERT_TRUE(process.ok()) << process.status();
+    server_ = *std::move(process);
+  }
+
+  CommandResult Ctl(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), {CONSENTCTL_PATH, "--target=" + server_->address()});
+    return RunCommand(args, input);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ConsentdProcess> server_;
+};
+
+TEST_F(ConsentctlTest, WalkThrough) {
+  EXPECT_EQ(Ctl({"subject", "set", "alice", "--jurisdiction=GB", "--birth_date=1990-04-01"}).out,
+            "subject alice updated at revision 1\n");
+  const std::vector<std::string> check = {"check", "ai_training", "alice", "post-1",
+                                          "--create_time=2024-05-01T12:00:00Z"};
+  EXPECT_EQ(Ctl(check).out, "ALLOWED ALLOWED_DEFAULT  (policy 2026-11-27.1, revision 1)\n");
+  EXPECT_EQ(Ctl({"object", "alice", "ai_training", "--channel=settings_page"}).out,
+            "object recorded for alice / ai_training at revision 2\n");
+  EXPECT_EQ(Ctl(check).out, "DENIED  DENIED_OBJECTION  (policy 2026-11-27.1, revision 2)\n");
+  CommandResult json = Ctl(
+      {"check", "ai_training", "alice", "post-1", "--json", "--create_time=2024-05-01T12:00:00Z"});
+  EXPECT_EQ(json.out,
+            "{\"decision\":{\"allowed\":false,\"reason\":\"DECISION_REASON_DENIED_OBJECTION\","
+            "\"policy_version\":\"2026-11-27.1\",\"revision\":\"2\"}}\n");
+  EXPECT_EQ(Ctl({"clear", "alice", "ai_training"}).exit_code, 0);
+  EXPECT_EQ(Ctl(check).out, "ALLOWED ALLOWED_DEFAULT  (policy 2026-11-27.1, revision 3)\n");
+  CommandResult get = Ctl({"subject", "get", "alice"});
+  EXPECT_THAT(get.out, HasSubstr("jurisdiction  GB"));
+  EXPECT_THAT(get.out, HasSubstr("birth_date    1990-04-01"));
+}
+
+TEST_F(ConsentctlTest, BatchCheckCsvAndJsonLinesKeepOrder) {
+  ASSERT_EQ(
+      Ctl({"subject", "set", "alice", "--jurisdiction=GB", "--birth_date=1990-04-01"}).exit_code,
+      0);
+  const std::string csv =
+      "user_id,content_id,content_type,visibility,create_time,sensitive\n"
+      "alice,p1,POST,PUBLIC,2024-05-01T12:00:00Z,\n"
+      "alice,p2,POST,PUBLIC,2024-05-01T12:00:00Z,HEALTH\n"
+      "\n"
+      "bob,p3,PHOTO,PUBLIC,2024-05-01T12:00:00Z,\n"
+      "alice,p4,MESSAGE,PUBLIC,2024-05-01T12:00:00Z,\n";
+  CommandResult result = Ctl({"batch-check", "ai_training", "-", "--format=csv"}, csv);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out,
+            "0\talice\tp1\tALLOWED ALLOWED_DEFAULT  (policy 2026-11-27.1, revision 1)\n"
+            "1\talice\tp2\tDENIED  DENIED_SENSITIVE  (policy 2026-11-27.1, revision 1)\n"
+            "2\tbob\tp3\tDENIED  DENIED_MINOR  (policy 2026-11-27.1, revision 1)\n"
+            "3\talice\tp4\tDENIED  DENIED_CONTENT_TYPE  (policy 2026-11-27.1, revision 1)\n");
+  EXPECT_EQ(result.err, "4 checked: 1 allowed, 3 denied\n");
+
+  const std::string jsonl =
+      R"({"user_id":"bob","content":{"content_id":"x","content_type":"CONTENT_TYPE_POST","visibility":"VISIBILITY_PUBLIC"}})"
+      "\n"
+      R"({"user_id":"alice","content":{"content_id":"y","content_type":"CONTENT_TYPE_POST","visibility":"VISIBILITY_FRIENDS","create_time":"2024-05-01T12:00:00Z"}})"
+      "\n";
+  result = Ctl({"batch-check", "ai_training", "-", "--json"}, jsonl);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out,
+            "{\"allowed\":false,\"reason\":\"DECISION_REASON_DENIED_MINOR\",\"policy_version\":"
+            "\"2026-11-27.1\",\"revision\":\"1\"}\n"
+            "{\"allowed\":false,\"reason\":\"DECISION_REASON_DENIED_NOT_PUBLIC\","
+            "\"policy_version\":\"2026-11-27.1\",\"revision\":\"1\"}\n");
+}
+
+TEST_F(ConsentctlTest, BatchSetImportsAtomicallyPerBatch) {
+  const std::string csv =
+      "user_id,purpose,state,effective_time,expire_time\n"
+      "alice,ai_training,OBJECTED\n"
+      "bob,ai_training.generative,CONSENTED,2024-01-01T00:00:00Z,2030-01-01T00:00:00Z\n";
+  CommandResult result = Ctl({"batch-set", "-", "--format=csv"}, csv);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "2 preferences written up to revision 2\n");
+  EXPECT_EQ(result.err, "2 preferences written in 1 batches\n");
+  CommandResult bob = Ctl({"subject", "get", "bob"});
+  EXPECT_THAT(bob.out, HasSubstr("ai_training.generative: CONSENTED (revision 2)"));
+
+  // A bad item fails its whole batch: nothing of it is written.
+  result = Ctl({"batch-set", "-", "--format=csv"},
+               "carol,ai_training,OBJECTED\ncarol,no_such_purpose,OBJECTED\n");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, HasSubstr("requests[1].purpose: \"no_such_purpose\" is not defined"));
+  EXPECT_EQ(Ctl({"subject", "get", "carol"}).exit_code, 1);
+}
+
+TEST_F(ConsentctlTest, ExitCodes) {
+  CommandResult bad_usage = Ctl({"check", "ai_training"});
+  EXPECT_EQ(bad_usage.exit_code, 2);
+  EXPECT_THAT(bad_usage.err, HasSubstr("check takes PURPOSE USER CONTENT_ID"));
+  CommandResult bad_enum = Ctl({"check", "ai_training", "alice", "p", "--visibility=LOUD"});
+  EXPECT_EQ(bad_enum.exit_code, 2);
+  EXPECT_THAT(bad_enum.err,
+              HasSubstr("--visibility=LOUD is not one of PUBLIC, FOLLOWERS, FRIENDS, CUSTOM, "
+                        "PRIVATE"));
+  CommandResult invalid = Ctl({"object", "alice", "Not A Purpose"});
+  EXPECT_EQ(invalid.exit_code, 1);
+  EXPECT_EQ(invalid.err,
+            "consentctl: INVALID_ARGUMENT: purpose: must match [a-z0-9_]+(.[a-z0-9_]+)*\n");
+  CommandResult not_found = Ctl({"subject", "get", "nobody"});
+  EXPECT_EQ(not_found.exit_code, 1);
+  EXPECT_EQ(not_found.err, "consentctl: NOT_FOUND: nothing was ever recorded for this user_id\n");
+}
+
+}  // namespace
+}  // namespace consent
