@@ -62,6 +62,7 @@ class Consentd:
     def stop(self, sig):
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=30)
+        self.proc.stdout.close()
         self.log.close()
         return code
 
@@ -82,7 +83,7 @@ class InteropTest(unittest.TestCase):
 
     def tearDown(self):
         self.channel.close()
-        if self.server.proc.poll() is None:
+        if not self.server.log.closed:
             self.server.stop(signal.SIGKILL)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -122,6 +123,16 @@ class InteropTest(unittest.TestCase):
         check = self.channel.unary_unary("/grpc.health.v1.Health/Check")
         # HealthCheckRequest{} encodes to nothing; SERVING is status=1.
         self.assertEqual(check(b"", timeout=10), b"\x08\x01")
+
+    def test_reflection_lists_the_services(self):
+        info = self.channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        # ServerReflectionRequest{list_services: ""}: field 7, length 0.
+        responses = list(info(iter([b"\x3a\x00"]), timeout=10))
+        self.assertEqual(len(responses), 1)
+        for service in (b"consent.v1.ConsentRegistry", b"consent.v1.ConsentAdmin",
+                        b"grpc.health.v1.Health"):
+            self.assertIn(service, responses[0])
 
     def test_object_check_clear(self):
         from consent.v1 import types_pb2
