@@ -95,6 +95,12 @@ absl::StatusOr<v1::UpdateSubjectResponse> Client::UpdateSubject(
               !request.request_id().empty());
 }
 
+absl::StatusOr<v1::SetContentExclusionResponse> Client::SetContentExclusion(
+    const v1::SetContentExclusionRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::SetContentExclusion, request,
+              !request.request_id().empty());
+}
+
 absl::StatusOr<v1::DeleteSubjectResponse> Client::DeleteSubject(
     const v1::DeleteSubjectRequest& request) {
   return Call(registry_.get(), &v1::ConsentRegistry::Stub::DeleteSubject, request,

@@ -47,6 +47,8 @@ class Client {
   absl::StatusOr<v1::BatchSetPreferencesResponse> BatchSetPreferences(
       const v1::BatchSetPreferencesRequest& request);
   absl::StatusOr<v1::UpdateSubjectResponse> UpdateSubject(const v1::UpdateSubjectRequest& request);
+  absl::StatusOr<v1::SetContentExclusionResponse> SetContentExclusion(
+      const v1::SetContentExclusionRequest& request);
   absl::StatusOr<v1::DeleteSubjectResponse> DeleteSubject(const v1::DeleteSubjectRequest& request);
   absl::StatusOr<v1::GetSubjectResponse> GetSubject(const v1::GetSubjectRequest& request);
   absl::StatusOr<v1::CheckResponse> Check(const v1::CheckRequest& request);

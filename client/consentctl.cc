@@ -50,6 +50,9 @@ ABSL_FLAG(std::string, visibility, "PUBLIC", "PUBLIC, FOLLOWERS, FRIENDS, CUSTOM
 ABSL_FLAG(std::string, create_time, "", "When the content was created (RFC 3339).");
 ABSL_FLAG(std::string, sensitive, "",
           "Comma-separated sensitive categories (HEALTH, BIOMETRIC, ...).");
+ABSL_FLAG(bool, explain, false, "check: print how each decision rule came out.");
+ABSL_FLAG(std::string, as_of, "",
+          "check, batch-check: answer as the registry would have at this past time (RFC 3339).");
 ABSL_FLAG(std::string, format, "",
           "batch-check and batch-set input: jsonl or csv (default: csv for *.csv, else "
           "jsonl).");
@@ -69,8 +72,11 @@ Commands:
   subject set USER [--jurisdiction=GB] [--birth_date=1990-01-31] [--account_state=ACTIVE]
                    [--clear=birth_date,...]
   subject delete USER          account deleted: every later check is denied
+  exclude  USER CONTENT_ID PURPOSE   the user excludes one content item (and sub-purposes)
+  include  USER CONTENT_ID PURPOSE   ... and includes it again
   check PURPOSE USER CONTENT_ID [--content_type=POST] [--visibility=PUBLIC]
                                [--create_time=RFC3339] [--sensitive=HEALTH,...]
+                               [--as_of=RFC3339] [--explain]
   batch-check PURPOSE FILE     FILE of JSON lines ({"user_id":..,"content":{..}})
                                or CSV (user_id,content_id,content_type,visibility,
                                create_time,sensitive); - reads stdin
@@ -316,12 +322,45 @@ int CheckCommand(Client& client, const std::vector<std::string>& args) {
   FillContent(request.mutable_content(), args[3], absl::GetFlag(FLAGS_content_type),
               absl::GetFlag(FLAGS_visibility), absl::GetFlag(FLAGS_create_time),
               absl::GetFlag(FLAGS_sensitive));
+  if (!absl::GetFlag(FLAGS_as_of).empty()) {
+    *request.mutable_as_of() = ParseTimestamp(absl::GetFlag(FLAGS_as_of), "--as_of");
+  }
+  request.set_explain(absl::GetFlag(FLAGS_explain));
   auto response = client.Check(request);
   if (!response.ok()) return Fail(response.status());
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(*response);
+    return 0;
+  }
+  std::cout << DescribeDecision(response->decision()) << "\n";
+  for (const v1::RuleEvaluation& e : response->explanation()) {
+    std::cout << "  " << (e.rule() < 10 ? " " : "") << e.rule() << ". " << e.name() << ": "
+              << (e.outcome() == v1::RULE_OUTCOME_DECIDED ? "DECIDED" : "passed") << " - "
+              << e.detail() << "\n";
+  }
+  return 0;
+}
+
+int ExclusionCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 4) Usage(absl::StrCat(args[0], " takes USER CONTENT_ID PURPOSE"));
+  v1::SetContentExclusionRequest request;
+  request.set_user_id(args[1]);
+  request.set_content_id(args[2]);
+  request.set_purpose(args[3]);
+  request.set_excluded(args[0] == "exclude");
+  request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  v1::Source source = SourceFromFlags();
+  if (source.ByteSizeLong() > 0) *request.mutable_source() = source;
+  if (absl::GetFlag(FLAGS_expected_revision) >= 0) {
+    request.set_expected_revision(absl::GetFlag(FLAGS_expected_revision));
+  }
+  auto response = client.SetContentExclusion(request);
+  if (!response.ok()) return Fail(response.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(*response);
   } else {
-    std::cout << DescribeDecision(response->decision()) << "\n";
+    std::cout << args[2] << (request.excluded() ? " excluded" : " included") << " for "
+              << args[3] << " at revision " << response->revision() << "\n";
   }
   return 0;
 }
@@ -377,6 +416,9 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
   constexpr int kChunk = 10000;
   v1::BatchCheckRequest request;
   request.set_purpose(args[1]);
+  if (!absl::GetFlag(FLAGS_as_of).empty()) {
+    *request.mutable_as_of() = ParseTimestamp(absl::GetFlag(FLAGS_as_of), "--as_of");
+  }
   size_t last_line = 0, index = 0, allowed = 0, denied = 0;
   int rc = 0;
   auto flush = [&]() {
@@ -524,6 +566,7 @@ int Run(const std::vector<std::string>& args) {
   }
   if (command == "clear") return SetPreference(*client, v1::PREFERENCE_STATE_CLEARED, args);
   if (command == "subject") return SubjectCommand(*client, args);
+  if (command == "exclude" || command == "include") return ExclusionCommand(*client, args);
   if (command == "check") return CheckCommand(*client, args);
   if (command == "batch-check") return BatchCheckCommand(*client, args);
   if (command == "batch-set") return BatchSetCommand(*client, args);

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/civil_time.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -12,35 +16,92 @@ absl::Time FromProto(const google::protobuf::Timestamp& t) {
   return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
 }
 
-bool SensitiveDenied(const v1::PurposeRule& rule, const v1::Content& content) {
-  if (content.sensitive_categories_size() == 0) return false;
-  switch (rule.sensitive_handling()) {
-    case v1::SENSITIVE_HANDLING_ALLOW:
-      return false;
-    case v1::SENSITIVE_HANDLING_EXCLUDE_LISTED:
-      for (int c : content.sensitive_categories()) {
-        const auto& listed = rule.excluded_sensitive_categories();
-        if (std::find(listed.begin(), listed.end(), c) != listed.end()) return true;
-      }
-      return false;
-    default:  // EXCLUDE_ALL, and anything unknown: fail closed
-      return true;
+std::string FormatTime(const google::protobuf::Timestamp& t) {
+  return google::protobuf::util::TimeUtil::ToString(t);
+}
+
+std::string ShortName(const google::protobuf::EnumDescriptor* d, int value,
+                      absl::string_view prefix) {
+  const auto* v = d->FindValueByNumber(value);
+  if (v == nullptr) return absl::StrCat(value);
+  absl::string_view name = v->name();
+  absl::ConsumePrefix(&name, prefix);
+  return std::string(name);
+}
+
+// Records rule evaluations when asked to; free otherwise.
+class Trace {
+ public:
+  explicit Trace(std::vector<v1::RuleEvaluation>* out) : out_(out) {}
+  bool on() const { return out_ != nullptr; }
+  // `detail` is a callable returning the detail string; it runs only when
+  // an explanation was asked for, so checks without one build no strings.
+  template <typename Detail>
+  void Add(int rule, absl::string_view name, bool decided, Detail&& detail) {
+    if (out_ == nullptr) return;
+    v1::RuleEvaluation& e = out_->emplace_back();
+    e.set_rule(rule);
+    e.set_name(std::string(name));
+    e.set_outcome(decided ? v1::RULE_OUTCOME_DECIDED : v1::RULE_OUTCOME_PASSED);
+    e.set_detail(detail());
   }
+
+ private:
+  std::vector<v1::RuleEvaluation>* out_;
+};
+
+// The first listed category the rule excludes, or UNSPECIFIED.
+v1::SensitiveCategory ExcludedSensitive(const v1::PurposeRule& rule, const v1::Content& content) {
+  for (int c : content.sensitive_categories()) {
+    switch (rule.sensitive_handling()) {
+      case v1::SENSITIVE_HANDLING_ALLOW:
+        break;
+      case v1::SENSITIVE_HANDLING_EXCLUDE_LISTED: {
+        const auto& listed = rule.excluded_sensitive_categories();
+        if (std::find(listed.begin(), listed.end(), c) != listed.end()) {
+          return static_cast<v1::SensitiveCategory>(c);
+        }
+        break;
+      }
+      default:  // EXCLUDE_ALL, and anything unknown: fail closed
+        return static_cast<v1::SensitiveCategory>(c);
+    }
+  }
+  return v1::SENSITIVE_CATEGORY_UNSPECIFIED;
 }
 
 // Rule 7. The author's age at the content's create_time; when create_time is
 // unknown the age now is an upper bound for it, so a subject under min_age
-// now is certainly a minor then.
+// now is certainly a minor then. Sets `why`.
 bool MinorDenied(const v1::PurposeRule& rule, const v1::Subject* subject,
-                 const v1::Content& content, absl::Time at) {
-  if (rule.min_age() <= 0 && !rule.require_known_age()) return false;
+                 const v1::Content& content, absl::Time at, std::string* why, bool explain) {
+  if (rule.min_age() <= 0 && !rule.require_known_age()) {
+    if (explain) *why = "the rule sets no minimum age";
+    return false;
+  }
+  const std::string requirement =
+      absl::StrCat("min_age ", rule.min_age(),
+                   rule.require_known_age() ? ", age must be known" : ", age may be unknown");
   const bool birth_known = subject != nullptr && subject->attributes().has_birth_date();
-  if (!birth_known) return rule.require_known_age();
+  if (!birth_known) {
+    if (explain) *why = absl::StrCat(requirement, "; birth date unknown");
+    return rule.require_known_age();
+  }
   const v1::Date& birth = subject->attributes().birth_date();
   if (content.has_create_time()) {
-    return AgeInYears(birth, FromProto(content.create_time())) < rule.min_age();
+    const int age = AgeInYears(birth, FromProto(content.create_time()));
+    if (explain) {
+      *why = absl::StrCat(requirement, "; author was ", age, " at create_time ",
+                          FormatTime(content.create_time()));
+    }
+    return age < rule.min_age();
   }
-  if (AgeInYears(birth, at) < rule.min_age()) return true;
+  const int age_now = AgeInYears(birth, at);
+  if (explain) {
+    *why = absl::StrCat(requirement, "; no create_time, author is ", age_now,
+                        " now, so at most that at creation");
+  }
+  if (age_now < rule.min_age()) return true;
   return rule.require_known_age();
 }
 
@@ -65,70 +126,158 @@ bool InEffect(const v1::Preference& preference, absl::Time at) {
   return true;
 }
 
-Verdict Decide(const CompiledPolicy& policy, const v1::Subject* subject, absl::string_view purpose,
-               const v1::Content& content, absl::Time at) {
+bool CoversPurpose(absl::string_view ancestor, absl::string_view purpose) {
+  return purpose == ancestor ||
+         (absl::StartsWith(purpose, ancestor) && purpose.size() > ancestor.size() &&
+          purpose[ancestor.size()] == '.');
+}
+
+Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::string_view purpose,
+               const v1::Content& content, absl::Time at,
+               std::vector<v1::RuleEvaluation>* explanation) {
+  Trace trace(explanation);
+  const v1::Subject* record = subject.record;
   Verdict v;
-  auto conclude = [&v](v1::DecisionReason reason, int rule) {
+  // Records the deciding rule and ends evaluation.
+  auto conclude = [&](v1::DecisionReason reason, int rule, absl::string_view name,
+                      auto&& detail) {
+    trace.Add(rule, name, /*decided=*/true, detail);
     v.reason = reason;
     v.rule = rule;
     return v;
   };
+  auto pass = [&](int rule, absl::string_view name, auto&& detail) {
+    trace.Add(rule, name, /*decided=*/false, detail);
+  };
+  pass(1, "purpose defined", [&] {
+    return absl::StrCat("\"", purpose, "\" is defined by policy ", policy.version());
+  });
+
   // Rule 2: deleted accounts.
-  if (subject != nullptr && subject->attributes().account_state() == v1::ACCOUNT_STATE_DELETED) {
-    return conclude(v1::DECISION_REASON_DENIED_ACCOUNT_DELETED, 2);
+  if (record != nullptr && record->attributes().account_state() == v1::ACCOUNT_STATE_DELETED) {
+    return conclude(v1::DECISION_REASON_DENIED_ACCOUNT_DELETED, 2, "account deleted",
+                    [&] { return absl::StrCat("deleted at revision ", record->revision()); });
   }
+  pass(2, "account deleted", [&] {
+    return std::string(record == nullptr ? "no record for this user" : "account not deleted");
+  });
+
   // Rule 3: the policy must have a rule allowing the purpose here.
   const std::string empty;
-  const std::string& jurisdiction =
-      subject != nullptr ? subject->attributes().jurisdiction() : empty;
+  const std::string& jurisdiction = record != nullptr ? record->attributes().jurisdiction() : empty;
   const v1::PurposeRule* rule = policy.FindRule(jurisdiction, purpose);
-  if (rule == nullptr || rule->prohibited()) {
-    return conclude(v1::DECISION_REASON_DENIED_POLICY, 3);
+  auto where = [&] {
+    return absl::StrCat("jurisdiction ", jurisdiction.empty() ? "unknown" : jurisdiction,
+                        ": rules of group ", policy.GroupName(jurisdiction));
+  };
+  if (rule == nullptr) {
+    return conclude(v1::DECISION_REASON_DENIED_POLICY, 3, "policy rule", [&] {
+      return absl::StrCat(where(), ", no rule for ", purpose, " or its parents");
+    });
   }
+  if (rule->prohibited()) {
+    return conclude(v1::DECISION_REASON_DENIED_POLICY, 3, "policy rule", [&] {
+      return absl::StrCat(where(), ", rule for ", rule->purpose(), " prohibits it");
+    });
+  }
+  pass(3, "policy rule", [&] {
+    return absl::StrCat(where(), ", rule for ", rule->purpose(), ": ",
+                        ShortName(v1::LegalBasis_descriptor(), rule->legal_basis(), "LEGAL_BASIS_"));
+  });
+
   // Rule 4: private messages never; other types as the rule says.
-  const auto& excluded_types = rule->excluded_content_types();
-  if (content.content_type() == v1::CONTENT_TYPE_MESSAGE ||
-      std::find(excluded_types.begin(), excluded_types.end(), content.content_type()) !=
-          excluded_types.end()) {
-    return conclude(v1::DECISION_REASON_DENIED_CONTENT_TYPE, 4);
+  auto type_name = [&] {
+    return ShortName(v1::ContentType_descriptor(), content.content_type(), "CONTENT_TYPE_");
+  };
+  if (content.content_type() == v1::CONTENT_TYPE_MESSAGE) {
+    return conclude(v1::DECISION_REASON_DENIED_CONTENT_TYPE, 4, "content type",
+                    [] { return std::string("MESSAGE: private messages are never used"); });
   }
+  const auto& excluded_types = rule->excluded_content_types();
+  if (std::find(excluded_types.begin(), excluded_types.end(), content.content_type()) !=
+      excluded_types.end()) {
+    return conclude(v1::DECISION_REASON_DENIED_CONTENT_TYPE, 4, "content type",
+                    [&] { return absl::StrCat(type_name(), " is excluded by the rule"); });
+  }
+  pass(4, "content type", [&] { return absl::StrCat(type_name(), " is not excluded"); });
+
   // Rule 5: visibility.
+  auto visibility_name = [&] {
+    return ShortName(v1::Visibility_descriptor(), content.visibility(), "VISIBILITY_");
+  };
   const auto& visibilities = rule->allowed_visibilities();
   if (std::find(visibilities.begin(), visibilities.end(), content.visibility()) ==
       visibilities.end()) {
-    return conclude(v1::DECISION_REASON_DENIED_NOT_PUBLIC, 5);
+    return conclude(v1::DECISION_REASON_DENIED_NOT_PUBLIC, 5, "visibility", [&] {
+      return absl::StrCat(visibility_name(), " is not allowed by the rule");
+    });
   }
+  pass(5, "visibility", [&] { return absl::StrCat(visibility_name(), " is allowed"); });
+
   // Rule 6: special-category data.
-  if (SensitiveDenied(*rule, content)) {
-    return conclude(v1::DECISION_REASON_DENIED_SENSITIVE, 6);
+  if (const v1::SensitiveCategory c = ExcludedSensitive(*rule, content);
+      c != v1::SENSITIVE_CATEGORY_UNSPECIFIED) {
+    return conclude(v1::DECISION_REASON_DENIED_SENSITIVE, 6, "sensitive data", [&] {
+      return absl::StrCat(ShortName(v1::SensitiveCategory_descriptor(), c, "SENSITIVE_CATEGORY_"),
+                          " is excluded by the rule");
+    });
   }
+  pass(6, "sensitive data", [&] {
+    return std::string(content.sensitive_categories_size() == 0 ? "none present"
+                                                                : "present categories are allowed");
+  });
+
   // Rule 7: minors.
-  if (MinorDenied(*rule, subject, content, at)) {
-    return conclude(v1::DECISION_REASON_DENIED_MINOR, 7);
+  std::string why;
+  if (MinorDenied(*rule, record, content, at, &why, trace.on())) {
+    return conclude(v1::DECISION_REASON_DENIED_MINOR, 7, "minimum age", [&] { return why; });
   }
-  // Rule 8 (per-content exclusions) is not evaluated yet: SetContentExclusion
-  // is not implemented, so no exclusion can exist.
+  pass(7, "minimum age", [&] { return why; });
+
+  // Rule 8: the user excluded this item, for the purpose or an ancestor.
+  for (const std::string& excluded : subject.excluded_purposes) {
+    if (CoversPurpose(excluded, purpose)) {
+      return conclude(v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED, 8, "content exclusion", [&] {
+        return absl::StrCat("content ", content.content_id(), " excluded for ", excluded);
+      });
+    }
+  }
+  pass(8, "content exclusion", [&] {
+    return subject.excluded_purposes.empty()
+               ? std::string("content not excluded")
+               : absl::StrCat("excluded only for ", absl::StrJoin(subject.excluded_purposes, ", "));
+  });
 
   // Rule 9: the most specific explicit preference in effect along the path.
-  if (subject != nullptr && subject->preferences_size() > 0) {
+  if (record != nullptr && record->preferences_size() > 0) {
     for (absl::string_view p = purpose; !p.empty(); p = ParentPurpose(p)) {
-      for (const v1::Preference& pref : subject->preferences()) {
+      for (const v1::Preference& pref : record->preferences()) {
         if (pref.purpose() != p || !InEffect(pref, at)) continue;
-        v.preference_purpose = pref.purpose();
+        auto detail = [&] {
+          return absl::StrCat(
+              ShortName(v1::PreferenceState_descriptor(), pref.state(), "PREFERENCE_STATE_"),
+              " for ", pref.purpose(), ", set at revision ", pref.revision());
+        };
         if (pref.state() == v1::PREFERENCE_STATE_OBJECTED) {
-          return conclude(v1::DECISION_REASON_DENIED_OBJECTION, 9);
+          return conclude(v1::DECISION_REASON_DENIED_OBJECTION, 9, "preference", detail);
         }
         if (pref.state() == v1::PREFERENCE_STATE_CONSENTED) {
-          return conclude(v1::DECISION_REASON_ALLOWED_CONSENT, 9);
+          return conclude(v1::DECISION_REASON_ALLOWED_CONSENT, 9, "preference", detail);
         }
       }
     }
   }
+  pass(9, "preference",
+       [] { return std::string("no preference in effect along the purpose path"); });
+
   // Rule 10: the legal basis decides.
   if (rule->legal_basis() == v1::LEGAL_BASIS_LEGITIMATE_INTEREST) {
-    return conclude(v1::DECISION_REASON_ALLOWED_DEFAULT, 10);
+    return conclude(v1::DECISION_REASON_ALLOWED_DEFAULT, 10, "legal basis", [] {
+      return std::string("legitimate interest: allowed unless the user objects");
+    });
   }
-  return conclude(v1::DECISION_REASON_DENIED_NO_CONSENT, 10);
+  return conclude(v1::DECISION_REASON_DENIED_NO_CONSENT, 10, "legal basis",
+                  [] { return std::string("consent: denied until the user consents"); });
 }
 
 }  // namespace consent

@@ -1,30 +1,41 @@
 // The decision rules of docs/decisions.md, as a pure function of the policy,
-// the subject's record and the content. Rule 1 (unknown purpose) is the
-// caller's: it is a request error, not a decision.
+// the subject's record, the user's exclusions of the content and the
+// content itself. Rule 1 (unknown purpose) is the caller's: it is a request
+// error, not a decision.
 #ifndef CONSENT_SERVER_DECISION_ENGINE_H_
 #define CONSENT_SERVER_DECISION_ENGINE_H_
 
+#include <string>
+#include <vector>
+
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
 #include "server/policy.h"
 
 namespace consent {
 
-// Which rule decided, and with what; consumed by Check's explanation and by
-// tests. Values are the rule numbers of docs/decisions.md.
+// Which rule decided. `rule` is its number in docs/decisions.md.
 struct Verdict {
   v1::DecisionReason reason = v1::DECISION_REASON_UNSPECIFIED;
   int rule = 0;
-  // For rules 9: the purpose of the preference that decided.
-  std::string preference_purpose;
 };
 
-// Decides whether `content` of the subject may be used for `purpose`, which
-// must be defined by `policy`. `subject` is nullptr when nothing was ever
-// recorded for the user. `at` is the evaluation time. Thread safe.
-Verdict Decide(const CompiledPolicy& policy, const v1::Subject* subject, absl::string_view purpose,
-               const v1::Content& content, absl::Time at);
+struct CheckSubject {
+  // nullptr when nothing was ever recorded for the user.
+  const v1::Subject* record = nullptr;
+  // Purposes for which the user excluded the content being checked.
+  absl::Span<const std::string> excluded_purposes;
+};
+
+// Decides whether `content` may be used for `purpose`, which must be
+// defined by `policy`, at evaluation time `at`. When `explanation` is not
+// null, appends one entry per rule evaluated, in order, ending with the rule
+// that decided. Thread safe.
+Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::string_view purpose,
+               const v1::Content& content, absl::Time at,
+               std::vector<v1::RuleEvaluation>* explanation = nullptr);
 
 inline bool IsAllowed(v1::DecisionReason reason) {
   return reason == v1::DECISION_REASON_ALLOWED_DEFAULT ||
@@ -38,6 +49,9 @@ int AgeInYears(const v1::Date& birth, absl::Time at);
 // Whether `preference` is in effect at `at`: effective_time <= at <
 // expire_time, an unset bound being open.
 bool InEffect(const v1::Preference& preference, absl::Time at);
+
+// Whether `ancestor` is `purpose` or one of its ancestors on the dotted path.
+bool CoversPurpose(absl::string_view ancestor, absl::string_view purpose);
 
 }  // namespace consent
 

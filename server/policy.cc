@@ -1,5 +1,6 @@
 #include "server/policy.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -155,22 +156,49 @@ absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromText(
   return std::shared_ptr<const CompiledPolicy>(std::move(policy));
 }
 
-const CompiledPolicy::RuleIndex& CompiledPolicy::RulesFor(absl::string_view jurisdiction) const {
+int CompiledPolicy::GroupIndex(absl::string_view jurisdiction) const {
   auto it = group_of_jurisdiction_.find(jurisdiction);
   if (it == group_of_jurisdiction_.end() && jurisdiction.size() > 2) {
     it = group_of_jurisdiction_.find(jurisdiction.substr(0, 2));
   }
-  return it == group_of_jurisdiction_.end() ? default_rules_ : group_rules_[it->second];
+  return it == group_of_jurisdiction_.end() ? -1 : static_cast<int>(it->second);
+}
+
+absl::string_view CompiledPolicy::GroupName(absl::string_view jurisdiction) const {
+  const int group = GroupIndex(jurisdiction);
+  return group < 0 ? absl::string_view("default") : proto_.jurisdiction_groups(group).name();
 }
 
 const v1::PurposeRule* CompiledPolicy::FindRule(absl::string_view jurisdiction,
                                                 absl::string_view purpose) const {
-  const RuleIndex& rules = RulesFor(jurisdiction);
+  const int group = GroupIndex(jurisdiction);
+  const RuleIndex& rules = group < 0 ? default_rules_ : group_rules_[static_cast<size_t>(group)];
   for (absl::string_view p = purpose; !p.empty(); p = ParentPurpose(p)) {
     auto it = rules.find(p);
     if (it != rules.end()) return it->second;
   }
   return nullptr;
+}
+
+std::shared_ptr<const CompiledPolicy> PolicyHolder::Activate(
+    absl::Time at, std::shared_ptr<const CompiledPolicy> policy) {
+  absl::MutexLock lock(&mu_);
+  history_.emplace_back(at, policy);
+  return std::atomic_exchange(&current_, std::move(policy));
+}
+
+std::shared_ptr<const CompiledPolicy> PolicyHolder::ActiveAt(absl::Time at) const {
+  absl::MutexLock lock(&mu_);
+  // The last activation at or before `at`.
+  auto it = std::upper_bound(history_.begin(), history_.end(), at,
+                             [](absl::Time t, const auto& entry) { return t < entry.first; });
+  if (it == history_.begin()) return nullptr;
+  return std::prev(it)->second;
+}
+
+absl::Time PolicyHolder::first_activation() const {
+  absl::MutexLock lock(&mu_);
+  return history_.empty() ? absl::InfinitePast() : history_.front().first;
 }
 
 }  // namespace consent

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "consent/v1/policy.pb.h"
 
 namespace consent {
@@ -38,11 +39,15 @@ class CompiledPolicy {
   // specific rule along the purpose path. nullptr when there is none.
   const v1::PurposeRule* FindRule(absl::string_view jurisdiction, absl::string_view purpose) const;
 
+  // The name of the jurisdiction group whose rules apply, or "default".
+  absl::string_view GroupName(absl::string_view jurisdiction) const;
+
  private:
   using RuleIndex = absl::flat_hash_map<std::string, const v1::PurposeRule*>;
 
   CompiledPolicy() = default;
-  const RuleIndex& RulesFor(absl::string_view jurisdiction) const;
+  // Index of the group whose rules apply, or -1 for the default rules.
+  int GroupIndex(absl::string_view jurisdiction) const;
 
   v1::Policy proto_;
   std::string text_;
@@ -53,21 +58,34 @@ class CompiledPolicy {
   absl::flat_hash_map<std::string, size_t> group_of_jurisdiction_;
 };
 
-// Holds the active policy. Get() is lock-free for readers in practice
-// (std::atomic_load on a shared_ptr) and returns a snapshot that stays
-// valid while the caller holds it.
+// Holds the active policy and every version activated before it, with the
+// time each became active (for as_of checks). Get() is lock-free in
+// practice (std::atomic_load on a shared_ptr) and returns a snapshot that
+// stays valid while the caller holds it; a check therefore sees one whole
+// policy even while another is activated.
 class PolicyHolder {
  public:
-  explicit PolicyHolder(std::shared_ptr<const CompiledPolicy> initial)
-      : policy_(std::move(initial)) {}
-  std::shared_ptr<const CompiledPolicy> Get() const { return std::atomic_load(&policy_); }
-  // Replaces the active policy; returns the previous one.
-  std::shared_ptr<const CompiledPolicy> Swap(std::shared_ptr<const CompiledPolicy> next) {
-    return std::atomic_exchange(&policy_, std::move(next));
-  }
+  PolicyHolder() = default;
+
+  // The active policy; null until the first Activate.
+  std::shared_ptr<const CompiledPolicy> Get() const { return std::atomic_load(&current_); }
+
+  // Makes `policy` active from `at` on (not earlier than the previous
+  // activation) and returns the previous one (null for the first).
+  std::shared_ptr<const CompiledPolicy> Activate(absl::Time at,
+                                                 std::shared_ptr<const CompiledPolicy> policy);
+
+  // The policy that was active at `at`; null before the first activation.
+  std::shared_ptr<const CompiledPolicy> ActiveAt(absl::Time at) const;
+
+  // When the first policy became active (InfinitePast when none has).
+  absl::Time first_activation() const;
 
  private:
-  std::shared_ptr<const CompiledPolicy> policy_;
+  std::shared_ptr<const CompiledPolicy> current_;
+  mutable absl::Mutex mu_;
+  std::vector<std::pair<absl::Time, std::shared_ptr<const CompiledPolicy>>> history_
+      ABSL_GUARDED_BY(mu_);
 };
 
 // "ai_training.generative.images" -> "ai_training.generative" -> "ai_training"

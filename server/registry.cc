@@ -11,6 +11,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "server/decision_engine.h"
 #include "server/errors.h"
+#include "server/history.h"
 #include "server/validation.h"
 
 namespace consent {
@@ -108,10 +109,11 @@ void ValidateSetPreference(const v1::SetPreferenceRequest& r, const std::string&
 // The update a SetPreferenceRequest makes. `request` and `context` must
 // outlive the commit.
 storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
-                                        const CallContext& context, absl::Time now) {
+                                        const CallContext& context) {
   storage::SubjectUpdate update;
   update.user_id = request.user_id();
-  update.apply = [&request, &context, now](bool /*exists*/, int64_t revision, v1::Subject& subject,
+  update.apply = [&request, &context](storage::UpdateContext& update_context,
+                                           v1::Subject& subject,
                                            v1::ChangeEvent& event) -> absl::Status {
     if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
                                                request.expected_revision(), subject);
@@ -120,37 +122,23 @@ storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
     }
     if (absl::Status s = RejectDeleted(subject); !s.ok()) return s;
 
-    auto* prefs = subject.mutable_preferences();
-    auto it = std::lower_bound(
-        prefs->begin(), prefs->end(), request.purpose(),
-        [](const v1::Preference& p, const std::string& purpose) { return p.purpose() < purpose; });
-    const bool had = it != prefs->end() && it->purpose() == request.purpose();
     v1::PreferenceChange* change = event.mutable_preference();
     change->set_purpose(request.purpose());
-    if (had) *change->mutable_before() = *it;
-
+    for (const v1::Preference& p : subject.preferences()) {
+      if (p.purpose() == request.purpose()) *change->mutable_before() = p;
+    }
     if (request.state() == v1::PREFERENCE_STATE_CLEARED) {
-      if (had) prefs->erase(it);
+      PutPreference(&subject, request.purpose(), nullptr);
     } else {
-      v1::Preference pref;
-      pref.set_purpose(request.purpose());
-      pref.set_state(request.state());
-      if (request.has_effective_time()) {
-        *pref.mutable_effective_time() = request.effective_time();
-      }
-      if (request.has_expire_time()) *pref.mutable_expire_time() = request.expire_time();
-      if (request.has_source()) *pref.mutable_source() = request.source();
-      pref.set_revision(revision);
-      *pref.mutable_update_time() = ToProto(now);
-      *change->mutable_after() = pref;
-      if (had) {
-        *it = std::move(pref);
-      } else {
-        const auto index = it - prefs->begin();
-        prefs->Add(std::move(pref));
-        // Move the new element from the end into its sorted place.
-        for (auto i = prefs->size() - 1; i > index; --i) prefs->SwapElements(i, i - 1);
-      }
+      v1::Preference* pref = change->mutable_after();
+      pref->set_purpose(request.purpose());
+      pref->set_state(request.state());
+      if (request.has_effective_time()) *pref->mutable_effective_time() = request.effective_time();
+      if (request.has_expire_time()) *pref->mutable_expire_time() = request.expire_time();
+      if (request.has_source()) *pref->mutable_source() = request.source();
+      pref->set_revision(update_context.revision());
+      *pref->mutable_update_time() = ToProto(update_context.time());
+      PutPreference(&subject, request.purpose(), pref);
     }
     event.set_kind(v1::CHANGE_KIND_PREFERENCE);
     event.set_caller(context.caller);
@@ -159,18 +147,6 @@ storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
     return absl::OkStatus();
   };
   return update;
-}
-
-// Evaluates the rules and fills `decision`. `revision` is the registry's
-// revision read before the subject; the subject's own may be newer.
-void FillDecision(const CompiledPolicy& policy, const v1::Subject* record,
-                  absl::string_view purpose, const v1::Content& content, absl::Time at,
-                  int64_t revision, v1::Decision* decision) {
-  const Verdict verdict = Decide(policy, record, purpose, content, at);
-  decision->set_allowed(IsAllowed(verdict.reason));
-  decision->set_reason(verdict.reason);
-  decision->set_policy_version(policy.version());
-  decision->set_revision(record ? std::max(revision, record->revision()) : revision);
 }
 
 const v1::Preference* FindPreference(const v1::Subject& subject, absl::string_view purpose) {
@@ -192,7 +168,7 @@ absl::Status Registry::SetPreference(const v1::SetPreferenceRequest& request,
 
   const absl::Time now = clock_->Now();
   std::vector<storage::SubjectUpdate> updates;
-  updates.push_back(PreferenceUpdate(request, context, now));
+  updates.push_back(PreferenceUpdate(request, context));
   auto result = store_->Commit(std::move(updates), now);
   if (!result.ok()) return result.status();
   response->set_revision(result->revisions[0]);
@@ -224,7 +200,7 @@ absl::Status Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest&
   std::vector<storage::SubjectUpdate> updates;
   updates.reserve(request.requests_size());
   for (const v1::SetPreferenceRequest& item : request.requests()) {
-    updates.push_back(PreferenceUpdate(item, context, now));
+    updates.push_back(PreferenceUpdate(item, context));
   }
   auto result = store_->Commit(std::move(updates), now);
   if (!result.ok()) return result.status();
@@ -280,7 +256,7 @@ absl::Status Registry::UpdateSubject(const v1::UpdateSubjectRequest& request,
 
   std::vector<storage::SubjectUpdate> updates(1);
   updates[0].user_id = request.user_id();
-  updates[0].apply = [&request, &context](bool, int64_t, v1::Subject& subject,
+  updates[0].apply = [&request, &context](storage::UpdateContext&, v1::Subject& subject,
                                           v1::ChangeEvent& event) -> absl::Status {
     if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
                                                request.expected_revision(), subject);
@@ -333,8 +309,9 @@ absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
   const absl::Time now = clock_->Now();
   std::vector<storage::SubjectUpdate> updates(1);
   updates[0].user_id = request.user_id();
-  updates[0].apply = [&request, &context, now](bool, int64_t, v1::Subject& subject,
-                                               v1::ChangeEvent& event) -> absl::Status {
+  updates[0].apply = [&request, &context](storage::UpdateContext& update_context,
+                                          v1::Subject& subject,
+                                          v1::ChangeEvent& event) -> absl::Status {
     if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
                                                request.expected_revision(), subject);
         !s.ok()) {
@@ -350,7 +327,7 @@ absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
     subject.clear_attributes();
     subject.clear_preferences();
     subject.mutable_attributes()->set_account_state(v1::ACCOUNT_STATE_DELETED);
-    *subject.mutable_delete_time() = ToProto(now);
+    *subject.mutable_delete_time() = ToProto(update_context.time());
     event.set_kind(v1::CHANGE_KIND_SUBJECT_DELETED);
     event.set_caller(context.caller);
     event.set_request_id(request.request_id());
@@ -381,11 +358,95 @@ absl::Status Registry::GetSubject(const v1::GetSubjectRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status Registry::CheckReadOptions(bool has_as_of, int64_t min_revision) const {
-  if (has_as_of) {
-    return absl::UnimplementedError(
-        "as_of (point-in-time checks) is not implemented by this server yet");
+absl::Status Registry::SetContentExclusion(const v1::SetContentExclusionRequest& request,
+                                           const CallContext& context,
+                                           v1::SetContentExclusionResponse* response) {
+  const auto policy = policies_->Get();
+  Violations v;
+  ValidateId(request.user_id(), "user_id", &v);
+  ValidateId(request.content_id(), "content_id", &v);
+  ValidatePurpose(request.purpose(), "purpose", *policy, &v);
+  ValidateSource(request.source(), "source", &v);
+  ValidateOptionalId(request.request_id(), "request_id", &v);
+  ValidateExpectedRevision(request.has_expected_revision(), request.expected_revision(),
+                           "expected_revision", &v);
+  if (!v.empty()) return v.ToStatus();
+
+  std::vector<storage::SubjectUpdate> updates(1);
+  updates[0].user_id = request.user_id();
+  updates[0].apply = [&request, &context](storage::UpdateContext& update_context,
+                                          v1::Subject& subject,
+                                          v1::ChangeEvent& event) -> absl::Status {
+    if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
+                                               request.expected_revision(), subject);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = RejectDeleted(subject); !s.ok()) return s;
+    absl::StatusOr<bool> before =
+        update_context.IsExcluded(request.content_id(), request.purpose());
+    if (!before.ok()) return before.status();
+    if (*before != request.excluded()) {
+      update_context.SetExcluded(request.content_id(), request.purpose(), request.excluded());
+      subject.set_exclusion_count(subject.exclusion_count() + (request.excluded() ? 1 : -1));
+    }
+    v1::ExclusionChange* change = event.mutable_exclusion();
+    change->set_content_id(request.content_id());
+    change->set_purpose(request.purpose());
+    change->set_excluded_before(*before);
+    change->set_excluded_after(request.excluded());
+    event.set_kind(v1::CHANGE_KIND_CONTENT_EXCLUSION);
+    event.set_caller(context.caller);
+    event.set_request_id(request.request_id());
+    if (request.has_source()) *event.mutable_source() = request.source();
+    return absl::OkStatus();
+  };
+  auto result = store_->Commit(std::move(updates), clock_->Now());
+  if (!result.ok()) return result.status();
+  response->set_revision(result->revisions[0]);
+  return absl::OkStatus();
+}
+
+absl::Status Registry::Init(std::shared_ptr<const CompiledPolicy> file_policy) {
+  auto records = store_->ListPolicies();
+  if (!records.ok()) return records.status();
+  for (const auto& record : *records) {
+    const std::string name = absl::StrCat("stored policy active from ",
+                                          absl::FormatTime(record.activate_time));
+    auto compiled = CompiledPolicy::FromText(record.text, name);
+    if (!compiled.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a policy kept for point-in-time checks no longer loads: ", compiled.status().message()));
+    }
+    policies_->Activate(record.activate_time, *std::move(compiled));
   }
+  return ActivatePolicy(std::move(file_policy)).status();
+}
+
+absl::StatusOr<PolicyChange> Registry::ActivatePolicy(
+    std::shared_ptr<const CompiledPolicy> next) {
+  absl::MutexLock lock(&activate_mu_);
+  const auto current = policies_->Get();
+  PolicyChange change;
+  change.version = next->version();
+  change.previous_version = current ? current->version() : "";
+  if (current != nullptr && current->text() == next->text()) return change;  // nothing new
+  if (current != nullptr && current->version() == next->version()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the policy text changed but its version \"", next->version(),
+        "\" is the active policy's; decisions record the version, so give the new policy a "
+        "new version"));
+  }
+  auto at = store_->RecordPolicy(clock_->Now(), next->text());
+  if (!at.ok()) return at.status();
+  policies_->Activate(*at, std::move(next));
+  change.changed = true;
+  return change;
+}
+
+absl::StatusOr<Registry::ReadView> Registry::PrepareRead(bool has_as_of,
+                                                         const google::protobuf::Timestamp& as_of,
+                                                         int64_t min_revision) const {
   if (min_revision < 0) return FieldError("min_revision", "must not be negative");
   const int64_t current = store_->CurrentRevision();
   if (min_revision > current) {
@@ -399,73 +460,192 @@ absl::Status Registry::CheckReadOptions(bool has_as_of, int64_t min_revision) co
     AttachDetail(status, failure);
     return status;
   }
-  return absl::OkStatus();
+  ReadView view;
+  const absl::Time now = clock_->Now();
+  if (!has_as_of) {
+    view.policy = policies_->Get();
+    view.at = now;
+    return view;
+  }
+  if (std::string p = TimestampProblem(as_of); !p.empty()) return FieldError("as_of", p);
+  view.as_of = true;
+  view.at = absl::FromUnixSeconds(as_of.seconds()) + absl::Nanoseconds(as_of.nanos());
+  if (view.at > now) {
+    return FieldError("as_of", absl::StrCat("is in the future (the server's time is ",
+                                            absl::FormatTime(now), ")"));
+  }
+  view.policy = policies_->ActiveAt(view.at);
+  if (view.policy == nullptr) {
+    return absl::OutOfRangeError(
+        absl::StrCat("as_of ", absl::FormatTime(view.at),
+                     " is before the registry's first policy, active from ",
+                     absl::FormatTime(policies_->first_activation())));
+  }
+  return view;
 }
 
-absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse* response) {
-  const auto policy = policies_->Get();
-  Violations v;
-  ValidatePurpose(request.purpose(), "purpose", *policy, &v);
-  ValidateId(request.user_id(), "user_id", &v);
-  if (!request.has_content()) {
-    v.Add("content", "is required");
-  } else {
-    ValidateContent(request.content(), "content", &v);
+absl::Status Registry::LoadAsOf(absl::string_view user_id, absl::Time at,
+                                SubjectAsOf* state) const {
+  constexpr size_t kPage = 1000;
+  int64_t after = 0;
+  while (true) {
+    auto events = store_->ReadUserEvents(user_id, after, kPage);
+    if (!events.ok()) return events.status();
+    for (const v1::ChangeEvent& event : *events) {
+      // Event times never decrease with revisions, so the state at `at` is
+      // the prefix of events stamped at or before it.
+      const absl::Time t = absl::FromUnixSeconds(event.event_time().seconds()) +
+                           absl::Nanoseconds(event.event_time().nanos());
+      if (t > at) return absl::OkStatus();
+      ApplyEvent(event, state);
+      after = event.revision();
+    }
+    if (events->size() < kPage) return absl::OkStatus();
   }
-  if (!v.empty()) return v.ToStatus();
-  if (absl::Status s = CheckReadOptions(request.has_as_of(), request.min_revision()); !s.ok()) {
-    return s;
-  }
+}
 
-  const int64_t revision = store_->CurrentRevision();
-  auto subject = store_->GetSubject(request.user_id());
-  if (!subject.ok() && !absl::IsNotFound(subject.status())) return subject.status();
-  const v1::Subject* record = subject.ok() ? &*subject : nullptr;
-  FillDecision(*policy, record, request.purpose(), request.content(), clock_->Now(), revision,
-               response->mutable_decision());
+namespace {
+
+// Rule 1, for reads: the purpose must be defined by the policy in force at
+// the evaluation time.
+absl::Status CheckPurposeDefined(absl::string_view purpose, const CompiledPolicy& policy) {
+  if (policy.HasPurpose(purpose)) return absl::OkStatus();
+  return FieldError("purpose", absl::StrCat("\"", purpose, "\" is not defined by policy version ",
+                                            policy.version()));
+}
+
+void ValidateCheckItem(const std::string& user_id, bool has_content, const v1::Content& content,
+                       const std::string& prefix, Violations* v) {
+  ValidateId(user_id, prefix + "user_id", v);
+  if (!has_content) {
+    v->Add(prefix + "content", "is required");
+  } else {
+    ValidateContent(content, prefix + "content", v);
+  }
+}
+
+void Fill(const Verdict& verdict, const CompiledPolicy& policy, int64_t revision,
+          v1::Decision* decision) {
+  decision->set_allowed(IsAllowed(verdict.reason));
+  decision->set_reason(verdict.reason);
+  decision->set_policy_version(policy.version());
+  decision->set_revision(revision);
+}
+
+const std::vector<std::string> kNoExclusions;
+
+const std::vector<std::string>& ExclusionsOf(const SubjectAsOf& state,
+                                             const std::string& content_id) {
+  auto it = state.exclusions.find(content_id);
+  return it == state.exclusions.end() ? kNoExclusions : it->second;
+}
+
+}  // namespace
+
+absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse* response) {
+  Violations v;
+  if (std::string p = PurposeProblem(request.purpose()); !p.empty()) v.Add("purpose", p);
+  ValidateCheckItem(request.user_id(), request.has_content(), request.content(), "", &v);
+  if (!v.empty()) return v.ToStatus();
+  auto view = PrepareRead(request.has_as_of(), request.as_of(), request.min_revision());
+  if (!view.ok()) return view.status();
+  if (absl::Status s = CheckPurposeDefined(request.purpose(), *view->policy); !s.ok()) return s;
+
+  std::vector<v1::RuleEvaluation> explanation;
+  auto* explain = request.explain() ? &explanation : nullptr;
+  Verdict verdict;
+  int64_t revision;
+  if (view->as_of) {
+    SubjectAsOf state;
+    if (absl::Status s = LoadAsOf(request.user_id(), view->at, &state); !s.ok()) return s;
+    const CheckSubject subject{state.exists ? &state.subject : nullptr,
+                               ExclusionsOf(state, request.content().content_id())};
+    verdict = Decide(*view->policy, subject, request.purpose(), request.content(), view->at,
+                     explain);
+    revision = state.subject.revision();
+  } else {
+    revision = store_->CurrentRevision();
+    auto record = store_->GetSubject(request.user_id());
+    if (!record.ok() && !absl::IsNotFound(record.status())) return record.status();
+    std::vector<std::string> excluded;
+    if (record.ok()) {
+      revision = std::max(revision, record->revision());
+      // Only users who excluded something pay for the extra read.
+      if (record->exclusion_count() > 0) {
+        auto purposes = store_->GetExclusions(request.user_id(), request.content().content_id());
+        if (!purposes.ok()) return purposes.status();
+        excluded = *std::move(purposes);
+      }
+    }
+    const CheckSubject subject{record.ok() ? &*record : nullptr, excluded};
+    verdict = Decide(*view->policy, subject, request.purpose(), request.content(), view->at,
+                     explain);
+  }
+  Fill(verdict, *view->policy, revision, response->mutable_decision());
+  for (auto& e : explanation) *response->add_explanation() = std::move(e);
   return absl::OkStatus();
 }
 
 absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
                                   v1::BatchCheckResponse* response) {
-  const auto policy = policies_->Get();
   Violations v;
-  ValidatePurpose(request.purpose(), "purpose", *policy, &v);
+  if (std::string p = PurposeProblem(request.purpose()); !p.empty()) v.Add("purpose", p);
   const int n = request.items_size();
   if (n == 0) {
     v.Add("items", "at least one item is required");
   } else if (n > kMaxBatchCheckItems) {
-    v.Add("items", absl::StrCat(n, " items; at most ", kMaxBatchCheckItems, " allowed per batch"));
+    v.Add("items",
+          absl::StrCat(n, " items; at most ", kMaxBatchCheckItems, " allowed per batch"));
   } else {
     for (int i = 0; i < n; ++i) {
       const v1::CheckItem& item = request.items(i);
-      const std::string prefix = absl::StrCat("items[", i, "]");
-      ValidateId(item.user_id(), prefix + ".user_id", &v);
-      if (!item.has_content()) {
-        v.Add(prefix + ".content", "is required");
-      } else {
-        ValidateContent(item.content(), prefix + ".content", &v);
-      }
+      ValidateCheckItem(item.user_id(), item.has_content(), item.content(),
+                        absl::StrCat("items[", i, "]."), &v);
     }
   }
   if (!v.empty()) return v.ToStatus();
-  if (absl::Status s = CheckReadOptions(request.has_as_of(), request.min_revision()); !s.ok()) {
-    return s;
+  auto view = PrepareRead(request.has_as_of(), request.as_of(), request.min_revision());
+  if (!view.ok()) return view.status();
+  if (absl::Status s = CheckPurposeDefined(request.purpose(), *view->policy); !s.ok()) return s;
+  response->mutable_decisions()->Reserve(n);
+
+  if (view->as_of) {
+    // Each user's history is folded once, however many of their items.
+    absl::flat_hash_map<std::string, SubjectAsOf> states;
+    for (const v1::CheckItem& item : request.items()) {
+      auto [it, inserted] = states.try_emplace(item.user_id());
+      if (inserted) {
+        if (absl::Status s = LoadAsOf(item.user_id(), view->at, &it->second); !s.ok()) return s;
+      }
+      const SubjectAsOf& state = it->second;
+      const CheckSubject subject{state.exists ? &state.subject : nullptr,
+                                 ExclusionsOf(state, item.content().content_id())};
+      Fill(Decide(*view->policy, subject, request.purpose(), item.content(), view->at),
+           *view->policy, state.subject.revision(), response->add_decisions());
+    }
+    return absl::OkStatus();
   }
 
   const int64_t revision = store_->CurrentRevision();
   std::vector<absl::string_view> ids;
   ids.reserve(n);
   for (const v1::CheckItem& item : request.items()) ids.push_back(item.user_id());
-  std::vector<std::optional<v1::Subject>> subjects;
-  if (absl::Status s = store_->GetSubjects(ids, &subjects); !s.ok()) return s;
-
-  const absl::Time now = clock_->Now();
-  response->mutable_decisions()->Reserve(n);
+  std::vector<std::optional<v1::Subject>> records;
+  if (absl::Status s = store_->GetSubjects(ids, &records); !s.ok()) return s;
+  std::vector<std::string> excluded;
   for (int i = 0; i < n; ++i) {
-    const v1::Subject* record = subjects[i] ? &*subjects[i] : nullptr;
-    FillDecision(*policy, record, request.purpose(), request.items(i).content(), now, revision,
-                 response->add_decisions());
+    const v1::CheckItem& item = request.items(i);
+    const v1::Subject* record = records[i] ? &*records[i] : nullptr;
+    excluded.clear();
+    if (record != nullptr && record->exclusion_count() > 0) {
+      auto purposes = store_->GetExclusions(item.user_id(), item.content().content_id());
+      if (!purposes.ok()) return purposes.status();
+      excluded = *std::move(purposes);
+    }
+    Fill(Decide(*view->policy, CheckSubject{record, excluded}, request.purpose(), item.content(),
+                view->at),
+         *view->policy, record ? std::max(revision, record->revision()) : revision,
+         response->add_decisions());
   }
   return absl::OkStatus();
 }

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "consent/v1/registry.pb.h"
 #include "server/clock.h"
+#include "server/history.h"
 #include "server/policy.h"
 #include "storage/consent_store.h"
 
@@ -18,6 +19,14 @@ namespace consent {
 struct CallContext {
   // The authenticated caller; without authentication, the peer address.
   std::string caller;
+};
+
+// The outcome of activating a policy.
+struct PolicyChange {
+  std::string version;
+  std::string previous_version;
+  // False when the text equals the active policy's: nothing was recorded.
+  bool changed = false;
 };
 
 inline constexpr int kMaxBatchSetItems = 1000;
@@ -30,11 +39,24 @@ inline constexpr int kMaxBatchCheckItems = 10000;
 // for writes to a deleted subject and min_revision beyond the registry's
 // revision; kAlreadyExists for deleting a deleted subject; kNotFound from
 // GetSubject for a user never recorded; kUnimplemented for features not
-// built yet (as_of). Storage failures pass through (kInternal, kDataLoss).
+// built yet. For as_of reads: kInvalidArgument for a time in the future,
+// kOutOfRange before the first policy. Storage failures pass through
+// (kInternal, kDataLoss).
 class Registry {
  public:
   Registry(storage::ConsentStore* store, PolicyHolder* policies, const Clock* clock)
       : store_(store), policies_(policies), clock_(clock) {}
+
+  // Loads every policy version kept in the store (for as_of), then
+  // activates `file_policy` unless it is the latest already. Call once,
+  // before serving.
+  absl::Status Init(std::shared_ptr<const CompiledPolicy> file_policy);
+
+  // Makes `next` the active policy and records it (with its activation
+  // time) in the store. The same text as the active policy changes nothing;
+  // a different text under the active policy's version is
+  // kFailedPrecondition. Thread safe; activations are serialised.
+  absl::StatusOr<PolicyChange> ActivatePolicy(std::shared_ptr<const CompiledPolicy> next);
 
   absl::Status SetPreference(const v1::SetPreferenceRequest& request, const CallContext& context,
                              v1::SetPreferenceResponse* response);
@@ -43,6 +65,9 @@ class Registry {
                                    v1::BatchSetPreferencesResponse* response);
   absl::Status UpdateSubject(const v1::UpdateSubjectRequest& request, const CallContext& context,
                              v1::UpdateSubjectResponse* response);
+  absl::Status SetContentExclusion(const v1::SetContentExclusionRequest& request,
+                                   const CallContext& context,
+                                   v1::SetContentExclusionResponse* response);
   absl::Status DeleteSubject(const v1::DeleteSubjectRequest& request, const CallContext& context,
                              v1::DeleteSubjectResponse* response);
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response);
@@ -52,12 +77,23 @@ class Registry {
   int64_t CurrentRevision() const { return store_->CurrentRevision(); }
 
  private:
-  // The status for a read that asks for as_of or min_revision.
-  absl::Status CheckReadOptions(bool has_as_of, int64_t min_revision) const;
+  // What reads are evaluated against.
+  struct ReadView {
+    std::shared_ptr<const CompiledPolicy> policy;
+    absl::Time at;
+    // Evaluate from history (as_of) rather than current state.
+    bool as_of = false;
+  };
+  // Checks min_revision and as_of; picks the policy and evaluation time.
+  absl::StatusOr<ReadView> PrepareRead(bool has_as_of, const google::protobuf::Timestamp& as_of,
+                                       int64_t min_revision) const;
+  // Folds the user's events stamped at or before `at` into `state`.
+  absl::Status LoadAsOf(absl::string_view user_id, absl::Time at, SubjectAsOf* state) const;
 
   storage::ConsentStore* store_;
   PolicyHolder* policies_;
   const Clock* clock_;
+  absl::Mutex activate_mu_;
 };
 
 }  // namespace consent

@@ -51,10 +51,12 @@ grpc::Status RegistryService::UpdateSubject(grpc::ServerContext* context,
   });
 }
 
-grpc::Status RegistryService::SetContentExclusion(grpc::ServerContext*,
-                                                  const v1::SetContentExclusionRequest*,
-                                                  v1::SetContentExclusionResponse*) {
-  return NotYet("SetContentExclusion (per-content exclusions)");
+grpc::Status RegistryService::SetContentExclusion(grpc::ServerContext* context,
+                                                  const v1::SetContentExclusionRequest* request,
+                                                  v1::SetContentExclusionResponse* response) {
+  return Admitted(gate_, [&] {
+    return ToGrpcStatus(registry_->SetContentExclusion(*request, ContextOf(context), response));
+  });
 }
 
 grpc::Status RegistryService::DeleteSubject(grpc::ServerContext* context,
@@ -96,17 +98,20 @@ grpc::Status RegistryService::WatchChanges(grpc::ServerContext*, const v1::Watch
   return NotYet("WatchChanges");
 }
 
-absl::StatusOr<std::pair<std::string, std::string>> PolicyReloader::Reload() {
+absl::StatusOr<PolicyChange> PolicyReloader::Reload() {
   auto next = CompiledPolicy::FromFile(path_);
-  if (!next.ok()) {
-    LogWarning(
-        absl::StrCat("policy reload rejected, active policy stays: ", next.status().message()));
-    return absl::Status(absl::StatusCode::kFailedPrecondition, next.status().message());
+  absl::StatusOr<PolicyChange> change =
+      next.ok() ? registry_->ActivatePolicy(*std::move(next)) : next.status();
+  if (!change.ok()) {
+    LogWarning(absl::StrCat("policy reload rejected, the active policy stays: ",
+                            change.status().message()));
+    return absl::FailedPreconditionError(change.status().message());
   }
-  std::string version = (*next)->version();
-  auto previous = holder_->Swap(*std::move(next));
-  LogInfo(absl::StrCat("policy reloaded: version ", version, " (was ", previous->version(), ")"));
-  return std::make_pair(std::move(version), previous->version());
+  LogInfo(change->changed ? absl::StrCat("policy reloaded: version ", change->version, " (was ",
+                                         change->previous_version, ")")
+                          : absl::StrCat("policy reload: file unchanged, version ",
+                                         change->version, " stays active"));
+  return change;
 }
 
 grpc::Status AdminService::GetPolicy(grpc::ServerContext*, const v1::GetPolicyRequest*,
@@ -125,8 +130,8 @@ grpc::Status AdminService::ReloadPolicy(grpc::ServerContext*, const v1::ReloadPo
   return Admitted(gate_, [&] {
     auto versions = reloader_->Reload();
     if (!versions.ok()) return ToGrpcStatus(versions.status());
-    response->set_version(versions->first);
-    response->set_previous_version(versions->second);
+    response->set_version(versions->version);
+    response->set_previous_version(versions->previous_version);
     return grpc::Status::OK;
   });
 }

@@ -56,14 +56,14 @@ class RegistryService final : public v1::ConsentRegistry::Service {
 // why.
 class PolicyReloader {
  public:
-  PolicyReloader(std::string path, PolicyHolder* holder)
-      : path_(std::move(path)), holder_(holder) {}
-  // Returns (new version, previous version).
-  absl::StatusOr<std::pair<std::string, std::string>> Reload();
+  PolicyReloader(std::string path, Registry* registry)
+      : path_(std::move(path)), registry_(registry) {}
+  // kFailedPrecondition (with the reason) when the file is rejected.
+  absl::StatusOr<PolicyChange> Reload();
 
  private:
   const std::string path_;
-  PolicyHolder* holder_;
+  Registry* registry_;
 };
 
 class AdminService final : public v1::ConsentAdmin::Service {

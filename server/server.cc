@@ -157,9 +157,6 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
 
   auto policy = CompiledPolicy::FromFile(options.policy_path);
   if (!policy.ok()) return policy.status();
-  server->policies_ = std::make_unique<PolicyHolder>(*std::move(policy));
-  server->reloader_ =
-      std::make_unique<PolicyReloader>(options.policy_path, server->policies_.get());
 
   storage::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
@@ -167,8 +164,12 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 
+  server->policies_ = std::make_unique<PolicyHolder>();
   server->registry_ =
       std::make_unique<Registry>(server->store_.get(), server->policies_.get(), clock);
+  if (absl::Status s = server->registry_->Init(*std::move(policy)); !s.ok()) return s;
+  server->reloader_ =
+      std::make_unique<PolicyReloader>(options.policy_path, server->registry_.get());
   server->registry_service_ =
       std::make_unique<RegistryService>(server->registry_.get(), &server->gate_);
   server->admin_service_ = std::make_unique<AdminService>(server->policies_.get(),

@@ -28,18 +28,37 @@ struct StoreOptions {
   size_t block_cache_bytes = 256 << 20;
 };
 
+// What an update sees while it is applied, besides the subject record.
+class UpdateContext {
+ public:
+  virtual ~UpdateContext() = default;
+  // Whether a record was stored for the subject before this commit (or an
+  // earlier update of this commit created one).
+  virtual bool exists() const = 0;
+  // The revision this update gets if the commit succeeds.
+  virtual int64_t revision() const = 0;
+  // The time the update is stamped with: the commit's `now`, but never
+  // earlier than any time stamped before (see ConsentStore::Commit).
+  virtual absl::Time time() const = 0;
+  // Whether the subject excluded `content_id` for exactly `purpose`,
+  // counting earlier updates of the same commit.
+  virtual absl::StatusOr<bool> IsExcluded(absl::string_view content_id,
+                                          absl::string_view purpose) = 0;
+  // Records (or removes) an exclusion; written with the commit.
+  virtual void SetExcluded(absl::string_view content_id, absl::string_view purpose,
+                           bool excluded) = 0;
+};
+
 // One change to one subject, applied inside a Commit under the store's write
 // lock, so read-modify-write sequences need no other synchronisation.
 struct SubjectUpdate {
   std::string user_id;
   // Changes `subject` in place and describes the change in `event` (kind,
-  // change payload, caller, request_id, source). `exists` tells whether a
-  // record was stored before; when it was not, `subject` holds only user_id.
-  // `revision` is the revision this update will get if the commit succeeds.
-  // The store then sets the subject's revision and timestamps and the
-  // event's revision, event_time and user_id. Returning an error aborts the
-  // whole Commit, and nothing is written.
-  std::function<absl::Status(bool exists, int64_t revision, v1::Subject& subject,
+  // change payload, caller, request_id, source). When no record existed,
+  // `subject` holds only user_id. The store then sets the subject's revision
+  // and timestamps and the event's revision, event_time and user_id.
+  // Returning an error aborts the whole Commit, and nothing is written.
+  std::function<absl::Status(UpdateContext& context, v1::Subject& subject,
                              v1::ChangeEvent& event)>
       apply;
 };
@@ -67,6 +86,11 @@ class ConsentStore {
   // returning), giving each a new revision. Several updates may name the
   // same user; each sees the result of the ones before it. Fails with the
   // first update's error, or kInvalidArgument when `updates` is empty.
+  //
+  // Times are stamped from `now` but never go backwards: if the clock steps
+  // back, the commit keeps the latest time stamped so far (by a commit or
+  // RecordPolicy). So event times rise with revisions, and the state at a
+  // time T is a prefix of the history.
   virtual absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates,
                                               absl::Time now) = 0;
 
@@ -79,6 +103,10 @@ class ConsentStore {
   virtual absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
                                    std::vector<std::optional<v1::Subject>>* out) = 0;
 
+  // The purposes for which the user excluded `content_id`; empty when none.
+  virtual absl::StatusOr<std::vector<std::string>> GetExclusions(
+      absl::string_view user_id, absl::string_view content_id) = 0;
+
   // The revision of the last acknowledged commit (0 for an empty store).
   // Every write up to it is visible to reads that start afterwards.
   virtual int64_t CurrentRevision() const = 0;
@@ -87,6 +115,23 @@ class ConsentStore {
   // `limit` of them.
   virtual absl::StatusOr<std::vector<v1::ChangeEvent>> ReadEvents(int64_t start_revision,
                                                                   size_t limit) = 0;
+
+  // The user's change events with revision > after_revision, oldest first,
+  // at most `limit` of them.
+  virtual absl::StatusOr<std::vector<v1::ChangeEvent>> ReadUserEvents(
+      absl::string_view user_id, int64_t after_revision, size_t limit) = 0;
+
+  // Records that the policy `text` became active, synced. The activation
+  // time is `now`, or the latest time stamped so far if that is later; it is
+  // returned.
+  virtual absl::StatusOr<absl::Time> RecordPolicy(absl::Time now, const std::string& text) = 0;
+
+  struct PolicyRecord {
+    absl::Time activate_time;
+    std::string text;
+  };
+  // Every policy ever recorded, oldest first.
+  virtual absl::StatusOr<std::vector<PolicyRecord>> ListPolicies() = 0;
 
   // Flushes and closes; later calls fail with kFailedPrecondition.
   // Also done by the destructor.

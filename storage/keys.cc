@@ -28,4 +28,14 @@ std::string UserEventKey(absl::string_view user_id, int64_t revision) {
   return key;
 }
 
+std::string ExclusionPrefix(absl::string_view user_id, absl::string_view content_id) {
+  std::string key;
+  key.reserve(user_id.size() + content_id.size() + 2 + 32);
+  key.append(user_id.data(), user_id.size());
+  key.push_back('\0');
+  key.append(content_id.data(), content_id.size());
+  key.push_back('\0');
+  return key;
+}
+
 }  // namespace consent::storage

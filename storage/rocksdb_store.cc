@@ -30,8 +30,12 @@ constexpr char kSubjectsCf[] = "subjects";
 constexpr char kEventsCf[] = "events";
 constexpr char kUserEventsCf[] = "user_events";
 constexpr char kMetaCf[] = "meta";
+constexpr char kExclusionsCf[] = "exclusions";
+constexpr char kPoliciesCf[] = "policies";
 constexpr char kMetaFormatVersion[] = "format_version";
 constexpr char kMetaRevision[] = "revision";
+// The latest time stamped on an event or policy, in Unix nanoseconds.
+constexpr char kMetaLastTime[] = "last_time";
 
 // The single place where rocksdb::Status becomes absl::Status.
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
@@ -82,8 +86,11 @@ absl::Status CheckDataDir(const std::string& dir) {
 class RocksDbStore final : public ConsentStore {
  public:
   RocksDbStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
-               int64_t revision)
-      : db_(std::move(db)), handles_(std::move(handles)), revision_(revision) {}
+               int64_t revision, absl::Time last_time)
+      : db_(std::move(db)),
+        handles_(std::move(handles)),
+        revision_(revision),
+        last_time_(last_time) {}
 
   ~RocksDbStore() override { Close().IgnoreError(); }
 
@@ -94,6 +101,13 @@ class RocksDbStore final : public ConsentStore {
   int64_t CurrentRevision() const override { return revision_.load(std::memory_order_acquire); }
   absl::StatusOr<std::vector<v1::ChangeEvent>> ReadEvents(int64_t start_revision,
                                                           size_t limit) override;
+  absl::StatusOr<std::vector<std::string>> GetExclusions(absl::string_view user_id,
+                                                         absl::string_view content_id) override;
+  absl::StatusOr<std::vector<v1::ChangeEvent>> ReadUserEvents(absl::string_view user_id,
+                                                              int64_t after_revision,
+                                                              size_t limit) override;
+  absl::StatusOr<absl::Time> RecordPolicy(absl::Time now, const std::string& text) override;
+  absl::StatusOr<std::vector<PolicyRecord>> ListPolicies() override;
   absl::Status Close() override;
 
   // Column family handles, in the order of ColumnFamilies().
@@ -101,8 +115,17 @@ class RocksDbStore final : public ConsentStore {
   rocksdb::ColumnFamilyHandle* events() const { return handles_[2]; }
   rocksdb::ColumnFamilyHandle* user_events() const { return handles_[3]; }
   rocksdb::ColumnFamilyHandle* meta() const { return handles_[4]; }
+  rocksdb::ColumnFamilyHandle* exclusions() const { return handles_[5]; }
+  rocksdb::ColumnFamilyHandle* policies() const { return handles_[6]; }
 
  private:
+  class Context;
+
+  // The time to stamp: `now`, or the latest stamped so far if later.
+  absl::Time StampTime(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    return std::max(now, last_time_);
+  }
+
   // Reads one subject from the database (no pending writes). Sets `exists`.
   absl::Status ReadSubject(absl::string_view user_id, bool* exists, v1::Subject* subject)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
@@ -115,6 +138,52 @@ class RocksDbStore final : public ConsentStore {
   // Serialises commits so revisions are assigned in commit order.
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(open_mu_);
   std::atomic<int64_t> revision_;
+  absl::Time last_time_ ABSL_GUARDED_BY(write_mu_);
+};
+
+// UpdateContext of one update inside a Commit. Exclusions written earlier
+// in the same commit are kept in `pending`.
+class RocksDbStore::Context final : public UpdateContext {
+ public:
+  Context(RocksDbStore* store, absl::flat_hash_map<std::string, bool>* pending,
+          const std::string& user_id, bool exists, int64_t revision, absl::Time time)
+      : store_(store),
+        pending_(pending),
+        user_id_(user_id),
+        exists_(exists),
+        revision_(revision),
+        time_(time) {}
+
+  bool exists() const override { return exists_; }
+  int64_t revision() const override { return revision_; }
+  absl::Time time() const override { return time_; }
+
+  absl::StatusOr<bool> IsExcluded(absl::string_view content_id,
+                                  absl::string_view purpose) override
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // runs inside Commit, under open_mu_
+    const std::string key = ExclusionKey(user_id_, content_id, purpose);
+    auto it = pending_->find(key);
+    if (it != pending_->end()) return it->second;
+    std::string value;
+    rocksdb::Status s =
+        store_->db_->Get(rocksdb::ReadOptions(), store_->exclusions(), key, &value);
+    if (s.IsNotFound()) return false;
+    if (!s.ok()) return FromRocks(s, "reading exclusion");
+    return true;
+  }
+
+  void SetExcluded(absl::string_view content_id, absl::string_view purpose,
+                   bool excluded) override {
+    (*pending_)[ExclusionKey(user_id_, content_id, purpose)] = excluded;
+  }
+
+ private:
+  RocksDbStore* store_;
+  absl::flat_hash_map<std::string, bool>* pending_;
+  const std::string& user_id_;
+  bool exists_;
+  int64_t revision_;
+  absl::Time time_;
 };
 
 absl::Status RocksDbStore::ReadSubject(absl::string_view user_id, bool* exists,
@@ -145,8 +214,11 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
   absl::ReaderMutexLock open_lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
 
-  const google::protobuf::Timestamp now_proto = ToProto(now);
+  const absl::Time stamp = StampTime(now);
+  const google::protobuf::Timestamp now_proto = ToProto(stamp);
   int64_t revision = revision_.load(std::memory_order_relaxed);
+  // Exclusion keys written by this commit: true to put, false to delete.
+  absl::flat_hash_map<std::string, bool> pending_exclusions;
   // Subjects changed by this commit, so a later update of the same user
   // sees the earlier one's result.
   absl::flat_hash_map<std::string, v1::Subject> pending;
@@ -166,7 +238,8 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
       if (!s.ok()) return s;
     }
     v1::ChangeEvent event;
-    absl::Status s = update.apply(exists, revision + 1, subject, event);
+    Context context(this, &pending_exclusions, update.user_id, exists, revision + 1, stamp);
+    absl::Status s = update.apply(context, subject, event);
     if (!s.ok()) return s;
 
     ++revision;
@@ -187,14 +260,105 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
   for (const auto& [user_id, subject] : pending) {
     batch.Put(subjects(), user_id, subject.SerializeAsString());
   }
+  for (const auto& [key, excluded] : pending_exclusions) {
+    if (excluded) {
+      batch.Put(exclusions(), key, rocksdb::Slice());
+    } else {
+      batch.Delete(exclusions(), key);
+    }
+  }
   batch.Put(meta(), kMetaRevision, EncodeRevision(revision));
+  batch.Put(meta(), kMetaLastTime, EncodeRevision(absl::ToUnixNanos(stamp)));
 
   rocksdb::WriteOptions options;
   options.sync = true;  // never acknowledge a write that is not on disk
   absl::Status s = FromRocks(db_->Write(options, &batch), "committing write");
   if (!s.ok()) return s;
   revision_.store(revision, std::memory_order_release);
+  last_time_ = stamp;
   return result;
+}
+
+absl::StatusOr<std::vector<std::string>> RocksDbStore::GetExclusions(
+    absl::string_view user_id, absl::string_view content_id) {
+  absl::ReaderMutexLock lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  const std::string prefix = ExclusionPrefix(user_id, content_id);
+  std::vector<std::string> purposes;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), exclusions()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    purposes.emplace_back(it->key().data() + prefix.size(), it->key().size() - prefix.size());
+  }
+  absl::Status s = FromRocks(it->status(), "reading exclusions");
+  if (!s.ok()) return s;
+  return purposes;
+}
+
+absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadUserEvents(
+    absl::string_view user_id, int64_t after_revision, size_t limit) {
+  absl::ReaderMutexLock lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  // The index gives the revisions; one MultiGet fetches the events.
+  const std::string prefix = UserEventKey(user_id, 0).substr(0, user_id.size() + 1);
+  std::vector<std::string> keys;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), user_events()));
+  for (it->Seek(UserEventKey(user_id, std::max<int64_t>(after_revision, 0) + 1));
+       it->Valid() && it->key().starts_with(prefix) && keys.size() < limit; it->Next()) {
+    keys.emplace_back(it->key().data() + prefix.size(), it->key().size() - prefix.size());
+  }
+  absl::Status s = FromRocks(it->status(), "reading the user's event index");
+  if (!s.ok()) return s;
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), events(), slices.size(), slices.data(), values.data(),
+                statuses.data());
+  std::vector<v1::ChangeEvent> out(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    s = FromRocks(statuses[i], "reading an indexed event");
+    if (!s.ok()) return s;
+    if (!out[i].ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+      return absl::DataLossError("event does not parse");
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<absl::Time> RocksDbStore::RecordPolicy(absl::Time now, const std::string& text) {
+  absl::MutexLock write_lock(&write_mu_);
+  absl::ReaderMutexLock open_lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  // Two policies activated in the same nanosecond: the later one wins the
+  // key, so step past the last one.
+  absl::Time stamp = StampTime(now);
+  if (stamp == last_time_) stamp += absl::Nanoseconds(1);
+  const std::string stamp_bytes = EncodeRevision(absl::ToUnixNanos(stamp));
+  rocksdb::WriteBatch batch;
+  batch.Put(policies(), stamp_bytes, text);
+  batch.Put(meta(), kMetaLastTime, stamp_bytes);
+  rocksdb::WriteOptions options;
+  options.sync = true;
+  absl::Status s = FromRocks(db_->Write(options, &batch), "recording the policy");
+  if (!s.ok()) return s;
+  last_time_ = stamp;
+  return stamp;
+}
+
+absl::StatusOr<std::vector<ConsentStore::PolicyRecord>> RocksDbStore::ListPolicies() {
+  absl::ReaderMutexLock lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  std::vector<PolicyRecord> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), policies()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    int64_t nanos = 0;
+    if (!DecodeRevision(absl::string_view(it->key().data(), it->key().size()), &nanos)) {
+      return absl::DataLossError("policy key has a bad encoding");
+    }
+    out.push_back({absl::FromUnixNanos(nanos), it->value().ToString()});
+  }
+  absl::Status s = FromRocks(it->status(), "reading policies");
+  if (!s.ok()) return s;
+  return out;
 }
 
 absl::StatusOr<v1::Subject> RocksDbStore::GetSubject(absl::string_view user_id) {
@@ -285,6 +449,8 @@ std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(const StoreOptions& 
       {kEventsCf, scans},
       {kUserEventsCf, scans},
       {kMetaCf, rocksdb::ColumnFamilyOptions()},
+      {kExclusionsCf, point_reads},
+      {kPoliciesCf, rocksdb::ColumnFamilyOptions()},
   };
 }
 
@@ -323,23 +489,27 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
                                                       " is not supported (want ", kFormatVersion,
                                                       ")"));
   }
-  int64_t revision = 0;
-  if (rs.ok()) {
-    rs = db->Get(rocksdb::ReadOptions(), meta, kMetaRevision, &value);
-    if (rs.ok()) {
-      if (!DecodeRevision(value, &revision)) {
-        rs = rocksdb::Status::Corruption("meta revision has a bad encoding");
-      }
-    } else if (rs.IsNotFound()) {
+  // Reads an 8-byte big-endian number from meta; absent is 0.
+  auto read_number = [&](const char* key, int64_t* out) {
+    *out = 0;
+    if (!rs.ok()) return;
+    rs = db->Get(rocksdb::ReadOptions(), meta, key, &value);
+    if (rs.IsNotFound()) {
       rs = rocksdb::Status::OK();
+    } else if (rs.ok() && !DecodeRevision(value, out)) {
+      rs = rocksdb::Status::Corruption(absl::StrCat("meta ", key, " has a bad encoding"));
     }
-  }
+  };
+  int64_t revision = 0, last_time_nanos = 0;
+  read_number(kMetaRevision, &revision);
+  read_number(kMetaLastTime, &last_time_nanos);
   if (!rs.ok()) {
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     return FromRocks(rs, context);
   }
   return std::unique_ptr<ConsentStore>(
-      new RocksDbStore(std::move(db), std::move(handles), revision));
+      new RocksDbStore(std::move(db), std::move(handles), revision,
+                       absl::FromUnixNanos(last_time_nanos)));
 }
 
 }  // namespace consent::storage

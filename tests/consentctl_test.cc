@@ -45,7 +45,7 @@ TEST_F(ConsentctlTest, WalkThrough) {
       {"check", "ai_training", "alice", "post-1", "--json", "--create_time=2024-05-01T12:00:00Z"});
   EXPECT_EQ(json.out,
             "{\"decision\":{\"allowed\":false,\"reason\":\"DECISION_REASON_DENIED_OBJECTION\","
-            "\"policy_version\":\"2026-11-27.1\",\"revision\":\"2\"}}\n");
+            "\"policy_version\":\"2026-11-27.1\",\"revision\":\"2\"},\"explanation\":[]}\n");
   EXPECT_EQ(Ctl({"clear", "alice", "ai_training"}).exit_code, 0);
   EXPECT_EQ(Ctl(check).out, "ALLOWED ALLOWED_DEFAULT  (policy 2026-11-27.1, revision 3)\n");
   CommandResult get = Ctl({"subject", "get", "alice"});

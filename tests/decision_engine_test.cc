@@ -97,6 +97,8 @@ struct Case {
   bool deleted = false;
   v1::AccountState state = v1::ACCOUNT_STATE_ACTIVE;
   std::vector<Pref> prefs;
+  // Purposes for which the user excluded the checked content.
+  std::vector<std::string> excluded;
   // Check.
   std::string purpose = "ai_training";
   v1::ContentType type = v1::CONTENT_TYPE_POST;
@@ -144,6 +146,7 @@ constexpr R kType = v1::DECISION_REASON_DENIED_CONTENT_TYPE;
 constexpr R kNotPublic = v1::DECISION_REASON_DENIED_NOT_PUBLIC;
 constexpr R kSensitive = v1::DECISION_REASON_DENIED_SENSITIVE;
 constexpr R kMinor = v1::DECISION_REASON_DENIED_MINOR;
+constexpr R kExcluded = v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED;
 constexpr R kObjection = v1::DECISION_REASON_DENIED_OBJECTION;
 constexpr R kNoConsent = v1::DECISION_REASON_DENIED_NO_CONSENT;
 
@@ -306,6 +309,46 @@ std::vector<Case> Cases() {
   c.prefs = {Consented("ai_training")};
   add(In(c, "US"));
 
+  // Rule 8, and 7 before 8, 8 before 9.
+  c = C("excluded_content_item", kExcluded, 8);
+  c.excluded = {"ai_training"};
+  add(c);
+  c = C("exclusion_of_parent_purpose_covers_child", kExcluded, 8);
+  c.excluded = {"ai_training"};
+  c.purpose = "ai_training.generative";
+  add(c);
+  c = C("exclusion_of_child_does_not_cover_parent", kDefault, 10);
+  c.excluded = {"ai_training.generative"};
+  add(c);
+  c = C("exclusion_of_sibling_does_not_apply", kDefault, 10);
+  c.excluded = {"ai_training.generative"};
+  c.purpose = "ai_training.research";
+  add(c);
+  c = C("exclusion_matches_whole_segments_only", kDefault, 10);
+  c.excluded = {"ai_train"};
+  add(c);
+  c = C("minor_beats_exclusion", kMinor, 7);
+  c.birth = Birth(2012, 1, 1);
+  c.excluded = {"ai_training"};
+  add(c);
+  c = C("sensitive_beats_exclusion", kSensitive, 6);
+  c.sensitive = {v1::SENSITIVE_CATEGORY_BIOMETRIC};
+  c.excluded = {"ai_training"};
+  add(c);
+  c = C("exclusion_beats_consent", kExcluded, 8);
+  c.excluded = {"ai_training.generative"};
+  c.prefs = {Consented("ai_training.generative")};
+  c.purpose = "ai_training.generative";
+  add(In(c, "JP"));
+  c = C("exclusion_beats_objection", kExcluded, 8);
+  c.excluded = {"ai_training"};
+  c.prefs = {Objected("ai_training")};
+  add(c);
+  c = C("deleted_beats_exclusion", kDeleted, 2);
+  c.deleted = true;
+  c.excluded = {"ai_training"};
+  add(c);
+
   // Rule 9: preferences, the purpose path and time.
   c = C("objection", kObjection, 9);
   c.prefs = {Objected("ai_training")};
@@ -399,7 +442,8 @@ TEST_P(DecisionTableTest, Decides) {
   if (c.created) *content.mutable_create_time() = *c.created;
 
   const Verdict verdict =
-      Decide(**policy_, c.has_record ? &subject : nullptr, c.purpose, content, kAt);
+      Decide(**policy_, CheckSubject{c.has_record ? &subject : nullptr, c.excluded}, c.purpose,
+             content, kAt);
   EXPECT_EQ(v1::DecisionReason_Name(verdict.reason), v1::DecisionReason_Name(c.want));
   EXPECT_EQ(verdict.rule, c.want_rule);
 }
@@ -413,9 +457,38 @@ TEST(DecisionEngineTest, EveryReasonIsCoveredByTheTable) {
   std::set<int> seen;
   for (const Case& c : Cases()) seen.insert(c.want);
   for (int r = 1; r <= v1::DecisionReason_MAX; ++r) {
-    if (r == v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED) continue;  // rule 8: no exclusions yet
     EXPECT_TRUE(seen.count(r)) << v1::DecisionReason_Name(static_cast<R>(r));
   }
+  EXPECT_GE(Cases().size(), 60u);
+}
+
+TEST(DecisionEngineTest, ExplanationEndsWithTheDecidingRule) {
+  auto compiled = CompiledPolicy::FromText(kPolicy, "engine-test");
+  ASSERT_TRUE(compiled.ok());
+  v1::Subject subject;
+  subject.mutable_attributes()->set_jurisdiction("GB");
+  *subject.mutable_attributes()->mutable_birth_date() = kAdult;
+  v1::Content content;
+  content.set_content_id("c1");
+  content.set_content_type(v1::CONTENT_TYPE_POST);
+  content.set_visibility(v1::VISIBILITY_FRIENDS);
+  std::vector<v1::RuleEvaluation> explanation;
+  const Verdict verdict =
+      Decide(**compiled, CheckSubject{&subject, {}}, "ai_training", content, kAt, &explanation);
+  EXPECT_EQ(verdict.reason, kNotPublic);
+  ASSERT_EQ(explanation.size(), 5u);
+  EXPECT_EQ(explanation[4].rule(), 5);
+  EXPECT_EQ(explanation[4].outcome(), v1::RULE_OUTCOME_DECIDED);
+  EXPECT_EQ(explanation[4].detail(), "FRIENDS is not allowed by the rule");
+  EXPECT_EQ(explanation[3].detail(), "POST is not excluded");
+  EXPECT_EQ(explanation[1].detail(), "account not deleted");
+}
+
+TEST(DecisionEngineTest, CoversPurpose) {
+  EXPECT_TRUE(CoversPurpose("a", "a"));
+  EXPECT_TRUE(CoversPurpose("a", "a.b.c"));
+  EXPECT_FALSE(CoversPurpose("a.b", "a"));
+  EXPECT_FALSE(CoversPurpose("a", "ab"));
 }
 
 TEST(DecisionEngineTest, AgeInYears) {

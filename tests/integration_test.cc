@@ -377,14 +377,15 @@ TEST_F(IntegrationTest, MinRevisionAheadOfRegistryFails) {
 }
 
 TEST_F(IntegrationTest, FeaturesNotBuiltYetSayUnimplemented) {
-  v1::CheckRequest request;
-  request.set_purpose("ai_training");
+  auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::ConsentRegistry::NewStub(channel);
+  grpc::ClientContext context;
+  v1::ListHistoryRequest request;
   request.set_user_id("alice");
-  *request.mutable_content() = Post("p");
-  request.mutable_as_of()->set_seconds(1'600'000'000);
-  auto response = client_->Check(request);
-  EXPECT_EQ(response.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(response.status().message(), HasSubstr("as_of"));
+  v1::ListHistoryResponse response;
+  grpc::Status status = stub->ListHistory(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(status.error_message(), "ListHistory is not implemented by this server yet");
 }
 
 TEST_F(IntegrationTest, PolicyReloadSwapsAndRejectsBadFiles) {

@@ -1,5 +1,9 @@
 #include "server/policy.h"
 
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -170,14 +174,66 @@ TEST(PolicyTest, MissingFileIsNotFound) {
   EXPECT_THAT(policy.status().message(), HasSubstr("/nonexistent/policy.textproto"));
 }
 
-TEST(PolicyHolderTest, SwapReturnsPrevious) {
+TEST(PolicyHolderTest, ActivateKeepsHistoryForAsOf) {
   auto a = CompiledPolicy::FromText(kMinimal, "a");
   auto b = CompiledPolicy::FromText(Replace(kMinimal, "\"t1\"", "\"t2\""), "b");
   ASSERT_TRUE(a.ok() && b.ok());
-  PolicyHolder holder(*a);
-  EXPECT_EQ(holder.Get()->version(), "t1");
-  EXPECT_EQ(holder.Swap(*b)->version(), "t1");
+  const absl::Time t1 = absl::FromUnixSeconds(1000), t2 = absl::FromUnixSeconds(2000);
+  PolicyHolder holder;
+  EXPECT_EQ(holder.Get(), nullptr);
+  EXPECT_EQ(holder.Activate(t1, *a), nullptr);
+  EXPECT_EQ(holder.Activate(t2, *b)->version(), "t1");
   EXPECT_EQ(holder.Get()->version(), "t2");
+  EXPECT_EQ(holder.ActiveAt(t1 - absl::Nanoseconds(1)), nullptr);
+  EXPECT_EQ(holder.ActiveAt(t1)->version(), "t1");
+  EXPECT_EQ(holder.ActiveAt(t2 - absl::Nanoseconds(1))->version(), "t1");
+  EXPECT_EQ(holder.ActiveAt(t2)->version(), "t2");
+  EXPECT_EQ(holder.ActiveAt(absl::InfiniteFuture())->version(), "t2");
+  EXPECT_EQ(holder.first_activation(), t1);
+}
+
+// Checks running while the policy is swapped must each see one whole
+// policy: the version and the rules of one text, never a mix. Run under
+// ThreadSanitizer too (docs/decisions.md, "Policy reloads").
+TEST(PolicyHolderTest, ConcurrentReadersSeeWholePolicies) {
+  // Version tN makes US-CA a consent jurisdiction when N is odd and leaves
+  // it without an ai_training rule when N is even.
+  std::vector<std::shared_ptr<const CompiledPolicy>> versions;
+  for (int n = 0; n < 8; ++n) {
+    std::string text = Replace(kMinimal, "\"t1\"", absl::StrCat("\"t", n, "\""));
+    if (n % 2 == 0)
+      text = Replace(text, "purpose: \"ai_training\"\n        legal_basis: LEGAL_BASIS_CONSENT",
+                     "purpose: \"analytics\"\n        legal_basis: LEGAL_BASIS_CONSENT");
+    auto compiled = CompiledPolicy::FromText(text, "v");
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    versions.push_back(*compiled);
+  }
+  PolicyHolder holder;
+  holder.Activate(absl::FromUnixSeconds(0), versions[0]);
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> reads{0}, torn{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) {
+    readers.emplace_back([&] {
+      while (!stop.load()) {
+        const auto policy = holder.Get();
+        const int n = policy->version().back() - '0';
+        const bool has_rule = policy->FindRule("US-CA", "ai_training") != nullptr;
+        if (has_rule != (n % 2 == 1)) torn.fetch_add(1);
+        reads.fetch_add(1);
+      }
+    });
+  }
+  for (int i = 1; i <= 2000; ++i) {
+    holder.Activate(absl::FromUnixSeconds(i), versions[static_cast<size_t>(i % 8)]);
+  }
+  // Let the readers overlap the last swaps, then stop them.
+  while (reads.load() < 10000) std::this_thread::yield();
+  stop.store(true);
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(torn.load(), 0);
+  EXPECT_EQ(holder.Get()->version(), "t0");  // 2000 % 8
+  EXPECT_EQ(holder.ActiveAt(absl::FromUnixSeconds(1999))->version(), "t7");
 }
 
 }  // namespace

@@ -19,7 +19,7 @@ const absl::Time kNow = absl::FromUnixSeconds(1'780'000'000);
 SubjectUpdate SetJurisdiction(const std::string& user, const std::string& code) {
   SubjectUpdate update;
   update.user_id = user;
-  update.apply = [code](bool, int64_t, v1::Subject& s, v1::ChangeEvent& e) {
+  update.apply = [code](UpdateContext&, v1::Subject& s, v1::ChangeEvent& e) {
     *e.mutable_attributes()->mutable_before() = s.attributes();
     s.mutable_attributes()->set_jurisdiction(code);
     *e.mutable_attributes()->mutable_after() = s.attributes();
@@ -77,7 +77,7 @@ TEST(StoreTest, FailingUpdateAbortsTheWholeCommit) {
   auto store = OpenOrDie(dir.Sub("db"));
   SubjectUpdate failing;
   failing.user_id = "bob";
-  failing.apply = [](bool, int64_t, v1::Subject&, v1::ChangeEvent&) {
+  failing.apply = [](UpdateContext&, v1::Subject&, v1::ChangeEvent&) {
     return absl::AbortedError("no");
   };
   std::vector<SubjectUpdate> updates;
@@ -97,10 +97,10 @@ TEST(StoreTest, LaterUpdateOfSameUserSeesEarlierOne) {
   SubjectUpdate check;
   check.user_id = "alice";
   bool saw_gb = false, saw_exists = false;
-  check.apply = [&](bool exists, int64_t revision, v1::Subject& s, v1::ChangeEvent&) {
+  check.apply = [&](UpdateContext& context, v1::Subject& s, v1::ChangeEvent&) {
     saw_gb = s.attributes().jurisdiction() == "GB";
-    saw_exists = exists;
-    EXPECT_EQ(revision, 2);
+    saw_exists = context.exists();
+    EXPECT_EQ(context.revision(), 2);
     EXPECT_EQ(s.revision(), 1);
     return absl::OkStatus();
   };

@@ -1,0 +1,36 @@
+// A subject's state rebuilt from its change events, for point-in-time
+// (as_of) answers. Events carry their full "after" values, so folding them
+// in revision order reproduces what the write path stored.
+#ifndef CONSENT_SERVER_HISTORY_H_
+#define CONSENT_SERVER_HISTORY_H_
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "consent/v1/types.pb.h"
+
+namespace consent {
+
+struct SubjectAsOf {
+  // False while no event has been applied: nothing was recorded yet.
+  bool exists = false;
+  v1::Subject subject;
+  // content_id -> purposes it is excluded for.
+  absl::flat_hash_map<std::string, std::vector<std::string>> exclusions;
+};
+
+// Applies one event (of this subject, in revision order) to `state`.
+void ApplyEvent(const v1::ChangeEvent& event, SubjectAsOf* state);
+
+// Sets or removes the preference for `purpose` in `subject`, keeping the
+// preferences sorted by purpose. `after` null removes it. Shared by the
+// write path and the fold so both keep the same shape.
+void PutPreference(v1::Subject* subject, const std::string& purpose,
+                   const v1::Preference* after);
+
+}  // namespace consent
+
+#endif  // CONSENT_SERVER_HISTORY_H_

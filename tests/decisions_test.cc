@@ -1,0 +1,631 @@
+// The decision engine from outside, over gRPC: a real consentd server
+// (in-process, on loopback, with a real RocksDB) whose clock the test moves,
+// so time-dependent rules are tested without sleeping.
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "client/consent_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/server.h"
+#include "tests/test_util.h"
+
+namespace consent {
+namespace {
+
+using ::consent::testing::TempDir;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+const absl::Time kStart =
+    absl::FromCivil(absl::CivilSecond(2026, 1, 1, 0, 0, 0), absl::UTCTimeZone());
+
+google::protobuf::Timestamp Ts(absl::Time t) {
+  google::protobuf::Timestamp ts;
+  ts.set_seconds(absl::ToUnixSeconds(t));
+  ts.set_nanos(
+      static_cast<int32_t>((t - absl::FromUnixSeconds(ts.seconds())) / absl::Nanoseconds(1)));
+  return ts;
+}
+
+class DecisionsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    policy_path_ = dir_.Sub("policy.textproto");
+    testing::WriteFile(policy_path_, testing::ReadFile(testing::DefaultPolicyPath()));
+    StartServer();
+  }
+  void TearDown() override {
+    if (server_) EXPECT_TRUE(server_->Shutdown().ok());
+  }
+
+  void StartServer() {
+    ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.metrics_listen = "";
+    options.data_dir = dir_.Sub("data");
+    options.policy_path = policy_path_;
+    auto server = ConsentServer::Start(options, &clock_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    client_ = Client::Connect(server_->listen_address());
+  }
+
+  void RestartServer() {
+    ASSERT_TRUE(server_->Shutdown().ok());
+    server_.reset();
+    StartServer();
+  }
+
+  void Attributes(const std::string& user, const std::string& jurisdiction, int birth_year) {
+    v1::UpdateSubjectRequest request;
+    request.set_user_id(user);
+    request.mutable_attributes()->set_jurisdiction(jurisdiction);
+    auto* birth = request.mutable_attributes()->mutable_birth_date();
+    birth->set_year(birth_year);
+    birth->set_month(6);
+    birth->set_day(15);
+    request.mutable_update_mask()->add_paths("jurisdiction");
+    request.mutable_update_mask()->add_paths("birth_date");
+    auto response = client_->UpdateSubject(request);
+    ASSERT_TRUE(response.ok()) << response.status();
+  }
+
+  int64_t Set(const std::string& user, v1::PreferenceState state,
+              const std::string& purpose = "ai_training") {
+    v1::SetPreferenceRequest request;
+    request.set_user_id(user);
+    request.set_purpose(purpose);
+    request.set_state(state);
+    auto response = client_->SetPreference(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.ok() ? response->revision() : -1;
+  }
+
+  absl::StatusOr<int64_t> Exclude(const std::string& user, const std::string& content,
+                                  const std::string& purpose, bool excluded = true) {
+    v1::SetContentExclusionRequest request;
+    request.set_user_id(user);
+    request.set_content_id(content);
+    request.set_purpose(purpose);
+    request.set_excluded(excluded);
+    auto response = client_->SetContentExclusion(request);
+    if (!response.ok()) return response.status();
+    return response->revision();
+  }
+
+  static v1::Content Post(const std::string& id) {
+    v1::Content content;
+    content.set_content_id(id);
+    content.set_content_type(v1::CONTENT_TYPE_POST);
+    content.set_visibility(v1::VISIBILITY_PUBLIC);
+    *content.mutable_create_time() = Ts(absl::FromUnixSeconds(1'700'000'000));  // 2023-11-14
+    return content;
+  }
+
+  absl::StatusOr<v1::CheckResponse> Check(const std::string& user, const std::string& content_id,
+                                          const std::string& purpose = "ai_training",
+                                          std::optional<absl::Time> as_of = std::nullopt,
+                                          bool explain = false) {
+    v1::CheckRequest request;
+    request.set_purpose(purpose);
+    request.set_user_id(user);
+    *request.mutable_content() = Post(content_id);
+    if (as_of) *request.mutable_as_of() = Ts(*as_of);
+    request.set_explain(explain);
+    return client_->Check(request);
+  }
+
+  v1::DecisionReason Reason(const std::string& user, const std::string& content_id,
+                            const std::string& purpose = "ai_training",
+                            std::optional<absl::Time> as_of = std::nullopt) {
+    auto response = Check(user, content_id, purpose, as_of);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.ok() ? response->decision().reason() : v1::DECISION_REASON_UNSPECIFIED;
+  }
+
+  TempDir dir_;
+  FakeClock clock_{kStart};
+  std::string policy_path_;
+  std::unique_ptr<ConsentServer> server_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(DecisionsTest, ExclusionDeniesThatItemForThePurposeAndItsChildren) {
+  Attributes("alice", "GB", 1980);
+  ASSERT_TRUE(Exclude("alice", "p1", "ai_training").ok());
+  EXPECT_EQ(Reason("alice", "p1", "ai_training.generative"),
+            v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED);
+  EXPECT_EQ(Reason("alice", "p1"), v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED);
+  EXPECT_EQ(Reason("alice", "p2"), v1::DECISION_REASON_ALLOWED_DEFAULT);
+
+  // An exclusion for a child does not reach the parent or a sibling.
+  ASSERT_TRUE(Exclude("alice", "p3", "ai_training.generative").ok());
+  EXPECT_EQ(Reason("alice", "p3", "ai_training.generative"),
+            v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED);
+  EXPECT_EQ(Reason("alice", "p3", "ai_training"), v1::DECISION_REASON_ALLOWED_DEFAULT);
+  EXPECT_EQ(Reason("alice", "p3", "ai_training.ranking"), v1::DECISION_REASON_ALLOWED_DEFAULT);
+
+  // Including the item again allows it; the count follows.
+  ASSERT_TRUE(Exclude("alice", "p1", "ai_training", /*excluded=*/false).ok());
+  EXPECT_EQ(Reason("alice", "p1"), v1::DECISION_REASON_ALLOWED_DEFAULT);
+  v1::GetSubjectRequest get;
+  get.set_user_id("alice");
+  EXPECT_EQ(client_->GetSubject(get)->subject().exclusion_count(), 1);
+
+  // Exclusion beats consent (rule 8 before 9); a minor stays a minor (7 before 8).
+  Set("alice", v1::PREFERENCE_STATE_CONSENTED);
+  EXPECT_EQ(Reason("alice", "p3", "ai_training.generative"),
+            v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED);
+  Attributes("kid", "GB", 2015);
+  ASSERT_TRUE(Exclude("kid", "k1", "ai_training").ok());
+  EXPECT_EQ(Reason("kid", "k1"), v1::DECISION_REASON_DENIED_MINOR);
+}
+
+TEST_F(DecisionsTest, ExclusionIsValidated) {
+  auto bad = Exclude("alice", "", "ai_training.unknown");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(FieldViolations(bad.status()),
+              ElementsAre("content_id: is required",
+                          "purpose: \"ai_training.unknown\" is not defined by policy version "
+                          "2026-11-27.1"));
+}
+
+TEST_F(DecisionsTest, ExplainListsEachRuleUpToTheDecidingOne) {
+  Attributes("alice", "GB", 1980);
+  const int64_t objected = Set("alice", v1::PREFERENCE_STATE_OBJECTED);
+  auto response = Check("alice", "p1", "ai_training.generative", std::nullopt, /*explain=*/true);
+  ASSERT_TRUE(response.ok()) << response.status();
+  std::vector<int> rules;
+  for (const auto& e : response->explanation()) rules.push_back(e.rule());
+  EXPECT_THAT(rules, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9));
+  const v1::RuleEvaluation& last = response->explanation(8);
+  EXPECT_EQ(last.outcome(), v1::RULE_OUTCOME_DECIDED);
+  EXPECT_EQ(last.name(), "preference");
+  EXPECT_EQ(last.detail(), absl::StrCat("OBJECTED for ai_training, set at revision ", objected));
+  EXPECT_EQ(response->explanation(2).detail(),
+            "jurisdiction GB: rules of group uk, rule for ai_training: LEGITIMATE_INTEREST");
+  EXPECT_EQ(response->explanation(6).detail(),
+            "min_age 18, age must be known; author was 43 at create_time 2023-11-14T22:13:20Z");
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(response->explanation(i).outcome(), v1::RULE_OUTCOME_PASSED) << i;
+  }
+  // Without explain, no explanation.
+  EXPECT_EQ(Check("alice", "p1")->explanation_size(), 0);
+}
+
+TEST_F(DecisionsTest, ExpiryAndEffectiveTimesFollowTheClock) {
+  Attributes("alice", "GB", 1980);
+  v1::SetPreferenceRequest request;
+  request.set_user_id("alice");
+  request.set_purpose("ai_training");
+  request.set_state(v1::PREFERENCE_STATE_OBJECTED);
+  *request.mutable_effective_time() = Ts(kStart + absl::Hours(24));
+  *request.mutable_expire_time() = Ts(kStart + absl::Hours(48));
+  ASSERT_TRUE(client_->SetPreference(request).ok());
+  EXPECT_EQ(Reason("alice", "p1"), v1::DECISION_REASON_ALLOWED_DEFAULT);
+  clock_.Advance(absl::Hours(24));
+  EXPECT_EQ(Reason("alice", "p1"), v1::DECISION_REASON_DENIED_OBJECTION);
+  clock_.Advance(absl::Hours(24));
+  EXPECT_EQ(Reason("alice", "p1"), v1::DECISION_REASON_ALLOWED_DEFAULT);
+}
+
+TEST_F(DecisionsTest, AsOfAnswersFromHistory) {
+  Attributes("alice", "GB", 1980);  // at kStart
+  clock_.Advance(absl::Hours(1));
+  Set("alice", v1::PREFERENCE_STATE_OBJECTED);  // kStart + 1h
+  clock_.Advance(absl::Hours(1));
+  ASSERT_TRUE(Exclude("alice", "p9", "ai_training").ok());  // kStart + 2h
+  clock_.Advance(absl::Hours(1));
+  v1::DeleteSubjectRequest del;
+  del.set_user_id("alice");
+  ASSERT_TRUE(client_->DeleteSubject(del).ok());  // kStart + 3h
+  clock_.Advance(absl::Hours(1));
+
+  EXPECT_EQ(Reason("alice", "p1"), v1::DECISION_REASON_DENIED_ACCOUNT_DELETED);
+  EXPECT_EQ(Reason("alice", "p1", "ai_training", kStart - absl::Seconds(1) + absl::Seconds(1)),
+            v1::DECISION_REASON_ALLOWED_DEFAULT);
+  EXPECT_EQ(Reason("alice", "p1", "ai_training", kStart + absl::Minutes(59)),
+            v1::DECISION_REASON_ALLOWED_DEFAULT);
+  EXPECT_EQ(Reason("alice", "p1", "ai_training", kStart + absl::Hours(1)),
+            v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_EQ(Reason("alice", "p9", "ai_training", kStart + absl::Hours(2)),
+            v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED);
+  EXPECT_EQ(Reason("alice", "p9", "ai_training", kStart + absl::Minutes(119)),
+            v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_EQ(Reason("alice", "p1", "ai_training", kStart + absl::Hours(3)),
+            v1::DECISION_REASON_DENIED_ACCOUNT_DELETED);
+  // Before alice was recorded at all: no record, age unknown.
+  EXPECT_EQ(Reason("bob", "p1", "ai_training", kStart), v1::DECISION_REASON_DENIED_MINOR);
+
+  // The revision of an as_of decision is the subject's last revision then.
+  auto then = Check("alice", "p1", "ai_training", kStart + absl::Minutes(90));
+  ASSERT_TRUE(then.ok());
+  EXPECT_EQ(then->decision().revision(), 2);
+
+  // BatchCheck answers as_of too, in order.
+  v1::BatchCheckRequest batch;
+  batch.set_purpose("ai_training");
+  *batch.mutable_as_of() = Ts(kStart + absl::Minutes(150));
+  for (const char* id : {"p1", "p9", "p1"}) {
+    v1::CheckItem* item = batch.add_items();
+    item->set_user_id("alice");
+    *item->mutable_content() = Post(id);
+  }
+  auto decisions = client_->BatchCheck(batch);
+  ASSERT_TRUE(decisions.ok()) << decisions.status();
+  std::vector<v1::DecisionReason> reasons;
+  for (const auto& d : decisions->decisions()) reasons.push_back(d.reason());
+  EXPECT_THAT(reasons, ElementsAre(v1::DECISION_REASON_DENIED_OBJECTION,
+                                   v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED,
+                                   v1::DECISION_REASON_DENIED_OBJECTION));
+}
+
+TEST_F(DecisionsTest, AsOfOutsideHistoryIsRejected) {
+  auto future = Check("alice", "p1", "ai_training", clock_.Now() + absl::Seconds(1));
+  EXPECT_EQ(future.status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_EQ(FieldViolations(future.status()).size(), 1u);
+  EXPECT_THAT(FieldViolations(future.status())[0], HasSubstr("as_of: is in the future"));
+  auto before = Check("alice", "p1", "ai_training", kStart - absl::Seconds(1));
+  EXPECT_EQ(before.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(before.status().message(), HasSubstr("before the registry's first policy"));
+  EXPECT_EQ(Reason("alice", "p1", "ai_training", clock_.Now()), v1::DECISION_REASON_DENIED_MINOR);
+}
+
+TEST_F(DecisionsTest, AsOfUsesThePolicyActiveThenAcrossRestarts) {
+  Attributes("alice", "GB", 1980);
+  clock_.Advance(absl::Hours(1));
+  // A new policy version: the UK moves to consent.
+  std::string text = testing::ReadFile(policy_path_);
+  const std::string version = "version: \"2026-11-27.1\"";
+  text.replace(text.find(version), version.size(), "version: \"uk-consent\"");
+  const std::string uk = "legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST";
+  text.replace(text.find(uk), uk.size(), "legal_basis: LEGAL_BASIS_CONSENT");
+  testing::WriteFile(policy_path_, text);
+  ASSERT_TRUE(server_->ReloadPolicy().ok());
+  clock_.Advance(absl::Hours(1));
+
+  auto check = [&](std::optional<absl::Time> at) {
+    auto r = Check("alice", "p1", "ai_training", at);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return std::make_pair(r->decision().policy_version(), r->decision().reason());
+  };
+  EXPECT_EQ(check(std::nullopt),
+            std::make_pair(std::string("uk-consent"), v1::DECISION_REASON_DENIED_NO_CONSENT));
+  EXPECT_EQ(check(kStart + absl::Minutes(30)),
+            std::make_pair(std::string("2026-11-27.1"), v1::DECISION_REASON_ALLOWED_DEFAULT));
+  EXPECT_EQ(check(kStart + absl::Hours(1)),
+            std::make_pair(std::string("uk-consent"), v1::DECISION_REASON_DENIED_NO_CONSENT));
+
+  // Both versions are kept in the store: the same answers after a restart.
+  RestartServer();
+  EXPECT_EQ(check(kStart + absl::Minutes(30)),
+            std::make_pair(std::string("2026-11-27.1"), v1::DECISION_REASON_ALLOWED_DEFAULT));
+  EXPECT_EQ(check(std::nullopt),
+            std::make_pair(std::string("uk-consent"), v1::DECISION_REASON_DENIED_NO_CONSENT));
+}
+
+TEST_F(DecisionsTest, ChangedPolicyTextNeedsANewVersion) {
+  std::string text = testing::ReadFile(policy_path_);
+  const std::string uk = "legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST";
+  text.replace(text.find(uk), uk.size(), "legal_basis: LEGAL_BASIS_CONSENT");
+  testing::WriteFile(policy_path_, text);
+  absl::Status status = server_->ReloadPolicy();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("give the new policy a new version"));
+  auto policy = client_->GetPolicy();
+  ASSERT_TRUE(policy.ok());
+  EXPECT_THAT(policy->text(), HasSubstr(uk));
+}
+
+TEST_F(DecisionsTest, EventTimesNeverGoBackwards) {
+  Attributes("alice", "GB", 1980);
+  clock_.Advance(absl::Hours(2));
+  Set("alice", v1::PREFERENCE_STATE_OBJECTED);  // stamped kStart + 2h
+  clock_.Set(kStart + absl::Hours(1));          // the clock steps back
+  Set("alice", v1::PREFERENCE_STATE_CLEARED);   // stamped kStart + 2h too, not + 1h
+  clock_.Set(kStart + absl::Hours(3));
+  // At + 1h neither write had happened; at + 2h both had.
+  EXPECT_EQ(Reason("alice", "p1", "ai_training", kStart + absl::Hours(1)),
+            v1::DECISION_REASON_ALLOWED_DEFAULT);
+  EXPECT_EQ(Reason("alice", "p1", "ai_training", kStart + absl::Hours(2)),
+            v1::DECISION_REASON_ALLOWED_DEFAULT);
+  v1::GetSubjectRequest get;
+  get.set_user_id("alice");
+  EXPECT_EQ(client_->GetSubject(get)->subject().update_time().seconds(),
+            absl::ToUnixSeconds(kStart + absl::Hours(2)));
+}
+
+TEST_F(DecisionsTest, ReloadsUnderConcurrentChecksAreNeverTorn) {
+  Attributes("alice", "GB", 1980);
+  const std::string legit = testing::ReadFile(policy_path_);
+  std::string consent = legit;
+  const std::string version = "version: \"2026-11-27.1\"";
+  consent.replace(consent.find(version), version.size(), "version: \"uk-consent\"");
+  const std::string uk = "legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST";
+  consent.replace(consent.find(uk), uk.size(), "legal_basis: LEGAL_BASIS_CONSENT");
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> checks{0}, torn{0}, errors{0};
+  std::vector<std::thread> checkers;
+  for (int t = 0; t < 3; ++t) {
+    checkers.emplace_back([&] {
+      auto client = Client::Connect(server_->listen_address());
+      v1::CheckRequest request;
+      request.set_purpose("ai_training");
+      request.set_user_id("alice");
+      *request.mutable_content() = Post("p1");
+      while (!stop.load()) {
+        auto response = client->Check(request);
+        if (!response.ok()) {
+          errors.fetch_add(1);
+          continue;
+        }
+        const v1::Decision& d = response->decision();
+        const bool consistent = (d.policy_version() == "2026-11-27.1" &&
+                                 d.reason() == v1::DECISION_REASON_ALLOWED_DEFAULT) ||
+                                (d.policy_version() == "uk-consent" &&
+                                 d.reason() == v1::DECISION_REASON_DENIED_NO_CONSENT);
+        if (!consistent) torn.fetch_add(1);
+        checks.fetch_add(1);
+      }
+    });
+  }
+  for (int i = 0; i < 200; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    testing::WriteFile(policy_path_, i % 2 == 0 ? consent : legit);
+    ASSERT_TRUE(server_->ReloadPolicy().ok()) << i;
+  }
+  while (checks.load() < 2000) std::this_thread::yield();
+  stop.store(true);
+  for (auto& t : checkers) t.join();
+  EXPECT_EQ(torn.load(), 0);
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(client_->GetPolicy()->version(), "2026-11-27.1");
+}
+
+// ---------------------------------------------------------------------------
+// Randomized model test: random writes and clock moves against the real
+// server, and against a small reference model written here from the rules
+// of docs/decisions.md (default policy). Decisions must agree, now and as
+// of random past times.
+
+struct ModelPref {
+  v1::PreferenceState state;
+  std::optional<absl::Time> effective, expire;
+};
+
+struct ModelSubject {
+  bool exists = false;
+  bool deleted = false;
+  std::string jurisdiction;
+  std::optional<absl::CivilDay> birth;
+  std::map<std::string, ModelPref> prefs;                  // purpose -> preference
+  std::set<std::pair<std::string, std::string>> excluded;  // (content, purpose)
+};
+
+class Model {
+ public:
+  // State of `user` at time `t`: the last snapshot taken at or before it.
+  const ModelSubject* At(const std::string& user, absl::Time t) const {
+    auto it = timeline_.find(user);
+    if (it == timeline_.end()) return nullptr;
+    const ModelSubject* found = nullptr;
+    for (const auto& [time, state] : it->second) {
+      if (time <= t) found = &state;
+    }
+    return found;
+  }
+  ModelSubject Current(const std::string& user) const {
+    const ModelSubject* s = At(user, absl::InfiniteFuture());
+    return s ? *s : ModelSubject();
+  }
+  void Record(const std::string& user, absl::Time t, ModelSubject state) {
+    state.exists = true;
+    timeline_[user].emplace_back(t, std::move(state));
+  }
+
+  static v1::DecisionReason Decide(const ModelSubject* s, const std::string& purpose,
+                                   const v1::Content& c, absl::Time at) {
+    if (s && s->deleted) return v1::DECISION_REASON_DENIED_ACCOUNT_DELETED;
+    static const std::set<std::string> kLegitimateInterest = {
+        "GB", "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR",
+        "DE", "GR", "HU", "IE", "IT", "LV", "LT", "LU", "MT", "NL", "PL",
+        "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO"};
+    const std::string j = s ? s->jurisdiction : "";
+    const bool li = kLegitimateInterest.count(j) || kLegitimateInterest.count(j.substr(0, 2));
+    if (c.content_type() == v1::CONTENT_TYPE_MESSAGE)
+      return v1::DECISION_REASON_DENIED_CONTENT_TYPE;
+    if (c.visibility() != v1::VISIBILITY_PUBLIC) return v1::DECISION_REASON_DENIED_NOT_PUBLIC;
+    if (c.sensitive_categories_size() > 0) return v1::DECISION_REASON_DENIED_SENSITIVE;
+    if (!s || !s->birth) return v1::DECISION_REASON_DENIED_MINOR;
+    const absl::CivilDay made =
+        absl::ToCivilDay(absl::FromUnixSeconds(c.create_time().seconds()), absl::UTCTimeZone());
+    const absl::CivilDay adult(s->birth->year() + 18, s->birth->month(), s->birth->day());
+    // A 29 February birthday: adulthood starts on 1 March (CivilDay
+    // normalises), which is what whole-year age arithmetic gives too.
+    if (made < adult) return v1::DECISION_REASON_DENIED_MINOR;
+    for (const auto& [content, p] : s->excluded) {
+      if (content == c.content_id() && (purpose == p || purpose.rfind(p + ".", 0) == 0)) {
+        return v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED;
+      }
+    }
+    for (std::string p = purpose; !p.empty();
+         p = p.find('.') == std::string::npos ? "" : p.substr(0, p.rfind('.'))) {
+      auto it = s->prefs.find(p);
+      if (it == s->prefs.end()) continue;
+      const ModelPref& pref = it->second;
+      if (pref.effective && at < *pref.effective) continue;
+      if (pref.expire && at >= *pref.expire) continue;
+      return pref.state == v1::PREFERENCE_STATE_OBJECTED ? v1::DECISION_REASON_DENIED_OBJECTION
+                                                         : v1::DECISION_REASON_ALLOWED_CONSENT;
+    }
+    return li ? v1::DECISION_REASON_ALLOWED_DEFAULT : v1::DECISION_REASON_DENIED_NO_CONSENT;
+  }
+
+ private:
+  std::map<std::string, std::vector<std::pair<absl::Time, ModelSubject>>> timeline_;
+};
+
+TEST_F(DecisionsTest, RandomizedAgainstReferenceModel) {
+  constexpr int kOperations = 10000;
+  constexpr int kUsers = 80;
+  constexpr int kCheckEvery = 500;
+  const std::vector<std::string> purposes = {"ai_training", "ai_training.generative",
+                                             "ai_training.ranking", "ai_training.safety"};
+  const std::vector<std::string> contents = {"c0", "c1", "c2", "c3", "c4"};
+  const std::vector<std::string> jurisdictions = {"GB", "FR", "DE", "US", "US-CA", "JP", "NO", ""};
+  std::mt19937 random(20261127);
+  auto pick = [&](const auto& v) { return v[random() % v.size()]; };
+  auto chance = [&](double p) { return std::uniform_real_distribution<>(0, 1)(random) < p; };
+  auto user = [&] { return absl::StrCat("user-", random() % kUsers); };
+  auto offset = [&](int64_t max_hours) {
+    return absl::Minutes(static_cast<int64_t>(random() % (max_hours * 60)));
+  };
+
+  Model model;
+  int writes = 0, clock_moves = 0, rejected = 0, compared = 0;
+  auto compare_all = [&](std::optional<absl::Time> as_of) {
+    const absl::Time at = as_of.value_or(clock_.Now());
+    for (const std::string& purpose : purposes) {
+      v1::BatchCheckRequest batch;
+      batch.set_purpose(purpose);
+      if (as_of) *batch.mutable_as_of() = Ts(*as_of);
+      std::vector<v1::DecisionReason> expected;
+      for (int u = 0; u < kUsers; ++u) {
+        for (const std::string& content_id : contents) {
+          v1::CheckItem* item = batch.add_items();
+          item->set_user_id(absl::StrCat("user-", u));
+          v1::Content* c = item->mutable_content();
+          c->set_content_id(content_id);
+          c->set_content_type(chance(0.05) ? v1::CONTENT_TYPE_MESSAGE : v1::CONTENT_TYPE_POST);
+          c->set_visibility(chance(0.05) ? v1::VISIBILITY_FRIENDS : v1::VISIBILITY_PUBLIC);
+          if (chance(0.03)) c->add_sensitive_categories(v1::SENSITIVE_CATEGORY_HEALTH);
+          *c->mutable_create_time() = Ts(absl::FromCivil(
+              absl::CivilDay(2000 + random() % 26, 1 + random() % 12, 1 + random() % 28),
+              absl::UTCTimeZone()));
+          expected.push_back(Model::Decide(model.At(item->user_id(), at), purpose, *c, at));
+        }
+      }
+      auto response = client_->BatchCheck(batch);
+      ASSERT_TRUE(response.ok()) << response.status();
+      ASSERT_EQ(response->decisions_size(), static_cast<int>(expected.size()));
+      for (size_t i = 0; i < expected.size(); ++i) {
+        ASSERT_EQ(v1::DecisionReason_Name(response->decisions(static_cast<int>(i)).reason()),
+                  v1::DecisionReason_Name(expected[i]))
+            << "item " << i << " (" << batch.items(static_cast<int>(i)).user_id() << ", "
+            << batch.items(static_cast<int>(i)).content().content_id() << ") purpose " << purpose
+            << (as_of ? " as of " + absl::FormatTime(*as_of) : " now") << " after " << writes
+            << " writes";
+        ++compared;
+      }
+    }
+  };
+
+  for (int op = 1; op <= kOperations; ++op) {
+    const double kind = std::uniform_real_distribution<>(0, 1)(random);
+    const absl::Time now = clock_.Now();
+    const std::string u = user();
+    ModelSubject next = model.Current(u);
+    absl::Status status;
+    if (kind < 0.20) {
+      clock_.Advance(absl::Minutes(1) + offset(48));
+      ++clock_moves;
+    } else if (kind < 0.60) {
+      v1::SetPreferenceRequest r;
+      r.set_user_id(u);
+      r.set_purpose(pick(purposes));
+      const int state = 1 + static_cast<int>(random() % 3);
+      r.set_state(static_cast<v1::PreferenceState>(state));
+      ModelPref pref{r.state(), std::nullopt, std::nullopt};
+      if (r.state() != v1::PREFERENCE_STATE_CLEARED) {
+        if (chance(0.3)) pref.effective = now - absl::Hours(120) + offset(240);
+        if (chance(0.3)) pref.expire = pref.effective.value_or(now) + absl::Hours(1) + offset(240);
+        if (pref.effective) *r.mutable_effective_time() = Ts(*pref.effective);
+        if (pref.expire) *r.mutable_expire_time() = Ts(*pref.expire);
+      }
+      status = client_->SetPreference(r).status();
+      if (r.state() == v1::PREFERENCE_STATE_CLEARED) {
+        next.prefs.erase(r.purpose());
+      } else {
+        next.prefs[r.purpose()] = pref;
+      }
+    } else if (kind < 0.80) {
+      v1::UpdateSubjectRequest r;
+      r.set_user_id(u);
+      if (chance(0.7)) {
+        r.mutable_attributes()->set_jurisdiction(pick(jurisdictions));
+        r.mutable_update_mask()->add_paths("jurisdiction");
+        next.jurisdiction = r.attributes().jurisdiction();
+      }
+      if (r.update_mask().paths_size() == 0 || chance(0.6)) {
+        r.mutable_update_mask()->add_paths("birth_date");
+        if (chance(0.9)) {
+          const absl::CivilDay birth(1985 + random() % 30, 1 + random() % 12, 1 + random() % 28);
+          auto* b = r.mutable_attributes()->mutable_birth_date();
+          b->set_year(static_cast<int32_t>(birth.year()));
+          b->set_month(birth.month());
+          b->set_day(birth.day());
+          next.birth = birth;
+        } else {
+          next.birth.reset();
+        }
+      }
+      status = client_->UpdateSubject(r).status();
+    } else if (kind < 0.999) {
+      v1::SetContentExclusionRequest r;
+      r.set_user_id(u);
+      r.set_content_id(pick(contents));
+      r.set_purpose(pick(purposes));
+      r.set_excluded(chance(0.6));
+      status = client_->SetContentExclusion(r).status();
+      const auto key = std::make_pair(r.content_id(), r.purpose());
+      if (r.excluded()) {
+        next.excluded.insert(key);
+      } else {
+        next.excluded.erase(key);
+      }
+    } else {
+      v1::DeleteSubjectRequest r;
+      r.set_user_id(u);
+      status = client_->DeleteSubject(r).status();
+      next = ModelSubject();
+      next.deleted = true;
+    }
+    if (kind >= 0.20) {
+      ++writes;
+      if (model.Current(u).deleted) {
+        // A deleted subject takes no more writes.
+        ASSERT_TRUE(absl::IsFailedPrecondition(status) || absl::IsAlreadyExists(status)) << status;
+        ++rejected;
+      } else {
+        ASSERT_TRUE(status.ok()) << status << " at operation " << op;
+        model.Record(u, now, std::move(next));
+      }
+    }
+    if (op % kCheckEvery == 0) {
+      compare_all(std::nullopt);
+      for (int k = 0; k < 3; ++k) {
+        const absl::Duration span = clock_.Now() - kStart;
+        compare_all(kStart + absl::Seconds(static_cast<int64_t>(
+                                 random() % std::max<int64_t>(1, absl::ToInt64Seconds(span)))));
+      }
+      if (HasFatalFailure()) return;
+    }
+  }
+  EXPECT_EQ(writes + clock_moves, kOperations);
+  // Every round compares each (user, content) pair for every purpose, now
+  // and at three past times.
+  EXPECT_EQ(compared, (kOperations / kCheckEvery) * 4 * static_cast<int>(purposes.size()) * kUsers *
+                          static_cast<int>(contents.size()));
+  RecordProperty("writes", writes);
+  RecordProperty("decisions_compared", compared);
+  std::cout << "model test: " << writes << " writes (" << rejected << " rejected after deletion), "
+            << clock_moves << " clock moves, " << compared << " decisions compared\n";
+}
+
+}  // namespace
+}  // namespace consent
