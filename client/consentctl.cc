@@ -359,8 +359,8 @@ int ExclusionCommand(Client& client, const std::vector<std::string>& args) {
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(*response);
   } else {
-    std::cout << args[2] << (request.excluded() ? " excluded" : " included") << " for "
-              << args[3] << " at revision " << response->revision() << "\n";
+    std::cout << args[2] << (request.excluded() ? " excluded" : " included") << " for " << args[3]
+              << " at revision " << response->revision() << "\n";
   }
   return 0;
 }

@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/civil_time.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -139,8 +139,7 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
   const v1::Subject* record = subject.record;
   Verdict v;
   // Records the deciding rule and ends evaluation.
-  auto conclude = [&](v1::DecisionReason reason, int rule, absl::string_view name,
-                      auto&& detail) {
+  auto conclude = [&](v1::DecisionReason reason, int rule, absl::string_view name, auto&& detail) {
     trace.Add(rule, name, /*decided=*/true, detail);
     v.reason = reason;
     v.rule = rule;
@@ -149,9 +148,8 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
   auto pass = [&](int rule, absl::string_view name, auto&& detail) {
     trace.Add(rule, name, /*decided=*/false, detail);
   };
-  pass(1, "purpose defined", [&] {
-    return absl::StrCat("\"", purpose, "\" is defined by policy ", policy.version());
-  });
+  pass(1, "purpose defined",
+       [&] { return absl::StrCat("\"", purpose, "\" is defined by policy ", policy.version()); });
 
   // Rule 2: deleted accounts.
   if (record != nullptr && record->attributes().account_state() == v1::ACCOUNT_STATE_DELETED) {
@@ -181,8 +179,9 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
     });
   }
   pass(3, "policy rule", [&] {
-    return absl::StrCat(where(), ", rule for ", rule->purpose(), ": ",
-                        ShortName(v1::LegalBasis_descriptor(), rule->legal_basis(), "LEGAL_BASIS_"));
+    return absl::StrCat(
+        where(), ", rule for ", rule->purpose(), ": ",
+        ShortName(v1::LegalBasis_descriptor(), rule->legal_basis(), "LEGAL_BASIS_"));
   });
 
   // Rule 4: private messages never; other types as the rule says.
@@ -208,9 +207,8 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
   const auto& visibilities = rule->allowed_visibilities();
   if (std::find(visibilities.begin(), visibilities.end(), content.visibility()) ==
       visibilities.end()) {
-    return conclude(v1::DECISION_REASON_DENIED_NOT_PUBLIC, 5, "visibility", [&] {
-      return absl::StrCat(visibility_name(), " is not allowed by the rule");
-    });
+    return conclude(v1::DECISION_REASON_DENIED_NOT_PUBLIC, 5, "visibility",
+                    [&] { return absl::StrCat(visibility_name(), " is not allowed by the rule"); });
   }
   pass(5, "visibility", [&] { return absl::StrCat(visibility_name(), " is allowed"); });
 

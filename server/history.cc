@@ -4,8 +4,7 @@
 
 namespace consent {
 
-void PutPreference(v1::Subject* subject, const std::string& purpose,
-                   const v1::Preference* after) {
+void PutPreference(v1::Subject* subject, const std::string& purpose, const v1::Preference* after) {
   auto* prefs = subject->mutable_preferences();
   auto it = std::lower_bound(
       prefs->begin(), prefs->end(), purpose,

@@ -28,8 +28,7 @@ void ApplyEvent(const v1::ChangeEvent& event, SubjectAsOf* state);
 // Sets or removes the preference for `purpose` in `subject`, keeping the
 // preferences sorted by purpose. `after` null removes it. Shared by the
 // write path and the fold so both keep the same shape.
-void PutPreference(v1::Subject* subject, const std::string& purpose,
-                   const v1::Preference* after);
+void PutPreference(v1::Subject* subject, const std::string& purpose, const v1::Preference* after);
 
 }  // namespace consent
 

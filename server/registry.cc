@@ -112,9 +112,8 @@ storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
                                         const CallContext& context) {
   storage::SubjectUpdate update;
   update.user_id = request.user_id();
-  update.apply = [&request, &context](storage::UpdateContext& update_context,
-                                           v1::Subject& subject,
-                                           v1::ChangeEvent& event) -> absl::Status {
+  update.apply = [&request, &context](storage::UpdateContext& update_context, v1::Subject& subject,
+                                      v1::ChangeEvent& event) -> absl::Status {
     if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
                                                request.expected_revision(), subject);
         !s.ok()) {
@@ -411,8 +410,8 @@ absl::Status Registry::Init(std::shared_ptr<const CompiledPolicy> file_policy) {
   auto records = store_->ListPolicies();
   if (!records.ok()) return records.status();
   for (const auto& record : *records) {
-    const std::string name = absl::StrCat("stored policy active from ",
-                                          absl::FormatTime(record.activate_time));
+    const std::string name =
+        absl::StrCat("stored policy active from ", absl::FormatTime(record.activate_time));
     auto compiled = CompiledPolicy::FromText(record.text, name);
     if (!compiled.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -423,8 +422,7 @@ absl::Status Registry::Init(std::shared_ptr<const CompiledPolicy> file_policy) {
   return ActivatePolicy(std::move(file_policy)).status();
 }
 
-absl::StatusOr<PolicyChange> Registry::ActivatePolicy(
-    std::shared_ptr<const CompiledPolicy> next) {
+absl::StatusOr<PolicyChange> Registry::ActivatePolicy(std::shared_ptr<const CompiledPolicy> next) {
   absl::MutexLock lock(&activate_mu_);
   const auto current = policies_->Get();
   PolicyChange change;
@@ -476,10 +474,9 @@ absl::StatusOr<Registry::ReadView> Registry::PrepareRead(bool has_as_of,
   }
   view.policy = policies_->ActiveAt(view.at);
   if (view.policy == nullptr) {
-    return absl::OutOfRangeError(
-        absl::StrCat("as_of ", absl::FormatTime(view.at),
-                     " is before the registry's first policy, active from ",
-                     absl::FormatTime(policies_->first_activation())));
+    return absl::OutOfRangeError(absl::StrCat(
+        "as_of ", absl::FormatTime(view.at), " is before the registry's first policy, active from ",
+        absl::FormatTime(policies_->first_activation())));
   }
   return view;
 }
@@ -560,8 +557,8 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
     if (absl::Status s = LoadAsOf(request.user_id(), view->at, &state); !s.ok()) return s;
     const CheckSubject subject{state.exists ? &state.subject : nullptr,
                                ExclusionsOf(state, request.content().content_id())};
-    verdict = Decide(*view->policy, subject, request.purpose(), request.content(), view->at,
-                     explain);
+    verdict =
+        Decide(*view->policy, subject, request.purpose(), request.content(), view->at, explain);
     revision = state.subject.revision();
   } else {
     revision = store_->CurrentRevision();
@@ -578,8 +575,8 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
       }
     }
     const CheckSubject subject{record.ok() ? &*record : nullptr, excluded};
-    verdict = Decide(*view->policy, subject, request.purpose(), request.content(), view->at,
-                     explain);
+    verdict =
+        Decide(*view->policy, subject, request.purpose(), request.content(), view->at, explain);
   }
   Fill(verdict, *view->policy, revision, response->mutable_decision());
   for (auto& e : explanation) *response->add_explanation() = std::move(e);
@@ -594,8 +591,7 @@ absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
   if (n == 0) {
     v.Add("items", "at least one item is required");
   } else if (n > kMaxBatchCheckItems) {
-    v.Add("items",
-          absl::StrCat(n, " items; at most ", kMaxBatchCheckItems, " allowed per batch"));
+    v.Add("items", absl::StrCat(n, " items; at most ", kMaxBatchCheckItems, " allowed per batch"));
   } else {
     for (int i = 0; i < n; ++i) {
       const v1::CheckItem& item = request.items(i);

@@ -109,8 +109,8 @@ absl::StatusOr<PolicyChange> PolicyReloader::Reload() {
   }
   LogInfo(change->changed ? absl::StrCat("policy reloaded: version ", change->version, " (was ",
                                          change->previous_version, ")")
-                          : absl::StrCat("policy reload: file unchanged, version ",
-                                         change->version, " stays active"));
+                          : absl::StrCat("policy reload: file unchanged, version ", change->version,
+                                         " stays active"));
   return change;
 }
 

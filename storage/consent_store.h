@@ -58,8 +58,7 @@ struct SubjectUpdate {
   // `subject` holds only user_id. The store then sets the subject's revision
   // and timestamps and the event's revision, event_time and user_id.
   // Returning an error aborts the whole Commit, and nothing is written.
-  std::function<absl::Status(UpdateContext& context, v1::Subject& subject,
-                             v1::ChangeEvent& event)>
+  std::function<absl::Status(UpdateContext& context, v1::Subject& subject, v1::ChangeEvent& event)>
       apply;
 };
 
@@ -104,8 +103,8 @@ class ConsentStore {
                                    std::vector<std::optional<v1::Subject>>* out) = 0;
 
   // The purposes for which the user excluded `content_id`; empty when none.
-  virtual absl::StatusOr<std::vector<std::string>> GetExclusions(
-      absl::string_view user_id, absl::string_view content_id) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> GetExclusions(absl::string_view user_id,
+                                                                 absl::string_view content_id) = 0;
 
   // The revision of the last acknowledged commit (0 for an empty store).
   // Every write up to it is visible to reads that start afterwards.
@@ -118,8 +117,9 @@ class ConsentStore {
 
   // The user's change events with revision > after_revision, oldest first,
   // at most `limit` of them.
-  virtual absl::StatusOr<std::vector<v1::ChangeEvent>> ReadUserEvents(
-      absl::string_view user_id, int64_t after_revision, size_t limit) = 0;
+  virtual absl::StatusOr<std::vector<v1::ChangeEvent>> ReadUserEvents(absl::string_view user_id,
+                                                                      int64_t after_revision,
+                                                                      size_t limit) = 0;
 
   // Records that the policy `text` became active, synced. The activation
   // time is `now`, or the latest time stamped so far if that is later; it is

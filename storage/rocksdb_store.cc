@@ -165,8 +165,7 @@ class RocksDbStore::Context final : public UpdateContext {
     auto it = pending_->find(key);
     if (it != pending_->end()) return it->second;
     std::string value;
-    rocksdb::Status s =
-        store_->db_->Get(rocksdb::ReadOptions(), store_->exclusions(), key, &value);
+    rocksdb::Status s = store_->db_->Get(rocksdb::ReadOptions(), store_->exclusions(), key, &value);
     if (s.IsNotFound()) return false;
     if (!s.ok()) return FromRocks(s, "reading exclusion");
     return true;
@@ -279,8 +278,8 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
   return result;
 }
 
-absl::StatusOr<std::vector<std::string>> RocksDbStore::GetExclusions(
-    absl::string_view user_id, absl::string_view content_id) {
+absl::StatusOr<std::vector<std::string>> RocksDbStore::GetExclusions(absl::string_view user_id,
+                                                                     absl::string_view content_id) {
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   const std::string prefix = ExclusionPrefix(user_id, content_id);
@@ -294,8 +293,9 @@ absl::StatusOr<std::vector<std::string>> RocksDbStore::GetExclusions(
   return purposes;
 }
 
-absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadUserEvents(
-    absl::string_view user_id, int64_t after_revision, size_t limit) {
+absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadUserEvents(absl::string_view user_id,
+                                                                          int64_t after_revision,
+                                                                          size_t limit) {
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   // The index gives the revisions; one MultiGet fetches the events.
@@ -507,9 +507,8 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     return FromRocks(rs, context);
   }
-  return std::unique_ptr<ConsentStore>(
-      new RocksDbStore(std::move(db), std::move(handles), revision,
-                       absl::FromUnixNanos(last_time_nanos)));
+  return std::unique_ptr<ConsentStore>(new RocksDbStore(std::move(db), std::move(handles), revision,
+                                                        absl::FromUnixNanos(last_time_nanos)));
 }
 
 }  // namespace consent::storage
