@@ -107,6 +107,39 @@ TEST_F(ConsentctlTest, BatchSetImportsAtomicallyPerBatch) {
   EXPECT_EQ(Ctl({"subject", "get", "carol"}).exit_code, 1);
 }
 
+TEST_F(ConsentctlTest, ExcludeAndExplain) {
+  ASSERT_EQ(
+      Ctl({"subject", "set", "alice", "--jurisdiction=GB", "--birth_date=1990-04-01"}).exit_code,
+      0);
+  EXPECT_EQ(Ctl({"exclude", "alice", "post-9", "ai_training"}).out,
+            "post-9 excluded for ai_training at revision 2\n");
+  CommandResult explained = Ctl({"check", "ai_training.generative", "alice", "post-9",
+                                 "--create_time=2024-05-01T12:00:00Z", "--explain"});
+  ASSERT_EQ(explained.exit_code, 0) << explained.err;
+  EXPECT_EQ(explained.out,
+            "DENIED  DENIED_CONTENT_EXCLUDED  (policy 2026-11-27.1, revision 2)\n"
+            "   1. purpose defined: passed - \"ai_training.generative\" is defined by policy "
+            "2026-11-27.1\n"
+            "   2. account deleted: passed - account not deleted\n"
+            "   3. policy rule: passed - jurisdiction GB: rules of group uk, rule for ai_training: "
+            "LEGITIMATE_INTEREST\n"
+            "   4. content type: passed - POST is not excluded\n"
+            "   5. visibility: passed - PUBLIC is allowed\n"
+            "   6. sensitive data: passed - none present\n"
+            "   7. minimum age: passed - min_age 18, age must be known; author was 34 at "
+            "create_time 2024-05-01T12:00:00Z\n"
+            "   8. content exclusion: DECIDED - content post-9 excluded for ai_training\n");
+  EXPECT_EQ(Ctl({"include", "alice", "post-9", "ai_training"}).out,
+            "post-9 included for ai_training at revision 3\n");
+  EXPECT_EQ(
+      Ctl({"check", "ai_training", "alice", "post-9", "--create_time=2024-05-01T12:00:00Z"}).out,
+      "ALLOWED ALLOWED_DEFAULT  (policy 2026-11-27.1, revision 3)\n");
+  CommandResult future =
+      Ctl({"check", "ai_training", "alice", "post-9", "--as_of=2999-01-01T00:00:00Z"});
+  EXPECT_EQ(future.exit_code, 1);
+  EXPECT_THAT(future.err, HasSubstr("INVALID_ARGUMENT: as_of: is in the future"));
+}
+
 TEST_F(ConsentctlTest, ExitCodes) {
   CommandResult bad_usage = Ctl({"check", "ai_training"});
   EXPECT_EQ(bad_usage.exit_code, 2);
