@@ -22,6 +22,11 @@ ABSL_FLAG(std::string, policy, "deploy/policy/default.textproto",
           "and ConsentAdmin.ReloadPolicy.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Address of the Prometheus endpoint /metrics; empty disables it.");
+ABSL_FLAG(absl::Duration, request_id_retention, absl::Hours(24),
+          "How long a write's request_id is remembered: a replay within it returns the first "
+          "result and writes nothing.");
+ABSL_FLAG(absl::Duration, watch_checkpoint_interval, absl::Seconds(5),
+          "WatchChanges sends a checkpoint after this long without an event.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
 
@@ -46,11 +51,23 @@ int main(int argc, char** argv) {
   options.policy_path = absl::GetFlag(FLAGS_policy);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.request_id_retention = absl::GetFlag(FLAGS_request_id_retention);
+  options.watch_checkpoint_interval = absl::GetFlag(FLAGS_watch_checkpoint_interval);
+  if (options.request_id_retention <= absl::ZeroDuration() ||
+      options.watch_checkpoint_interval <= absl::ZeroDuration() ||
+      options.shutdown_grace < absl::ZeroDuration()) {
+    consent::LogError(
+        "--request_id_retention and --watch_checkpoint_interval must be positive, "
+        "--shutdown_grace not negative");
+    return 1;
+  }
   consent::LogInfo(absl::StrCat(
       "starting consentd: listen=", options.listen, " data_dir=", options.data_dir,
       " policy=", options.policy_path,
       " metrics_listen=", options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen,
-      " shutdown_grace=", absl::FormatDuration(options.shutdown_grace)));
+      " shutdown_grace=", absl::FormatDuration(options.shutdown_grace),
+      " request_id_retention=", absl::FormatDuration(options.request_id_retention),
+      " watch_checkpoint_interval=", absl::FormatDuration(options.watch_checkpoint_interval)));
 
   auto server = consent::ConsentServer::Start(options);
   if (!server.ok()) {

@@ -5,14 +5,20 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/civil_time.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/time_util.h"
 #include "google/rpc/error_details.pb.h"
 #include "server/decision_engine.h"
 #include "server/errors.h"
 #include "server/history.h"
 #include "server/validation.h"
+#include "storage/audit_chain.h"
 
 namespace consent {
 namespace {
@@ -21,6 +27,25 @@ using google::protobuf::util::TimeUtil;
 
 google::protobuf::Timestamp ToProto(absl::Time t) {
   return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
+// The idempotency key of a request: its id and a digest of its kind and
+// payload (deterministic protobuf bytes).
+storage::RequestKey KeyOf(absl::string_view kind, const google::protobuf::Message& request,
+                          const std::string& request_id) {
+  storage::RequestKey key;
+  if (request_id.empty()) return key;
+  key.request_id = request_id;
+  std::string bytes(kind);
+  bytes.push_back('\0');
+  google::protobuf::io::StringOutputStream stream(&bytes);
+  {
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    request.SerializeToCodedStream(&coded);
+  }
+  key.fingerprint = storage::Sha256(bytes);
+  return key;
 }
 
 void ValidateId(absl::string_view id, const std::string& field, Violations* v) {
@@ -112,6 +137,7 @@ storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
                                         const CallContext& context) {
   storage::SubjectUpdate update;
   update.user_id = request.user_id();
+  update.request = KeyOf("SetPreference", request, request.request_id());
   update.apply = [&request, &context](storage::UpdateContext& update_context, v1::Subject& subject,
                                       v1::ChangeEvent& event) -> absl::Status {
     if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
@@ -165,13 +191,19 @@ absl::Status Registry::SetPreference(const v1::SetPreferenceRequest& request,
   ValidateSetPreference(request, "", *policy, &v);
   if (!v.empty()) return v.ToStatus();
 
-  const absl::Time now = clock_->Now();
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(PreferenceUpdate(request, context));
-  auto result = store_->Commit(std::move(updates), now);
+  auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
   if (!result.ok()) return result.status();
   response->set_revision(result->revisions[0]);
-  if (const v1::Preference* p = FindPreference(result->subjects[0], request.purpose())) {
+  if (result->replayed[0]) {
+    // A replay: answer as the first attempt did, from its event.
+    auto events = store_->ReadEvents(result->revisions[0], 1);
+    if (!events.ok()) return events.status();
+    if (!events->empty() && (*events)[0].preference().has_after()) {
+      *response->mutable_preference() = (*events)[0].preference().after();
+    }
+  } else if (const v1::Preference* p = FindPreference(result->subjects[0], request.purpose())) {
     *response->mutable_preference() = *p;
   }
   return absl::OkStatus();
@@ -195,16 +227,18 @@ absl::Status Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest&
   ValidateOptionalId(request.request_id(), "request_id", &v);
   if (!v.empty()) return v.ToStatus();
 
-  const absl::Time now = clock_->Now();
   std::vector<storage::SubjectUpdate> updates;
   updates.reserve(request.requests_size());
   for (const v1::SetPreferenceRequest& item : request.requests()) {
     updates.push_back(PreferenceUpdate(item, context));
   }
-  auto result = store_->Commit(std::move(updates), now);
+  auto result = Commit(
+      std::move(updates), KeyOf("BatchSetPreferences", request, request.request_id()), [](int i) {
+        return i < 0 ? std::string("request_id") : absl::StrCat("requests[", i, "].request_id");
+      });
   if (!result.ok()) return result.status();
   for (int64_t r : result->revisions) response->add_revisions(r);
-  response->set_revision(result->revisions.back());
+  response->set_revision(*std::max_element(result->revisions.begin(), result->revisions.end()));
   return absl::OkStatus();
 }
 
@@ -287,10 +321,20 @@ absl::Status Registry::UpdateSubject(const v1::UpdateSubjectRequest& request,
     if (request.has_source()) *event.mutable_source() = request.source();
     return absl::OkStatus();
   };
-  auto result = store_->Commit(std::move(updates), clock_->Now());
+  updates[0].request = KeyOf("UpdateSubject", request, request.request_id());
+  auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
   if (!result.ok()) return result.status();
   response->set_revision(result->revisions[0]);
-  *response->mutable_subject() = std::move(result->subjects[0]);
+  if (result->replayed[0]) {
+    // A replay: the subject as the first attempt left it.
+    SubjectAsOf state;
+    absl::Status s =
+        LoadAsOf(request.user_id(), absl::InfiniteFuture(), &state, result->revisions[0]);
+    if (!s.ok()) return s;
+    *response->mutable_subject() = std::move(state.subject);
+  } else {
+    *response->mutable_subject() = std::move(result->subjects[0]);
+  }
   return absl::OkStatus();
 }
 
@@ -305,7 +349,6 @@ absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
                            "expected_revision", &v);
   if (!v.empty()) return v.ToStatus();
 
-  const absl::Time now = clock_->Now();
   std::vector<storage::SubjectUpdate> updates(1);
   updates[0].user_id = request.user_id();
   updates[0].apply = [&request, &context](storage::UpdateContext& update_context,
@@ -333,7 +376,8 @@ absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
     if (request.has_source()) *event.mutable_source() = request.source();
     return absl::OkStatus();
   };
-  auto result = store_->Commit(std::move(updates), now);
+  updates[0].request = KeyOf("DeleteSubject", request, request.request_id());
+  auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
   if (!result.ok()) return result.status();
   response->set_revision(result->revisions[0]);
   return absl::OkStatus();
@@ -400,7 +444,8 @@ absl::Status Registry::SetContentExclusion(const v1::SetContentExclusionRequest&
     if (request.has_source()) *event.mutable_source() = request.source();
     return absl::OkStatus();
   };
-  auto result = store_->Commit(std::move(updates), clock_->Now());
+  updates[0].request = KeyOf("SetContentExclusion", request, request.request_id());
+  auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
   if (!result.ok()) return result.status();
   response->set_revision(result->revisions[0]);
   return absl::OkStatus();
@@ -481,8 +526,8 @@ absl::StatusOr<Registry::ReadView> Registry::PrepareRead(bool has_as_of,
   return view;
 }
 
-absl::Status Registry::LoadAsOf(absl::string_view user_id, absl::Time at,
-                                SubjectAsOf* state) const {
+absl::Status Registry::LoadAsOf(absl::string_view user_id, absl::Time at, SubjectAsOf* state,
+                                int64_t max_revision) const {
   constexpr size_t kPage = 1000;
   int64_t after = 0;
   while (true) {
@@ -493,7 +538,7 @@ absl::Status Registry::LoadAsOf(absl::string_view user_id, absl::Time at,
       // the prefix of events stamped at or before it.
       const absl::Time t = absl::FromUnixSeconds(event.event_time().seconds()) +
                            absl::Nanoseconds(event.event_time().nanos());
-      if (t > at) return absl::OkStatus();
+      if (t > at || event.revision() > max_revision) return absl::OkStatus();
       ApplyEvent(event, state);
       after = event.revision();
     }
@@ -644,6 +689,161 @@ absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
          response->add_decisions());
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<storage::CommitResult> Registry::Commit(
+    std::vector<storage::SubjectUpdate> updates, const storage::RequestKey& request,
+    const std::function<std::string(int index)>& field_of) {
+  auto result = store_->Commit(std::move(updates), clock_->Now(), request);
+  if (!result.ok()) return result.status();
+  if (result->outcome == storage::CommitResult::Outcome::kRequestIdConflict) {
+    // The id names another request: retrying cannot help, the caller must
+    // send a new id (docs/history.md, "Idempotency").
+    return FieldError(
+        field_of(result->conflict_index),
+        absl::StrCat("was already used for a different request (revision ",
+                     result->conflict_revision, "); a new request needs a new request_id"));
+  }
+  notifier_.Notify(store_->CurrentRevision());
+  return result;
+}
+
+namespace {
+
+constexpr int kDefaultHistoryPageSize = 100;
+constexpr int kMaxHistoryPageSize = 1000;
+constexpr char kPageTokenVersion[] = "h1";
+
+// Opaque page token: the user it belongs to and the last revision returned.
+std::string EncodePageToken(absl::string_view user_id, int64_t revision) {
+  return absl::WebSafeBase64Escape(absl::StrCat(kPageTokenVersion, ":", revision, ":", user_id));
+}
+
+bool DecodePageToken(absl::string_view token, std::string* user_id, int64_t* revision) {
+  std::string raw;
+  if (!absl::WebSafeBase64Unescape(token, &raw)) return false;
+  std::vector<absl::string_view> parts = absl::StrSplit(raw, absl::MaxSplits(':', 2));
+  return parts.size() == 3 && parts[0] == kPageTokenVersion &&
+         absl::SimpleAtoi(parts[1], revision) && *revision >= 0 &&
+         (*user_id = std::string(parts[2]), true);
+}
+
+// Whether a change event can affect decisions for `purpose` ("" matches
+// all): preference and exclusion events of the purpose, its ancestors or
+// its descendants; attribute changes and deletions always.
+bool AffectsPurpose(const v1::ChangeEvent& event, absl::string_view purpose) {
+  if (purpose.empty()) return true;
+  absl::string_view changed;
+  if (event.has_preference()) {
+    changed = event.preference().purpose();
+  } else if (event.has_exclusion()) {
+    changed = event.exclusion().purpose();
+  } else {
+    return true;
+  }
+  return CoversPurpose(changed, purpose) || CoversPurpose(purpose, changed);
+}
+
+}  // namespace
+
+absl::Status Registry::ListHistory(const v1::ListHistoryRequest& request,
+                                   v1::ListHistoryResponse* response) {
+  Violations v;
+  ValidateId(request.user_id(), "user_id", &v);
+  if (request.page_size() < 0) v.Add("page_size", "must not be negative");
+  int64_t after = 0;
+  if (!request.page_token().empty()) {
+    std::string token_user;
+    if (!DecodePageToken(request.page_token(), &token_user, &after)) {
+      v.Add("page_token", "is not a token from ListHistory");
+    } else if (token_user != request.user_id()) {
+      v.Add("page_token", "belongs to another user_id");
+    }
+  }
+  if (!v.empty()) return v.ToStatus();
+  const int page_size = request.page_size() == 0
+                            ? kDefaultHistoryPageSize
+                            : std::min(request.page_size(), kMaxHistoryPageSize);
+  auto events = store_->ReadUserEvents(request.user_id(), after, page_size + 1);
+  if (!events.ok()) return events.status();
+  const bool more = static_cast<int>(events->size()) > page_size;
+  if (more) events->pop_back();
+  for (v1::ChangeEvent& e : *events) *response->add_events() = std::move(e);
+  if (more) {
+    response->set_next_page_token(
+        EncodePageToken(request.user_id(), response->events(page_size - 1).revision()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Registry::VerifyAuditLog(const v1::VerifyAuditLogRequest& request,
+                                      v1::VerifyAuditLogResponse* response) {
+  Violations v;
+  if (request.start_revision() < 0) v.Add("start_revision", "must not be negative");
+  if (request.end_revision() < 0) v.Add("end_revision", "must not be negative");
+  if (request.end_revision() > 0 && request.start_revision() > request.end_revision()) {
+    v.Add("end_revision", "must not be before start_revision");
+  }
+  if (!v.empty()) return v.ToStatus();
+  auto report = store_->VerifyChain(request.start_revision(), request.end_revision());
+  if (!report.ok()) return report.status();
+  response->set_ok(report->ok);
+  response->set_verified_count(report->verified);
+  response->set_first_broken_revision(report->first_broken_revision);
+  response->set_detail(report->ok ? absl::StrCat(report->verified, " events verified")
+                                  : report->detail);
+  return absl::OkStatus();
+}
+
+absl::Status Registry::WatchChanges(
+    const v1::WatchChangesRequest& request,
+    const std::function<bool(const v1::WatchChangesResponse&)>& send,
+    const std::function<bool()>& stopped) {
+  Violations v;
+  if (request.start_revision() < 0) v.Add("start_revision", "must not be negative");
+  if (!request.purpose().empty()) {
+    ValidatePurpose(request.purpose(), "purpose", *policies_->Get(), &v);
+  }
+  if (!v.empty()) return v.ToStatus();
+  auto oldest = store_->OldestRevision();
+  if (!oldest.ok()) return oldest.status();
+  int64_t next = std::max<int64_t>(request.start_revision(), 1);
+  const int64_t current = store_->CurrentRevision();
+  if (*oldest > 0 && next < *oldest) {
+    return absl::OutOfRangeError(absl::StrCat("start_revision ", next,
+                                              " is older than the oldest revision kept, ", *oldest,
+                                              "; start from there"));
+  }
+  if (next > current + 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "start_revision ", next, " is beyond the registry's next revision ", current + 1));
+  }
+  constexpr size_t kReadBatch = 256;
+  absl::Time last_sent = absl::Now();
+  v1::WatchChangesResponse message;
+  while (!stopped()) {
+    auto events = store_->ReadEvents(next, kReadBatch);
+    if (!events.ok()) return events.status();
+    for (v1::ChangeEvent& event : *events) {
+      next = event.revision() + 1;
+      if (!AffectsPurpose(event, request.purpose())) continue;
+      *message.mutable_event() = std::move(event);
+      if (!send(message)) return absl::CancelledError("the watcher went away");
+      last_sent = absl::Now();
+    }
+    // Idle (or only filtered events): a checkpoint says how far we are.
+    if (absl::Now() - last_sent >= checkpoint_interval_) {
+      v1::Checkpoint* checkpoint = message.mutable_checkpoint();
+      checkpoint->set_revision(next - 1);
+      *checkpoint->mutable_time() = ToProto(clock_->Now());
+      if (!send(message)) return absl::CancelledError("the watcher went away");
+      last_sent = absl::Now();
+    }
+    if (events->size() == kReadBatch) continue;  // more to catch up on
+    if (!notifier_.WaitBeyond(next - 1, last_sent + checkpoint_interval_)) break;
+  }
+  return absl::UnavailableError(
+      absl::StrCat("consentd is shutting down; resume with start_revision ", next));
 }
 
 }  // namespace consent

@@ -4,13 +4,16 @@
 #ifndef CONSENT_SERVER_REGISTRY_H_
 #define CONSENT_SERVER_REGISTRY_H_
 
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
+#include "consent/v1/admin.pb.h"
 #include "consent/v1/registry.pb.h"
 #include "server/clock.h"
 #include "server/history.h"
 #include "server/policy.h"
+#include "server/revision_notifier.h"
 #include "storage/consent_store.h"
 
 namespace consent {
@@ -47,6 +50,9 @@ class Registry {
   Registry(storage::ConsentStore* store, PolicyHolder* policies, const Clock* clock)
       : store_(store), policies_(policies), clock_(clock) {}
 
+  // WatchChanges sends a checkpoint after this long without an event.
+  void set_checkpoint_interval(absl::Duration interval) { checkpoint_interval_ = interval; }
+
   // Loads every policy version kept in the store (for as_of), then
   // activates `file_policy` unless it is the latest already. Call once,
   // before serving.
@@ -74,6 +80,24 @@ class Registry {
   absl::Status Check(const v1::CheckRequest& request, v1::CheckResponse* response);
   absl::Status BatchCheck(const v1::BatchCheckRequest& request, v1::BatchCheckResponse* response);
 
+  absl::Status ListHistory(const v1::ListHistoryRequest& request,
+                           v1::ListHistoryResponse* response);
+
+  // Streams change events from request.start_revision on through `send`
+  // (false: the client is gone), reading them from the store, so a slow
+  // consumer only slows its own stream; when idle, waits for commits and
+  // sends a checkpoint every checkpoint interval. Returns when `stopped`
+  // says so or the watchers are closed (kUnavailable, naming the revision
+  // to resume from), or the client went away (kCancelled).
+  absl::Status WatchChanges(const v1::WatchChangesRequest& request,
+                            const std::function<bool(const v1::WatchChangesResponse&)>& send,
+                            const std::function<bool()>& stopped);
+  // Ends every WatchChanges stream (shutdown).
+  void CloseWatchers() { notifier_.Close(); }
+
+  absl::Status VerifyAuditLog(const v1::VerifyAuditLogRequest& request,
+                              v1::VerifyAuditLogResponse* response);
+
   int64_t CurrentRevision() const { return store_->CurrentRevision(); }
 
  private:
@@ -87,13 +111,24 @@ class Registry {
   // Checks min_revision and as_of; picks the policy and evaluation time.
   absl::StatusOr<ReadView> PrepareRead(bool has_as_of, const google::protobuf::Timestamp& as_of,
                                        int64_t min_revision) const;
-  // Folds the user's events stamped at or before `at` into `state`.
-  absl::Status LoadAsOf(absl::string_view user_id, absl::Time at, SubjectAsOf* state) const;
+  // Folds the user's events stamped at or before `at`, and with a revision
+  // of at most `max_revision`, into `state`.
+  absl::Status LoadAsOf(absl::string_view user_id, absl::Time at, SubjectAsOf* state,
+                        int64_t max_revision = INT64_MAX) const;
+
+  // Commits and wakes change-feed readers. A request id conflict becomes
+  // kInvalidArgument naming `field_of(index)` (index -1: the commit's own
+  // request id).
+  absl::StatusOr<storage::CommitResult> Commit(
+      std::vector<storage::SubjectUpdate> updates, const storage::RequestKey& request,
+      const std::function<std::string(int index)>& field_of);
 
   storage::ConsentStore* store_;
   PolicyHolder* policies_;
   const Clock* clock_;
   absl::Mutex activate_mu_;
+  RevisionNotifier notifier_;
+  absl::Duration checkpoint_interval_ = absl::Seconds(5);
 };
 
 }  // namespace consent

@@ -88,14 +88,23 @@ grpc::Status RegistryService::StreamCheck(
   return NotYet("StreamCheck");
 }
 
-grpc::Status RegistryService::ListHistory(grpc::ServerContext*, const v1::ListHistoryRequest*,
-                                          v1::ListHistoryResponse*) {
-  return NotYet("ListHistory");
+grpc::Status RegistryService::ListHistory(grpc::ServerContext*,
+                                          const v1::ListHistoryRequest* request,
+                                          v1::ListHistoryResponse* response) {
+  return Admitted(gate_, [&] { return ToGrpcStatus(registry_->ListHistory(*request, response)); });
 }
 
-grpc::Status RegistryService::WatchChanges(grpc::ServerContext*, const v1::WatchChangesRequest*,
-                                           grpc::ServerWriter<v1::WatchChangesResponse>*) {
-  return NotYet("WatchChanges");
+grpc::Status RegistryService::WatchChanges(grpc::ServerContext* context,
+                                           const v1::WatchChangesRequest* request,
+                                           grpc::ServerWriter<v1::WatchChangesResponse>* writer) {
+  return Admitted(gate_, [&] {
+    // Write blocks while the client's flow-control window is full, so a slow
+    // watcher holds at most one read batch in memory.
+    return ToGrpcStatus(registry_->WatchChanges(
+        *request,
+        [writer](const v1::WatchChangesResponse& message) { return writer->Write(message); },
+        [this, context] { return context->IsCancelled() || gate_->draining(); }));
+  });
 }
 
 absl::StatusOr<PolicyChange> PolicyReloader::Reload() {
@@ -141,9 +150,11 @@ grpc::Status AdminService::CreateBackup(grpc::ServerContext*, const v1::CreateBa
   return NotYet("CreateBackup");
 }
 
-grpc::Status AdminService::VerifyAuditLog(grpc::ServerContext*, const v1::VerifyAuditLogRequest*,
-                                          v1::VerifyAuditLogResponse*) {
-  return NotYet("VerifyAuditLog (audit hash chain)");
+grpc::Status AdminService::VerifyAuditLog(grpc::ServerContext*,
+                                          const v1::VerifyAuditLogRequest* request,
+                                          v1::VerifyAuditLogResponse* response) {
+  return Admitted(gate_,
+                  [&] { return ToGrpcStatus(registry_->VerifyAuditLog(*request, response)); });
 }
 
 }  // namespace consent

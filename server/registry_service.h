@@ -68,8 +68,9 @@ class PolicyReloader {
 
 class AdminService final : public v1::ConsentAdmin::Service {
  public:
-  AdminService(PolicyHolder* policies, PolicyReloader* reloader, DrainGate* gate)
-      : policies_(policies), reloader_(reloader), gate_(gate) {}
+  AdminService(Registry* registry, PolicyHolder* policies, PolicyReloader* reloader,
+               DrainGate* gate)
+      : registry_(registry), policies_(policies), reloader_(reloader), gate_(gate) {}
 
   grpc::Status GetPolicy(grpc::ServerContext* context, const v1::GetPolicyRequest* request,
                          v1::GetPolicyResponse* response) override;
@@ -82,6 +83,7 @@ class AdminService final : public v1::ConsentAdmin::Service {
                               v1::VerifyAuditLogResponse* response) override;
 
  private:
+  Registry* registry_;
   PolicyHolder* policies_;
   PolicyReloader* reloader_;
   DrainGate* gate_;

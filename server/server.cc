@@ -1,12 +1,14 @@
 #include "server/server.h"
 
 #include <exception>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -87,6 +89,23 @@ class ServerImpl final : public ConsentServer {
   std::string listen_address_;
   std::string metrics_address_;
   bool shut_down_ = false;
+  absl::Notification stop_maintenance_;
+  std::thread maintenance_;
+
+  // Forgets expired request ids now and then every hour.
+  void StartMaintenance(const Clock* clock) {
+    maintenance_ = std::thread([this, clock] {
+      do {
+        auto purged = store_->PurgeRequestIds(clock->Now() - options_.request_id_retention);
+        if (!purged.ok()) {
+          LogWarning(
+              absl::StrCat("purging expired request ids failed: ", purged.status().message()));
+        } else if (*purged > 0) {
+          LogInfo(absl::StrCat("purged ", *purged, " expired request ids"));
+        }
+      } while (!stop_maintenance_.WaitForNotificationWithTimeout(absl::Hours(1)));
+    });
+  }
 };
 
 absl::Status ServerImpl::Shutdown() {
@@ -97,6 +116,9 @@ absl::Status ServerImpl::Shutdown() {
     // New calls now get UNAVAILABLE; those in flight may finish within the
     // grace period. Then the server stops at once: whatever is still running
     // is cancelled and idle connections are closed.
+    // Change-feed streams would otherwise wait for commits that will not
+    // come; they end now, telling clients where to resume.
+    registry_->CloseWatchers();
     const int64_t left = gate_.DrainUntil(absl::Now() + options_.shutdown_grace);
     if (left > 0) {
       LogWarning(absl::StrCat(left, " calls still in flight after ",
@@ -106,6 +128,10 @@ absl::Status ServerImpl::Shutdown() {
     grpc_server_->Wait();
   }
   exposer_.reset();
+  if (maintenance_.joinable()) {
+    stop_maintenance_.Notify();
+    maintenance_.join();
+  }
   absl::Status status = store_ != nullptr ? store_->Close() : absl::OkStatus();
   LogInfo(status.ok() ? "store closed cleanly"
                       : absl::StrCat("closing the store failed: ", status.message()));
@@ -160,6 +186,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
 
   storage::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
+  store_options.request_id_retention = options.request_id_retention;
   auto store = storage::ConsentStore::Open(store_options);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
@@ -168,12 +195,14 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   server->registry_ =
       std::make_unique<Registry>(server->store_.get(), server->policies_.get(), clock);
   if (absl::Status s = server->registry_->Init(*std::move(policy)); !s.ok()) return s;
+  server->registry_->set_checkpoint_interval(options.watch_checkpoint_interval);
+  server->StartMaintenance(clock);
   server->reloader_ =
       std::make_unique<PolicyReloader>(options.policy_path, server->registry_.get());
   server->registry_service_ =
       std::make_unique<RegistryService>(server->registry_.get(), &server->gate_);
-  server->admin_service_ = std::make_unique<AdminService>(server->policies_.get(),
-                                                          server->reloader_.get(), &server->gate_);
+  server->admin_service_ = std::make_unique<AdminService>(
+      server->registry_.get(), server->policies_.get(), server->reloader_.get(), &server->gate_);
 
   if (!options.metrics_listen.empty()) {
     try {

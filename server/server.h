@@ -22,6 +22,10 @@ struct ServerOptions {
   std::string metrics_listen = "127.0.0.1:9464";
   // How long in-flight calls may run on after shutdown starts.
   absl::Duration shutdown_grace = absl::Seconds(10);
+  // How long request ids are remembered for idempotent replays.
+  absl::Duration request_id_retention = absl::Hours(24);
+  // WatchChanges sends a checkpoint after this long without an event.
+  absl::Duration watch_checkpoint_interval = absl::Seconds(5);
   // Largest request accepted, in bytes.
   int max_receive_message_bytes = 32 << 20;
 };

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/optional.h"
 #include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
 
@@ -26,6 +27,22 @@ struct StoreOptions {
   std::string data_dir;
   // Size of the shared block cache for point reads, in bytes.
   size_t block_cache_bytes = 256 << 20;
+  // How long a request_id is remembered for idempotent replays.
+  absl::Duration request_id_retention = absl::Hours(24);
+  // Chain each event's SHA-256 to the previous one. Only benchmarks turn
+  // this off, to measure what the chain costs; consentd always chains.
+  bool hash_chain = true;
+};
+
+// Identifies a request for idempotency: a replay (same id, same
+// fingerprint) within the retention window is answered from the first
+// attempt and writes nothing; the same id with another fingerprint is a
+// conflict.
+struct RequestKey {
+  // Empty: the request is not idempotent.
+  std::string request_id;
+  // A digest of the request's kind and payload.
+  std::string fingerprint;
 };
 
 // What an update sees while it is applied, besides the subject record.
@@ -53,6 +70,8 @@ class UpdateContext {
 // lock, so read-modify-write sequences need no other synchronisation.
 struct SubjectUpdate {
   std::string user_id;
+  // Optional request id of this update alone (a batch item's).
+  RequestKey request;
   // Changes `subject` in place and describes the change in `event` (kind,
   // change payload, caller, request_id, source). When no record existed,
   // `subject` holds only user_id. The store then sets the subject's revision
@@ -63,10 +82,36 @@ struct SubjectUpdate {
 };
 
 struct CommitResult {
-  // Revision given to each update, in order; consecutive.
+  enum class Outcome {
+    // Written (updates marked `replayed` were not: they repeat earlier ones).
+    kApplied,
+    // The commit's request id was seen with the same fingerprint: nothing
+    // was written; `revisions` are those of the first attempt.
+    kReplayed,
+    // A request id was seen with another fingerprint: nothing was written.
+    kRequestIdConflict,
+  };
+  Outcome outcome = Outcome::kApplied;
+  // For kRequestIdConflict: the update whose id conflicts, or -1 for the
+  // commit's own id; and the revision the id was first used at.
+  int conflict_index = -1;
+  int64_t conflict_revision = 0;
+  // Revision of each update, in order. Applied updates get consecutive new
+  // revisions; a replayed update has its first attempt's revision.
   std::vector<int64_t> revisions;
-  // Each update's subject as written, in order.
+  // Per update: true when it repeated an earlier request and was skipped.
+  std::vector<bool> replayed;
+  // Each applied update's subject as written (empty for replayed ones).
   std::vector<v1::Subject> subjects;
+};
+
+// The result of walking the audit hash chain.
+struct ChainReport {
+  bool ok = true;
+  int64_t verified = 0;
+  // When not ok: the first revision that does not verify, and why.
+  int64_t first_broken_revision = 0;
+  std::string detail;
 };
 
 // Thread safety: every method may be called concurrently. Commits are
@@ -90,8 +135,11 @@ class ConsentStore {
   // back, the commit keeps the latest time stamped so far (by a commit or
   // RecordPolicy). So event times rise with revisions, and the state at a
   // time T is a prefix of the history.
-  virtual absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates,
-                                              absl::Time now) = 0;
+  //
+  // `request` (optional) makes the whole commit idempotent; updates may
+  // carry their own ids too. See CommitResult for the outcomes.
+  virtual absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates, absl::Time now,
+                                              const RequestKey& request = {}) = 0;
 
   // The subject's current record. kNotFound: nothing was ever recorded for
   // this user.
@@ -101,6 +149,18 @@ class ConsentStore {
   // id, empty where no record exists. Any other error fails the whole call.
   virtual absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
                                    std::vector<std::optional<v1::Subject>>* out) = 0;
+
+  // The oldest revision still in history (0 when there is none).
+  virtual absl::StatusOr<int64_t> OldestRevision() = 0;
+
+  // Walks the hash chain over revisions [start, end] (0: from the oldest;
+  // 0: to the current). Each event's hash must be the SHA-256 of the
+  // previous event's hash and its own canonical bytes (audit_chain.h), and
+  // revisions must be contiguous.
+  virtual absl::StatusOr<ChainReport> VerifyChain(int64_t start, int64_t end) = 0;
+
+  // Forgets request ids recorded before `before`. Returns how many.
+  virtual absl::StatusOr<int64_t> PurgeRequestIds(absl::Time before) = 0;
 
   // The purposes for which the user excluded `content_id`; empty when none.
   virtual absl::StatusOr<std::vector<std::string>> GetExclusions(absl::string_view user_id,

@@ -38,4 +38,31 @@ std::string ExclusionPrefix(absl::string_view user_id, absl::string_view content
   return key;
 }
 
+std::string EncodeRequestRecord(const RequestRecord& record) {
+  std::string out = EncodeRevision(record.time_nanos);
+  out += EncodeRevision(static_cast<int64_t>(record.fingerprint.size()));
+  out += record.fingerprint;
+  for (int64_t r : record.revisions) out += EncodeRevision(r);
+  return out;
+}
+
+bool DecodeRequestRecord(absl::string_view bytes, RequestRecord* record) {
+  int64_t fingerprint_size = 0;
+  if (bytes.size() < 16 || !DecodeRevision(bytes.substr(0, 8), &record->time_nanos) ||
+      !DecodeRevision(bytes.substr(8, 8), &fingerprint_size) || fingerprint_size < 0 ||
+      bytes.size() < 16 + static_cast<size_t>(fingerprint_size)) {
+    return false;
+  }
+  record->fingerprint = std::string(bytes.substr(16, static_cast<size_t>(fingerprint_size)));
+  absl::string_view rest = bytes.substr(16 + static_cast<size_t>(fingerprint_size));
+  if (rest.size() % 8 != 0) return false;
+  record->revisions.clear();
+  for (size_t i = 0; i < rest.size(); i += 8) {
+    int64_t r = 0;
+    DecodeRevision(rest.substr(i, 8), &r);
+    record->revisions.push_back(r);
+  }
+  return true;
+}
+
 }  // namespace consent::storage

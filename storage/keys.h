@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 
@@ -33,6 +34,21 @@ inline std::string ExclusionKey(absl::string_view user_id, absl::string_view con
 // policies: activation time in nanoseconds since the Unix epoch, 8 bytes
 // big-endian (same encoding as revisions).
 inline std::string PolicyKey(int64_t unix_nanos) { return EncodeRevision(unix_nanos); }
+
+// requests: request_id -> RequestRecord.
+struct RequestRecord {
+  int64_t time_nanos = 0;
+  std::string fingerprint;
+  std::vector<int64_t> revisions;
+};
+std::string EncodeRequestRecord(const RequestRecord& record);
+bool DecodeRequestRecord(absl::string_view bytes, RequestRecord* record);
+
+// request_times: time (Unix nanoseconds, 8 bytes big-endian), request_id;
+// lets old request ids be purged in time order.
+inline std::string RequestTimeKey(int64_t time_nanos, absl::string_view request_id) {
+  return EncodeRevision(time_nanos).append(request_id.data(), request_id.size());
+}
 
 }  // namespace consent::storage
 

@@ -17,6 +17,7 @@
 #include "rocksdb/slice.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
+#include "storage/audit_chain.h"
 #include "storage/consent_store.h"
 #include "storage/keys.h"
 
@@ -25,13 +26,16 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
-constexpr char kFormatVersion[] = "1";
+// 2: events carry the audit hash chain.
+constexpr char kFormatVersion[] = "2";
 constexpr char kSubjectsCf[] = "subjects";
 constexpr char kEventsCf[] = "events";
 constexpr char kUserEventsCf[] = "user_events";
 constexpr char kMetaCf[] = "meta";
 constexpr char kExclusionsCf[] = "exclusions";
 constexpr char kPoliciesCf[] = "policies";
+constexpr char kRequestsCf[] = "requests";
+constexpr char kRequestTimesCf[] = "request_times";
 constexpr char kMetaFormatVersion[] = "format_version";
 constexpr char kMetaRevision[] = "revision";
 // The latest time stamped on an event or policy, in Unix nanoseconds.
@@ -94,7 +98,11 @@ class RocksDbStore final : public ConsentStore {
 
   ~RocksDbStore() override { Close().IgnoreError(); }
 
-  absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates, absl::Time now) override;
+  absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates, absl::Time now,
+                                      const RequestKey& request) override;
+  absl::StatusOr<int64_t> OldestRevision() override;
+  absl::StatusOr<ChainReport> VerifyChain(int64_t start, int64_t end) override;
+  absl::StatusOr<int64_t> PurgeRequestIds(absl::Time before) override;
   absl::StatusOr<v1::Subject> GetSubject(absl::string_view user_id) override;
   absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
                            std::vector<std::optional<v1::Subject>>* out) override;
@@ -117,6 +125,8 @@ class RocksDbStore final : public ConsentStore {
   rocksdb::ColumnFamilyHandle* meta() const { return handles_[4]; }
   rocksdb::ColumnFamilyHandle* exclusions() const { return handles_[5]; }
   rocksdb::ColumnFamilyHandle* policies() const { return handles_[6]; }
+  rocksdb::ColumnFamilyHandle* requests() const { return handles_[7]; }
+  rocksdb::ColumnFamilyHandle* request_times() const { return handles_[8]; }
 
  private:
   class Context;
@@ -139,6 +149,16 @@ class RocksDbStore final : public ConsentStore {
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(open_mu_);
   std::atomic<int64_t> revision_;
   absl::Time last_time_ ABSL_GUARDED_BY(write_mu_);
+  // Hash of the last event (32 zero bytes before the first).
+  std::string last_hash_ ABSL_GUARDED_BY(write_mu_);
+  StoreOptions options_;
+
+  friend absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions&);
+
+  // The live record of `request_id` (none when absent or expired).
+  absl::StatusOr<std::optional<RequestRecord>> FindRequest(absl::string_view request_id,
+                                                           absl::Time now)
+      ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
 };
 
 // UpdateContext of one update inside a Commit. Exclusions written earlier
@@ -204,8 +224,25 @@ absl::Status RocksDbStore::ReadSubject(absl::string_view user_id, bool* exists,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<RequestRecord>> RocksDbStore::FindRequest(absl::string_view request_id,
+                                                                       absl::Time now) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), requests(),
+                               rocksdb::Slice(request_id.data(), request_id.size()), &value);
+  if (s.IsNotFound()) return std::optional<RequestRecord>();
+  if (!s.ok()) return FromRocks(s, "reading a request id");
+  RequestRecord record;
+  if (!DecodeRequestRecord(value, &record)) {
+    return absl::DataLossError("request id record has a bad encoding");
+  }
+  if (absl::FromUnixNanos(record.time_nanos) + options_.request_id_retention < now) {
+    return std::optional<RequestRecord>();  // expired: the id may be used afresh
+  }
+  return std::optional<RequestRecord>(std::move(record));
+}
+
 absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> updates,
-                                                  absl::Time now) {
+                                                  absl::Time now, const RequestKey& request) {
   if (updates.empty()) {
     return absl::InvalidArgumentError("commit of no updates");
   }
@@ -214,23 +251,70 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
 
   const absl::Time stamp = StampTime(now);
+  CommitResult result;
+  // The commit's own request id: a replay answers from the first attempt.
+  if (!request.request_id.empty()) {
+    auto seen = FindRequest(request.request_id, stamp);
+    if (!seen.ok()) return seen.status();
+    if (seen->has_value()) {
+      if ((*seen)->fingerprint != request.fingerprint) {
+        result.outcome = CommitResult::Outcome::kRequestIdConflict;
+        result.conflict_index = -1;
+        result.conflict_revision = (*seen)->revisions.empty() ? 0 : (*seen)->revisions.back();
+        return result;
+      }
+      result.outcome = CommitResult::Outcome::kReplayed;
+      result.revisions = (*seen)->revisions;
+      result.replayed.assign(result.revisions.size(), true);
+      return result;
+    }
+  }
+
   const google::protobuf::Timestamp now_proto = ToProto(stamp);
   int64_t revision = revision_.load(std::memory_order_relaxed);
+  std::string last_hash = last_hash_;
   // Exclusion keys written by this commit: true to put, false to delete.
   absl::flat_hash_map<std::string, bool> pending_exclusions;
   // Subjects changed by this commit, so a later update of the same user
   // sees the earlier one's result.
   absl::flat_hash_map<std::string, v1::Subject> pending;
+  // Request ids of updates applied in this commit.
+  absl::flat_hash_map<std::string, std::pair<std::string, int64_t>> pending_requests;
   rocksdb::WriteBatch batch;
-  CommitResult result;
   result.revisions.reserve(updates.size());
+  result.replayed.reserve(updates.size());
   result.subjects.reserve(updates.size());
 
-  for (SubjectUpdate& update : updates) {
+  for (size_t i = 0; i < updates.size(); ++i) {
+    SubjectUpdate& update = updates[i];
+    const RequestKey& key = update.request;
+    if (!key.request_id.empty()) {
+      std::optional<std::pair<std::string, int64_t>> seen;
+      if (auto it = pending_requests.find(key.request_id); it != pending_requests.end()) {
+        seen = it->second;
+      } else {
+        auto stored = FindRequest(key.request_id, stamp);
+        if (!stored.ok()) return stored.status();
+        if (stored->has_value()) seen.emplace((*stored)->fingerprint, (*stored)->revisions[0]);
+      }
+      if (seen) {
+        if (seen->first != key.fingerprint) {
+          CommitResult conflict;
+          conflict.outcome = CommitResult::Outcome::kRequestIdConflict;
+          conflict.conflict_index = static_cast<int>(i);
+          conflict.conflict_revision = seen->second;
+          return conflict;
+        }
+        result.revisions.push_back(seen->second);
+        result.replayed.push_back(true);
+        result.subjects.emplace_back();
+        continue;
+      }
+    }
+
     bool exists = true;
     v1::Subject subject;
-    auto it = pending.find(update.user_id);
-    if (it != pending.end()) {
+    if (auto it = pending.find(update.user_id); it != pending.end()) {
       subject = it->second;
     } else {
       absl::Status s = ReadSubject(update.user_id, &exists, &subject);
@@ -249,12 +333,27 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
     event.set_revision(revision);
     event.set_user_id(update.user_id);
     *event.mutable_event_time() = now_proto;
+    if (options_.hash_chain) {
+      const std::string hash = EventHash(last_hash, event);
+      event.set_previous_hash(last_hash);
+      event.set_hash(hash);
+      last_hash = hash;
+    }
 
     batch.Put(events(), EventKey(revision), event.SerializeAsString());
     batch.Put(user_events(), UserEventKey(update.user_id, revision), rocksdb::Slice());
+    if (!key.request_id.empty()) {
+      pending_requests[key.request_id] = {key.fingerprint, revision};
+    }
     result.revisions.push_back(revision);
+    result.replayed.push_back(false);
     result.subjects.push_back(subject);
     pending[update.user_id] = std::move(subject);
+  }
+  if (pending.empty()) {
+    // Every update repeated an earlier request: nothing to write.
+    result.outcome = CommitResult::Outcome::kReplayed;
+    return result;
   }
   for (const auto& [user_id, subject] : pending) {
     batch.Put(subjects(), user_id, subject.SerializeAsString());
@@ -266,8 +365,19 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
       batch.Delete(exclusions(), key);
     }
   }
+  const int64_t stamp_nanos = absl::ToUnixNanos(stamp);
+  auto remember = [&](const std::string& id, const std::string& fingerprint,
+                      std::vector<int64_t> revisions) {
+    RequestRecord record{stamp_nanos, fingerprint, std::move(revisions)};
+    batch.Put(requests(), id, EncodeRequestRecord(record));
+    batch.Put(request_times(), RequestTimeKey(stamp_nanos, id), rocksdb::Slice());
+  };
+  for (const auto& [id, seen] : pending_requests) remember(id, seen.first, {seen.second});
+  if (!request.request_id.empty()) {
+    remember(request.request_id, request.fingerprint, result.revisions);
+  }
   batch.Put(meta(), kMetaRevision, EncodeRevision(revision));
-  batch.Put(meta(), kMetaLastTime, EncodeRevision(absl::ToUnixNanos(stamp)));
+  batch.Put(meta(), kMetaLastTime, EncodeRevision(stamp_nanos));
 
   rocksdb::WriteOptions options;
   options.sync = true;  // never acknowledge a write that is not on disk
@@ -275,7 +385,107 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
   if (!s.ok()) return s;
   revision_.store(revision, std::memory_order_release);
   last_time_ = stamp;
+  last_hash_ = std::move(last_hash);
   return result;
+}
+
+absl::StatusOr<int64_t> RocksDbStore::OldestRevision() {
+  absl::ReaderMutexLock lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), events()));
+  it->SeekToFirst();
+  if (!it->Valid()) {
+    absl::Status s = FromRocks(it->status(), "reading events");
+    if (!s.ok()) return s;
+    return 0;
+  }
+  int64_t revision = 0;
+  if (!DecodeRevision(absl::string_view(it->key().data(), it->key().size()), &revision)) {
+    return absl::DataLossError("event key has a bad encoding");
+  }
+  return revision;
+}
+
+absl::StatusOr<ChainReport> RocksDbStore::VerifyChain(int64_t start, int64_t end) {
+  absl::ReaderMutexLock lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  if (end <= 0) end = revision_.load(std::memory_order_acquire);
+  ChainReport report;
+  auto broken = [&report](int64_t revision, std::string detail) {
+    report.ok = false;
+    report.first_broken_revision = revision;
+    report.detail = std::move(detail);
+    return report;
+  };
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), events()));
+  it->Seek(EventKey(std::max<int64_t>(start, 1)));
+  int64_t expected = -1;  // the next revision the chain must have
+  std::string previous_hash;
+  for (; it->Valid(); it->Next()) {
+    v1::ChangeEvent event;
+    int64_t key_revision = 0;
+    DecodeRevision(absl::string_view(it->key().data(), it->key().size()), &key_revision);
+    if (key_revision > end) break;
+    if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return broken(key_revision, "the stored event does not parse");
+    }
+    if (event.revision() != key_revision) {
+      return broken(key_revision, absl::StrCat("the event under revision ", key_revision,
+                                               " says revision ", event.revision()));
+    }
+    if (expected < 0) {
+      // The first event checked: the chain starts from its stored link,
+      // which must be zeros for revision 1.
+      if (key_revision == 1 && event.previous_hash() != std::string(kHashBytes, '\0')) {
+        return broken(1, "the first event does not start the chain from zero");
+      }
+      previous_hash = event.previous_hash();
+    } else if (key_revision != expected) {
+      return broken(expected, absl::StrCat("revision ", expected, " is missing"));
+    } else if (event.previous_hash() != previous_hash) {
+      return broken(key_revision, "previous_hash does not match the previous event's hash");
+    }
+    if (EventHash(previous_hash, event) != event.hash()) {
+      return broken(key_revision, "the event's hash does not match its contents");
+    }
+    previous_hash = event.hash();
+    expected = key_revision + 1;
+    ++report.verified;
+  }
+  absl::Status s = FromRocks(it->status(), "reading events");
+  if (!s.ok()) return s;
+  if (expected >= 0 && expected <= end) {
+    return broken(expected, absl::StrCat("revision ", expected, " is missing"));
+  }
+  return report;
+}
+
+absl::StatusOr<int64_t> RocksDbStore::PurgeRequestIds(absl::Time before) {
+  absl::MutexLock write_lock(&write_mu_);
+  absl::ReaderMutexLock open_lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  const std::string limit = EncodeRevision(absl::ToUnixNanos(before));
+  rocksdb::WriteBatch batch;
+  int64_t purged = 0;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), request_times()));
+  for (it->SeekToFirst(); it->Valid() && it->key().compare(limit) < 0; it->Next()) {
+    batch.Delete(request_times(), it->key());
+    const rocksdb::Slice id(it->key().data() + 8, it->key().size() - 8);
+    // Only if the record is this one: an expired id may have been reused.
+    std::string value;
+    RequestRecord record;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), requests(), id, &value);
+    if (s.ok() && DecodeRequestRecord(value, &record) &&
+        EncodeRevision(record.time_nanos) == it->key().ToString().substr(0, 8)) {
+      batch.Delete(requests(), id);
+      ++purged;
+    }
+  }
+  absl::Status s = FromRocks(it->status(), "reading request ids");
+  if (!s.ok()) return s;
+  s = FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "purging request ids");
+  if (!s.ok()) return s;
+  return purged;
 }
 
 absl::StatusOr<std::vector<std::string>> RocksDbStore::GetExclusions(absl::string_view user_id,
@@ -451,6 +661,8 @@ std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(const StoreOptions& 
       {kMetaCf, rocksdb::ColumnFamilyOptions()},
       {kExclusionsCf, point_reads},
       {kPoliciesCf, rocksdb::ColumnFamilyOptions()},
+      {kRequestsCf, point_reads},
+      {kRequestTimesCf, rocksdb::ColumnFamilyOptions()},
   };
 }
 
@@ -507,8 +719,25 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     return FromRocks(rs, context);
   }
-  return std::unique_ptr<ConsentStore>(new RocksDbStore(std::move(db), std::move(handles), revision,
-                                                        absl::FromUnixNanos(last_time_nanos)));
+  // The chain continues from the last event's hash.
+  std::string last_hash(kHashBytes, '\0');
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[2]));
+    it->SeekToLast();
+    if (it->Valid()) {
+      v1::ChangeEvent last;
+      if (!last.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+        return absl::DataLossError(absl::StrCat(context, ": the last event does not parse"));
+      }
+      if (!last.hash().empty()) last_hash = last.hash();
+    }
+  }
+  auto store = std::make_unique<RocksDbStore>(std::move(db), std::move(handles), revision,
+                                              absl::FromUnixNanos(last_time_nanos));
+  store->last_hash_ = std::move(last_hash);
+  store->options_ = options;
+  return std::unique_ptr<ConsentStore>(std::move(store));
 }
 
 }  // namespace consent::storage

@@ -378,14 +378,14 @@ TEST_F(IntegrationTest, MinRevisionAheadOfRegistryFails) {
 
 TEST_F(IntegrationTest, FeaturesNotBuiltYetSayUnimplemented) {
   auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
-  auto stub = v1::ConsentRegistry::NewStub(channel);
+  auto stub = v1::ConsentAdmin::NewStub(channel);
   grpc::ClientContext context;
-  v1::ListHistoryRequest request;
-  request.set_user_id("alice");
-  v1::ListHistoryResponse response;
-  grpc::Status status = stub->ListHistory(&context, request, &response);
+  v1::CreateBackupRequest request;
+  request.set_directory("/tmp/backup");
+  v1::CreateBackupResponse response;
+  grpc::Status status = stub->CreateBackup(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(status.error_message(), "ListHistory is not implemented by this server yet");
+  EXPECT_EQ(status.error_message(), "CreateBackup is not implemented by this server yet");
 }
 
 TEST_F(IntegrationTest, PolicyReloadSwapsAndRejectsBadFiles) {

@@ -1,0 +1,32 @@
+// The audit hash chain over change events, in a form an auditor can
+// reimplement (docs/history.md):
+//
+//   canonical(e) = e serialized as protobuf binary, deterministically, with
+//                  the fields previous_hash and hash left unset
+//   hash(e)      = SHA-256(previous_hash(e) || canonical(e))
+//   previous_hash(first event) = 32 zero bytes;
+//   previous_hash(e) = hash(the event of the revision before e's)
+#ifndef CONSENT_STORAGE_AUDIT_CHAIN_H_
+#define CONSENT_STORAGE_AUDIT_CHAIN_H_
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "consent/v1/types.pb.h"
+
+namespace consent::storage {
+
+inline constexpr size_t kHashBytes = 32;
+
+// The bytes hashed for `event` (its hash fields ignored).
+std::string CanonicalEventBytes(const v1::ChangeEvent& event);
+
+// SHA-256(previous_hash || CanonicalEventBytes(event)), 32 bytes.
+std::string EventHash(absl::string_view previous_hash, const v1::ChangeEvent& event);
+
+// SHA-256 of `data`, 32 bytes.
+std::string Sha256(absl::string_view data);
+
+}  // namespace consent::storage
+
+#endif  // CONSENT_STORAGE_AUDIT_CHAIN_H_
