@@ -119,6 +119,46 @@ absl::StatusOr<v1::BatchCheckResponse> Client::BatchCheck(const v1::BatchCheckRe
   return Call(registry_.get(), &v1::ConsentRegistry::Stub::BatchCheck, request, true);
 }
 
+absl::StatusOr<v1::ListHistoryResponse> Client::ListHistory(const v1::ListHistoryRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::ListHistory, request, true);
+}
+
+absl::StatusOr<v1::VerifyAuditLogResponse> Client::VerifyAuditLog(
+    const v1::VerifyAuditLogRequest& request) {
+  return Call(admin_.get(), &v1::ConsentAdmin::Stub::VerifyAuditLog, request, true);
+}
+
+absl::Status Client::Watch(const v1::WatchChangesRequest& request,
+                           const std::function<bool(const v1::WatchChangesResponse&)>& on_message) {
+  v1::WatchChangesRequest next = request;
+  absl::BitGen random;
+  absl::Duration backoff = options_.initial_backoff;
+  int failures = 0;
+  while (true) {
+    grpc::ClientContext context;
+    auto reader = registry_->WatchChanges(&context, next);
+    v1::WatchChangesResponse message;
+    bool progressed = false;
+    while (reader->Read(&message)) {
+      progressed = true;
+      if (message.has_event()) next.set_start_revision(message.event().revision() + 1);
+      if (message.has_checkpoint()) next.set_start_revision(message.checkpoint().revision() + 1);
+      if (!on_message(message)) {
+        context.TryCancel();
+        reader->Finish().IgnoreError();
+        return absl::OkStatus();
+      }
+    }
+    grpc::Status status = reader->Finish();
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) return FromGrpcStatus(status);
+    failures = progressed ? 1 : failures + 1;
+    if (progressed) backoff = options_.initial_backoff;
+    if (failures >= std::max(1, options_.max_attempts)) return FromGrpcStatus(status);
+    options_.sleep(backoff * absl::Uniform(random, 0.8, 1.2));
+    backoff = std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
+  }
+}
+
 absl::StatusOr<v1::GetPolicyResponse> Client::GetPolicy() {
   return Call(admin_.get(), &v1::ConsentAdmin::Stub::GetPolicy, v1::GetPolicyRequest(), true);
 }

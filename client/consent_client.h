@@ -53,6 +53,19 @@ class Client {
   absl::StatusOr<v1::GetSubjectResponse> GetSubject(const v1::GetSubjectRequest& request);
   absl::StatusOr<v1::CheckResponse> Check(const v1::CheckRequest& request);
   absl::StatusOr<v1::BatchCheckResponse> BatchCheck(const v1::BatchCheckRequest& request);
+  absl::StatusOr<v1::ListHistoryResponse> ListHistory(const v1::ListHistoryRequest& request);
+  absl::StatusOr<v1::VerifyAuditLogResponse> VerifyAuditLog(
+      const v1::VerifyAuditLogRequest& request);
+
+  // Follows the change feed from request.start_revision, calling
+  // `on_message` for each event and checkpoint until it returns false
+  // (then OK) or the feed fails for good. While the server is UNAVAILABLE
+  // (restarting, draining), reconnects with backoff from the revision after
+  // the last one seen, so no event is missed or repeated; gives up after
+  // max_attempts failures in a row. No deadline: the feed is long-lived.
+  absl::Status Watch(const v1::WatchChangesRequest& request,
+                     const std::function<bool(const v1::WatchChangesResponse&)>& on_message);
+
   absl::StatusOr<v1::GetPolicyResponse> GetPolicy();
   absl::StatusOr<v1::ReloadPolicyResponse> ReloadPolicy();
 

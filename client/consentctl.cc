@@ -18,6 +18,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "client/consent_client.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -53,6 +54,10 @@ ABSL_FLAG(std::string, sensitive, "",
 ABSL_FLAG(bool, explain, false, "check: print how each decision rule came out.");
 ABSL_FLAG(std::string, as_of, "",
           "check, batch-check: answer as the registry would have at this past time (RFC 3339).");
+ABSL_FLAG(int64_t, start_revision, 0,
+          "watch: first revision to show (0: the oldest kept); verify: first revision to check.");
+ABSL_FLAG(int64_t, end_revision, 0, "verify: last revision to check (0: the current one).");
+ABSL_FLAG(std::string, purpose, "", "watch: only changes that affect this purpose.");
 ABSL_FLAG(std::string, format, "",
           "batch-check and batch-set input: jsonl or csv (default: csv for *.csv, else "
           "jsonl).");
@@ -83,6 +88,12 @@ Commands:
   batch-set FILE               import preferences (BatchSetPreferences, 1,000 per
                                atomic batch): JSON lines of SetPreferenceRequest or
                                CSV (user_id,purpose,state,effective_time,expire_time)
+  history USER                 the user's change events, oldest first; with --json one
+                               document (subject and every event) for an access request
+  watch [--start_revision=N] [--purpose=P]
+                               follow the change feed (JSON lines with --json)
+  verify [--start_revision=N] [--end_revision=M]
+                               walk the audit hash chain; exit 1 if broken
   policy get | policy reload
 
 Exit status: 0 on success, 1 on an error from the server or the input,
@@ -528,6 +539,132 @@ int BatchSetCommand(Client& client, const std::vector<std::string>& args) {
   return rc;
 }
 
+std::string FormatTimestamp(const google::protobuf::Timestamp& t) {
+  return google::protobuf::util::TimeUtil::ToString(t);
+}
+
+// One line describing an event, for people.
+std::string DescribeEvent(const v1::ChangeEvent& e) {
+  std::string what;
+  switch (e.change_case()) {
+    case v1::ChangeEvent::kPreference: {
+      const auto& p = e.preference();
+      auto state = [](const v1::Preference* pref) {
+        return pref == nullptr ? std::string("none")
+                               : ShortEnum(v1::PreferenceState_descriptor(), pref->state(),
+                                           "PREFERENCE_STATE_");
+      };
+      what = absl::StrCat("preference ", p.purpose(), ": ",
+                          state(p.has_before() ? &p.before() : nullptr), " -> ",
+                          state(p.has_after() ? &p.after() : nullptr));
+      break;
+    }
+    case v1::ChangeEvent::kAttributes:
+      what = absl::StrCat(
+          "attributes: jurisdiction ",
+          e.attributes().after().jurisdiction().empty() ? "(unknown)"
+                                                        : e.attributes().after().jurisdiction(),
+          e.attributes().after().has_birth_date() ? ", birth date set" : ", birth date unknown");
+      break;
+    case v1::ChangeEvent::kExclusion:
+      what = absl::StrCat("exclusion of ", e.exclusion().content_id(), " for ",
+                          e.exclusion().purpose(), ": ",
+                          e.exclusion().excluded_after() ? "excluded" : "included");
+      break;
+    case v1::ChangeEvent::kDeletion:
+      what = "account deleted";
+      break;
+    case v1::ChangeEvent::CHANGE_NOT_SET:
+      what = "(empty)";
+      break;
+  }
+  return absl::StrCat(e.revision(), "\t", FormatTimestamp(e.event_time()), "\t", e.user_id(), "\t",
+                      what, "\tcaller=", e.caller(),
+                      e.source().channel().empty() ? "" : " channel=" + e.source().channel(),
+                      e.request_id().empty() ? "" : " request_id=" + e.request_id());
+}
+
+std::string Json(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}";
+  return out;
+}
+
+int HistoryCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 2) Usage("history takes USER");
+  v1::ListHistoryRequest request;
+  request.set_user_id(args[1]);
+  request.set_page_size(1000);
+  std::vector<v1::ChangeEvent> events;
+  do {
+    auto page = client.ListHistory(request);
+    if (!page.ok()) return Fail(page.status());
+    for (const auto& e : page->events()) events.push_back(e);
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  if (!absl::GetFlag(FLAGS_json)) {
+    for (const auto& e : events) std::cout << DescribeEvent(e) << "\n";
+    std::cerr << events.size() << " events\n";
+    return 0;
+  }
+  // One document: the current state and every change, for an access request.
+  v1::GetSubjectRequest get;
+  get.set_user_id(args[1]);
+  auto subject = client.GetSubject(get);
+  if (!subject.ok() && !absl::IsNotFound(subject.status())) return Fail(subject.status());
+  std::cout << "{\"user_id\":" << Json([&] {
+    google::protobuf::Value v;
+    v.set_string_value(args[1]);
+    return v;
+  }())
+            << ",\"subject\":" << (subject.ok() ? Json(subject->subject()) : "null")
+            << ",\"events\":[";
+  for (size_t i = 0; i < events.size(); ++i) std::cout << (i ? "," : "") << Json(events[i]);
+  std::cout << "]}\n";
+  return 0;
+}
+
+int VerifyCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 1) Usage("verify takes no arguments");
+  v1::VerifyAuditLogRequest request;
+  request.set_start_revision(absl::GetFlag(FLAGS_start_revision));
+  request.set_end_revision(absl::GetFlag(FLAGS_end_revision));
+  auto response = client.VerifyAuditLog(request);
+  if (!response.ok()) return Fail(response.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(*response);
+  } else if (response->ok()) {
+    std::cout << "audit chain OK: " << response->verified_count() << " events verified\n";
+  } else {
+    std::cout << "audit chain BROKEN at revision " << response->first_broken_revision() << ": "
+              << response->detail() << " (" << response->verified_count()
+              << " events verified before it)\n";
+  }
+  return response->ok() ? 0 : 1;
+}
+
+int WatchCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 1) Usage("watch takes no arguments");
+  v1::WatchChangesRequest request;
+  request.set_start_revision(absl::GetFlag(FLAGS_start_revision));
+  request.set_purpose(absl::GetFlag(FLAGS_purpose));
+  absl::Status status = client.Watch(request, [](const v1::WatchChangesResponse& message) {
+    if (absl::GetFlag(FLAGS_json)) {
+      std::cout << Json(message) << std::endl;
+    } else if (message.has_event()) {
+      std::cout << DescribeEvent(message.event()) << std::endl;
+    } else {
+      std::cout << "# checkpoint: up to date at revision " << message.checkpoint().revision()
+                << std::endl;
+    }
+    return true;
+  });
+  return status.ok() ? 0 : Fail(status);
+}
+
 int PolicyCommand(Client& client, const std::vector<std::string>& args) {
   if (args.size() != 2) Usage("policy takes get or reload");
   if (args[1] == "get") {
@@ -571,6 +708,9 @@ int Run(const std::vector<std::string>& args) {
   if (command == "batch-check") return BatchCheckCommand(*client, args);
   if (command == "batch-set") return BatchSetCommand(*client, args);
   if (command == "policy") return PolicyCommand(*client, args);
+  if (command == "history") return HistoryCommand(*client, args);
+  if (command == "verify") return VerifyCommand(*client, args);
+  if (command == "watch") return WatchCommand(*client, args);
   Usage(absl::StrCat("unknown command \"", command, "\""));
 }
 

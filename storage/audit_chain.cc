@@ -36,4 +36,44 @@ std::string EventHash(absl::string_view previous_hash, const v1::ChangeEvent& ev
   return Sha256(data);
 }
 
+namespace {
+
+// Appends a length-delimited field (wire type 2) with a short payload.
+void AppendBytesField(int field, absl::string_view value, std::string* out) {
+  uint32_t tag = static_cast<uint32_t>(field << 3 | 2);
+  while (tag >= 0x80) {
+    out->push_back(static_cast<char>((tag & 0x7f) | 0x80));
+    tag >>= 7;
+  }
+  out->push_back(static_cast<char>(tag));
+  uint32_t length = static_cast<uint32_t>(value.size());
+  while (length >= 0x80) {
+    out->push_back(static_cast<char>((length & 0x7f) | 0x80));
+    length >>= 7;
+  }
+  out->push_back(static_cast<char>(length));
+  out->append(value.data(), value.size());
+}
+
+}  // namespace
+
+ChainedEvent ChainEvent(absl::string_view previous_hash, const v1::ChangeEvent& unhashed) {
+  ChainedEvent out;
+  std::string canonical;
+  {
+    google::protobuf::io::StringOutputStream stream(&canonical);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    unhashed.SerializeToCodedStream(&coded);
+  }
+  std::string data(previous_hash);
+  data += canonical;
+  out.hash = Sha256(data);
+  out.bytes = std::move(canonical);
+  out.bytes.reserve(out.bytes.size() + 2 * (kHashBytes + 3));
+  AppendBytesField(v1::ChangeEvent::kPreviousHashFieldNumber, previous_hash, &out.bytes);
+  AppendBytesField(v1::ChangeEvent::kHashFieldNumber, out.hash, &out.bytes);
+  return out;
+}
+
 }  // namespace consent::storage

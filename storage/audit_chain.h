@@ -24,6 +24,17 @@ std::string CanonicalEventBytes(const v1::ChangeEvent& event);
 // SHA-256(previous_hash || CanonicalEventBytes(event)), 32 bytes.
 std::string EventHash(absl::string_view previous_hash, const v1::ChangeEvent& event);
 
+// The stored form of an event whose hash fields are unset: its canonical
+// bytes, the hash computed over them, and the serialized event with both
+// hash fields set. Protobuf writes fields in number order and the hash
+// fields have the highest numbers, so the stored bytes are the canonical
+// bytes followed by the two hash fields: one serialization, no copy.
+struct ChainedEvent {
+  std::string hash;
+  std::string bytes;
+};
+ChainedEvent ChainEvent(absl::string_view previous_hash, const v1::ChangeEvent& unhashed);
+
 // SHA-256 of `data`, 32 bytes.
 std::string Sha256(absl::string_view data);
 

@@ -334,13 +334,12 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
     event.set_user_id(update.user_id);
     *event.mutable_event_time() = now_proto;
     if (options_.hash_chain) {
-      const std::string hash = EventHash(last_hash, event);
-      event.set_previous_hash(last_hash);
-      event.set_hash(hash);
-      last_hash = hash;
+      ChainedEvent chained = ChainEvent(last_hash, event);
+      batch.Put(events(), EventKey(revision), chained.bytes);
+      last_hash = std::move(chained.hash);
+    } else {
+      batch.Put(events(), EventKey(revision), event.SerializeAsString());
     }
-
-    batch.Put(events(), EventKey(revision), event.SerializeAsString());
     batch.Put(user_events(), UserEventKey(update.user_id, revision), rocksdb::Slice());
     if (!key.request_id.empty()) {
       pending_requests[key.request_id] = {key.fingerprint, revision};

@@ -1,5 +1,7 @@
 // consentctl, the binary, against a real consentd: output, order and exit
 // codes as a script would see them.
+#include <algorithm>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -138,6 +140,35 @@ TEST_F(ConsentctlTest, ExcludeAndExplain) {
       Ctl({"check", "ai_training", "alice", "post-9", "--as_of=2999-01-01T00:00:00Z"});
   EXPECT_EQ(future.exit_code, 1);
   EXPECT_THAT(future.err, HasSubstr("INVALID_ARGUMENT: as_of: is in the future"));
+}
+
+TEST_F(ConsentctlTest, HistoryExportAndVerify) {
+  ASSERT_EQ(Ctl({"subject", "set", "alice", "--jurisdiction=GB", "--request_id=r1"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"object", "alice", "ai_training", "--channel=settings_page", "--request_id=r2"})
+                .exit_code,
+            0);
+  // A replay writes nothing and answers with the first revision.
+  EXPECT_EQ(
+      Ctl({"object", "alice", "ai_training", "--channel=settings_page", "--request_id=r2"}).out,
+      "object recorded for alice / ai_training at revision 2\n");
+  CommandResult history = Ctl({"history", "alice"});
+  ASSERT_EQ(history.exit_code, 0) << history.err;
+  EXPECT_THAT(history.out, HasSubstr("\talice\tattributes: jurisdiction GB, birth date unknown"));
+  EXPECT_THAT(history.out, HasSubstr("\talice\tpreference ai_training: none -> OBJECTED"));
+  EXPECT_THAT(history.out, HasSubstr("channel=settings_page request_id=r2"));
+  EXPECT_EQ(history.err, "2 events\n");
+
+  // The access-request export is one JSON document with subject and events.
+  CommandResult json = Ctl({"history", "alice", "--json"});
+  ASSERT_EQ(json.exit_code, 0);
+  EXPECT_EQ(json.out.rfind("{\"user_id\":\"alice\",\"subject\":{", 0), 0u) << json.out;
+  EXPECT_THAT(json.out, HasSubstr("\"events\":[{\"revision\":\"1\""));
+  EXPECT_THAT(json.out, HasSubstr("\"kind\":\"CHANGE_KIND_PREFERENCE\""));
+  EXPECT_EQ(std::count(json.out.begin(), json.out.end(), '\n'), 1);
+  EXPECT_EQ(Ctl({"history", "nobody", "--json"}).out,
+            "{\"user_id\":\"nobody\",\"subject\":null,\"events\":[]}\n");
+
+  EXPECT_EQ(Ctl({"verify"}).out, "audit chain OK: 2 events verified\n");
 }
 
 TEST_F(ConsentctlTest, ExitCodes) {

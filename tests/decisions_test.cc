@@ -39,7 +39,9 @@ class DecisionsTest : public ::testing::Test {
     StartServer();
   }
   void TearDown() override {
-    if (server_) EXPECT_TRUE(server_->Shutdown().ok());
+    if (server_) {
+      EXPECT_TRUE(server_->Shutdown().ok());
+    }
   }
 
   void StartServer() {

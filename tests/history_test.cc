@@ -31,7 +31,9 @@ class HistoryTest : public ::testing::Test {
  protected:
   void SetUp() override { StartServer(); }
   void TearDown() override {
-    if (server_) EXPECT_TRUE(server_->Shutdown().ok());
+    if (server_) {
+      EXPECT_TRUE(server_->Shutdown().ok());
+    }
   }
 
   void StartServer() {

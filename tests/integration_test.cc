@@ -2,7 +2,9 @@
 // temporary data directory per test.
 #include <signal.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "client/consent_client.h"
@@ -414,6 +416,78 @@ TEST_F(IntegrationTest, PolicyReloadSwapsAndRejectsBadFiles) {
   EXPECT_EQ(rejected.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(rejected.status().message(), HasSubstr("line 2"));
   EXPECT_EQ(client_->GetPolicy()->version(), "test-2");
+}
+
+// Resident memory of a process, in bytes (VmRSS).
+int64_t ResidentBytes(pid_t pid) {
+  std::string status = testing::ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  size_t at = status.find("VmRSS:");
+  if (at == std::string::npos) return -1;
+  return std::stoll(status.substr(at + 6)) * 1024;
+}
+
+TEST_F(IntegrationTest, SlowWatcherKeepsServerMemoryBoundedAndCatchesUp) {
+  // A backlog of 100,000 events: if the server read ahead for a slow
+  // watcher, its memory would grow by the backlog's size.
+  constexpr int kBacklog = 100000;
+  for (int first = 0; first < kBacklog; first += 1000) {
+    v1::BatchSetPreferencesRequest batch;
+    for (int i = first; i < first + 1000; ++i) {
+      v1::SetPreferenceRequest* item = batch.add_requests();
+      item->set_user_id(absl::StrCat("user-", i));
+      item->set_purpose("ai_training.generative");
+      item->set_state(v1::PREFERENCE_STATE_OBJECTED);
+      item->mutable_source()->set_channel("bulk_import_with_a_longer_channel_name");
+    }
+    ASSERT_TRUE(client_->BatchSetPreferences(batch).ok());
+  }
+  auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::ConsentRegistry::NewStub(channel);
+  grpc::ClientContext context;
+  v1::WatchChangesRequest request;
+  request.set_start_revision(1);
+  auto reader = stub->WatchChanges(&context, request);
+  v1::WatchChangesResponse message;
+  ASSERT_TRUE(reader->Read(&message));
+  const int64_t rss_before = ResidentBytes(server_->pid());
+
+  // Writes go on while the watcher reads one event per 10 ms for 1.5 s.
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    auto client = Client::Connect(server_->address());
+    while (!stop.load()) {
+      v1::SetPreferenceRequest r;
+      r.set_user_id(absl::StrCat("live-", written.load()));
+      r.set_purpose("ai_training");
+      r.set_state(v1::PREFERENCE_STATE_OBJECTED);
+      if (client->SetPreference(r).ok()) written.fetch_add(1);
+    }
+  });
+  int64_t last = message.event().revision();
+  for (int i = 0; i < 150; ++i) {
+    ASSERT_TRUE(reader->Read(&message));
+    ASSERT_EQ(message.event().revision(), last + 1);
+    last = message.event().revision();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the slow consumer
+  }
+  const int64_t rss_slow = ResidentBytes(server_->pid());
+  stop.store(true);
+  writer.join();
+  RecordProperty("rss_growth_bytes", static_cast<int>(rss_slow - rss_before));
+  EXPECT_LT(rss_slow - rss_before, 16 << 20)
+      << "server memory grew by " << (rss_slow - rss_before) << " bytes";
+
+  // Then it catches up: every event, in order, none lost.
+  const int64_t total = kBacklog + written.load();
+  while (last < total) {
+    ASSERT_TRUE(reader->Read(&message));
+    if (!message.has_event()) continue;
+    ASSERT_EQ(message.event().revision(), last + 1);
+    last = message.event().revision();
+  }
+  EXPECT_EQ(last, total);
+  context.TryCancel();
 }
 
 TEST(StartupTest, SecondServerOnSameDataDirFailsClearly) {

@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "storage/audit_chain.h"
 #include "storage/consent_store.h"
 #include "storage/keys.h"
 #include "tests/test_util.h"
@@ -221,6 +222,39 @@ TEST(StoreTest, ClosedStoreRejectsCalls) {
   EXPECT_EQ(store->GetSubject("alice").status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Commit(*store, {SetJurisdiction("alice", "GB")}).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(AuditChainTest, StoredBytesAreTheEventWithItsHashes) {
+  v1::ChangeEvent event;
+  event.set_revision(7);
+  event.set_user_id("alice");
+  event.mutable_preference()->set_purpose("ai_training");
+  event.mutable_preference()->mutable_after()->set_state(v1::PREFERENCE_STATE_OBJECTED);
+  const std::string previous(kHashBytes, '\x11');
+  ChainedEvent chained = ChainEvent(previous, event);
+  v1::ChangeEvent parsed;
+  ASSERT_TRUE(parsed.ParseFromString(chained.bytes));
+  EXPECT_EQ(parsed.previous_hash(), previous);
+  EXPECT_EQ(parsed.hash(), chained.hash);
+  EXPECT_EQ(EventHash(previous, parsed), chained.hash);
+  // The stored bytes are exactly what protobuf itself writes for the event.
+  EXPECT_EQ(parsed.SerializeAsString(), chained.bytes);
+  EXPECT_EQ(chained.hash.size(), kHashBytes);
+  // Any change to the event changes the hash.
+  parsed.mutable_preference()->mutable_after()->set_state(v1::PREFERENCE_STATE_CONSENTED);
+  EXPECT_NE(EventHash(previous, parsed), chained.hash);
+}
+
+TEST(AuditChainTest, Sha256KnownAnswer) {
+  // FIPS 180-2 test vector.
+  std::string digest = Sha256("abc");
+  static const char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : digest) {
+    hex.push_back(kHex[c >> 4]);
+    hex.push_back(kHex[c & 15]);
+  }
+  EXPECT_EQ(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 TEST(KeysTest, RevisionEncodingSortsNumerically) {
