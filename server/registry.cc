@@ -628,8 +628,9 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
   return absl::OkStatus();
 }
 
-absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
-                                  v1::BatchCheckResponse* response) {
+template <typename Request>
+absl::Status Registry::CheckItems(const Request& request,
+                                  google::protobuf::RepeatedPtrField<v1::Decision>* decisions) {
   Violations v;
   if (std::string p = PurposeProblem(request.purpose()); !p.empty()) v.Add("purpose", p);
   const int n = request.items_size();
@@ -648,7 +649,7 @@ absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
   auto view = PrepareRead(request.has_as_of(), request.as_of(), request.min_revision());
   if (!view.ok()) return view.status();
   if (absl::Status s = CheckPurposeDefined(request.purpose(), *view->policy); !s.ok()) return s;
-  response->mutable_decisions()->Reserve(n);
+  decisions->Reserve(n);
 
   if (view->as_of) {
     // Each user's history is folded once, however many of their items.
@@ -662,7 +663,7 @@ absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
       const CheckSubject subject{state.exists ? &state.subject : nullptr,
                                  ExclusionsOf(state, item.content().content_id())};
       Fill(Decide(*view->policy, subject, request.purpose(), item.content(), view->at),
-           *view->policy, state.subject.revision(), response->add_decisions());
+           *view->policy, state.subject.revision(), decisions->Add());
     }
     return absl::OkStatus();
   }
@@ -686,9 +687,19 @@ absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
     Fill(Decide(*view->policy, CheckSubject{record, excluded}, request.purpose(), item.content(),
                 view->at),
          *view->policy, record ? std::max(revision, record->revision()) : revision,
-         response->add_decisions());
+         decisions->Add());
   }
   return absl::OkStatus();
+}
+
+absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
+                                  v1::BatchCheckResponse* response) {
+  return CheckItems(request, response->mutable_decisions());
+}
+
+absl::Status Registry::StreamCheck(const v1::StreamCheckRequest& request,
+                                   v1::StreamCheckResponse* response) {
+  return CheckItems(request, response->mutable_decisions());
 }
 
 absl::StatusOr<storage::CommitResult> Registry::Commit(

@@ -79,6 +79,9 @@ class Registry {
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response);
   absl::Status Check(const v1::CheckRequest& request, v1::CheckResponse* response);
   absl::Status BatchCheck(const v1::BatchCheckRequest& request, v1::BatchCheckResponse* response);
+  // One message of a StreamCheck stream: a batch check.
+  absl::Status StreamCheck(const v1::StreamCheckRequest& request,
+                           v1::StreamCheckResponse* response);
 
   absl::Status ListHistory(const v1::ListHistoryRequest& request,
                            v1::ListHistoryResponse* response);
@@ -101,6 +104,12 @@ class Registry {
   int64_t CurrentRevision() const { return store_->CurrentRevision(); }
 
  private:
+  // BatchCheck and StreamCheck: requests with purpose, items, as_of and
+  // min_revision; decisions appended in item order.
+  template <typename Request>
+  absl::Status CheckItems(const Request& request,
+                          google::protobuf::RepeatedPtrField<v1::Decision>* decisions);
+
   // What reads are evaluated against.
   struct ReadView {
     std::shared_ptr<const CompiledPolicy> policy;

@@ -1,5 +1,6 @@
 #include "server/registry_service.h"
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "server/errors.h"
 #include "server/log.h"
@@ -83,9 +84,46 @@ grpc::Status RegistryService::BatchCheck(grpc::ServerContext*, const v1::BatchCh
 }
 
 grpc::Status RegistryService::StreamCheck(
-    grpc::ServerContext*,
-    grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>*) {
-  return NotYet("StreamCheck");
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) {
+  return Admitted(gate_, [&] {
+    // Registered so shutdown can cancel a stream idling in Read.
+    {
+      absl::MutexLock lock(&streams_mu_);
+      streams_.insert(context);
+    }
+    auto unregister = absl::MakeCleanup([&] {
+      absl::MutexLock lock(&streams_mu_);
+      streams_.erase(context);
+    });
+    v1::StreamCheckRequest request;
+    v1::StreamCheckResponse response;
+    int64_t index = 0;
+    // One request in memory at a time: Write blocks while the client does
+    // not read, so the server stops reading requests too (flow control).
+    while (stream->Read(&request)) {
+      if (gate_->draining()) return kDraining;
+      response.Clear();
+      absl::Status status = registry_->StreamCheck(request, &response);
+      if (!status.ok()) {
+        // The stream ends at the first bad message, saying which one.
+        return ToGrpcStatus(absl::Status(
+            status.code(), absl::StrCat("message ", index, ": ", status.message())));
+      }
+      if (!stream->Write(response)) break;  // the client went away
+      ++index;
+    }
+    if (gate_->draining()) return kDraining;  // cancelled by shutdown: retry elsewhere
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
+    }
+    return grpc::Status::OK;
+  });
+}
+
+void RegistryService::CancelStreams() {
+  absl::MutexLock lock(&streams_mu_);
+  for (grpc::ServerContext* context : streams_) context->TryCancel();
 }
 
 grpc::Status RegistryService::ListHistory(grpc::ServerContext*,

@@ -7,6 +7,8 @@
 #include <functional>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "consent/v1/admin.grpc.pb.h"
 #include "consent/v1/registry.grpc.pb.h"
 #include "server/drain_gate.h"
@@ -46,9 +48,15 @@ class RegistryService final : public v1::ConsentRegistry::Service {
   grpc::Status WatchChanges(grpc::ServerContext* context, const v1::WatchChangesRequest* request,
                             grpc::ServerWriter<v1::WatchChangesResponse>* writer) override;
 
+  // Cancels every open StreamCheck stream (shutdown: an idle stream would
+  // otherwise wait in Read until the grace period ends).
+  void CancelStreams();
+
  private:
   Registry* registry_;
   DrainGate* gate_;
+  absl::Mutex streams_mu_;
+  absl::flat_hash_set<grpc::ServerContext*> streams_ ABSL_GUARDED_BY(streams_mu_);
 };
 
 // Loads the policy file again (ReloadPolicy and SIGHUP): on success swaps it

@@ -119,6 +119,7 @@ absl::Status ServerImpl::Shutdown() {
     // Change-feed streams would otherwise wait for commits that will not
     // come; they end now, telling clients where to resume.
     registry_->CloseWatchers();
+    registry_service_->CancelStreams();
     const int64_t left = gate_.DrainUntil(absl::Now() + options_.shutdown_grace);
     if (left > 0) {
       LogWarning(absl::StrCat(left, " calls still in flight after ",

@@ -1,0 +1,199 @@
+// StreamCheck against the real consentd binary: order, errors, flow
+// control (a client that stops reading stops the server) and cancellation.
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/consent_client.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace consent {
+namespace {
+
+using ::consent::testing::ConsentdProcess;
+using ::consent::testing::TempDir;
+using ::testing::HasSubstr;
+
+int64_t ResidentBytes(pid_t pid) {
+  std::string status = testing::ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  size_t at = status.find("VmRSS:");
+  return at == std::string::npos ? -1 : std::stoll(status.substr(at + 6)) * 1024;
+}
+
+class StreamCheckTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ConsentdProcess::Options options;
+    options.data_dir = dir_.Sub("data");
+    auto process = ConsentdProcess::Start(options);
+    ASSERT_TRUE(process.ok()) << process.status();
+    server_ = *std::move(process);
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::ConsentRegistry::NewStub(channel_);
+    client_ = std::make_unique<Client>(channel_, ClientOptions());
+    // alice: UK adult (allowed); carol: UK adult who objected.
+    for (const char* user : {"alice", "carol"}) {
+      v1::UpdateSubjectRequest r;
+      r.set_user_id(user);
+      r.mutable_attributes()->set_jurisdiction("GB");
+      r.mutable_attributes()->mutable_birth_date()->set_year(1980);
+      r.mutable_attributes()->mutable_birth_date()->set_month(1);
+      r.mutable_attributes()->mutable_birth_date()->set_day(1);
+      r.mutable_update_mask()->add_paths("jurisdiction");
+      r.mutable_update_mask()->add_paths("birth_date");
+      ASSERT_TRUE(client_->UpdateSubject(r).ok());
+    }
+    v1::SetPreferenceRequest objection;
+    objection.set_user_id("carol");
+    objection.set_purpose("ai_training");
+    objection.set_state(v1::PREFERENCE_STATE_OBJECTED);
+    ASSERT_TRUE(client_->SetPreference(objection).ok());
+  }
+
+  // A message of `n` items alternating alice and carol, content ids tagged
+  // with `tag` so responses can be matched to requests.
+  static v1::StreamCheckRequest Message(int n) {
+    v1::StreamCheckRequest request;
+    request.set_purpose("ai_training");
+    for (int i = 0; i < n; ++i) {
+      v1::CheckItem* item = request.add_items();
+      item->set_user_id(i % 2 == 0 ? "alice" : "carol");
+      v1::Content* c = item->mutable_content();
+      c->set_content_id(absl::StrCat("post-", i));
+      c->set_content_type(v1::CONTENT_TYPE_POST);
+      c->set_visibility(v1::VISIBILITY_PUBLIC);
+      c->mutable_create_time()->set_seconds(1'700'000'000);
+    }
+    return request;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ConsentdProcess> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ConsentRegistry::Stub> stub_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(StreamCheckTest, ResultsComeInOrderPerMessageAndItem) {
+  grpc::ClientContext context;
+  auto stream = stub_->StreamCheck(&context);
+  for (int m = 1; m <= 20; ++m) {
+    ASSERT_TRUE(stream->Write(Message(m)));
+    v1::StreamCheckResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    ASSERT_EQ(response.decisions_size(), m);
+    for (int i = 0; i < m; ++i) {
+      EXPECT_EQ(response.decisions(i).reason(), i % 2 == 0 ? v1::DECISION_REASON_ALLOWED_DEFAULT
+                                                           : v1::DECISION_REASON_DENIED_OBJECTION);
+    }
+  }
+  // Writes between messages are seen by the next message.
+  v1::SetPreferenceRequest clear;
+  clear.set_user_id("carol");
+  clear.set_purpose("ai_training");
+  clear.set_state(v1::PREFERENCE_STATE_CLEARED);
+  ASSERT_TRUE(client_->SetPreference(clear).ok());
+  ASSERT_TRUE(stream->Write(Message(2)));
+  v1::StreamCheckResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.decisions(1).reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_FALSE(stream->Read(&response));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST_F(StreamCheckTest, BadMessageEndsTheStreamNamingIt) {
+  grpc::ClientContext context;
+  auto stream = stub_->StreamCheck(&context);
+  ASSERT_TRUE(stream->Write(Message(3)));
+  v1::StreamCheckResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  v1::StreamCheckRequest bad = Message(3);
+  bad.mutable_items(2)->set_user_id("");
+  ASSERT_TRUE(stream->Write(bad));
+  EXPECT_FALSE(stream->Read(&response));
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "message 1: items[2].user_id: is required");
+}
+
+TEST_F(StreamCheckTest, ClientThatStopsReadingStopsTheServer) {
+  // 400 messages of 1,000 items: about 40 MB of requests and 30 MB of
+  // responses if the server read and answered them all without waiting.
+  constexpr int kMessages = 400;
+  const v1::StreamCheckRequest message = Message(1000);
+  grpc::ClientContext context;
+  auto stream = stub_->StreamCheck(&context);
+  const int64_t rss_before = ResidentBytes(server_->pid());
+  std::atomic<int> sent{0};
+  std::thread writer([&] {
+    for (int m = 0; m < kMessages; ++m) {
+      if (!stream->Write(message)) return;
+      sent.fetch_add(1);
+    }
+    stream->WritesDone();
+  });
+  // The client reads nothing. Wait until the writer stalls: no progress in
+  // five consecutive 100 ms looks, at most 20 s.
+  int last = -1, still = 0;
+  for (int look = 0; look < 200 && still < 5; ++look) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const int now = sent.load();
+    still = now == last ? still + 1 : 0;
+    last = now;
+  }
+  const int stalled_at = sent.load();
+  const int64_t rss_stalled = ResidentBytes(server_->pid());
+  // The server stops once the transport's flow-control windows are full
+  // (gRPC grows them to a few MB on a fast link): the writer cannot send
+  // everything while nobody reads.
+  EXPECT_LT(stalled_at, kMessages) << "the server kept reading without being read";
+  EXPECT_LT(rss_stalled - rss_before, 32 << 20)
+      << "server memory grew by " << (rss_stalled - rss_before);
+  // Reading again lets everything through, in order.
+  v1::StreamCheckResponse response;
+  int received = 0;
+  while (stream->Read(&response)) {
+    ASSERT_EQ(response.decisions_size(), 1000);
+    ASSERT_EQ(response.decisions(999).reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+    ++received;
+  }
+  writer.join();
+  EXPECT_EQ(received, kMessages);
+  EXPECT_TRUE(stream->Finish().ok());
+  RecordProperty("stalled_after_messages", stalled_at);
+  RecordProperty("rss_growth_bytes", static_cast<int>(rss_stalled - rss_before));
+}
+
+TEST_F(StreamCheckTest, CancelledAndIdleStreamsDoNotHoldTheServer) {
+  {
+    grpc::ClientContext context;
+    auto stream = stub_->StreamCheck(&context);
+    ASSERT_TRUE(stream->Write(Message(5)));
+    context.TryCancel();
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // The server goes on serving.
+  v1::CheckRequest check;
+  check.set_purpose("ai_training");
+  check.set_user_id("alice");
+  *check.mutable_content() = Message(1).items(0).content();
+  ASSERT_TRUE(client_->Check(check).ok());
+  // An idle open stream does not hold shutdown for the grace period.
+  grpc::ClientContext idle_context;
+  auto idle = stub_->StreamCheck(&idle_context);
+  ASSERT_TRUE(idle->Write(Message(1)));
+  v1::StreamCheckResponse response;
+  ASSERT_TRUE(idle->Read(&response));
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(server_->Terminate(), 0);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  // The server cancels it (a status cannot travel after a cancel).
+  EXPECT_EQ(idle->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+}  // namespace
+}  // namespace consent
