@@ -107,8 +107,8 @@ grpc::Status RegistryService::StreamCheck(
       absl::Status status = registry_->StreamCheck(request, &response);
       if (!status.ok()) {
         // The stream ends at the first bad message, saying which one.
-        return ToGrpcStatus(absl::Status(
-            status.code(), absl::StrCat("message ", index, ": ", status.message())));
+        return ToGrpcStatus(
+            absl::Status(status.code(), absl::StrCat("message ", index, ": ", status.message())));
       }
       if (!stream->Write(response)) break;  // the client went away
       ++index;
