@@ -66,6 +66,13 @@ std::string ReadFile(const std::string& path) {
   return buffer.str();
 }
 
+int64_t ResidentBytes(pid_t pid) {
+  const std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  const size_t at = status.find("VmRSS:");
+  if (at == std::string::npos) return -1;
+  return std::stoll(status.substr(at + 6)) * 1024;
+}
+
 std::string DefaultPolicyPath() {
   return std::string(CONSENT_SOURCE_DIR) + "/deploy/policy/default.textproto";
 }

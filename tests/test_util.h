@@ -14,6 +14,24 @@
 
 namespace consent::testing {
 
+// Whether this build runs under AddressSanitizer, whose quarantine keeps
+// freed memory resident: resident-memory bounds are checked in the release
+// build only.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kAddressSanitizer = true;
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+
+// Resident memory of a process, in bytes (VmRSS of /proc/PID/status), or -1.
+int64_t ResidentBytes(pid_t pid);
+
 // A fresh directory, removed with everything in it on destruction.
 class TempDir {
  public:

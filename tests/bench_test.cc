@@ -1,0 +1,81 @@
+// consent-bench, the binary, against a real consentd on a preloaded store:
+// every mode runs, reports JSON, and finds no errors; mixed mode finds no
+// read-your-writes violations. (Speed is measured by bench/run.sh, not here.)
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace consent {
+namespace {
+
+using ::consent::testing::CommandResult;
+using ::consent::testing::ConsentdProcess;
+using ::consent::testing::RunCommand;
+using ::consent::testing::TempDir;
+using ::testing::HasSubstr;
+
+class BenchTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    CommandResult preload = RunCommand(
+        {CONSENT_BENCH_PATH, "--data_dir=" + dir_->Sub("data"), "--users=20000", "preload"});
+    ASSERT_EQ(preload.exit_code, 0) << preload.err;
+    ASSERT_THAT(preload.out, HasSubstr("\"subjects\":20000,\"objecting\":2000,"));
+    ConsentdProcess::Options options;
+    options.data_dir = dir_->Sub("data");
+    auto process = ConsentdProcess::Start(options);
+    ASSERT_TRUE(process.ok()) << process.status();
+    server_ = process->release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete dir_;
+  }
+
+  // Runs one mode briefly; returns its JSON line.
+  static std::string Bench(const std::string& mode, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {CONSENT_BENCH_PATH, "--target=" + server_->address(),
+                                     "--users=20000",    "--duration=1s",
+                                     "--warmup=200ms",   "--concurrency=8",
+                                     "--batch=50"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(mode);
+    CommandResult result = RunCommand(args);
+    EXPECT_EQ(result.exit_code, 0) << mode << ": " << result.err;
+    EXPECT_THAT(result.out, HasSubstr(absl::StrCat("{\"mode\":\"", mode, "\"")));
+    EXPECT_THAT(result.out, HasSubstr("\"errors\":{}"));
+    EXPECT_THAT(result.out, HasSubstr("\"read_your_writes_violations\":0"));
+    EXPECT_THAT(result.out, HasSubstr("\"latency_us\":{\"p50\":"));
+    EXPECT_THAT(result.out, ::testing::Not(HasSubstr("\"calls\":0,")));
+    return result.out;
+  }
+
+  static TempDir* dir_;
+  static ConsentdProcess* server_;
+};
+TempDir* BenchTest::dir_ = nullptr;
+ConsentdProcess* BenchTest::server_ = nullptr;
+
+TEST_F(BenchTest, Unary) { Bench("unary"); }
+TEST_F(BenchTest, UnaryAtFixedRateZipf) {
+  EXPECT_THAT(Bench("unary", {"--rate=500", "--distribution=zipf"}), HasSubstr("\"rate\":500"));
+}
+TEST_F(BenchTest, Batch) {
+  // 50 decisions per call.
+  const std::string out = Bench("batch");
+  EXPECT_THAT(out, HasSubstr("\"batch\":50"));
+}
+TEST_F(BenchTest, Stream) { Bench("stream"); }
+TEST_F(BenchTest, Write) { Bench("write"); }
+TEST_F(BenchTest, WriteBatch) { Bench("write-batch"); }
+TEST_F(BenchTest, MixedVerifiesReadYourWrites) { Bench("mixed", {"--read_ratio=0.5"}); }
+
+TEST_F(BenchTest, BadUsage) {
+  EXPECT_EQ(RunCommand({CONSENT_BENCH_PATH, "nonsense"}).exit_code, 2);
+  EXPECT_EQ(RunCommand({CONSENT_BENCH_PATH, "--distribution=pareto", "unary"}).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace consent
