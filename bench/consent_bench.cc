@@ -147,7 +147,10 @@ class Slot {
   void Begin() {
     if (run_->mode == Mode::kStream) {
       context_ = std::make_unique<grpc::ClientContext>();
-      stream_ = stub_->AsyncStreamCheck(context_.get(), cq_, &tags_[kStreamStart]);
+      // Prepare, then start: the start's completion may run on a queue
+      // thread at once, and must find stream_ set.
+      stream_ = stub_->PrepareAsyncStreamCheck(context_.get(), cq_);
+      stream_->StartCall(&tags_[kStreamStart]);
     } else {
       Schedule();
     }
