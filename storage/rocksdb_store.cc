@@ -2,6 +2,7 @@
 // documented in docs/storage.md; keep the two in step.
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <filesystem>
 #include <system_error>
 #include <utility>
@@ -130,6 +131,28 @@ class RocksDbStore final : public ConsentStore {
 
  private:
   class Context;
+  struct Group;
+  // A Commit call waiting to be written by a group commit.
+  struct PendingCommit {
+    std::vector<SubjectUpdate> updates;
+    absl::Time now;
+    RequestKey request;
+    absl::StatusOr<CommitResult> result = absl::InternalError("commit not run");
+    bool wrote = false;  // its changes are in the group's write batch
+    bool done = false;   // result is final (guarded by queue_mu_)
+  };
+
+  // Applies one commit to `group` and `batch`; on failure (or when it
+  // writes nothing) takes its changes back and sets its result.
+  void ApplyCommit(PendingCommit& commit, Group& group, rocksdb::WriteBatch& batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
+  // Applies `commits` in order and writes them with one synced write.
+  void WriteGroup(const std::vector<PendingCommit*>& commits);
+  // The request record of `id`, from the group or the database (none when
+  // absent or expired).
+  absl::StatusOr<std::optional<RequestRecord>> FindRequest(const Group& group,
+                                                           const std::string& id, absl::Time now)
+      ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
 
   // The time to stamp: `now`, or the latest stamped so far if later.
   absl::Time StampTime(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
@@ -155,20 +178,79 @@ class RocksDbStore final : public ConsentStore {
 
   friend absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions&);
 
-  // The live record of `request_id` (none when absent or expired).
-  absl::StatusOr<std::optional<RequestRecord>> FindRequest(absl::string_view request_id,
-                                                           absl::Time now)
-      ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
+  // Group commit: Commit calls queue up; the first in line becomes the
+  // leader, writes everything queued with one synced write, and hands each
+  // caller its result. Concurrent writers thus share one WAL sync.
+  absl::Mutex queue_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);
+  std::deque<PendingCommit*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool leader_active_ ABSL_GUARDED_BY(queue_mu_) = false;
 };
 
-// UpdateContext of one update inside a Commit. Exclusions written earlier
-// in the same commit are kept in `pending`.
+// What a group commit has written so far, read before the database, and
+// how to take back one commit of it (the journal) if that commit fails.
+struct RocksDbStore::Group {
+  int64_t revision = 0;                                      // last revision given
+  absl::Time last_time;                                      // latest time stamped
+  std::string last_hash;                                     // hash of the last event
+  absl::flat_hash_map<std::string, v1::Subject> subjects;    // user -> record written
+  absl::flat_hash_map<std::string, bool> exclusions;         // key -> excluded
+  absl::flat_hash_map<std::string, RequestRecord> requests;  // request id -> record
+
+  // Old values of what the current commit changed, newest last.
+  struct Journal {
+    int64_t revision;
+    absl::Time last_time;
+    std::string last_hash;
+    std::vector<std::pair<std::string, std::optional<v1::Subject>>> subjects;
+    std::vector<std::pair<std::string, std::optional<bool>>> exclusions;
+    std::vector<std::pair<std::string, std::optional<RequestRecord>>> requests;
+  };
+  Journal journal;
+
+  void BeginCommit() { journal = Journal{revision, last_time, last_hash, {}, {}, {}}; }
+  template <typename Map, typename Log, typename Value>
+  static void Set(Map& map, Log& log, const std::string& key, Value value) {
+    auto it = map.find(key);
+    log.emplace_back(key, it == map.end() ? std::nullopt : std::make_optional(it->second));
+    map[key] = std::move(value);
+  }
+  void SetSubject(const std::string& user, v1::Subject subject) {
+    Set(subjects, journal.subjects, user, std::move(subject));
+  }
+  void SetExclusion(const std::string& key, bool excluded) {
+    Set(exclusions, journal.exclusions, key, excluded);
+  }
+  void SetRequest(const std::string& id, RequestRecord record) {
+    Set(requests, journal.requests, id, std::move(record));
+  }
+  // Takes back everything the current commit changed.
+  void Rollback() {
+    auto undo = [](auto& map, auto& log) {
+      for (auto it = log.rbegin(); it != log.rend(); ++it) {
+        if (it->second) {
+          map[it->first] = *it->second;
+        } else {
+          map.erase(it->first);
+        }
+      }
+      log.clear();
+    };
+    undo(subjects, journal.subjects);
+    undo(exclusions, journal.exclusions);
+    undo(requests, journal.requests);
+    revision = journal.revision;
+    last_time = journal.last_time;
+    last_hash = journal.last_hash;
+  }
+};
+
+// UpdateContext of one update inside a group commit.
 class RocksDbStore::Context final : public UpdateContext {
  public:
-  Context(RocksDbStore* store, absl::flat_hash_map<std::string, bool>* pending,
-          const std::string& user_id, bool exists, int64_t revision, absl::Time time)
+  Context(RocksDbStore* store, Group* group, const std::string& user_id, bool exists,
+          int64_t revision, absl::Time time)
       : store_(store),
-        pending_(pending),
+        group_(group),
         user_id_(user_id),
         exists_(exists),
         revision_(revision),
@@ -180,10 +262,10 @@ class RocksDbStore::Context final : public UpdateContext {
 
   absl::StatusOr<bool> IsExcluded(absl::string_view content_id,
                                   absl::string_view purpose) override
-      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // runs inside Commit, under open_mu_
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // runs inside a group commit, under open_mu_
     const std::string key = ExclusionKey(user_id_, content_id, purpose);
-    auto it = pending_->find(key);
-    if (it != pending_->end()) return it->second;
+    auto it = group_->exclusions.find(key);
+    if (it != group_->exclusions.end()) return it->second;
     std::string value;
     rocksdb::Status s = store_->db_->Get(rocksdb::ReadOptions(), store_->exclusions(), key, &value);
     if (s.IsNotFound()) return false;
@@ -193,12 +275,12 @@ class RocksDbStore::Context final : public UpdateContext {
 
   void SetExcluded(absl::string_view content_id, absl::string_view purpose,
                    bool excluded) override {
-    (*pending_)[ExclusionKey(user_id_, content_id, purpose)] = excluded;
+    group_->SetExclusion(ExclusionKey(user_id_, content_id, purpose), excluded);
   }
 
  private:
   RocksDbStore* store_;
-  absl::flat_hash_map<std::string, bool>* pending_;
+  Group* group_;
   const std::string& user_id_;
   bool exists_;
   int64_t revision_;
@@ -224,16 +306,20 @@ absl::Status RocksDbStore::ReadSubject(absl::string_view user_id, bool* exists,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<RequestRecord>> RocksDbStore::FindRequest(absl::string_view request_id,
+absl::StatusOr<std::optional<RequestRecord>> RocksDbStore::FindRequest(const Group& group,
+                                                                       const std::string& id,
                                                                        absl::Time now) {
-  std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), requests(),
-                               rocksdb::Slice(request_id.data(), request_id.size()), &value);
-  if (s.IsNotFound()) return std::optional<RequestRecord>();
-  if (!s.ok()) return FromRocks(s, "reading a request id");
   RequestRecord record;
-  if (!DecodeRequestRecord(value, &record)) {
-    return absl::DataLossError("request id record has a bad encoding");
+  if (auto it = group.requests.find(id); it != group.requests.end()) {
+    record = it->second;
+  } else {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), requests(), id, &value);
+    if (s.IsNotFound()) return std::optional<RequestRecord>();
+    if (!s.ok()) return FromRocks(s, "reading a request id");
+    if (!DecodeRequestRecord(value, &record)) {
+      return absl::DataLossError("request id record has a bad encoding");
+    }
   }
   if (absl::FromUnixNanos(record.time_nanos) + options_.request_id_retention < now) {
     return std::optional<RequestRecord>();  // expired: the id may be used afresh
@@ -246,66 +332,133 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
   if (updates.empty()) {
     return absl::InvalidArgumentError("commit of no updates");
   }
+  PendingCommit me;
+  me.updates = std::move(updates);
+  me.now = now;
+  me.request = request;
+  // Bounded so one sync never waits on an unbounded batch.
+  constexpr size_t kMaxGroup = 256;
+  std::vector<PendingCommit*> group;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    queue_.push_back(&me);
+    auto my_turn = [this, &me]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+      return me.done || (!leader_active_ && queue_.front() == &me);
+    };
+    queue_mu_.Await(absl::Condition(&my_turn));
+    if (me.done) return std::move(me.result);  // a leader wrote it
+    leader_active_ = true;
+    while (!queue_.empty() && group.size() < kMaxGroup) {
+      group.push_back(queue_.front());
+      queue_.pop_front();
+    }
+  }
+  WriteGroup(group);
+  {
+    absl::MutexLock lock(&queue_mu_);
+    for (PendingCommit* commit : group) commit->done = true;
+    leader_active_ = false;
+  }
+  return std::move(me.result);
+}
+
+void RocksDbStore::WriteGroup(const std::vector<PendingCommit*>& commits) {
   absl::MutexLock write_lock(&write_mu_);
   absl::ReaderMutexLock open_lock(&open_mu_);
-  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  if (db_ == nullptr) {
+    for (PendingCommit* c : commits) c->result = absl::FailedPreconditionError("store is closed");
+    return;
+  }
+  Group group;
+  group.revision = revision_.load(std::memory_order_relaxed);
+  group.last_time = last_time_;
+  group.last_hash = last_hash_;
+  rocksdb::WriteBatch batch;
+  bool any = false;
+  for (PendingCommit* commit : commits) {
+    ApplyCommit(*commit, group, batch);
+    any = any || commit->wrote;
+  }
+  if (!any) return;
+  for (const auto& [user_id, subject] : group.subjects) {
+    batch.Put(subjects(), user_id, subject.SerializeAsString());
+  }
+  for (const auto& [key, excluded] : group.exclusions) {
+    if (excluded) {
+      batch.Put(exclusions(), key, rocksdb::Slice());
+    } else {
+      batch.Delete(exclusions(), key);
+    }
+  }
+  batch.Put(meta(), kMetaRevision, EncodeRevision(group.revision));
+  batch.Put(meta(), kMetaLastTime, EncodeRevision(absl::ToUnixNanos(group.last_time)));
 
-  const absl::Time stamp = StampTime(now);
+  rocksdb::WriteOptions options;
+  options.sync = true;  // never acknowledge a write that is not on disk
+  absl::Status s = FromRocks(db_->Write(options, &batch), "committing write");
+  if (!s.ok()) {
+    for (PendingCommit* c : commits) {
+      if (c->wrote) c->result = s;
+    }
+    return;
+  }
+  revision_.store(group.revision, std::memory_order_release);
+  last_time_ = group.last_time;
+  last_hash_ = std::move(group.last_hash);
+}
+
+void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::WriteBatch& batch) {
+  group.BeginCommit();
+  batch.SetSavePoint();
+  // Ends this commit without writing anything of it.
+  auto abandon = [&](absl::StatusOr<CommitResult> result) {
+    group.Rollback();
+    batch.RollbackToSavePoint().PermitUncheckedError();
+    commit.result = std::move(result);
+  };
+  const absl::Time stamp = std::max(commit.now, group.last_time);
   CommitResult result;
   // The commit's own request id: a replay answers from the first attempt.
+  const RequestKey& request = commit.request;
   if (!request.request_id.empty()) {
-    auto seen = FindRequest(request.request_id, stamp);
-    if (!seen.ok()) return seen.status();
+    auto seen = FindRequest(group, request.request_id, stamp);
+    if (!seen.ok()) return abandon(seen.status());
     if (seen->has_value()) {
       if ((*seen)->fingerprint != request.fingerprint) {
         result.outcome = CommitResult::Outcome::kRequestIdConflict;
         result.conflict_index = -1;
         result.conflict_revision = (*seen)->revisions.empty() ? 0 : (*seen)->revisions.back();
-        return result;
+        return abandon(result);
       }
       result.outcome = CommitResult::Outcome::kReplayed;
       result.revisions = (*seen)->revisions;
       result.replayed.assign(result.revisions.size(), true);
-      return result;
+      return abandon(result);
     }
   }
 
   const google::protobuf::Timestamp now_proto = ToProto(stamp);
-  int64_t revision = revision_.load(std::memory_order_relaxed);
-  std::string last_hash = last_hash_;
-  // Exclusion keys written by this commit: true to put, false to delete.
-  absl::flat_hash_map<std::string, bool> pending_exclusions;
-  // Subjects changed by this commit, so a later update of the same user
-  // sees the earlier one's result.
-  absl::flat_hash_map<std::string, v1::Subject> pending;
-  // Request ids of updates applied in this commit.
-  absl::flat_hash_map<std::string, std::pair<std::string, int64_t>> pending_requests;
-  rocksdb::WriteBatch batch;
+  const int64_t stamp_nanos = absl::ToUnixNanos(stamp);
+  std::vector<SubjectUpdate>& updates = commit.updates;
   result.revisions.reserve(updates.size());
   result.replayed.reserve(updates.size());
   result.subjects.reserve(updates.size());
-
+  bool applied = false;
   for (size_t i = 0; i < updates.size(); ++i) {
     SubjectUpdate& update = updates[i];
     const RequestKey& key = update.request;
     if (!key.request_id.empty()) {
-      std::optional<std::pair<std::string, int64_t>> seen;
-      if (auto it = pending_requests.find(key.request_id); it != pending_requests.end()) {
-        seen = it->second;
-      } else {
-        auto stored = FindRequest(key.request_id, stamp);
-        if (!stored.ok()) return stored.status();
-        if (stored->has_value()) seen.emplace((*stored)->fingerprint, (*stored)->revisions[0]);
-      }
-      if (seen) {
-        if (seen->first != key.fingerprint) {
+      auto seen = FindRequest(group, key.request_id, stamp);
+      if (!seen.ok()) return abandon(seen.status());
+      if (seen->has_value()) {
+        if ((*seen)->fingerprint != key.fingerprint) {
           CommitResult conflict;
           conflict.outcome = CommitResult::Outcome::kRequestIdConflict;
           conflict.conflict_index = static_cast<int>(i);
-          conflict.conflict_revision = seen->second;
-          return conflict;
+          conflict.conflict_revision = (*seen)->revisions[0];
+          return abandon(conflict);
         }
-        result.revisions.push_back(seen->second);
+        result.revisions.push_back((*seen)->revisions[0]);
         result.replayed.push_back(true);
         result.subjects.emplace_back();
         continue;
@@ -314,18 +467,18 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
 
     bool exists = true;
     v1::Subject subject;
-    if (auto it = pending.find(update.user_id); it != pending.end()) {
+    if (auto it = group.subjects.find(update.user_id); it != group.subjects.end()) {
       subject = it->second;
     } else {
       absl::Status s = ReadSubject(update.user_id, &exists, &subject);
-      if (!s.ok()) return s;
+      if (!s.ok()) return abandon(s);
     }
     v1::ChangeEvent event;
-    Context context(this, &pending_exclusions, update.user_id, exists, revision + 1, stamp);
+    Context context(this, &group, update.user_id, exists, group.revision + 1, stamp);
     absl::Status s = update.apply(context, subject, event);
-    if (!s.ok()) return s;
+    if (!s.ok()) return abandon(s);
 
-    ++revision;
+    const int64_t revision = ++group.revision;
     subject.set_user_id(update.user_id);
     subject.set_revision(revision);
     *subject.mutable_update_time() = now_proto;
@@ -334,58 +487,40 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
     event.set_user_id(update.user_id);
     *event.mutable_event_time() = now_proto;
     if (options_.hash_chain) {
-      ChainedEvent chained = ChainEvent(last_hash, event);
+      ChainedEvent chained = ChainEvent(group.last_hash, event);
       batch.Put(events(), EventKey(revision), chained.bytes);
-      last_hash = std::move(chained.hash);
+      group.last_hash = std::move(chained.hash);
     } else {
       batch.Put(events(), EventKey(revision), event.SerializeAsString());
     }
     batch.Put(user_events(), UserEventKey(update.user_id, revision), rocksdb::Slice());
     if (!key.request_id.empty()) {
-      pending_requests[key.request_id] = {key.fingerprint, revision};
+      RequestRecord record{stamp_nanos, key.fingerprint, {revision}};
+      batch.Put(requests(), key.request_id, EncodeRequestRecord(record));
+      batch.Put(request_times(), RequestTimeKey(stamp_nanos, key.request_id), rocksdb::Slice());
+      group.SetRequest(key.request_id, std::move(record));
     }
     result.revisions.push_back(revision);
     result.replayed.push_back(false);
     result.subjects.push_back(subject);
-    pending[update.user_id] = std::move(subject);
+    group.SetSubject(update.user_id, std::move(subject));
+    applied = true;
   }
-  if (pending.empty()) {
+  if (!applied) {
     // Every update repeated an earlier request: nothing to write.
     result.outcome = CommitResult::Outcome::kReplayed;
-    return result;
+    return abandon(result);
   }
-  for (const auto& [user_id, subject] : pending) {
-    batch.Put(subjects(), user_id, subject.SerializeAsString());
-  }
-  for (const auto& [key, excluded] : pending_exclusions) {
-    if (excluded) {
-      batch.Put(exclusions(), key, rocksdb::Slice());
-    } else {
-      batch.Delete(exclusions(), key);
-    }
-  }
-  const int64_t stamp_nanos = absl::ToUnixNanos(stamp);
-  auto remember = [&](const std::string& id, const std::string& fingerprint,
-                      std::vector<int64_t> revisions) {
-    RequestRecord record{stamp_nanos, fingerprint, std::move(revisions)};
-    batch.Put(requests(), id, EncodeRequestRecord(record));
-    batch.Put(request_times(), RequestTimeKey(stamp_nanos, id), rocksdb::Slice());
-  };
-  for (const auto& [id, seen] : pending_requests) remember(id, seen.first, {seen.second});
   if (!request.request_id.empty()) {
-    remember(request.request_id, request.fingerprint, result.revisions);
+    RequestRecord record{stamp_nanos, request.fingerprint, result.revisions};
+    batch.Put(requests(), request.request_id, EncodeRequestRecord(record));
+    batch.Put(request_times(), RequestTimeKey(stamp_nanos, request.request_id), rocksdb::Slice());
+    group.SetRequest(request.request_id, std::move(record));
   }
-  batch.Put(meta(), kMetaRevision, EncodeRevision(revision));
-  batch.Put(meta(), kMetaLastTime, EncodeRevision(stamp_nanos));
-
-  rocksdb::WriteOptions options;
-  options.sync = true;  // never acknowledge a write that is not on disk
-  absl::Status s = FromRocks(db_->Write(options, &batch), "committing write");
-  if (!s.ok()) return s;
-  revision_.store(revision, std::memory_order_release);
-  last_time_ = stamp;
-  last_hash_ = std::move(last_hash);
-  return result;
+  batch.PopSavePoint().PermitUncheckedError();
+  group.last_time = stamp;
+  commit.wrote = true;
+  commit.result = std::move(result);
 }
 
 absl::StatusOr<int64_t> RocksDbStore::OldestRevision() {

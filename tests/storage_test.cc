@@ -1,5 +1,12 @@
+#include <algorithm>
+#include <atomic>
 #include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/audit_chain.h"
@@ -222,6 +229,71 @@ TEST(StoreTest, ClosedStoreRejectsCalls) {
   EXPECT_EQ(store->GetSubject("alice").status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Commit(*store, {SetJurisdiction("alice", "GB")}).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// Concurrent commits share WAL syncs (group commit), but each keeps its own
+// outcome: failures write nothing, successes get unique consecutive
+// revisions, replays of one request id write once, and the chain holds.
+TEST(StoreTest, ConcurrentCommitsKeepTheirOwnOutcomes) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  constexpr int kThreads = 8, kPerThread = 200;
+  std::atomic<int> applied{0}, failed{0}, replays{0};
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::vector<int64_t> revisions;
+  std::map<int, std::set<int64_t>> replay_revisions;  // request -> revisions seen
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::vector<SubjectUpdate> updates;
+        updates.push_back(SetJurisdiction(absl::StrCat("user-", t, "-", i % 7), "GB"));
+        RequestKey key;
+        if (i % 10 == 0) {
+          // Every thread sends the same 20 requests: each must be written once.
+          key.request_id = absl::StrCat("shared-", i);
+          key.fingerprint = "same";
+        }
+        if (i % 13 == 0) {
+          SubjectUpdate failing;
+          failing.user_id = "doomed";
+          failing.apply = [](UpdateContext&, v1::Subject&, v1::ChangeEvent&) {
+            return absl::AbortedError("no");
+          };
+          updates.push_back(std::move(failing));
+        }
+        auto result = store->Commit(std::move(updates), kNow, key);
+        ASSERT_TRUE(result.ok() || absl::IsAborted(result.status())) << result.status();
+        std::lock_guard<std::mutex> lock(mu);
+        if (!result.ok()) {
+          ++failed;
+        } else if (result->outcome == CommitResult::Outcome::kReplayed) {
+          ++replays;
+          replay_revisions[i].insert(result->revisions[0]);
+        } else {
+          ++applied;
+          revisions.push_back(result->revisions[0]);
+          if (!key.request_id.empty()) replay_revisions[i].insert(result->revisions[0]);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::sort(revisions.begin(), revisions.end());
+  ASSERT_EQ(static_cast<int>(revisions.size()), applied.load());
+  for (size_t i = 0; i < revisions.size(); ++i)
+    EXPECT_EQ(revisions[i], static_cast<int64_t>(i + 1));
+  EXPECT_EQ(store->CurrentRevision(), applied.load());
+  // 8 threads x 16 doomed commits; 20 shared requests written once each.
+  EXPECT_EQ(failed.load(), kThreads * 16);
+  for (const auto& [request, seen] : replay_revisions) {
+    EXPECT_EQ(seen.size(), 1u) << "request shared-" << request << " written more than once";
+  }
+  auto report = store->VerifyChain(0, 0);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok) << report->detail;
+  EXPECT_EQ(report->verified, applied.load());
+  EXPECT_EQ(store->GetSubject("doomed").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(AuditChainTest, StoredBytesAreTheEventWithItsHashes) {

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Reproduces the table of docs/performance.md on this machine:
+#   1. builds consentd and consent-bench (scripts/build.sh);
+#   2. preloads SUBJECTS subjects (default 1,000,000; 10% objecting) into
+#      DATA (default /tmp/consent-perf-<SUBJECTS>), once;
+#   3. starts consentd on it (loopback, free port) and runs every
+#      configuration RUNS times (default 3) for DURATION (default 10s) each,
+#      uniform and zipf;
+#   4. prints the median of the runs for each row as a Markdown table, and
+#      keeps every JSON result in bench/results/<date>.jsonl.
+# Environment: SUBJECTS, DATA, RUNS, DURATION, WARMUP; ONLY (a grep -E
+# pattern) runs just the rows whose label matches.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+subjects=${SUBJECTS:-1000000}
+data=${DATA:-/tmp/consent-perf-$subjects}
+runs=${RUNS:-3}
+duration=${DURATION:-10s}
+warmup=${WARMUP:-2s}
+mkdir -p "$root/bench/results"
+results="$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+
+"$root/scripts/build.sh" consentd consent-bench >&2
+bench="$root/build/bench/consent-bench"
+
+if [ ! -f "$data/.preloaded-$subjects" ]; then
+  rm -rf "$data"
+  echo "run.sh: preloading $subjects subjects into $data" >&2
+  "$bench" preload --data_dir="$data" --users="$subjects" --objecting=0.1 | tee -a "$results"
+  touch "$data/.preloaded-$subjects"
+fi
+
+out=$(mktemp)
+"$root/build/server/consentd" --data_dir="$data" --listen=127.0.0.1:0 --metrics_listen= \
+  --policy="$root/deploy/policy/default.textproto" >"$out" 2>"$out.log" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$out" "$out.log"' EXIT
+for _ in $(seq 1 300); do grep -q "listening on" "$out" && break; sleep 0.1; done
+target=$(sed -n 's/^consentd listening on //p' "$out")
+[ -n "$target" ] || { cat "$out.log" >&2; exit 1; }
+echo "run.sh: consentd on $target, $runs runs of $duration per row" >&2
+
+# label | consent-bench arguments
+rows=(
+  "Check, closed loop|unary --concurrency=64 --connections=8"
+  "Check at 10,000/s|unary --rate=10000 --concurrency=128 --connections=8"
+  "BatchCheck 1,000 items|batch --batch=1000 --concurrency=8 --connections=4"
+  "BatchCheck 1,000 at 1,500/s|batch --batch=1000 --rate=1500 --concurrency=64 --connections=4"
+  "StreamCheck 1,000 per message|stream --batch=1000 --concurrency=8 --connections=4"
+  "SetPreference, 64 in flight|write --concurrency=64 --connections=8"
+  "BatchSetPreferences of 100|write-batch --batch=100 --concurrency=16 --connections=4"
+  "mixed 95/5|mixed --read_ratio=0.95 --concurrency=64 --connections=8"
+)
+for row in "${rows[@]}"; do
+  label=${row%%|*}
+  args=${row#*|}
+  if [ -n "${ONLY:-}" ] && ! grep -qE "$ONLY" <<<"$label"; then continue; fi
+  for distribution in uniform zipf; do
+    for run in $(seq 1 "$runs"); do
+      # shellcheck disable=SC2086
+      "$bench" --target="$target" --users="$subjects" --duration="$duration" \
+        --warmup="$warmup" --distribution="$distribution" $args 2>/dev/null |
+        sed "s|^{|{\"label\":\"$label\",\"run\":$run,|" >>"$results" || true
+      echo "run.sh: $label, $distribution, run $run done" >&2
+    done
+  done
+done
+
+/usr/bin/python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "label" not in r:
+        continue
+    rows.setdefault((r["label"], r["distribution"]), []).append(r)
+print("| row | users | calls/s | decisions/s | p50 µs | p99 µs | p99.9 µs | errors | RYW violations |")
+print("|---|---|---|---|---|---|---|---|---|")
+for (label, dist), rs in rows.items():
+    med = lambda f: statistics.median(f(r) for r in rs)
+    errors = sum(sum(r["errors"].values()) for r in rs)
+    print(f"| {label} | {dist} | {med(lambda r: r['calls_per_s']):,.0f} | "
+          f"{med(lambda r: r['decisions_per_s']):,.0f} | {med(lambda r: r['latency_us']['p50']):,.0f} | "
+          f"{med(lambda r: r['latency_us']['p99']):,.0f} | {med(lambda r: r['latency_us']['p99.9']):,.0f} | "
+          f"{errors} | {sum(r['read_your_writes_violations'] for r in rs)} |")
+print(f"\n({len(rs)} runs per row, median; results in {sys.argv[1]})")
+PY
