@@ -100,6 +100,48 @@ absl::Status RejectDeleted(const v1::Subject& subject) {
   return status;
 }
 
+// The fields every single-subject write has: source, request_id and
+// expected_revision. `prefix` names the request ("" or "requests[3].").
+template <typename Request>
+void ValidateWriteFields(const Request& r, const std::string& prefix, Violations* v) {
+  ValidateSource(r.source(), prefix + "source", v);
+  ValidateOptionalId(r.request_id(), prefix + "request_id", v);
+  ValidateExpectedRevision(r.has_expected_revision(), r.expected_revision(),
+                           prefix + "expected_revision", v);
+}
+
+// The update of a single-subject write: `change` does what is particular to
+// the write; around it, what every write does: first the expected_revision
+// check and refusing a deleted subject (the deletion itself answers that on
+// its own), last the event's kind, caller, request id and source.
+// `request` and `context` must outlive the commit.
+template <typename Request, typename Change>
+storage::SubjectUpdate WriteUpdate(const Request& request, const CallContext& context,
+                                   v1::ChangeKind kind, Change change) {
+  storage::SubjectUpdate update;
+  update.user_id = request.user_id();
+  update.request = KeyOf(Request::descriptor()->name(), request, request.request_id());
+  update.apply = [&request, &context, kind, change = std::move(change)](
+                     storage::UpdateContext& update_context, v1::Subject& subject,
+                     v1::ChangeEvent& event) -> absl::Status {
+    if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
+                                               request.expected_revision(), subject);
+        !s.ok()) {
+      return s;
+    }
+    if (kind != v1::CHANGE_KIND_SUBJECT_DELETED) {
+      if (absl::Status s = RejectDeleted(subject); !s.ok()) return s;
+    }
+    if (absl::Status s = change(update_context, subject, event); !s.ok()) return s;
+    event.set_kind(kind);
+    event.set_caller(context.caller);
+    event.set_request_id(request.request_id());
+    if (request.has_source()) *event.mutable_source() = request.source();
+    return absl::OkStatus();
+  };
+  return update;
+}
+
 void ValidateSetPreference(const v1::SetPreferenceRequest& r, const std::string& prefix,
                            const CompiledPolicy& policy, Violations* v) {
   ValidateId(r.user_id(), prefix + "user_id", v);
@@ -125,53 +167,38 @@ void ValidateSetPreference(const v1::SetPreferenceRequest& r, const std::string&
       (r.has_effective_time() || r.has_expire_time())) {
     v->Add(prefix + "state", "CLEARED takes no effective_time or expire_time");
   }
-  ValidateSource(r.source(), prefix + "source", v);
-  ValidateOptionalId(r.request_id(), prefix + "request_id", v);
-  ValidateExpectedRevision(r.has_expected_revision(), r.expected_revision(),
-                           prefix + "expected_revision", v);
+  ValidateWriteFields(r, prefix, v);
 }
 
 // The update a SetPreferenceRequest makes. `request` and `context` must
 // outlive the commit.
 storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
                                         const CallContext& context) {
-  storage::SubjectUpdate update;
-  update.user_id = request.user_id();
-  update.request = KeyOf("SetPreference", request, request.request_id());
-  update.apply = [&request, &context](storage::UpdateContext& update_context, v1::Subject& subject,
-                                      v1::ChangeEvent& event) -> absl::Status {
-    if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
-                                               request.expected_revision(), subject);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = RejectDeleted(subject); !s.ok()) return s;
-
-    v1::PreferenceChange* change = event.mutable_preference();
-    change->set_purpose(request.purpose());
-    for (const v1::Preference& p : subject.preferences()) {
-      if (p.purpose() == request.purpose()) *change->mutable_before() = p;
-    }
-    if (request.state() == v1::PREFERENCE_STATE_CLEARED) {
-      PutPreference(&subject, request.purpose(), nullptr);
-    } else {
-      v1::Preference* pref = change->mutable_after();
-      pref->set_purpose(request.purpose());
-      pref->set_state(request.state());
-      if (request.has_effective_time()) *pref->mutable_effective_time() = request.effective_time();
-      if (request.has_expire_time()) *pref->mutable_expire_time() = request.expire_time();
-      if (request.has_source()) *pref->mutable_source() = request.source();
-      pref->set_revision(update_context.revision());
-      *pref->mutable_update_time() = ToProto(update_context.time());
-      PutPreference(&subject, request.purpose(), pref);
-    }
-    event.set_kind(v1::CHANGE_KIND_PREFERENCE);
-    event.set_caller(context.caller);
-    event.set_request_id(request.request_id());
-    if (request.has_source()) *event.mutable_source() = request.source();
-    return absl::OkStatus();
-  };
-  return update;
+  return WriteUpdate(request, context, v1::CHANGE_KIND_PREFERENCE,
+                     [&request](storage::UpdateContext& update_context, v1::Subject& subject,
+                                v1::ChangeEvent& event) {
+                       v1::PreferenceChange* change = event.mutable_preference();
+                       change->set_purpose(request.purpose());
+                       for (const v1::Preference& p : subject.preferences()) {
+                         if (p.purpose() == request.purpose()) *change->mutable_before() = p;
+                       }
+                       if (request.state() == v1::PREFERENCE_STATE_CLEARED) {
+                         PutPreference(&subject, request.purpose(), nullptr);
+                       } else {
+                         v1::Preference* pref = change->mutable_after();
+                         pref->set_purpose(request.purpose());
+                         pref->set_state(request.state());
+                         if (request.has_effective_time())
+                           *pref->mutable_effective_time() = request.effective_time();
+                         if (request.has_expire_time())
+                           *pref->mutable_expire_time() = request.expire_time();
+                         if (request.has_source()) *pref->mutable_source() = request.source();
+                         pref->set_revision(update_context.revision());
+                         *pref->mutable_update_time() = ToProto(update_context.time());
+                         PutPreference(&subject, request.purpose(), pref);
+                       }
+                       return absl::OkStatus();
+                     });
 }
 
 const v1::Preference* FindPreference(const v1::Subject& subject, absl::string_view purpose) {
@@ -281,47 +308,33 @@ absl::Status Registry::UpdateSubject(const v1::UpdateSubjectRequest& request,
             absl::StrCat("\"", path, "\" is not one of jurisdiction, birth_date, account_state"));
     }
   }
-  ValidateSource(request.source(), "source", &v);
-  ValidateOptionalId(request.request_id(), "request_id", &v);
-  ValidateExpectedRevision(request.has_expected_revision(), request.expected_revision(),
-                           "expected_revision", &v);
+  ValidateWriteFields(request, "", &v);
   if (!v.empty()) return v.ToStatus();
 
-  std::vector<storage::SubjectUpdate> updates(1);
-  updates[0].user_id = request.user_id();
-  updates[0].apply = [&request, &context](storage::UpdateContext&, v1::Subject& subject,
-                                          v1::ChangeEvent& event) -> absl::Status {
-    if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
-                                               request.expected_revision(), subject);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = RejectDeleted(subject); !s.ok()) return s;
-    v1::AttributesChange* change = event.mutable_attributes();
-    *change->mutable_before() = subject.attributes();
-    v1::SubjectAttributes* target = subject.mutable_attributes();
-    const v1::SubjectAttributes& source = request.attributes();
-    for (const std::string& path : request.update_mask().paths()) {
-      if (path == "jurisdiction") {
-        target->set_jurisdiction(source.jurisdiction());
-      } else if (path == "birth_date") {
-        if (source.has_birth_date()) {
-          *target->mutable_birth_date() = source.birth_date();
-        } else {
-          target->clear_birth_date();
+  std::vector<storage::SubjectUpdate> updates;
+  updates.push_back(WriteUpdate(
+      request, context, v1::CHANGE_KIND_SUBJECT_ATTRIBUTES,
+      [&request](storage::UpdateContext&, v1::Subject& subject, v1::ChangeEvent& event) {
+        v1::AttributesChange* change = event.mutable_attributes();
+        *change->mutable_before() = subject.attributes();
+        v1::SubjectAttributes* target = subject.mutable_attributes();
+        const v1::SubjectAttributes& source = request.attributes();
+        for (const std::string& path : request.update_mask().paths()) {
+          if (path == "jurisdiction") {
+            target->set_jurisdiction(source.jurisdiction());
+          } else if (path == "birth_date") {
+            if (source.has_birth_date()) {
+              *target->mutable_birth_date() = source.birth_date();
+            } else {
+              target->clear_birth_date();
+            }
+          } else if (path == "account_state") {
+            target->set_account_state(source.account_state());
+          }
         }
-      } else if (path == "account_state") {
-        target->set_account_state(source.account_state());
-      }
-    }
-    *change->mutable_after() = *target;
-    event.set_kind(v1::CHANGE_KIND_SUBJECT_ATTRIBUTES);
-    event.set_caller(context.caller);
-    event.set_request_id(request.request_id());
-    if (request.has_source()) *event.mutable_source() = request.source();
-    return absl::OkStatus();
-  };
-  updates[0].request = KeyOf("UpdateSubject", request, request.request_id());
+        *change->mutable_after() = *target;
+        return absl::OkStatus();
+      }));
   auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
   if (!result.ok()) return result.status();
   response->set_revision(result->revisions[0]);
@@ -343,40 +356,26 @@ absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
                                      v1::DeleteSubjectResponse* response) {
   Violations v;
   ValidateId(request.user_id(), "user_id", &v);
-  ValidateSource(request.source(), "source", &v);
-  ValidateOptionalId(request.request_id(), "request_id", &v);
-  ValidateExpectedRevision(request.has_expected_revision(), request.expected_revision(),
-                           "expected_revision", &v);
+  ValidateWriteFields(request, "", &v);
   if (!v.empty()) return v.ToStatus();
 
-  std::vector<storage::SubjectUpdate> updates(1);
-  updates[0].user_id = request.user_id();
-  updates[0].apply = [&request, &context](storage::UpdateContext& update_context,
-                                          v1::Subject& subject,
-                                          v1::ChangeEvent& event) -> absl::Status {
-    if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
-                                               request.expected_revision(), subject);
-        !s.ok()) {
-      return s;
-    }
-    if (subject.attributes().account_state() == v1::ACCOUNT_STATE_DELETED) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("subject was already deleted at revision ", subject.revision()));
-    }
-    *event.mutable_deletion()->mutable_before() = subject.attributes();
-    // The tombstone keeps no personal data: only that, and when, the
-    // account was deleted. History keeps what is needed to prove it.
-    subject.clear_attributes();
-    subject.clear_preferences();
-    subject.mutable_attributes()->set_account_state(v1::ACCOUNT_STATE_DELETED);
-    *subject.mutable_delete_time() = ToProto(update_context.time());
-    event.set_kind(v1::CHANGE_KIND_SUBJECT_DELETED);
-    event.set_caller(context.caller);
-    event.set_request_id(request.request_id());
-    if (request.has_source()) *event.mutable_source() = request.source();
-    return absl::OkStatus();
-  };
-  updates[0].request = KeyOf("DeleteSubject", request, request.request_id());
+  std::vector<storage::SubjectUpdate> updates;
+  updates.push_back(WriteUpdate(
+      request, context, v1::CHANGE_KIND_SUBJECT_DELETED,
+      [](storage::UpdateContext& update_context, v1::Subject& subject, v1::ChangeEvent& event) {
+        if (subject.attributes().account_state() == v1::ACCOUNT_STATE_DELETED) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("subject was already deleted at revision ", subject.revision()));
+        }
+        *event.mutable_deletion()->mutable_before() = subject.attributes();
+        // The tombstone keeps no personal data: only that, and when, the
+        // account was deleted. History keeps what is needed to prove it.
+        subject.clear_attributes();
+        subject.clear_preferences();
+        subject.mutable_attributes()->set_account_state(v1::ACCOUNT_STATE_DELETED);
+        *subject.mutable_delete_time() = ToProto(update_context.time());
+        return absl::OkStatus();
+      }));
   auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
   if (!result.ok()) return result.status();
   response->set_revision(result->revisions[0]);
@@ -409,42 +408,28 @@ absl::Status Registry::SetContentExclusion(const v1::SetContentExclusionRequest&
   ValidateId(request.user_id(), "user_id", &v);
   ValidateId(request.content_id(), "content_id", &v);
   ValidatePurpose(request.purpose(), "purpose", *policy, &v);
-  ValidateSource(request.source(), "source", &v);
-  ValidateOptionalId(request.request_id(), "request_id", &v);
-  ValidateExpectedRevision(request.has_expected_revision(), request.expected_revision(),
-                           "expected_revision", &v);
+  ValidateWriteFields(request, "", &v);
   if (!v.empty()) return v.ToStatus();
 
-  std::vector<storage::SubjectUpdate> updates(1);
-  updates[0].user_id = request.user_id();
-  updates[0].apply = [&request, &context](storage::UpdateContext& update_context,
-                                          v1::Subject& subject,
-                                          v1::ChangeEvent& event) -> absl::Status {
-    if (absl::Status s = CheckExpectedRevision(request.has_expected_revision(),
-                                               request.expected_revision(), subject);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = RejectDeleted(subject); !s.ok()) return s;
-    absl::StatusOr<bool> before =
-        update_context.IsExcluded(request.content_id(), request.purpose());
-    if (!before.ok()) return before.status();
-    if (*before != request.excluded()) {
-      update_context.SetExcluded(request.content_id(), request.purpose(), request.excluded());
-      subject.set_exclusion_count(subject.exclusion_count() + (request.excluded() ? 1 : -1));
-    }
-    v1::ExclusionChange* change = event.mutable_exclusion();
-    change->set_content_id(request.content_id());
-    change->set_purpose(request.purpose());
-    change->set_excluded_before(*before);
-    change->set_excluded_after(request.excluded());
-    event.set_kind(v1::CHANGE_KIND_CONTENT_EXCLUSION);
-    event.set_caller(context.caller);
-    event.set_request_id(request.request_id());
-    if (request.has_source()) *event.mutable_source() = request.source();
-    return absl::OkStatus();
-  };
-  updates[0].request = KeyOf("SetContentExclusion", request, request.request_id());
+  std::vector<storage::SubjectUpdate> updates;
+  updates.push_back(WriteUpdate(
+      request, context, v1::CHANGE_KIND_CONTENT_EXCLUSION,
+      [&request](storage::UpdateContext& update_context, v1::Subject& subject,
+                 v1::ChangeEvent& event) {
+        absl::StatusOr<bool> before =
+            update_context.IsExcluded(request.content_id(), request.purpose());
+        if (!before.ok()) return before.status();
+        if (*before != request.excluded()) {
+          update_context.SetExcluded(request.content_id(), request.purpose(), request.excluded());
+          subject.set_exclusion_count(subject.exclusion_count() + (request.excluded() ? 1 : -1));
+        }
+        v1::ExclusionChange* change = event.mutable_exclusion();
+        change->set_content_id(request.content_id());
+        change->set_purpose(request.purpose());
+        change->set_excluded_before(*before);
+        change->set_excluded_after(request.excluded());
+        return absl::OkStatus();
+      }));
   auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
   if (!result.ok()) return result.status();
   response->set_revision(result->revisions[0]);
