@@ -28,14 +28,34 @@ class ErrorCollector : public google::protobuf::io::ErrorCollector {
   std::vector<std::string> errors_;
 };
 
-// Validates one rule set; problems go to `errors` prefixed with `where`.
-void ValidateRuleSet(const v1::RuleSet& rules, const std::string& where,
+using ParseTree = google::protobuf::TextFormat::ParseInfoTree;
+
+// "line N: " where the index-th value of `field` (-1: a singular field) of
+// a `type` message was parsed, per `tree`; "" when unknown.
+std::string LineOf(const ParseTree* tree, const google::protobuf::Descriptor* type,
+                   const char* field, int index) {
+  if (tree == nullptr) return "";
+  const google::protobuf::TextFormat::ParseLocation location =
+      tree->GetLocation(type->FindFieldByName(field), index);
+  return location.line < 0 ? "" : absl::StrCat("line ", location.line + 1, ": ");
+}
+
+// The parse tree of a nested message field, or null.
+const ParseTree* Nested(const ParseTree* tree, const google::protobuf::Descriptor* type,
+                        const char* field, int index) {
+  return tree == nullptr ? nullptr : tree->GetTreeForNested(type->FindFieldByName(field), index);
+}
+
+// Validates one rule set; problems go to `errors` prefixed with the line
+// and `where`. `tree` locates the rule set's fields in the text.
+void ValidateRuleSet(const v1::RuleSet& rules, const std::string& where, const ParseTree* tree,
                      const absl::flat_hash_set<std::string>& purposes,
                      std::vector<std::string>* errors) {
   absl::flat_hash_set<std::string> seen;
   for (int i = 0; i < rules.purpose_rules_size(); ++i) {
     const v1::PurposeRule& rule = rules.purpose_rules(i);
-    const std::string at = absl::StrCat(where, ".purpose_rules[", i, "]");
+    const std::string at = absl::StrCat(LineOf(tree, v1::RuleSet::descriptor(), "purpose_rules", i),
+                                        where, ".purpose_rules[", i, "]");
     if (!purposes.contains(rule.purpose())) {
       errors->push_back(
           absl::StrCat(at, ": purpose \"", rule.purpose(), "\" is not defined in purposes"));
@@ -89,27 +109,36 @@ absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromText(
   google::protobuf::TextFormat::Parser parser;
   ErrorCollector collector;
   parser.RecordErrorsTo(&collector);
+  ParseTree tree;  // where each field was parsed, for error lines
+  parser.WriteLocationsTo(&tree);
   if (!parser.ParseFromString(text, &policy->proto_)) {
     return absl::InvalidArgumentError(
         absl::StrCat("policy ", source_name, ": ", absl::StrJoin(collector.errors(), "; ")));
   }
   const v1::Policy& p = policy->proto_;
+  const google::protobuf::Descriptor* policy_type = v1::Policy::descriptor();
+  const google::protobuf::Descriptor* group_type = v1::JurisdictionGroup::descriptor();
   std::vector<std::string> errors;
-  if (p.version().empty()) errors.push_back("version is required");
+  if (p.version().empty()) {
+    errors.push_back(
+        absl::StrCat(LineOf(&tree, policy_type, "version", -1), "version is required"));
+  }
 
   for (int i = 0; i < p.purposes_size(); ++i) {
     const std::string& name = p.purposes(i).name();
+    const std::string line = LineOf(&tree, policy_type, "purposes", i);
     if (std::string problem = PurposeProblem(name); !problem.empty()) {
-      errors.push_back(absl::StrCat("purposes[", i, "].name \"", name, "\" ", problem));
+      errors.push_back(absl::StrCat(line, "purposes[", i, "].name \"", name, "\" ", problem));
     } else if (!policy->purposes_.insert(name).second) {
-      errors.push_back(absl::StrCat("purposes[", i, "]: duplicate purpose \"", name, "\""));
+      errors.push_back(absl::StrCat(line, "purposes[", i, "]: duplicate purpose \"", name, "\""));
     }
   }
-  for (const std::string& name : policy->purposes_) {
+  for (int i = 0; i < p.purposes_size(); ++i) {
+    const std::string& name = p.purposes(i).name();
     absl::string_view parent = ParentPurpose(name);
-    if (!parent.empty() && !policy->purposes_.contains(parent)) {
-      errors.push_back(
-          absl::StrCat("purpose \"", name, "\" has undefined parent \"", parent, "\""));
+    if (!parent.empty() && PurposeProblem(name).empty() && !policy->purposes_.contains(parent)) {
+      errors.push_back(absl::StrCat(LineOf(&tree, policy_type, "purposes", i), "purpose \"", name,
+                                    "\" has undefined parent \"", parent, "\""));
     }
   }
   if (p.purposes_size() == 0) errors.push_back("purposes: at least one is required");
@@ -117,24 +146,30 @@ absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromText(
   for (int g = 0; g < p.jurisdiction_groups_size(); ++g) {
     const v1::JurisdictionGroup& group = p.jurisdiction_groups(g);
     const std::string where = absl::StrCat("jurisdiction_groups[", g, "]");
+    const ParseTree* group_tree = Nested(&tree, policy_type, "jurisdiction_groups", g);
     if (group.jurisdictions_size() == 0) {
-      errors.push_back(absl::StrCat(where, " (", group.name(), "): no jurisdictions"));
+      errors.push_back(absl::StrCat(LineOf(&tree, policy_type, "jurisdiction_groups", g), where,
+                                    " (", group.name(), "): no jurisdictions"));
     }
-    for (const std::string& code : group.jurisdictions()) {
+    for (int k = 0; k < group.jurisdictions_size(); ++k) {
+      const std::string& code = group.jurisdictions(k);
+      const std::string line = LineOf(group_tree, group_type, "jurisdictions", k);
       if (std::string problem = JurisdictionProblem(code); !problem.empty()) {
-        errors.push_back(absl::StrCat(where, ": jurisdiction \"", code, "\" ", problem));
+        errors.push_back(absl::StrCat(line, where, ": jurisdiction \"", code, "\" ", problem));
         continue;
       }
       auto [it, inserted] = policy->group_of_jurisdiction_.emplace(code, g);
       if (!inserted) {
-        errors.push_back(absl::StrCat("jurisdiction \"", code, "\" is in two groups: ",
+        errors.push_back(absl::StrCat(line, "jurisdiction \"", code, "\" is in two groups: ",
                                       p.jurisdiction_groups(static_cast<int>(it->second)).name(),
                                       " and ", group.name()));
       }
     }
-    ValidateRuleSet(group.rules(), where + ".rules", policy->purposes_, &errors);
+    ValidateRuleSet(group.rules(), where + ".rules", Nested(group_tree, group_type, "rules", -1),
+                    policy->purposes_, &errors);
   }
-  ValidateRuleSet(p.default_rules(), "default_rules", policy->purposes_, &errors);
+  ValidateRuleSet(p.default_rules(), "default_rules",
+                  Nested(&tree, policy_type, "default_rules", -1), policy->purposes_, &errors);
 
   if (!errors.empty()) {
     return absl::InvalidArgumentError(

@@ -131,29 +131,30 @@ TEST(PolicyTest, RejectsEmptyVersion) {
 TEST(PolicyTest, RejectsDuplicatePurpose) {
   EXPECT_THAT(ErrorOf(Replace(kMinimal, "purposes { name: \"analytics\" }",
                               "purposes { name: \"analytics\" } purposes { name: \"analytics\" }")),
-              HasSubstr("purposes[3]: duplicate purpose \"analytics\""));
+              HasSubstr("line 5: purposes[3]: duplicate purpose \"analytics\""));
 }
 
 TEST(PolicyTest, RejectsPurposeWithUndefinedParent) {
   EXPECT_THAT(ErrorOf(Replace(kMinimal, "purposes { name: \"analytics\" }",
                               "purposes { name: \"analytics\" } purposes { name: \"x.y\" }")),
-              HasSubstr("purpose \"x.y\" has undefined parent \"x\""));
+              HasSubstr("line 5: purpose \"x.y\" has undefined parent \"x\""));
 }
 
 TEST(PolicyTest, RejectsRuleForUndefinedPurpose) {
   EXPECT_THAT(ErrorOf(Replace(kMinimal, "purpose: \"analytics\"", "purpose: \"marketing\"")),
-              HasSubstr("jurisdiction_groups[2].rules.purpose_rules[0]: purpose "
+              HasSubstr("line 35: jurisdiction_groups[2].rules.purpose_rules[0]: purpose "
                         "\"marketing\" is not defined in purposes"));
 }
 
 TEST(PolicyTest, RejectsJurisdictionInTwoGroups) {
   EXPECT_THAT(ErrorOf(Replace(kMinimal, "jurisdictions: \"US\"", "jurisdictions: \"GB\"")),
-              HasSubstr("jurisdiction \"GB\" is in two groups: uk and us"));
+              HasSubstr("line 33: jurisdiction \"GB\" is in two groups: uk and us"));
 }
 
 TEST(PolicyTest, RejectsMalformedJurisdiction) {
-  EXPECT_THAT(ErrorOf(Replace(kMinimal, "jurisdictions: \"US\"", "jurisdictions: \"usa\"")),
-              HasSubstr("jurisdiction \"usa\" must be an ISO 3166 code"));
+  EXPECT_THAT(
+      ErrorOf(Replace(kMinimal, "jurisdictions: \"US\"", "jurisdictions: \"usa\"")),
+      HasSubstr("line 33: jurisdiction_groups[2]: jurisdiction \"usa\" must be an ISO 3166 code"));
 }
 
 TEST(PolicyTest, RejectsRuleWithoutLegalBasisOrVisibilities) {
