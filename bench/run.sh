@@ -21,7 +21,7 @@ warmup=${WARMUP:-2s}
 mkdir -p "$root/bench/results"
 results="$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 
-"$root/scripts/build.sh" consentd consent-bench >&2
+"$root/scripts/build.sh" consentd consent-bench consent-empty-server >&2
 bench="$root/build/bench/consent-bench"
 
 if [ ! -f "$data/.preloaded-$subjects" ]; then
@@ -41,8 +41,17 @@ target=$(sed -n 's/^consentd listening on //p' "$out")
 [ -n "$target" ] || { cat "$out.log" >&2; exit 1; }
 echo "run.sh: consentd on $target, $runs runs of $duration per row" >&2
 
+# The empty-handler server: the same gRPC set-up, Check doing nothing.
+empty_out=$(mktemp)
+"$root/build/bench/consent-empty-server" --listen=127.0.0.1:0 >"$empty_out" 2>&1 &
+empty=$!
+trap 'kill $server $empty 2>/dev/null; wait $server $empty 2>/dev/null || true; rm -f "$out" "$out.log" "$empty_out"' EXIT
+for _ in $(seq 1 100); do grep -q "listening on" "$empty_out" && break; sleep 0.1; done
+empty_target=$(sed -n 's/^consentd listening on //p' "$empty_out")
+
 # label | consent-bench arguments
 rows=(
+  "Check, closed loop, empty handler|unary --concurrency=64 --connections=8 --target=EMPTY"
   "Check, closed loop|unary --concurrency=64 --connections=8"
   "Check at 10,000/s|unary --rate=10000 --concurrency=128 --connections=8"
   "BatchCheck 1,000 items|batch --batch=1000 --concurrency=8 --connections=4"
@@ -59,8 +68,11 @@ for row in "${rows[@]}"; do
   for distribution in uniform zipf; do
     for run in $(seq 1 "$runs"); do
       # shellcheck disable=SC2086
-      "$bench" --target="$target" --users="$subjects" --duration="$duration" \
-        --warmup="$warmup" --distribution="$distribution" $args 2>/dev/null |
+      row_target=$target
+      [[ $args == *--target=EMPTY* ]] && row_target=$empty_target
+      # shellcheck disable=SC2086
+      "$bench" --target="$row_target" --users="$subjects" --duration="$duration" \
+        --warmup="$warmup" --distribution="$distribution" ${args/--target=EMPTY/} 2>/dev/null |
         sed "s|^{|{\"label\":\"$label\",\"run\":$run,|" >>"$results" || true
       echo "run.sh: $label, $distribution, run $run done" >&2
     done

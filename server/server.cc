@@ -133,7 +133,8 @@ absl::Status ServerImpl::Shutdown() {
     stop_maintenance_.Notify();
     maintenance_.join();
   }
-  absl::Status status = store_ != nullptr ? store_->Close() : absl::OkStatus();
+  if (store_ == nullptr) return absl::OkStatus();  // start-up failed before opening it
+  absl::Status status = store_->Close();
   LogInfo(status.ok() ? "store closed cleanly"
                       : absl::StrCat("closing the store failed: ", status.message()));
   return status;

@@ -764,7 +764,11 @@ absl::Status RocksDbStore::Close() {
   absl::MutexLock write_lock(&write_mu_);
   absl::MutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::OkStatus();
-  rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
+  // Flushing the memtables leaves no WAL to replay: the next start is
+  // quick (seconds saved after a bulk load). After a crash the synced WAL
+  // is replayed instead, so nothing acknowledged is lost either way.
+  rocksdb::Status s = db_->Flush(rocksdb::FlushOptions(), handles_);
+  if (s.ok()) s = db_->FlushWAL(/*sync=*/true);
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
     rocksdb::Status ds = db_->DestroyColumnFamilyHandle(handle);
     if (s.ok()) s = ds;

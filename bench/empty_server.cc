@@ -1,0 +1,56 @@
+// consent-empty-server: the gRPC floor for Check on this machine. The same
+// server set-up as consentd (synchronous service, health checking and
+// reflection on, the same message size limit), but Check answers a fixed
+// decision at once: no validation, storage or rules. consent-bench run
+// against it and against consentd in the same session gives the share of
+// a check's cost that is gRPC itself (docs/performance.md).
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/synchronization/mutex.h"
+#include "consent/v1/registry.grpc.pb.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0", "host:port; port 0 picks a free port.");
+
+namespace {
+
+class EmptyRegistry final : public consent::v1::ConsentRegistry::Service {
+ public:
+  grpc::Status Check(grpc::ServerContext*, const consent::v1::CheckRequest*,
+                     consent::v1::CheckResponse* response) override {
+    consent::v1::Decision* decision = response->mutable_decision();
+    decision->set_allowed(true);
+    decision->set_reason(consent::v1::DECISION_REASON_ALLOWED_DEFAULT);
+    decision->set_policy_version("empty");
+    return grpc::Status::OK;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);  // as consentd
+  EmptyRegistry service;
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(consent::ServerOptions().max_receive_message_bytes);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::cerr << "consent-empty-server: cannot listen on " << listen << "\n";
+    return 1;
+  }
+  std::cout << "consentd listening on " << listen.substr(0, listen.rfind(':')) << ":" << port
+            << std::endl;
+  server->Wait();
+}
