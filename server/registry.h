@@ -38,12 +38,14 @@ inline constexpr int kMaxBatchCheckItems = 10000;
 // Thread safe. Does not own its collaborators, which must outlive it.
 //
 // Errors: kInvalidArgument with a google.rpc.BadRequest naming each bad
-// field; kAborted when expected_revision does not match; kFailedPrecondition
-// for writes to a deleted subject and min_revision beyond the registry's
+// field, including a request_id reused for a different request;
+// kAborted when expected_revision does not match; kFailedPrecondition for
+// writes to a deleted subject and min_revision beyond the registry's
 // revision; kAlreadyExists for deleting a deleted subject; kNotFound from
-// GetSubject for a user never recorded; kUnimplemented for features not
-// built yet. For as_of reads: kInvalidArgument for a time in the future,
-// kOutOfRange before the first policy. Storage failures pass through
+// GetSubject for a user never recorded. For as_of reads: kInvalidArgument
+// for a time in the future, kOutOfRange before the first policy. For
+// WatchChanges: kOutOfRange before the oldest revision kept,
+// kFailedPrecondition beyond the next one. Storage failures pass through
 // (kInternal, kDataLoss).
 class Registry {
  public:
