@@ -30,6 +30,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/random/random.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -287,25 +288,8 @@ class Slot {
   }
 
   void Count(const grpc::Status& status) {
-    static const char* const kNames[] = {"OK",
-                                         "CANCELLED",
-                                         "UNKNOWN",
-                                         "INVALID_ARGUMENT",
-                                         "DEADLINE_EXCEEDED",
-                                         "NOT_FOUND",
-                                         "ALREADY_EXISTS",
-                                         "PERMISSION_DENIED",
-                                         "RESOURCE_EXHAUSTED",
-                                         "FAILED_PRECONDITION",
-                                         "ABORTED",
-                                         "OUT_OF_RANGE",
-                                         "UNIMPLEMENTED",
-                                         "INTERNAL",
-                                         "UNAVAILABLE",
-                                         "DATA_LOSS",
-                                         "UNAUTHENTICATED"};
-    const int code = status.error_code();
-    ++stats_->errors[code >= 0 && code <= 16 ? kNames[code] : absl::StrCat(code)];
+    // gRPC and absl share the canonical code numbers.
+    ++stats_->errors[absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))];
   }
 
   void Complete(const grpc::Status& status) {

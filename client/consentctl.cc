@@ -107,14 +107,18 @@ struct UsageError {
 
 [[noreturn]] void Usage(const std::string& message) { throw UsageError{message}; }
 
-void PrintJson(const google::protobuf::Message& message) {
+// Protobuf JSON with the .proto field names and every field shown, so
+// scripts see stable keys.
+std::string Json(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;
   std::string out;
-  auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
-  std::cout << (status.ok() ? out : "{}") << "\n";
+  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}";
+  return out;
 }
+
+void PrintJson(const google::protobuf::Message& message) { std::cout << Json(message) << "\n"; }
 
 // "POST" or "CONTENT_TYPE_POST", any case.
 int ParseEnum(const google::protobuf::EnumDescriptor* descriptor, absl::string_view prefix,
@@ -582,15 +586,6 @@ std::string DescribeEvent(const v1::ChangeEvent& e) {
                       what, "\tcaller=", e.caller(),
                       e.source().channel().empty() ? "" : " channel=" + e.source().channel(),
                       e.request_id().empty() ? "" : " request_id=" + e.request_id());
-}
-
-std::string Json(const google::protobuf::Message& message) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  std::string out;
-  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}";
-  return out;
 }
 
 int HistoryCommand(Client& client, const std::vector<std::string>& args) {

@@ -32,13 +32,9 @@ class RevisionNotifier {
     absl::MutexLock lock(&mu_);
     closed_ = true;
   }
-  bool closed() const {
-    absl::MutexLock lock(&mu_);
-    return closed_;
-  }
 
  private:
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   int64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };

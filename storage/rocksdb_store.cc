@@ -676,10 +676,10 @@ absl::StatusOr<absl::Time> RocksDbStore::RecordPolicy(absl::Time now, const std:
   // key, so step past the last one.
   absl::Time stamp = StampTime(now);
   if (stamp == last_time_) stamp += absl::Nanoseconds(1);
-  const std::string stamp_bytes = EncodeRevision(absl::ToUnixNanos(stamp));
+  const int64_t stamp_nanos = absl::ToUnixNanos(stamp);
   rocksdb::WriteBatch batch;
-  batch.Put(policies(), stamp_bytes, text);
-  batch.Put(meta(), kMetaLastTime, stamp_bytes);
+  batch.Put(policies(), PolicyKey(stamp_nanos), text);
+  batch.Put(meta(), kMetaLastTime, EncodeRevision(stamp_nanos));
   rocksdb::WriteOptions options;
   options.sync = true;
   absl::Status s = FromRocks(db_->Write(options, &batch), "recording the policy");
