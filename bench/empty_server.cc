@@ -1,9 +1,11 @@
-// consent-empty-server: the gRPC floor for Check on this machine. The same
+// consent-empty-server: the gRPC floor for checks on this machine. The same
 // server set-up as consentd (synchronous service, health checking and
-// reflection on, the same message size limit), but Check answers a fixed
-// decision at once: no validation, storage or rules. consent-bench run
-// against it and against consentd in the same session gives the share of
-// a check's cost that is gRPC itself (docs/performance.md).
+// reflection on, the same message size limit), but Check, BatchCheck and
+// StreamCheck answer a fixed decision per item at once: no validation,
+// storage or rules, only the messages' own parsing and serialization.
+// consent-bench run against it and against consentd in the same session
+// gives the share of a check's cost that is gRPC and protobuf itself
+// (docs/performance.md).
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -19,14 +21,39 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:0", "host:port; port 0 picks a free po
 
 namespace {
 
+void FixedDecision(consent::v1::Decision* decision) {
+  decision->set_allowed(true);
+  decision->set_reason(consent::v1::DECISION_REASON_ALLOWED_DEFAULT);
+  decision->set_policy_version("empty");
+}
+
 class EmptyRegistry final : public consent::v1::ConsentRegistry::Service {
  public:
   grpc::Status Check(grpc::ServerContext*, const consent::v1::CheckRequest*,
                      consent::v1::CheckResponse* response) override {
-    consent::v1::Decision* decision = response->mutable_decision();
-    decision->set_allowed(true);
-    decision->set_reason(consent::v1::DECISION_REASON_ALLOWED_DEFAULT);
-    decision->set_policy_version("empty");
+    FixedDecision(response->mutable_decision());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status BatchCheck(grpc::ServerContext*, const consent::v1::BatchCheckRequest* request,
+                          consent::v1::BatchCheckResponse* response) override {
+    response->mutable_decisions()->Reserve(request->items_size());
+    for (int i = 0; i < request->items_size(); ++i) FixedDecision(response->add_decisions());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status StreamCheck(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<consent::v1::StreamCheckResponse, consent::v1::StreamCheckRequest>*
+          stream) override {
+    consent::v1::StreamCheckRequest request;
+    consent::v1::StreamCheckResponse response;
+    while (stream->Read(&request)) {
+      response.Clear();
+      response.mutable_decisions()->Reserve(request.items_size());
+      for (int i = 0; i < request.items_size(); ++i) FixedDecision(response.add_decisions());
+      if (!stream->Write(response)) break;
+    }
     return grpc::Status::OK;
   }
 };

@@ -41,7 +41,7 @@ target=$(sed -n 's/^consentd listening on //p' "$out")
 [ -n "$target" ] || { cat "$out.log" >&2; exit 1; }
 echo "run.sh: consentd on $target, $runs runs of $duration per row" >&2
 
-# The empty-handler server: the same gRPC set-up, Check doing nothing.
+# The empty-handler server: the same gRPC set-up, checks doing nothing.
 empty_out=$(mktemp)
 "$root/build/bench/consent-empty-server" --listen=127.0.0.1:0 >"$empty_out" 2>&1 &
 empty=$!
@@ -54,8 +54,10 @@ rows=(
   "Check, closed loop, empty handler|unary --concurrency=64 --connections=8 --target=EMPTY"
   "Check, closed loop|unary --concurrency=64 --connections=8"
   "Check at 10,000/s|unary --rate=10000 --concurrency=128 --connections=8"
+  "BatchCheck 1,000 items, empty handler|batch --batch=1000 --concurrency=8 --connections=4 --target=EMPTY"
   "BatchCheck 1,000 items|batch --batch=1000 --concurrency=8 --connections=4"
   "BatchCheck 1,000 at 1,500/s|batch --batch=1000 --rate=1500 --concurrency=64 --connections=4"
+  "StreamCheck 1,000 per message, empty handler|stream --batch=1000 --concurrency=8 --connections=4 --target=EMPTY"
   "StreamCheck 1,000 per message|stream --batch=1000 --concurrency=8 --connections=4"
   "SetPreference, 64 in flight|write --concurrency=64 --connections=8"
   "BatchSetPreferences of 100|write-batch --batch=100 --concurrency=16 --connections=4"
