@@ -163,6 +163,12 @@ absl::StatusOr<v1::GetPolicyResponse> Client::GetPolicy() {
   return Call(admin_.get(), &v1::ConsentAdmin::Stub::GetPolicy, v1::GetPolicyRequest(), true);
 }
 
+absl::StatusOr<v1::CreateBackupResponse> Client::CreateBackup(const std::string& directory) {
+  v1::CreateBackupRequest request;
+  request.set_directory(directory);
+  return Call(admin_.get(), &v1::ConsentAdmin::Stub::CreateBackup, request, false);
+}
+
 absl::StatusOr<v1::ReloadPolicyResponse> Client::ReloadPolicy() {
   return Call(admin_.get(), &v1::ConsentAdmin::Stub::ReloadPolicy, v1::ReloadPolicyRequest(), true);
 }

@@ -68,6 +68,8 @@ class Client {
 
   absl::StatusOr<v1::GetPolicyResponse> GetPolicy();
   absl::StatusOr<v1::ReloadPolicyResponse> ReloadPolicy();
+  // Not retried: a second attempt would find the directory already there.
+  absl::StatusOr<v1::CreateBackupResponse> CreateBackup(const std::string& directory);
 
   // Fail-closed: true only when the registry answered "allowed". Any error
   // (unreachable server, deadline, bad request) is "not allowed"; `error`,

@@ -1,5 +1,6 @@
 // consentctl: command-line client of consentd. `consentctl --help` lists
 // the commands; docs in README.md.
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -95,6 +96,9 @@ Commands:
   verify [--start_revision=N] [--end_revision=M]
                                walk the audit hash chain; exit 1 if broken
   policy get | policy reload
+  backup DIR                   consistent copy of the registry into DIR (a new directory
+                               on the server's machine; relative paths are made absolute
+                               here); restore: consentd --data_dir=<a copy of DIR>
 
 Exit status: 0 on success, 1 on an error from the server or the input,
 2 on bad usage.)";
@@ -686,6 +690,22 @@ int PolicyCommand(Client& client, const std::vector<std::string>& args) {
   Usage(absl::StrCat("unknown policy command \"", args[1], "\""));
 }
 
+int BackupCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 2) Usage("backup takes DIR");
+  std::error_code ec;
+  const std::filesystem::path directory = std::filesystem::absolute(args[1], ec);
+  if (ec) Usage(absl::StrCat("backup: cannot resolve ", args[1], ": ", ec.message()));
+  auto response = client.CreateBackup(directory.lexically_normal().string());
+  if (!response.ok()) return Fail(response.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(*response);
+  } else {
+    std::cout << "backup of revision " << response->revision() << " written to "
+              << response->directory() << "\n";
+  }
+  return 0;
+}
+
 int Run(const std::vector<std::string>& args) {
   if (args.empty()) Usage("no command given");
   ClientOptions options;
@@ -706,6 +726,7 @@ int Run(const std::vector<std::string>& args) {
   if (command == "history") return HistoryCommand(*client, args);
   if (command == "verify") return VerifyCommand(*client, args);
   if (command == "watch") return WatchCommand(*client, args);
+  if (command == "backup") return BackupCommand(*client, args);
   Usage(absl::StrCat("unknown command \"", command, "\""));
 }
 

@@ -15,7 +15,7 @@ build_pkgs=(
 )
 # Tools the test suite uses: an independent Python gRPC client and the
 # sanitizer runtime for the ASan/UBSan build.
-test_pkgs=(python3-grpcio python3-protobuf curl clang-format)
+test_pkgs=(python3-grpcio python3-protobuf curl clang-format prometheus)
 runtime_pkgs=(
   libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-core1.0
   libprometheus-cpp-pull1.0 libabsl20220623 ca-certificates

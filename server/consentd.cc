@@ -28,6 +28,10 @@ ABSL_FLAG(absl::Duration, request_id_retention, absl::Hours(24),
           "result and writes nothing.");
 ABSL_FLAG(absl::Duration, watch_checkpoint_interval, absl::Seconds(5),
           "WatchChanges sends a checkpoint after this long without an event.");
+ABSL_FLAG(std::string, log_format, "human",
+          "human (timestamp, level, message, key=value fields) or json (one object per line).");
+ABSL_FLAG(std::string, log_level, "info",
+          "debug, info, warn or error. User ids appear only at debug (one line per write).");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
 
@@ -51,6 +55,21 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  consent::LogFormat log_format;
+  consent::LogLevel log_level;
+  if (!consent::ParseLogFormat(absl::GetFlag(FLAGS_log_format), &log_format)) {
+    std::cerr << "consentd: --log_format must be human or json, not \""
+              << absl::GetFlag(FLAGS_log_format) << "\"\n";
+    return 1;
+  }
+  if (!consent::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &log_level)) {
+    std::cerr << "consentd: --log_level must be debug, info, warn or error, not \""
+              << absl::GetFlag(FLAGS_log_level) << "\"\n";
+    return 1;
+  }
+  consent::SetLogFormat(log_format);
+  consent::SetLogLevel(log_level);
+
   consent::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
@@ -67,24 +86,31 @@ int main(int argc, char** argv) {
         "--shutdown_grace not negative");
     return 1;
   }
-  consent::LogInfo(absl::StrCat(
-      "starting consentd: listen=", options.listen, " data_dir=", options.data_dir,
-      " policy=", options.policy_path,
-      " metrics_listen=", options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen,
-      " shutdown_grace=", absl::FormatDuration(options.shutdown_grace),
-      " request_id_retention=", absl::FormatDuration(options.request_id_retention),
-      " watch_checkpoint_interval=", absl::FormatDuration(options.watch_checkpoint_interval)));
+  // The effective configuration, every setting, defaults included.
+  consent::LogInfo(
+      "starting consentd",
+      {{"listen", options.listen},
+       {"data_dir", options.data_dir},
+       {"policy", options.policy_path},
+       {"metrics_listen", options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen},
+       {"shutdown_grace", absl::FormatDuration(options.shutdown_grace)},
+       {"request_id_retention", absl::FormatDuration(options.request_id_retention)},
+       {"watch_checkpoint_interval", absl::FormatDuration(options.watch_checkpoint_interval)},
+       {"log_format", absl::GetFlag(FLAGS_log_format)},
+       {"log_level", std::string(consent::LogLevelName(log_level))}});
 
   auto server = consent::ConsentServer::Start(options);
   if (!server.ok()) {
-    consent::LogError(absl::StrCat("consentd cannot start: ", server.status().ToString()));
+    consent::LogError("consentd cannot start", {{"error", server.status().ToString()}});
     return 1;
   }
   consent::LogInfo(
       "no TLS or authentication configured: serving on loopback only, to local callers");
   if (!(*server)->metrics_address().empty()) {
-    consent::LogInfo(absl::StrCat("metrics on http://", (*server)->metrics_address(), "/metrics"));
+    consent::LogInfo("metrics endpoint ready",
+                     {{"url", absl::StrCat("http://", (*server)->metrics_address(), "/metrics")}});
   }
+  consent::LogInfo("serving", {{"address", (*server)->listen_address()}});
   // Tests and scripts wait for this line on stdout to learn the address.
   std::cout << "consentd listening on " << (*server)->listen_address() << std::endl;
 
@@ -96,7 +122,7 @@ int main(int argc, char** argv) {
       (*server)->ReloadPolicy().IgnoreError();  // logged by the reloader
       continue;
     }
-    consent::LogInfo(absl::StrCat("signal ", signal_number, ": draining, then closing the store"));
+    consent::LogInfo("draining, then closing the store", {{"signal", absl::StrCat(signal_number)}});
     break;
   }
   absl::Status status = (*server)->Shutdown();

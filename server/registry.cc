@@ -687,6 +687,22 @@ absl::Status Registry::StreamCheck(const v1::StreamCheckRequest& request,
   return CheckItems(request, response->mutable_decisions());
 }
 
+absl::Status Registry::CreateBackup(const v1::CreateBackupRequest& request,
+                                    v1::CreateBackupResponse* response) {
+  const std::string& directory = request.directory();
+  if (directory.empty()) return FieldError("directory", "is required");
+  if (directory.front() != '/') {
+    return FieldError("directory",
+                      "must be an absolute path on the server (a relative one would depend on "
+                      "consentd's working directory)");
+  }
+  auto revision = store_->Checkpoint(directory);
+  if (!revision.ok()) return revision.status();
+  response->set_directory(directory);
+  response->set_revision(*revision);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<storage::CommitResult> Registry::Commit(
     std::vector<storage::SubjectUpdate> updates, const storage::RequestKey& request,
     const std::function<std::string(int index)>& field_of) {

@@ -103,6 +103,13 @@ class Registry {
   absl::Status VerifyAuditLog(const v1::VerifyAuditLogRequest& request,
                               v1::VerifyAuditLogResponse* response);
 
+  // A consistent copy of the store in request.directory (an absolute path on
+  // the server that must not exist yet; its parent must). Writes wait while
+  // the copy is taken; reads go on. INVALID_ARGUMENT for a missing or
+  // relative path, ALREADY_EXISTS, FAILED_PRECONDITION for a missing parent.
+  absl::Status CreateBackup(const v1::CreateBackupRequest& request,
+                            v1::CreateBackupResponse* response);
+
   int64_t CurrentRevision() const { return store_->CurrentRevision(); }
 
  private:

@@ -1,5 +1,7 @@
 #include "server/registry_service.h"
 
+#include <chrono>
+
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "server/errors.h"
@@ -10,83 +12,188 @@ namespace {
 
 CallContext ContextOf(const grpc::ServerContext* context) { return CallContext{context->peer()}; }
 
-const grpc::Status kDraining(grpc::StatusCode::UNAVAILABLE,
-                             "consentd is shutting down; retry on another instance");
+struct RpcInfo {
+  const char* service;
+  const char* method;
+  const char* type;  // grpc-prometheus's grpc_type
+  bool batch;        // observes consent_batch_items
+};
 
-// Runs `handler` if the gate admits the call.
-template <typename Handler>
-grpc::Status Admitted(DrainGate* gate, Handler&& handler) {
-  DrainGuard guard(gate);
-  if (!guard.admitted()) return kDraining;
-  return handler();
-}
+constexpr char kRegistry[] = "consent.v1.ConsentRegistry";
+constexpr char kAdmin[] = "consent.v1.ConsentAdmin";
 
-grpc::Status NotYet(absl::string_view feature) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      absl::StrCat(feature, " is not implemented by this server yet"));
-}
+// In the order of enum Rpc.
+constexpr RpcInfo kRpcs[] = {
+    {kRegistry, "SetPreference", "unary", false},
+    {kRegistry, "BatchSetPreferences", "unary", true},
+    {kRegistry, "UpdateSubject", "unary", false},
+    {kRegistry, "SetContentExclusion", "unary", false},
+    {kRegistry, "DeleteSubject", "unary", false},
+    {kRegistry, "GetSubject", "unary", false},
+    {kRegistry, "Check", "unary", false},
+    {kRegistry, "BatchCheck", "unary", true},
+    {kRegistry, "StreamCheck", "bidi_stream", true},
+    {kRegistry, "ListHistory", "unary", false},
+    {kRegistry, "WatchChanges", "server_stream", false},
+    {kAdmin, "GetPolicy", "unary", false},
+    {kAdmin, "ReloadPolicy", "unary", false},
+    {kAdmin, "CreateBackup", "unary", false},
+    {kAdmin, "VerifyAuditLog", "unary", false},
+};
+static_assert(sizeof(kRpcs) / sizeof(kRpcs[0]) == static_cast<size_t>(Rpc::kCount));
+
+const RpcInfo& InfoOf(Rpc rpc) { return kRpcs[static_cast<int>(rpc)]; }
 
 }  // namespace
+
+CallAccounting::CallAccounting(DrainGate* gate, Metrics* metrics) : gate_(gate), metrics_(metrics) {
+  if (metrics_ == nullptr) return;
+  for (int i = 0; i < static_cast<int>(Rpc::kCount); ++i) {
+    methods_[i] =
+        metrics_->Method(kRpcs[i].service, kRpcs[i].method, kRpcs[i].type, kRpcs[i].batch);
+  }
+}
+
+grpc::Status CallAccounting::Draining() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "consentd is shutting down; retry on another instance");
+}
+
+int64_t CallAccounting::NowNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+grpc::Status CallAccounting::Finish(Rpc rpc, absl::string_view request_id, grpc::Status status) {
+  const grpc::StatusCode code = status.error_code();
+  if (code == grpc::StatusCode::INTERNAL || code == grpc::StatusCode::DATA_LOSS ||
+      code == grpc::StatusCode::UNKNOWN) {
+    LogFields fields = {{"method", InfoOf(rpc).method},
+                        {"code", std::string(GrpcCodeLabel(code))},
+                        {"error", status.error_message()}};
+    if (!request_id.empty()) fields.emplace_back("request_id", std::string(request_id));
+    LogError("call failed", fields);
+  }
+  return status;
+}
+
+void RegistryService::AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view request_id,
+                                   absl::string_view user_id, const grpc::Status& status,
+                                   int64_t revision) {
+  if (calls_->metrics() != nullptr)
+    calls_->metrics()->CountWrites(kind, status.error_code(), count);
+  if (!LogEnabled(LogLevel::kDebug)) return;
+  LogFields fields = {{"method", InfoOf(rpc).method},
+                      {"code", std::string(GrpcCodeLabel(status.error_code()))}};
+  if (!request_id.empty()) fields.emplace_back("request_id", std::string(request_id));
+  if (!user_id.empty()) fields.emplace_back("user_id", std::string(user_id));
+  if (status.ok()) {
+    fields.emplace_back("revision", absl::StrCat(revision));
+  } else {
+    fields.emplace_back("error", status.error_message());
+  }
+  LogDebug("write", fields);
+}
 
 grpc::Status RegistryService::SetPreference(grpc::ServerContext* context,
                                             const v1::SetPreferenceRequest* request,
                                             v1::SetPreferenceResponse* response) {
-  return Admitted(gate_, [&] {
-    return ToGrpcStatus(registry_->SetPreference(*request, ContextOf(context), response));
+  return calls_->Serve(Rpc::kSetPreference, request->request_id(), [&] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->SetPreference(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kSetPreference, WriteKind::kPreference, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
   });
 }
 
 grpc::Status RegistryService::BatchSetPreferences(grpc::ServerContext* context,
                                                   const v1::BatchSetPreferencesRequest* request,
                                                   v1::BatchSetPreferencesResponse* response) {
-  return Admitted(gate_, [&] {
-    return ToGrpcStatus(registry_->BatchSetPreferences(*request, ContextOf(context), response));
+  return calls_->Serve(Rpc::kBatchSetPreferences, request->request_id(), [&] {
+    if (MethodMetrics* m = calls_->method(Rpc::kBatchSetPreferences)) {
+      m->ObserveItems(request->requests_size());
+    }
+    grpc::Status status =
+        ToGrpcStatus(registry_->BatchSetPreferences(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kBatchSetPreferences, WriteKind::kPreference, request->requests_size(),
+                 request->request_id(), "", status, 0);
+    return status;
   });
 }
 
 grpc::Status RegistryService::UpdateSubject(grpc::ServerContext* context,
                                             const v1::UpdateSubjectRequest* request,
                                             v1::UpdateSubjectResponse* response) {
-  return Admitted(gate_, [&] {
-    return ToGrpcStatus(registry_->UpdateSubject(*request, ContextOf(context), response));
+  return calls_->Serve(Rpc::kUpdateSubject, request->request_id(), [&] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->UpdateSubject(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kUpdateSubject, WriteKind::kAttributes, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
   });
 }
 
 grpc::Status RegistryService::SetContentExclusion(grpc::ServerContext* context,
                                                   const v1::SetContentExclusionRequest* request,
                                                   v1::SetContentExclusionResponse* response) {
-  return Admitted(gate_, [&] {
-    return ToGrpcStatus(registry_->SetContentExclusion(*request, ContextOf(context), response));
+  return calls_->Serve(Rpc::kSetContentExclusion, request->request_id(), [&] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->SetContentExclusion(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kSetContentExclusion, WriteKind::kExclusion, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
   });
 }
 
 grpc::Status RegistryService::DeleteSubject(grpc::ServerContext* context,
                                             const v1::DeleteSubjectRequest* request,
                                             v1::DeleteSubjectResponse* response) {
-  return Admitted(gate_, [&] {
-    return ToGrpcStatus(registry_->DeleteSubject(*request, ContextOf(context), response));
+  return calls_->Serve(Rpc::kDeleteSubject, request->request_id(), [&] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->DeleteSubject(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kDeleteSubject, WriteKind::kDeletion, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
   });
 }
 
 grpc::Status RegistryService::GetSubject(grpc::ServerContext*, const v1::GetSubjectRequest* request,
                                          v1::GetSubjectResponse* response) {
-  return Admitted(gate_, [&] { return ToGrpcStatus(registry_->GetSubject(*request, response)); });
+  return calls_->Serve(Rpc::kGetSubject, "",
+                       [&] { return ToGrpcStatus(registry_->GetSubject(*request, response)); });
 }
 
 grpc::Status RegistryService::Check(grpc::ServerContext*, const v1::CheckRequest* request,
                                     v1::CheckResponse* response) {
-  return Admitted(gate_, [&] { return ToGrpcStatus(registry_->Check(*request, response)); });
+  return calls_->Serve(Rpc::kCheck, "", [&] {
+    absl::Status status = registry_->Check(*request, response);
+    if (status.ok() && calls_->metrics() != nullptr) {
+      calls_->metrics()->CountDecision(request->purpose(), response->decision().reason());
+    }
+    return ToGrpcStatus(status);
+  });
 }
 
 grpc::Status RegistryService::BatchCheck(grpc::ServerContext*, const v1::BatchCheckRequest* request,
                                          v1::BatchCheckResponse* response) {
-  return Admitted(gate_, [&] { return ToGrpcStatus(registry_->BatchCheck(*request, response)); });
+  return calls_->Serve(Rpc::kBatchCheck, "", [&] {
+    absl::Status status = registry_->BatchCheck(*request, response);
+    if (calls_->metrics() != nullptr) {
+      calls_->method(Rpc::kBatchCheck)->ObserveItems(request->items_size());
+      if (status.ok()) calls_->metrics()->CountDecisions(request->purpose(), response->decisions());
+    }
+    return ToGrpcStatus(status);
+  });
 }
 
 grpc::Status RegistryService::StreamCheck(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) {
-  return Admitted(gate_, [&] {
+  return calls_->Serve(Rpc::kStreamCheck, "", [&] {
+    DrainGate* gate = calls_->gate();
+    Metrics* metrics = calls_->metrics();
     // Registered so shutdown can cancel a stream idling in Read.
     {
       absl::MutexLock lock(&streams_mu_);
@@ -102,9 +209,13 @@ grpc::Status RegistryService::StreamCheck(
     // One request in memory at a time: Write blocks while the client does
     // not read, so the server stops reading requests too (flow control).
     while (stream->Read(&request)) {
-      if (gate_->draining()) return kDraining;
+      if (gate->draining()) return CallAccounting::Draining();
       response.Clear();
       absl::Status status = registry_->StreamCheck(request, &response);
+      if (metrics != nullptr) {
+        calls_->method(Rpc::kStreamCheck)->ObserveItems(request.items_size());
+        if (status.ok()) metrics->CountDecisions(request.purpose(), response.decisions());
+      }
       if (!status.ok()) {
         // The stream ends at the first bad message, saying which one.
         return ToGrpcStatus(
@@ -113,7 +224,8 @@ grpc::Status RegistryService::StreamCheck(
       if (!stream->Write(response)) break;  // the client went away
       ++index;
     }
-    if (gate_->draining()) return kDraining;  // cancelled by shutdown: retry elsewhere
+    if (gate->draining())
+      return CallAccounting::Draining();  // cancelled by shutdown: retry elsewhere
     if (context->IsCancelled()) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
     }
@@ -129,19 +241,20 @@ void RegistryService::CancelStreams() {
 grpc::Status RegistryService::ListHistory(grpc::ServerContext*,
                                           const v1::ListHistoryRequest* request,
                                           v1::ListHistoryResponse* response) {
-  return Admitted(gate_, [&] { return ToGrpcStatus(registry_->ListHistory(*request, response)); });
+  return calls_->Serve(Rpc::kListHistory, "",
+                       [&] { return ToGrpcStatus(registry_->ListHistory(*request, response)); });
 }
 
 grpc::Status RegistryService::WatchChanges(grpc::ServerContext* context,
                                            const v1::WatchChangesRequest* request,
                                            grpc::ServerWriter<v1::WatchChangesResponse>* writer) {
-  return Admitted(gate_, [&] {
+  return calls_->Serve(Rpc::kWatchChanges, "", [&] {
     // Write blocks while the client's flow-control window is full, so a slow
     // watcher holds at most one read batch in memory.
     return ToGrpcStatus(registry_->WatchChanges(
         *request,
         [writer](const v1::WatchChangesResponse& message) { return writer->Write(message); },
-        [this, context] { return context->IsCancelled() || gate_->draining(); }));
+        [this, context] { return context->IsCancelled() || calls_->gate()->draining(); }));
   });
 }
 
@@ -149,21 +262,20 @@ absl::StatusOr<PolicyChange> PolicyReloader::Reload() {
   auto next = CompiledPolicy::FromFile(path_);
   absl::StatusOr<PolicyChange> change =
       next.ok() ? registry_->ActivatePolicy(*std::move(next)) : next.status();
+  if (metrics_ != nullptr) metrics_->CountPolicyReload(change.ok());
   if (!change.ok()) {
-    LogWarning(absl::StrCat("policy reload rejected, the active policy stays: ",
-                            change.status().message()));
+    LogWarning("policy reload rejected, the active policy stays",
+               {{"policy", path_}, {"error", std::string(change.status().message())}});
     return absl::FailedPreconditionError(change.status().message());
   }
-  LogInfo(change->changed ? absl::StrCat("policy reloaded: version ", change->version, " (was ",
-                                         change->previous_version, ")")
-                          : absl::StrCat("policy reload: file unchanged, version ", change->version,
-                                         " stays active"));
+  LogInfo(change->changed ? "policy reloaded" : "policy reload: file unchanged",
+          {{"version", change->version}, {"previous_version", change->previous_version}});
   return change;
 }
 
 grpc::Status AdminService::GetPolicy(grpc::ServerContext*, const v1::GetPolicyRequest*,
                                      v1::GetPolicyResponse* response) {
-  return Admitted(gate_, [&] {
+  return calls_->Serve(Rpc::kGetPolicy, "", [&] {
     const auto policy = policies_->Get();
     response->set_version(policy->version());
     response->set_text(policy->text());
@@ -174,7 +286,7 @@ grpc::Status AdminService::GetPolicy(grpc::ServerContext*, const v1::GetPolicyRe
 
 grpc::Status AdminService::ReloadPolicy(grpc::ServerContext*, const v1::ReloadPolicyRequest*,
                                         v1::ReloadPolicyResponse* response) {
-  return Admitted(gate_, [&] {
+  return calls_->Serve(Rpc::kReloadPolicy, "", [&] {
     auto versions = reloader_->Reload();
     if (!versions.ok()) return ToGrpcStatus(versions.status());
     response->set_version(versions->version);
@@ -183,16 +295,24 @@ grpc::Status AdminService::ReloadPolicy(grpc::ServerContext*, const v1::ReloadPo
   });
 }
 
-grpc::Status AdminService::CreateBackup(grpc::ServerContext*, const v1::CreateBackupRequest*,
-                                        v1::CreateBackupResponse*) {
-  return NotYet("CreateBackup");
+grpc::Status AdminService::CreateBackup(grpc::ServerContext*,
+                                        const v1::CreateBackupRequest* request,
+                                        v1::CreateBackupResponse* response) {
+  return calls_->Serve(Rpc::kCreateBackup, "", [&] {
+    absl::Status status = registry_->CreateBackup(*request, response);
+    if (status.ok()) {
+      LogInfo("backup written", {{"directory", response->directory()},
+                                 {"revision", absl::StrCat(response->revision())}});
+    }
+    return ToGrpcStatus(status);
+  });
 }
 
 grpc::Status AdminService::VerifyAuditLog(grpc::ServerContext*,
                                           const v1::VerifyAuditLogRequest* request,
                                           v1::VerifyAuditLogResponse* response) {
-  return Admitted(gate_,
-                  [&] { return ToGrpcStatus(registry_->VerifyAuditLog(*request, response)); });
+  return calls_->Serve(Rpc::kVerifyAuditLog, "",
+                       [&] { return ToGrpcStatus(registry_->VerifyAuditLog(*request, response)); });
 }
 
 }  // namespace consent

@@ -4,6 +4,7 @@
 #ifndef CONSENT_SERVER_REGISTRY_SERVICE_H_
 #define CONSENT_SERVER_REGISTRY_SERVICE_H_
 
+#include <array>
 #include <functional>
 #include <string>
 
@@ -12,15 +13,80 @@
 #include "consent/v1/admin.grpc.pb.h"
 #include "consent/v1/registry.grpc.pb.h"
 #include "server/drain_gate.h"
+#include "server/metrics.h"
 #include "server/policy.h"
 #include "server/registry.h"
 
 namespace consent {
 
+// The methods of both services, for their metrics.
+enum class Rpc {
+  kSetPreference,
+  kBatchSetPreferences,
+  kUpdateSubject,
+  kSetContentExclusion,
+  kDeleteSubject,
+  kGetSubject,
+  kCheck,
+  kBatchCheck,
+  kStreamCheck,
+  kListHistory,
+  kWatchChanges,
+  kGetPolicy,
+  kReloadPolicy,
+  kCreateBackup,
+  kVerifyAuditLog,
+  kCount,
+};
+
+// Per-call bookkeeping shared by both services: admission through the
+// drain gate, grpc_server_* metrics (when `metrics` is not null), and an
+// error line for failures that are the server's own (INTERNAL, DATA_LOSS,
+// UNKNOWN).
+class CallAccounting {
+ public:
+  CallAccounting(DrainGate* gate, Metrics* metrics);
+
+  // Runs `handler` (returning grpc::Status) if the gate admits the call.
+  // `request_id` (may be empty) goes into the error line.
+  template <typename Handler>
+  grpc::Status Serve(Rpc rpc, absl::string_view request_id, Handler&& handler) {
+    MethodMetrics* method = methods_[static_cast<int>(rpc)];
+    if (method == nullptr) return Finish(rpc, request_id, Admit(handler));
+    const int64_t start = NowNanos();
+    method->Started();
+    grpc::Status status = Admit(handler);
+    method->Handled(status.error_code(), static_cast<double>(NowNanos() - start) * 1e-9);
+    return Finish(rpc, request_id, std::move(status));
+  }
+
+  // The status of a call refused (or a stream ended) because of shutdown.
+  static grpc::Status Draining();
+
+  DrainGate* gate() const { return gate_; }
+  Metrics* metrics() const { return metrics_; }
+  MethodMetrics* method(Rpc rpc) const { return methods_[static_cast<int>(rpc)]; }
+
+ private:
+  template <typename Handler>
+  grpc::Status Admit(Handler& handler) {
+    DrainGuard guard(gate_);
+    if (!guard.admitted()) return Draining();
+    return handler();
+  }
+  static int64_t NowNanos();
+  grpc::Status Finish(Rpc rpc, absl::string_view request_id, grpc::Status status);
+
+  DrainGate* gate_;
+  Metrics* metrics_;
+  std::array<MethodMetrics*, static_cast<int>(Rpc::kCount)> methods_{};
+};
+
 class RegistryService final : public v1::ConsentRegistry::Service {
  public:
-  // Calls are admitted through `gate`: once it drains they get UNAVAILABLE.
-  RegistryService(Registry* registry, DrainGate* gate) : registry_(registry), gate_(gate) {}
+  // Calls are admitted through `calls`' gate: once it drains they get
+  // UNAVAILABLE.
+  RegistryService(Registry* registry, CallAccounting* calls) : registry_(registry), calls_(calls) {}
 
   grpc::Status SetPreference(grpc::ServerContext* context, const v1::SetPreferenceRequest* request,
                              v1::SetPreferenceResponse* response) override;
@@ -53,8 +119,13 @@ class RegistryService final : public v1::ConsentRegistry::Service {
   void CancelStreams();
 
  private:
+  // consent_writes_total, and a debug line per write (the only place a
+  // user id is logged).
+  void AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view request_id,
+                    absl::string_view user_id, const grpc::Status& status, int64_t revision);
+
   Registry* registry_;
-  DrainGate* gate_;
+  CallAccounting* calls_;
   absl::Mutex streams_mu_;
   absl::flat_hash_set<grpc::ServerContext*> streams_ ABSL_GUARDED_BY(streams_mu_);
 };
@@ -64,21 +135,23 @@ class RegistryService final : public v1::ConsentRegistry::Service {
 // why.
 class PolicyReloader {
  public:
-  PolicyReloader(std::string path, Registry* registry)
-      : path_(std::move(path)), registry_(registry) {}
+  // `metrics` may be null.
+  PolicyReloader(std::string path, Registry* registry, Metrics* metrics)
+      : path_(std::move(path)), registry_(registry), metrics_(metrics) {}
   // kFailedPrecondition (with the reason) when the file is rejected.
   absl::StatusOr<PolicyChange> Reload();
 
  private:
   const std::string path_;
   Registry* registry_;
+  Metrics* metrics_;
 };
 
 class AdminService final : public v1::ConsentAdmin::Service {
  public:
   AdminService(Registry* registry, PolicyHolder* policies, PolicyReloader* reloader,
-               DrainGate* gate)
-      : registry_(registry), policies_(policies), reloader_(reloader), gate_(gate) {}
+               CallAccounting* calls)
+      : registry_(registry), policies_(policies), reloader_(reloader), calls_(calls) {}
 
   grpc::Status GetPolicy(grpc::ServerContext* context, const v1::GetPolicyRequest* request,
                          v1::GetPolicyResponse* response) override;
@@ -94,7 +167,7 @@ class AdminService final : public v1::ConsentAdmin::Service {
   Registry* registry_;
   PolicyHolder* policies_;
   PolicyReloader* reloader_;
-  DrainGate* gate_;
+  CallAccounting* calls_;
 };
 
 }  // namespace consent

@@ -16,7 +16,9 @@
 #include "prometheus/exposer.h"
 #include "prometheus/metric_family.h"
 #include "server/log.h"
+#include "server/metrics.h"
 #include "server/policy.h"
+#include "server/process_stats.h"
 #include "server/registry.h"
 #include "server/registry_service.h"
 #include "storage/consent_store.h"
@@ -31,37 +33,84 @@
 namespace consent {
 namespace {
 
-// Gauges read at scrape time, so they cost nothing on the hot path.
-class StateCollector final : public prometheus::Collectable {
+// Metric families built at scrape time from state the server already has,
+// so they cost nothing on the hot path.
+class ScrapeCollector final : public prometheus::Collectable {
  public:
-  StateCollector(const storage::ConsentStore* store, const PolicyHolder* policies)
+  ScrapeCollector(storage::ConsentStore* store, const PolicyHolder* policies)
       : store_(store), policies_(policies) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     std::vector<prometheus::MetricFamily> out;
-    auto gauge = [&out](std::string name, std::string help,
-                        std::map<std::string, std::string> labels, double value) {
+    auto add = [&out](std::string name, std::string help, prometheus::MetricType type, double value,
+                      std::vector<prometheus::ClientMetric::Label> labels = {}) {
       prometheus::MetricFamily family;
       family.name = std::move(name);
       family.help = std::move(help);
-      family.type = prometheus::MetricType::Gauge;
+      family.type = type;
       prometheus::ClientMetric metric;
-      for (auto& [k, v] : labels) metric.label.push_back({k, v});
-      metric.gauge.value = value;
+      metric.label = std::move(labels);
+      if (type == prometheus::MetricType::Counter) {
+        metric.counter.value = value;
+      } else {
+        metric.gauge.value = value;
+      }
       family.metric.push_back(std::move(metric));
       out.push_back(std::move(family));
     };
-    gauge("consent_build_info", "Build of consentd; the value is always 1.",
-          {{"version", CONSENT_VERSION}, {"revision", CONSENT_GIT_REVISION}}, 1);
-    gauge("consent_registry_revision", "Revision of the last acknowledged write.", {},
-          static_cast<double>(store_->CurrentRevision()));
-    gauge("consent_policy_info", "Active policy; the value is always 1.",
-          {{"version", policies_->Get()->version()}}, 1);
+    const auto gauge = prometheus::MetricType::Gauge;
+    const auto counter = prometheus::MetricType::Counter;
+    add("consent_build_info", "Build of consentd; the value is always 1.", gauge, 1,
+        {{"version", CONSENT_VERSION}, {"revision", CONSENT_GIT_REVISION}});
+    add("consent_registry_revision", "Revision of the last acknowledged write.", gauge,
+        static_cast<double>(store_->CurrentRevision()));
+    add("consent_policy_info", "Active policy; the value is always 1.", gauge, 1,
+        {{"version", policies_->Get()->version()}});
+
+    if (auto stats = store_->Stats(); stats.ok()) {
+      if (stats->block_cache_hits >= 0) {
+        add("consent_rocksdb_block_cache_hits_total", "RocksDB block cache hits.", counter,
+            static_cast<double>(stats->block_cache_hits));
+        add("consent_rocksdb_block_cache_misses_total", "RocksDB block cache misses.", counter,
+            static_cast<double>(stats->block_cache_misses));
+        add("consent_rocksdb_write_stall_seconds_total",
+            "Time writes were delayed or stopped by RocksDB, in seconds.", counter,
+            static_cast<double>(stats->write_stall_micros) / 1e6);
+      }
+      add("consent_rocksdb_write_stopped", "1 while RocksDB stops writes.", gauge,
+          static_cast<double>(stats->write_stopped));
+      add("consent_rocksdb_live_sst_bytes", "Bytes of live SST files.", gauge,
+          static_cast<double>(stats->live_sst_bytes));
+      add("consent_rocksdb_memtable_bytes", "Bytes of all memtables.", gauge,
+          static_cast<double>(stats->memtable_bytes));
+      add("consent_rocksdb_pending_compaction_bytes",
+          "Bytes RocksDB estimates compaction must rewrite.", gauge,
+          static_cast<double>(stats->pending_compaction_bytes));
+      add("consent_rocksdb_estimated_subjects", "RocksDB's estimate of the subject records.", gauge,
+          static_cast<double>(stats->estimated_subjects));
+    }
+
+    if (auto process = ReadProcessStats(); process.ok()) {
+      add("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", counter,
+          process->cpu_seconds);
+      add("process_resident_memory_bytes", "Resident memory size in bytes.", gauge,
+          static_cast<double>(process->resident_bytes));
+      add("process_virtual_memory_bytes", "Virtual memory size in bytes.", gauge,
+          static_cast<double>(process->virtual_bytes));
+      add("process_open_fds", "Number of open file descriptors.", gauge,
+          static_cast<double>(process->open_fds));
+      add("process_max_fds", "Maximum number of open file descriptors.", gauge,
+          static_cast<double>(process->max_fds));
+      add("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+          gauge, process->start_time_seconds);
+      add("process_threads", "Number of OS threads in the process.", gauge,
+          static_cast<double>(process->threads));
+    }
     return out;
   }
 
  private:
-  const storage::ConsentStore* store_;
+  storage::ConsentStore* store_;
   const PolicyHolder* policies_;
 };
 
@@ -76,15 +125,18 @@ class ServerImpl final : public ConsentServer {
 
   ServerOptions options_;
   RealClock real_clock_;
+  // Before store_: the store's synced-write callback observes into it.
+  std::unique_ptr<Metrics> metrics_;  // null when --metrics_listen is empty
   std::unique_ptr<storage::ConsentStore> store_;
   std::unique_ptr<PolicyHolder> policies_;
   std::unique_ptr<PolicyReloader> reloader_;
   std::unique_ptr<Registry> registry_;
   DrainGate gate_;
+  std::unique_ptr<CallAccounting> calls_;
   std::unique_ptr<RegistryService> registry_service_;
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
-  std::shared_ptr<StateCollector> collector_;
+  std::shared_ptr<ScrapeCollector> collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::string listen_address_;
   std::string metrics_address_;
@@ -98,10 +150,10 @@ class ServerImpl final : public ConsentServer {
       do {
         auto purged = store_->PurgeRequestIds(clock->Now() - options_.request_id_retention);
         if (!purged.ok()) {
-          LogWarning(
-              absl::StrCat("purging expired request ids failed: ", purged.status().message()));
+          LogWarning("purging expired request ids failed",
+                     {{"error", std::string(purged.status().message())}});
         } else if (*purged > 0) {
-          LogInfo(absl::StrCat("purged ", *purged, " expired request ids"));
+          LogInfo("purged expired request ids", {{"count", absl::StrCat(*purged)}});
         }
       } while (!stop_maintenance_.WaitForNotificationWithTimeout(absl::Hours(1)));
     });
@@ -122,8 +174,9 @@ absl::Status ServerImpl::Shutdown() {
     registry_service_->CancelStreams();
     const int64_t left = gate_.DrainUntil(absl::Now() + options_.shutdown_grace);
     if (left > 0) {
-      LogWarning(absl::StrCat(left, " calls still in flight after ",
-                              absl::FormatDuration(options_.shutdown_grace), "; cancelling them"));
+      LogWarning("calls still in flight after the grace period; cancelling them",
+                 {{"calls", absl::StrCat(left)},
+                  {"shutdown_grace", absl::FormatDuration(options_.shutdown_grace)}});
     }
     grpc_server_->Shutdown(std::chrono::system_clock::now());
     grpc_server_->Wait();
@@ -135,8 +188,11 @@ absl::Status ServerImpl::Shutdown() {
   }
   if (store_ == nullptr) return absl::OkStatus();  // start-up failed before opening it
   absl::Status status = store_->Close();
-  LogInfo(status.ok() ? "store closed cleanly"
-                      : absl::StrCat("closing the store failed: ", status.message()));
+  if (status.ok()) {
+    LogInfo("store closed cleanly");
+  } else {
+    LogError("closing the store failed", {{"error", std::string(status.message())}});
+  }
   return status;
 }
 
@@ -186,9 +242,14 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   auto policy = CompiledPolicy::FromFile(options.policy_path);
   if (!policy.ok()) return policy.status();
 
+  if (!options.metrics_listen.empty()) server->metrics_ = std::make_unique<Metrics>();
   storage::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
   store_options.request_id_retention = options.request_id_retention;
+  if (Metrics* metrics = server->metrics_.get()) {
+    store_options.collect_statistics = true;
+    store_options.on_synced_write = [metrics](absl::Duration d) { metrics->ObserveWalSync(d); };
+  }
   auto store = storage::ConsentStore::Open(store_options);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
@@ -199,12 +260,14 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   if (absl::Status s = server->registry_->Init(*std::move(policy)); !s.ok()) return s;
   server->registry_->set_checkpoint_interval(options.watch_checkpoint_interval);
   server->StartMaintenance(clock);
-  server->reloader_ =
-      std::make_unique<PolicyReloader>(options.policy_path, server->registry_.get());
+  server->reloader_ = std::make_unique<PolicyReloader>(options.policy_path, server->registry_.get(),
+                                                       server->metrics_.get());
+  server->calls_ = std::make_unique<CallAccounting>(&server->gate_, server->metrics_.get());
   server->registry_service_ =
-      std::make_unique<RegistryService>(server->registry_.get(), &server->gate_);
-  server->admin_service_ = std::make_unique<AdminService>(
-      server->registry_.get(), server->policies_.get(), server->reloader_.get(), &server->gate_);
+      std::make_unique<RegistryService>(server->registry_.get(), server->calls_.get());
+  server->admin_service_ =
+      std::make_unique<AdminService>(server->registry_.get(), server->policies_.get(),
+                                     server->reloader_.get(), server->calls_.get());
 
   if (!options.metrics_listen.empty()) {
     try {
@@ -214,8 +277,9 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
                                                         options.metrics_listen, ": ", e.what()));
     }
     server->collector_ =
-        std::make_shared<StateCollector>(server->store_.get(), server->policies_.get());
+        std::make_shared<ScrapeCollector>(server->store_.get(), server->policies_.get());
     server->exposer_->RegisterCollectable(server->collector_);
+    server->exposer_->RegisterCollectable(server->metrics_->registry());
     const auto ports = server->exposer_->GetListeningPorts();
     server->metrics_address_ =
         absl::StrCat(options.metrics_listen.substr(0, options.metrics_listen.rfind(':')), ":",

@@ -32,6 +32,32 @@ struct StoreOptions {
   // Chain each event's SHA-256 to the previous one. Only benchmarks turn
   // this off, to measure what the chain costs; consentd always chains.
   bool hash_chain = true;
+  // Keep RocksDB's ticker statistics (block cache hits and misses, write
+  // stall time) for Stats(). Costs a few atomic adds per read.
+  bool collect_statistics = false;
+  // Called by the committing thread after each synced write of a group
+  // commit, with how long the write (and its WAL sync) took. Must be thread
+  // safe and quick; may be empty.
+  std::function<void(absl::Duration)> on_synced_write;
+};
+
+// Storage health, read on demand (a metrics scrape). -1: not available
+// (block cache and stall figures need StoreOptions::collect_statistics).
+struct StoreStats {
+  int64_t block_cache_hits = -1;
+  int64_t block_cache_misses = -1;
+  // Time writers were delayed or stopped by RocksDB, in microseconds.
+  int64_t write_stall_micros = -1;
+  // 1 while RocksDB stops writes (too many L0 files or pending compaction).
+  int64_t write_stopped = 0;
+  // Bytes of live SST files, all column families.
+  int64_t live_sst_bytes = 0;
+  // Bytes of all memtables, all column families.
+  int64_t memtable_bytes = 0;
+  // Bytes compaction estimates it must rewrite, all column families.
+  int64_t pending_compaction_bytes = 0;
+  // RocksDB's estimate of the number of subject records.
+  int64_t estimated_subjects = 0;
 };
 
 // Identifies a request for idempotency: a replay (same id, same
@@ -192,6 +218,18 @@ class ConsentStore {
   };
   // Every policy ever recorded, oldest first.
   virtual absl::StatusOr<std::vector<PolicyRecord>> ListPolicies() = 0;
+
+  // Storage health figures; kFailedPrecondition once closed.
+  virtual absl::StatusOr<StoreStats> Stats() = 0;
+
+  // Writes a consistent copy of the database (a RocksDB checkpoint: hard
+  // links where the file system allows, copies otherwise) into `directory`,
+  // which must not exist; its parent must. Commits wait while the copy is
+  // taken, so it holds exactly the writes up to the returned revision. The
+  // copy is a data directory: consentd --data_dir=<copy> serves it.
+  // kAlreadyExists if `directory` exists, kFailedPrecondition if its parent
+  // does not or the store is closed.
+  virtual absl::StatusOr<int64_t> Checkpoint(const std::string& directory) = 0;
 
   // Flushes and closes; later calls fail with kFailedPrecondition.
   // Also done by the destructor.

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <deque>
 #include <filesystem>
+#include <limits>
 #include <system_error>
 #include <utility>
 
@@ -16,7 +17,9 @@
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
+#include "rocksdb/statistics.h"
 #include "rocksdb/table.h"
+#include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
 #include "storage/audit_chain.h"
 #include "storage/consent_store.h"
@@ -117,6 +120,8 @@ class RocksDbStore final : public ConsentStore {
                                                               size_t limit) override;
   absl::StatusOr<absl::Time> RecordPolicy(absl::Time now, const std::string& text) override;
   absl::StatusOr<std::vector<PolicyRecord>> ListPolicies() override;
+  absl::StatusOr<StoreStats> Stats() override;
+  absl::StatusOr<int64_t> Checkpoint(const std::string& directory) override;
   absl::Status Close() override;
 
   // Column family handles, in the order of ColumnFamilies().
@@ -175,6 +180,8 @@ class RocksDbStore final : public ConsentStore {
   // Hash of the last event (32 zero bytes before the first).
   std::string last_hash_ ABSL_GUARDED_BY(write_mu_);
   StoreOptions options_;
+  // Null unless options_.collect_statistics.
+  std::shared_ptr<rocksdb::Statistics> statistics_;
 
   friend absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions&);
 
@@ -395,7 +402,9 @@ void RocksDbStore::WriteGroup(const std::vector<PendingCommit*>& commits) {
 
   rocksdb::WriteOptions options;
   options.sync = true;  // never acknowledge a write that is not on disk
+  const absl::Time write_start = absl::Now();
   absl::Status s = FromRocks(db_->Write(options, &batch), "committing write");
+  if (options_.on_synced_write) options_.on_synced_write(absl::Now() - write_start);
   if (!s.ok()) {
     for (PendingCommit* c : commits) {
       if (c->wrote) c->result = s;
@@ -760,6 +769,74 @@ absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadEvents(int64_t st
   return events_out;
 }
 
+absl::StatusOr<StoreStats> RocksDbStore::Stats() {
+  absl::ReaderMutexLock open_lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  StoreStats stats;
+  if (statistics_ != nullptr) {
+    stats.block_cache_hits =
+        static_cast<int64_t>(statistics_->getTickerCount(rocksdb::BLOCK_CACHE_HIT));
+    stats.block_cache_misses =
+        static_cast<int64_t>(statistics_->getTickerCount(rocksdb::BLOCK_CACHE_MISS));
+    stats.write_stall_micros =
+        static_cast<int64_t>(statistics_->getTickerCount(rocksdb::STALL_MICROS));
+  }
+  // Sums an integer property over all column families.
+  auto sum = [this](const std::string& property) ABSL_SHARED_LOCKS_REQUIRED(open_mu_) {
+    int64_t total = 0;
+    for (rocksdb::ColumnFamilyHandle* handle : handles_) {
+      uint64_t value = 0;
+      if (db_->GetIntProperty(handle, property, &value)) total += static_cast<int64_t>(value);
+    }
+    return total;
+  };
+  stats.live_sst_bytes = sum(rocksdb::DB::Properties::kLiveSstFilesSize);
+  stats.memtable_bytes = sum(rocksdb::DB::Properties::kCurSizeAllMemTables);
+  stats.pending_compaction_bytes = sum(rocksdb::DB::Properties::kEstimatePendingCompactionBytes);
+  uint64_t value = 0;
+  if (db_->GetIntProperty(rocksdb::DB::Properties::kIsWriteStopped, &value)) {
+    stats.write_stopped = static_cast<int64_t>(value);
+  }
+  if (db_->GetIntProperty(subjects(), rocksdb::DB::Properties::kEstimateNumKeys, &value)) {
+    stats.estimated_subjects = static_cast<int64_t>(value);
+  }
+  return stats;
+}
+
+absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path path(directory);
+  if (fs::exists(path, ec)) {
+    return absl::AlreadyExistsError(absl::StrCat(directory, " already exists"));
+  }
+  const fs::path parent = path.parent_path();
+  if (!parent.empty() && !fs::is_directory(parent, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("parent directory ", parent.string(), " does not exist"));
+  }
+  {
+    // Most of the memtables go to SST files first, outside the write lock,
+    // so commits wait only for the links and a short WAL copy below.
+    absl::ReaderMutexLock open_lock(&open_mu_);
+    if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+    rocksdb::Status s = db_->Flush(rocksdb::FlushOptions(), handles_);
+    if (!s.ok()) return FromRocks(s, "flushing before the checkpoint");
+  }
+  absl::MutexLock write_lock(&write_mu_);  // no commit runs until the copy is taken
+  absl::ReaderMutexLock open_lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  if (!s.ok()) return FromRocks(s, "creating a checkpoint");
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  // No flush here: what the memtables hold is in the synced WAL, which the
+  // checkpoint copies, and the copy replays it when opened.
+  s = checkpoint->CreateCheckpoint(directory, std::numeric_limits<uint64_t>::max());
+  if (!s.ok()) return FromRocks(s, absl::StrCat("writing the checkpoint to ", directory));
+  return revision_.load(std::memory_order_acquire);
+}
+
 absl::Status RocksDbStore::Close() {
   absl::MutexLock write_lock(&write_mu_);
   absl::MutexLock lock(&open_mu_);
@@ -815,6 +892,11 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   db_options.paranoid_checks = true;
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 5;
+  if (options.collect_statistics) {
+    db_options.statistics = rocksdb::CreateDBStatistics();
+    // Tickers only: histograms and timers cost more than they tell here.
+    db_options.statistics->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
+  }
 
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
@@ -875,6 +957,7 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
                                               absl::FromUnixNanos(last_time_nanos));
   store->last_hash_ = std::move(last_hash);
   store->options_ = options;
+  store->statistics_ = db_options.statistics;
   return std::unique_ptr<ConsentStore>(std::move(store));
 }
 

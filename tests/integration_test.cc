@@ -378,18 +378,6 @@ TEST_F(IntegrationTest, MinRevisionAheadOfRegistryFails) {
   EXPECT_TRUE(client_->Check(request).ok());
 }
 
-TEST_F(IntegrationTest, FeaturesNotBuiltYetSayUnimplemented) {
-  auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
-  auto stub = v1::ConsentAdmin::NewStub(channel);
-  grpc::ClientContext context;
-  v1::CreateBackupRequest request;
-  request.set_directory("/tmp/backup");
-  v1::CreateBackupResponse response;
-  grpc::Status status = stub->CreateBackup(&context, request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(status.error_message(), "CreateBackup is not implemented by this server yet");
-}
-
 TEST_F(IntegrationTest, PolicyReloadSwapsAndRejectsBadFiles) {
   // Serve a copy of the policy so the test can change it.
   policy_path_ = dir_.Sub("policy.textproto");

@@ -222,6 +222,67 @@ TEST(StoreTest, CreatesMissingParentDirectories) {
   EXPECT_TRUE(std::filesystem::exists(dir.Sub("a/b/c/CURRENT")));
 }
 
+TEST(StoreTest, CheckpointHoldsExactlyTheWritesUpToItsRevision) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "GB")}).ok());
+  ASSERT_TRUE(Commit(*store, {SetJurisdiction("bob", "FR")}).ok());
+  auto revision = store->Checkpoint(dir.Sub("copy"));
+  ASSERT_TRUE(revision.ok()) << revision.status();
+  EXPECT_EQ(*revision, 2);
+  ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "DE")}).ok());
+  EXPECT_EQ(store->Checkpoint(dir.Sub("copy")).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store->Checkpoint(dir.Sub("no/such/parent")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  auto copy = OpenOrDie(dir.Sub("copy"));
+  EXPECT_EQ(copy->CurrentRevision(), 2);
+  EXPECT_EQ(copy->GetSubject("alice")->attributes().jurisdiction(), "GB");
+  EXPECT_EQ(copy->GetSubject("bob")->attributes().jurisdiction(), "FR");
+  auto chain = copy->VerifyChain(0, 0);
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_TRUE(chain->ok);
+  EXPECT_EQ(chain->verified, 2);
+  // The copy is independent: it continues its own history from revision 2.
+  ASSERT_TRUE(Commit(*copy, {SetJurisdiction("carol", "IE")}).ok());
+  EXPECT_EQ(copy->CurrentRevision(), 3);
+  EXPECT_EQ(store->GetSubject("carol").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store->Close().ok());
+  EXPECT_EQ(store->Checkpoint(dir.Sub("late")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(StoreTest, StatsReportStorageHealthAndSyncedWrites) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  options.collect_statistics = true;
+  std::atomic<int> synced{0};
+  options.on_synced_write = [&synced](absl::Duration d) {
+    EXPECT_GT(d, absl::ZeroDuration());
+    synced.fetch_add(1);
+  };
+  auto store = ConsentStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE(Commit(**store, {SetJurisdiction("alice", "GB")}).ok());
+  ASSERT_TRUE(Commit(**store, {SetJurisdiction("bob", "GB")}).ok());
+  EXPECT_EQ(synced.load(), 2);
+  auto stats = (*store)->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_GE(stats->block_cache_hits, 0);
+  EXPECT_GE(stats->block_cache_misses, 0);
+  EXPECT_EQ(stats->write_stall_micros, 0);
+  EXPECT_EQ(stats->write_stopped, 0);
+  EXPECT_GT(stats->memtable_bytes, 0);
+  EXPECT_EQ(stats->estimated_subjects, 2);
+
+  auto plain = OpenOrDie(dir.Sub("plain"));
+  auto without = plain->Stats();
+  ASSERT_TRUE(without.ok());
+  EXPECT_EQ(without->block_cache_hits, -1);  // statistics off
+  EXPECT_EQ(without->write_stall_micros, -1);
+}
+
 TEST(StoreTest, ClosedStoreRejectsCalls) {
   TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));

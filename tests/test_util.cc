@@ -1,9 +1,11 @@
 #include "tests/test_util.h"
 
 #include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -177,5 +179,66 @@ int ConsentdProcess::StopWith(int signal) {
 }
 
 std::string ConsentdProcess::Log() const { return ReadFile(log_path_); }
+
+std::string ConsentdProcess::metrics_address() const {
+  // "metrics endpoint ready url=http://HOST:PORT/metrics" (or the JSON form).
+  const std::string log = Log();
+  const size_t ready = log.find("metrics endpoint ready");
+  if (ready == std::string::npos) return "";
+  const size_t start = log.find("http://", ready);
+  const size_t end = log.find("/metrics", start);
+  if (start == std::string::npos || end == std::string::npos) return "";
+  return log.substr(start + 7, end - start - 7);
+}
+
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return absl::InvalidArgumentError("address is not host:port");
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(address.substr(0, colon).c_str(), address.substr(colon + 1).c_str(), &hints,
+                  &found) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve ", address));
+  }
+  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  const bool connected = fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) == 0;
+  freeaddrinfo(found);
+  if (!connected) {
+    if (fd >= 0) close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", address));
+  }
+  const std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return absl::UnavailableError("write failed");
+  }
+  std::string response;
+  char buffer[8192];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0)
+    response.append(buffer, static_cast<size_t>(n));
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  const std::string status_line = response.substr(0, response.find("\r\n"));
+  if (body == std::string::npos || !absl::StrContains(status_line, " 200 ")) {
+    return absl::UnavailableError(absl::StrCat("GET ", path, ": ", status_line));
+  }
+  return response.substr(body + 4);
+}
+
+absl::StatusOr<double> SampleValue(const std::string& exposition, const std::string& series) {
+  std::istringstream lines(exposition);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no sample ", series));
+}
 
 }  // namespace consent::testing

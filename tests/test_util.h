@@ -64,6 +64,15 @@ struct CommandResult {
 // on its standard input.
 CommandResult RunCommand(const std::vector<std::string>& args, const std::string& input = "");
 
+// GET http://`address``path` over a plain socket (HTTP/1.0). The body on
+// status 200; otherwise an error naming the status line.
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path);
+
+// The value of one sample in a Prometheus text exposition, `series` written
+// as exposed (labels in prometheus-cpp's order: sorted by name), e.g.
+// `consent_writes_total{kind="preference",result="ok"}`. kNotFound if absent.
+absl::StatusOr<double> SampleValue(const std::string& exposition, const std::string& series);
+
 // The consentd binary started as a child process with --listen on port 0
 // and metrics disabled unless `args` say otherwise. Start() returns once
 // consentd printed its address (it is then SERVING) or failed.
@@ -84,6 +93,8 @@ class ConsentdProcess {
   ~ConsentdProcess();
 
   const std::string& address() const { return address_; }
+  // host:port of /metrics, from the start-up log; "" when disabled.
+  std::string metrics_address() const;
   pid_t pid() const { return pid_; }
   // Sends `signal` and waits for exit; returns the exit status (128+signal
   // when killed by one).

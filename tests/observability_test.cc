@@ -1,0 +1,369 @@
+// Metrics, logs and backups of a real consentd process on loopback.
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "client/consent_client.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace consent {
+namespace {
+
+using ::consent::testing::ConsentdProcess;
+using ::consent::testing::SampleValue;
+using ::consent::testing::TempDir;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kCheck[] =
+    "grpc_method=\"Check\",grpc_service=\"consent.v1.ConsentRegistry\",grpc_type=\"unary\"";
+constexpr char kSetPreference[] =
+    "grpc_method=\"SetPreference\",grpc_service=\"consent.v1.ConsentRegistry\","
+    "grpc_type=\"unary\"";
+
+class ObservabilityTest : public ::testing::Test {
+ protected:
+  void Start(std::vector<std::string> extra_args = {"--metrics_listen=127.0.0.1:0"},
+             const std::string& data = "data") {
+    ConsentdProcess::Options options;
+    options.data_dir = dir_.Sub(data);
+    options.policy = policy_path_;
+    options.extra_args = std::move(extra_args);
+    auto process = ConsentdProcess::Start(options);
+    ASSERT_TRUE(process.ok()) << process.status();
+    server_ = *std::move(process);
+    ClientOptions client_options;
+    client_options.timeout = absl::Seconds(20);
+    client_ = Client::Connect(server_->address(), client_options);
+  }
+
+  std::string Scrape() {
+    auto body = testing::HttpGet(server_->metrics_address(), "/metrics");
+    EXPECT_TRUE(body.ok()) << body.status();
+    return body.ok() ? *body : "";
+  }
+
+  double Sample(const std::string& exposition, const std::string& series) {
+    auto value = SampleValue(exposition, series);
+    EXPECT_TRUE(value.ok()) << value.status();
+    return value.ok() ? *value : -1;
+  }
+
+  absl::Status Object(const std::string& user, const std::string& request_id = "") {
+    v1::SetPreferenceRequest request;
+    request.set_user_id(user);
+    request.set_purpose("ai_training");
+    request.set_state(v1::PREFERENCE_STATE_OBJECTED);
+    request.set_request_id(request_id);
+    return client_->SetPreference(request).status();
+  }
+
+  // A UK adult: ai_training is decided by objections (legitimate interest).
+  absl::Status MakeUkAdult(const std::string& user) {
+    v1::UpdateSubjectRequest request;
+    request.set_user_id(user);
+    request.mutable_attributes()->set_jurisdiction("GB");
+    request.mutable_attributes()->mutable_birth_date()->set_year(1990);
+    request.mutable_attributes()->mutable_birth_date()->set_month(5);
+    request.mutable_attributes()->mutable_birth_date()->set_day(17);
+    request.mutable_update_mask()->add_paths("jurisdiction");
+    request.mutable_update_mask()->add_paths("birth_date");
+    return client_->UpdateSubject(request).status();
+  }
+
+  absl::StatusOr<v1::Decision> Check(const std::string& user) {
+    v1::CheckRequest request;
+    request.set_purpose("ai_training");
+    request.set_user_id(user);
+    request.mutable_content()->set_content_id("post-1");
+    request.mutable_content()->set_content_type(v1::CONTENT_TYPE_POST);
+    request.mutable_content()->set_visibility(v1::VISIBILITY_PUBLIC);
+    request.mutable_content()->mutable_create_time()->set_seconds(1'700'000'000);  // 2023
+    auto response = client_->Check(request);
+    if (!response.ok()) return response.status();
+    return response->decision();
+  }
+
+  TempDir dir_;
+  std::string policy_path_ = testing::DefaultPolicyPath();
+  std::unique_ptr<ConsentdProcess> server_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(ObservabilityTest, MetricsCountCallsDecisionsWritesAndBatches) {
+  Start();
+  ASSERT_TRUE(MakeUkAdult("alice").ok());
+  ASSERT_TRUE(Object("alice").ok());
+  EXPECT_EQ(Object("").code(), absl::StatusCode::kInvalidArgument);  // rejected: no user_id
+  for (int i = 0; i < 3; ++i) {
+    auto decision = Check("alice");
+    ASSERT_TRUE(decision.ok());
+    ASSERT_EQ(decision->reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+  }
+  v1::BatchCheckRequest batch;
+  batch.set_purpose("ai_training");
+  for (int i = 0; i < 4; ++i) {
+    v1::CheckItem* item = batch.add_items();
+    item->set_user_id(absl::StrCat("nobody-", i));  // unknown age: DENIED_MINOR
+    item->mutable_content()->set_content_id("post-1");
+    item->mutable_content()->set_content_type(v1::CONTENT_TYPE_POST);
+    item->mutable_content()->set_visibility(v1::VISIBILITY_PUBLIC);
+  }
+  ASSERT_TRUE(client_->BatchCheck(batch).ok());
+
+  const std::string m = Scrape();
+  EXPECT_EQ(Sample(m, absl::StrCat("grpc_server_started_total{", kCheck, "}")), 3);
+  EXPECT_EQ(Sample(m, absl::StrCat("grpc_server_handled_total{grpc_code=\"OK\",", kCheck, "}")), 3);
+  EXPECT_EQ(Sample(m, absl::StrCat("grpc_server_handled_total{grpc_code=\"InvalidArgument\",",
+                                   kSetPreference, "}")),
+            1);
+  EXPECT_EQ(
+      Sample(m, absl::StrCat("grpc_server_handled_total{grpc_code=\"OK\",", kSetPreference, "}")),
+      1);
+  EXPECT_EQ(Sample(m, absl::StrCat("grpc_server_handling_seconds_count{", kCheck, "}")), 3);
+  EXPECT_EQ(
+      Sample(m, absl::StrCat("grpc_server_handling_seconds_bucket{", kCheck, ",le=\"+Inf\"}")), 3);
+  EXPECT_GT(Sample(m, absl::StrCat("grpc_server_handling_seconds_sum{", kCheck, "}")), 0);
+  EXPECT_EQ(
+      Sample(m, "consent_decisions_total{purpose=\"ai_training\",reason=\"DENIED_OBJECTION\"}"), 3);
+  EXPECT_EQ(Sample(m, "consent_decisions_total{purpose=\"ai_training\",reason=\"DENIED_MINOR\"}"),
+            4);
+  EXPECT_EQ(
+      Sample(m, "consent_decisions_total{purpose=\"ai_training\",reason=\"ALLOWED_DEFAULT\"}"), 0);
+  EXPECT_EQ(Sample(m, "consent_batch_items_count{grpc_method=\"BatchCheck\"}"), 1);
+  EXPECT_EQ(Sample(m, "consent_batch_items_sum{grpc_method=\"BatchCheck\"}"), 4);
+  EXPECT_EQ(Sample(m, "consent_writes_total{kind=\"preference\",result=\"ok\"}"), 1);
+  EXPECT_EQ(Sample(m, "consent_writes_total{kind=\"preference\",result=\"rejected\"}"), 1);
+  EXPECT_EQ(Sample(m, "consent_writes_total{kind=\"preference\",result=\"error\"}"), 0);
+  EXPECT_EQ(Sample(m, "consent_writes_total{kind=\"attributes\",result=\"ok\"}"), 1);
+  EXPECT_EQ(Sample(m, "consent_registry_revision"), 2);
+  EXPECT_EQ(Sample(m, "consent_wal_sync_seconds_count"), 2);  // two acknowledged writes
+  EXPECT_EQ(Sample(m, "consent_policy_info{version=\"2026-11-27.1\"}"), 1);
+  EXPECT_THAT(m, HasSubstr("consent_build_info{"));
+  EXPECT_EQ(Sample(m, "consent_policy_reloads_total{result=\"ok\"}"), 0);
+
+  // RocksDB, read at scrape time.
+  EXPECT_GE(Sample(m, "consent_rocksdb_block_cache_hits_total"), 0);
+  EXPECT_GE(Sample(m, "consent_rocksdb_block_cache_misses_total"), 0);
+  EXPECT_EQ(Sample(m, "consent_rocksdb_write_stopped"), 0);
+  EXPECT_GT(Sample(m, "consent_rocksdb_memtable_bytes"), 0);
+  EXPECT_GE(Sample(m, "consent_rocksdb_live_sst_bytes"), 0);
+  EXPECT_GE(Sample(m, "consent_rocksdb_estimated_subjects"), 1);  // an estimate
+  EXPECT_GE(Sample(m, "consent_rocksdb_pending_compaction_bytes"), 0);
+  EXPECT_GE(Sample(m, "consent_rocksdb_write_stall_seconds_total"), 0);
+
+  // process_*, from /proc.
+  const double resident = Sample(m, "process_resident_memory_bytes");
+  EXPECT_GT(resident, 1 << 20);
+  EXPECT_LT(resident, 4.0 * (1 << 30));
+  EXPECT_GT(Sample(m, "process_open_fds"), 3);
+  EXPECT_GT(Sample(m, "process_max_fds"), Sample(m, "process_open_fds"));
+  EXPECT_GT(Sample(m, "process_cpu_seconds_total"), 0);
+  EXPECT_NEAR(Sample(m, "process_start_time_seconds"), absl::ToUnixSeconds(absl::Now()), 120);
+  // No user id in any label.
+  EXPECT_THAT(m, Not(HasSubstr("alice")));
+  EXPECT_THAT(m, Not(HasSubstr("nobody-")));
+}
+
+TEST_F(ObservabilityTest, PolicyReloadsAreCountedByResult) {
+  policy_path_ = dir_.Sub("policy.textproto");
+  testing::WriteFile(policy_path_, testing::ReadFile(testing::DefaultPolicyPath()));
+  Start();
+  ASSERT_TRUE(client_->ReloadPolicy().ok());  // unchanged: still a successful reload
+  testing::WriteFile(policy_path_, "version: \"broken\"\nnot_a_field: 1\n");
+  EXPECT_EQ(client_->ReloadPolicy().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(client_->ReloadPolicy().status().code(), absl::StatusCode::kFailedPrecondition);
+  const std::string m = Scrape();
+  EXPECT_EQ(Sample(m, "consent_policy_reloads_total{result=\"ok\"}"), 1);
+  EXPECT_EQ(Sample(m, "consent_policy_reloads_total{result=\"error\"}"), 2);
+  EXPECT_EQ(Sample(m, "consent_policy_info{version=\"2026-11-27.1\"}"), 1);
+}
+
+TEST_F(ObservabilityTest, MetricsDisabledServeNothing) {
+  Start({});
+  EXPECT_EQ(server_->metrics_address(), "");
+  EXPECT_THAT(server_->Log(), HasSubstr("metrics_listen=(disabled)"));
+}
+
+// Parses every line of `log` as a JSON object.
+std::vector<google::protobuf::Struct> JsonLines(const std::string& log) {
+  std::vector<google::protobuf::Struct> lines;
+  for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
+    google::protobuf::Struct parsed;
+    auto status = google::protobuf::util::JsonStringToMessage(std::string(line), &parsed);
+    EXPECT_TRUE(status.ok()) << "not JSON: " << line;
+    lines.push_back(std::move(parsed));
+  }
+  return lines;
+}
+
+const google::protobuf::Struct* FindLine(const std::vector<google::protobuf::Struct>& lines,
+                                         const std::string& msg) {
+  for (const auto& line : lines) {
+    auto it = line.fields().find("msg");
+    if (it != line.fields().end() && it->second.string_value() == msg) return &line;
+  }
+  return nullptr;
+}
+
+std::string Field(const google::protobuf::Struct& line, const std::string& key) {
+  auto it = line.fields().find(key);
+  return it == line.fields().end() ? "<absent>" : it->second.string_value();
+}
+
+TEST_F(ObservabilityTest, JsonLogsAtInfoCarryConfigurationButNoUserIds) {
+  Start({"--log_format=json"});
+  ASSERT_TRUE(Object("secret-user-42", "req-7").ok());
+  EXPECT_EQ(server_->Terminate(), 0);
+  const std::string log = server_->Log();
+  const auto lines = JsonLines(log);
+  ASSERT_GE(lines.size(), 4u);
+  const google::protobuf::Struct* start = FindLine(lines, "starting consentd");
+  ASSERT_NE(start, nullptr);
+  EXPECT_EQ(Field(*start, "level"), "info");
+  EXPECT_EQ(Field(*start, "data_dir"), dir_.Sub("data"));
+  EXPECT_EQ(Field(*start, "log_format"), "json");
+  EXPECT_EQ(Field(*start, "log_level"), "info");
+  EXPECT_EQ(Field(*start, "request_id_retention"), "24h");
+  EXPECT_NE(FindLine(lines, "store closed cleanly"), nullptr);
+  EXPECT_EQ(FindLine(lines, "write"), nullptr);
+  EXPECT_THAT(log, Not(HasSubstr("secret-user-42")));
+}
+
+TEST_F(ObservabilityTest, DebugLogsEachWriteWithRequestAndUserId) {
+  Start({"--log_format=json", "--log_level=debug"});
+  ASSERT_TRUE(Object("secret-user-42", "req-7").ok());
+  EXPECT_EQ(Object("").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(server_->Terminate(), 0);
+  const auto lines = JsonLines(server_->Log());
+  std::vector<const google::protobuf::Struct*> writes;
+  for (const auto& line : lines) {
+    if (Field(line, "msg") == "write") writes.push_back(&line);
+  }
+  ASSERT_EQ(writes.size(), 2u);
+  EXPECT_EQ(Field(*writes[0], "level"), "debug");
+  EXPECT_EQ(Field(*writes[0], "method"), "SetPreference");
+  EXPECT_EQ(Field(*writes[0], "code"), "OK");
+  EXPECT_EQ(Field(*writes[0], "request_id"), "req-7");
+  EXPECT_EQ(Field(*writes[0], "user_id"), "secret-user-42");
+  EXPECT_EQ(Field(*writes[0], "revision"), "1");
+  EXPECT_EQ(Field(*writes[1], "code"), "InvalidArgument");
+  EXPECT_THAT(Field(*writes[1], "error"), HasSubstr("user_id"));
+}
+
+TEST_F(ObservabilityTest, HumanLogsAreOneLinePerEventWithLevel) {
+  Start({});
+  EXPECT_EQ(server_->Terminate(), 0);
+  const std::string log = server_->Log();
+  for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
+    const std::vector<absl::string_view> words = absl::StrSplit(line, ' ');
+    ASSERT_GE(words.size(), 3u) << line;
+    EXPECT_EQ(words[0].size(), 24u) << line;  // 2026-11-27T05:39:03.871Z
+    EXPECT_TRUE(words[1] == "INFO" || words[1] == "WARN" || words[1] == "ERROR") << line;
+  }
+  EXPECT_THAT(log, HasSubstr(" INFO starting consentd listen=127.0.0.1:0 data_dir="));
+}
+
+TEST(LogFlagsTest, UnknownFormatOrLevelStopsStartUp) {
+  TempDir dir;
+  auto [code, log] = ConsentdProcess::RunToExit(
+      {"--log_format=xml", "--data_dir=" + dir.Sub("data"), "--metrics_listen="});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(log, HasSubstr("--log_format must be human or json, not \"xml\""));
+  std::tie(code, log) = ConsentdProcess::RunToExit(
+      {"--log_level=verbose", "--data_dir=" + dir.Sub("data"), "--metrics_listen="});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(log, HasSubstr("--log_level must be debug, info, warn or error, not \"verbose\""));
+}
+
+TEST_F(ObservabilityTest, BackupWhileWritingRestoresExactlyTheBackedUpRevision) {
+  Start({});
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(Object(absl::StrCat("before-", i)).ok());
+  // Writers keep committing while the backup is taken.
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      if (Object(absl::StrCat("during-", i)).ok()) written.fetch_add(1);
+    }
+  });
+  while (written.load() < 5) std::this_thread::yield();
+  const std::string backup = dir_.Sub("backup");
+  auto ctl =
+      testing::RunCommand({CONSENTCTL_PATH, "--target=" + server_->address(), "backup", backup});
+  while (written.load() < 10) std::this_thread::yield();  // more writes after the backup
+  stop.store(true);
+  writer.join();
+  ASSERT_EQ(ctl.exit_code, 0) << ctl.err;
+  int64_t revision = 0;
+  ASSERT_EQ(sscanf(ctl.out.c_str(), "backup of revision %ld written to", &revision), 1) << ctl.out;
+  EXPECT_THAT(ctl.out, HasSubstr(absl::StrCat("written to ", backup, "\n")));
+  EXPECT_GE(revision, 25);
+  v1::GetSubjectRequest last;
+  last.set_user_id("before-19");
+  const int64_t final_revision = client_->GetSubject(last)->revision();
+  ASSERT_GT(final_revision, revision);
+  EXPECT_THAT(server_->Log(),
+              HasSubstr(absl::StrCat("backup written directory=", backup, " revision=", revision)));
+  server_.reset();
+
+  // Restore: a copy of the backup is a data directory.
+  std::filesystem::copy(backup, dir_.Sub("restored"), std::filesystem::copy_options::recursive);
+  Start({}, "restored");
+  v1::VerifyAuditLogRequest verify;
+  auto report = client_->VerifyAuditLog(verify);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->ok()) << report->detail();
+  EXPECT_EQ(report->verified_count(), revision);
+  // Exactly the writes up to `revision`: each write made one revision, in
+  // order, so the first 20 plus the first revision-20 "during" writes.
+  const int64_t during = revision - 20;
+  for (const std::string& user :
+       {std::string("before-0"), std::string("before-19"), absl::StrCat("during-", during - 1)}) {
+    v1::GetSubjectRequest request;
+    request.set_user_id(user);
+    auto subject = client_->GetSubject(request);
+    ASSERT_TRUE(subject.ok()) << user << ": " << subject.status();
+    EXPECT_EQ(subject->revision(), revision) << user;
+  }
+  v1::GetSubjectRequest after;
+  after.set_user_id(absl::StrCat("during-", during));
+  EXPECT_EQ(client_->GetSubject(after).status().code(), absl::StatusCode::kNotFound);
+  // The restored registry takes writes, continuing the chain.
+  ASSERT_TRUE(Object("after-restore").ok());
+  report = client_->VerifyAuditLog(verify);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok());
+  EXPECT_EQ(report->verified_count(), revision + 1);
+}
+
+TEST_F(ObservabilityTest, BackupRejectsBadDirectories) {
+  Start({});
+  ASSERT_TRUE(Object("alice").ok());
+  auto relative = client_->CreateBackup("relative/dir");
+  EXPECT_EQ(relative.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(relative.status().message(), HasSubstr("directory"));
+  EXPECT_THAT(relative.status().message(), HasSubstr("absolute"));
+  auto empty = client_->CreateBackup("");
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  auto exists = client_->CreateBackup(dir_.path());
+  EXPECT_EQ(exists.status().code(), absl::StatusCode::kAlreadyExists);
+  auto no_parent = client_->CreateBackup(dir_.Sub("missing/backup"));
+  EXPECT_EQ(no_parent.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(no_parent.status().message(), HasSubstr("does not exist"));
+  auto ok = client_->CreateBackup(dir_.Sub("backup"));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->revision(), 1);
+  EXPECT_EQ(ok->directory(), dir_.Sub("backup"));
+}
+
+}  // namespace
+}  // namespace consent
