@@ -8,63 +8,17 @@ Run by ctest; by hand:
       --protoc /usr/bin/protoc --grpc_python_plugin /usr/bin/grpc_python_plugin
 """
 import argparse
-import glob
 import os
-import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
+from consentd_fixture import COMMON_FLAGS, Consentd, generate_stubs
+
 ARGS = None
-STUBS = None
-
-
-def generate_stubs(out_dir):
-    protos = sorted(
-        os.path.relpath(p, ARGS.proto_root)
-        for p in glob.glob(os.path.join(ARGS.proto_root, "**", "*.proto"), recursive=True))
-    subprocess.run(
-        [ARGS.protoc, "-I" + ARGS.proto_root, "--python_out=" + out_dir,
-         "--grpc_python_out=" + out_dir,
-         "--plugin=protoc-gen-grpc_python=" + ARGS.grpc_python_plugin] + protos,
-        check=True)
-    sys.path.insert(0, out_dir)
-
-
-class Consentd:
-    """consentd on loopback with a given data directory."""
-
-    def __init__(self, data_dir):
-        self.data_dir = data_dir
-        self.log = open(data_dir + ".log", "ab")
-        self.proc = subprocess.Popen(
-            [ARGS.consentd, "--listen=127.0.0.1:0", "--metrics_listen=",
-             "--data_dir=" + data_dir, "--policy=" + ARGS.policy],
-            stdout=subprocess.PIPE, stderr=self.log)
-        deadline = time.monotonic() + 30
-        line = b""
-        while not line.endswith(b"\n"):
-            ready, _, _ = select.select([self.proc.stdout], [], [],
-                                        max(0, deadline - time.monotonic()))
-            if not ready:
-                raise RuntimeError("consentd did not start in time")
-            chunk = self.proc.stdout.read1(256)
-            if not chunk:
-                raise RuntimeError("consentd exited: %s" % open(data_dir + ".log").read())
-            line += chunk
-        assert line.startswith(b"consentd listening on "), line
-        self.address = line.split()[-1].decode()
-
-    def stop(self, sig):
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
-        self.proc.stdout.close()
-        self.log.close()
-        return code
 
 
 class InteropTest(unittest.TestCase):
@@ -73,7 +27,7 @@ class InteropTest(unittest.TestCase):
         from consent.v1 import admin_pb2_grpc, registry_pb2_grpc
         self.grpc = grpc
         self.tmp = tempfile.mkdtemp(prefix="consent-interop-")
-        self.server = Consentd(os.path.join(self.tmp, "data"))
+        self.server = Consentd(ARGS, os.path.join(self.tmp, "data"))
         self.connect()
 
     def connect(self):
@@ -195,7 +149,7 @@ class InteropTest(unittest.TestCase):
         revision = self.set_pref("alice", types_pb2.PREFERENCE_STATE_OBJECTED)
         self.assertEqual(self.server.stop(signal.SIGKILL), -signal.SIGKILL)
         self.channel.close()
-        self.server = Consentd(self.server.data_dir)
+        self.server = Consentd(ARGS, self.server.data_dir)
         self.connect()
         decision = self.check("alice")
         self.assertEqual(decision.reason, types_pb2.DECISION_REASON_DENIED_OBJECTION)
@@ -205,12 +159,12 @@ class InteropTest(unittest.TestCase):
 def main():
     global ARGS
     parser = argparse.ArgumentParser()
-    for flag in ("--consentd", "--policy", "--proto_root", "--protoc", "--grpc_python_plugin"):
+    for flag in COMMON_FLAGS:
         parser.add_argument(flag, required=True)
     ARGS, rest = parser.parse_known_args()
     stubs = tempfile.mkdtemp(prefix="consent-stubs-")
     try:
-        generate_stubs(stubs)
+        generate_stubs(ARGS, stubs)
         result = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2).result
     finally:
         shutil.rmtree(stubs, ignore_errors=True)
