@@ -28,6 +28,9 @@ ABSL_FLAG(absl::Duration, request_id_retention, absl::Hours(24),
           "result and writes nothing.");
 ABSL_FLAG(absl::Duration, watch_checkpoint_interval, absl::Seconds(5),
           "WatchChanges sends a checkpoint after this long without an event.");
+ABSL_FLAG(bool, rocksdb_statistics, false,
+          "Keep RocksDB's ticker statistics to export consent_rocksdb_block_cache_hits_total and "
+          "_misses_total (with --metrics_listen). Costs about 3% of single-check throughput.");
 ABSL_FLAG(std::string, log_format, "human",
           "human (timestamp, level, message, key=value fields) or json (one object per line).");
 ABSL_FLAG(std::string, log_level, "info",
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.policy_path = absl::GetFlag(FLAGS_policy);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.rocksdb_statistics = absl::GetFlag(FLAGS_rocksdb_statistics);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.request_id_retention = absl::GetFlag(FLAGS_request_id_retention);
   options.watch_checkpoint_interval = absl::GetFlag(FLAGS_watch_checkpoint_interval);
@@ -93,6 +97,7 @@ int main(int argc, char** argv) {
        {"data_dir", options.data_dir},
        {"policy", options.policy_path},
        {"metrics_listen", options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen},
+       {"rocksdb_statistics", options.rocksdb_statistics ? "true" : "false"},
        {"shutdown_grace", absl::FormatDuration(options.shutdown_grace)},
        {"request_id_retention", absl::FormatDuration(options.request_id_retention)},
        {"watch_checkpoint_interval", absl::FormatDuration(options.watch_checkpoint_interval)},

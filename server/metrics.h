@@ -1,8 +1,15 @@
 // consentd's Prometheus metrics (names fixed by DESIGN.md; reference in
-// docs/operations.md). Everything a call touches is resolved once at
-// start-up (MethodMetrics) or once per call and purpose, so the hot path
-// pays a few atomic adds and one histogram observation per call, never a
-// label lookup per item.
+// docs/operations.md).
+//
+// The hot path must not slow down measurably (docs/operations.md,
+// "Overhead"), so counters and histograms here are sharded: each is a few
+// cache-line-aligned slots, a thread adds to the slot of its own shard with
+// one relaxed atomic add, and a scrape sums the slots. prometheus-cpp's own
+// Counter (a compare-and-swap loop on one shared double) and Histogram (a
+// mutex) made every check contend for the same cache lines across cores.
+// Everything a call touches is resolved once at start-up (MethodMetrics) or
+// cached per thread (decision counters per purpose), so a call pays no
+// lock and no label lookup.
 //
 // Thread safe. Gauges that describe state (revision, policy, RocksDB,
 // process) are not here: they are read at scrape time (server.cc).
@@ -10,8 +17,11 @@
 #define CONSENT_SERVER_METRICS_H_
 
 #include <array>
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -21,10 +31,8 @@
 #include "consent/v1/types.pb.h"
 #include "google/protobuf/repeated_field.h"
 #include "grpcpp/support/status.h"
-#include "prometheus/counter.h"
-#include "prometheus/family.h"
-#include "prometheus/histogram.h"
-#include "prometheus/registry.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
 
 namespace consent {
 
@@ -32,12 +40,55 @@ namespace consent {
 // "InvalidArgument", ...), so standard dashboards and alerts apply.
 absl::string_view GrpcCodeLabel(grpc::StatusCode code);
 
+namespace metrics_internal {
+
+inline constexpr int kShards = 8;
+// This thread's shard, fixed for the thread's life.
+int ShardOfThisThread();
+
+class Counter {
+ public:
+  void Add(int64_t n = 1) {
+    shards_[ShardOfThisThread()].value.fetch_add(n, std::memory_order_relaxed);
+  }
+  int64_t Value() const;
+
+ private:
+  struct alignas(64) Shard {
+    std::atomic<int64_t> value{0};
+  };
+  std::array<Shard, kShards> shards_;
+};
+
+// Observations are integers in the histogram's own unit (nanoseconds for
+// durations, items for sizes); `scale` turns them into the exposed unit.
+class Histogram {
+ public:
+  // `bounds`: upper bounds in the exposed unit, increasing.
+  Histogram(const std::vector<double>& bounds, double scale);
+  void Observe(int64_t value);
+  prometheus::ClientMetric::Histogram Snapshot() const;
+
+ private:
+  static constexpr int kMaxBuckets = 20;  // including +Inf
+  struct alignas(64) Shard {
+    std::array<std::atomic<int64_t>, kMaxBuckets> counts{};
+    std::atomic<int64_t> sum{0};
+  };
+  std::vector<int64_t> bounds_;  // in observation units
+  std::vector<double> exposed_bounds_;
+  double scale_;
+  std::array<Shard, kShards> shards_;
+};
+
+}  // namespace metrics_internal
+
 // The metrics of one RPC method. Started/Handled bracket every call
 // (streams: the whole stream).
 class MethodMetrics {
  public:
-  void Started() { started_->Increment(); }
-  void Handled(grpc::StatusCode code, double seconds);
+  void Started() { started_.Add(); }
+  void Handled(grpc::StatusCode code, absl::Duration duration);
   // consent_batch_items: the number of items in one request or message.
   // Only for batch methods (no-op otherwise).
   void ObserveItems(int items);
@@ -45,23 +96,27 @@ class MethodMetrics {
  private:
   friend class Metrics;
   static constexpr int kCodes = 17;
-  prometheus::Counter* started_ = nullptr;
-  std::array<prometheus::Counter*, kCodes> handled_{};
-  prometheus::Histogram* seconds_ = nullptr;
-  prometheus::Histogram* items_ = nullptr;
+  MethodMetrics(std::string service, std::string method, std::string type, bool batch);
+
+  const std::string service_, method_, type_;
+  metrics_internal::Counter started_;
+  std::array<metrics_internal::Counter, kCodes> handled_;
+  metrics_internal::Histogram seconds_;
+  std::unique_ptr<metrics_internal::Histogram> items_;  // batch methods only
 };
 
 // What a write changed, the `kind` label of consent_writes_total.
 enum class WriteKind { kPreference, kAttributes, kExclusion, kDeletion };
 
-class Metrics {
+class Metrics final : public prometheus::Collectable {
  public:
   Metrics();
+  ~Metrics() override;
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
-  // What the /metrics endpoint serves.
-  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  // Every family, for the /metrics endpoint.
+  std::vector<prometheus::MetricFamily> Collect() const override;
 
   // Creates (once) the series of a method; `type` is grpc-prometheus's
   // grpc_type ("unary", "server_stream", "bidi_stream"). `batch` methods
@@ -90,23 +145,17 @@ class Metrics {
 
  private:
   static constexpr int kReasons = v1::DecisionReason_ARRAYSIZE;
-  using ReasonCounters = std::array<prometheus::Counter*, kReasons>;
+  using ReasonCounters = std::array<metrics_internal::Counter, kReasons>;
   ReasonCounters* DecisionCounters(const std::string& purpose);
 
-  std::shared_ptr<prometheus::Registry> registry_;
-  prometheus::Family<prometheus::Counter>& started_;
-  prometheus::Family<prometheus::Counter>& handled_;
-  prometheus::Family<prometheus::Histogram>& handling_seconds_;
-  prometheus::Family<prometheus::Histogram>& batch_items_;
-  prometheus::Family<prometheus::Counter>& decisions_;
-  prometheus::Family<prometheus::Counter>& writes_;
-  prometheus::Family<prometheus::Counter>& policy_reloads_;
-  prometheus::Histogram& wal_sync_seconds_;
-  std::array<std::array<prometheus::Counter*, 3>, 4> write_counters_{};
-  std::array<prometheus::Counter*, 2> reload_counters_{};
+  // Distinguishes instances in the per-thread purpose cache.
+  const uint64_t generation_;
+  std::array<std::array<metrics_internal::Counter, 3>, 4> writes_;
+  std::array<metrics_internal::Counter, 2> reloads_;
+  metrics_internal::Histogram wal_sync_;
 
-  absl::Mutex mu_;
-  absl::flat_hash_map<std::string, std::unique_ptr<MethodMetrics>> methods_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<MethodMetrics>> methods_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<ReasonCounters>> purposes_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -56,7 +56,7 @@ class CallAccounting {
     const int64_t start = NowNanos();
     method->Started();
     grpc::Status status = Admit(handler);
-    method->Handled(status.error_code(), static_cast<double>(NowNanos() - start) * 1e-9);
+    method->Handled(status.error_code(), absl::Nanoseconds(NowNanos() - start));
     return Finish(rpc, request_id, std::move(status));
   }
 

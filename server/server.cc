@@ -73,10 +73,10 @@ class ScrapeCollector final : public prometheus::Collectable {
             static_cast<double>(stats->block_cache_hits));
         add("consent_rocksdb_block_cache_misses_total", "RocksDB block cache misses.", counter,
             static_cast<double>(stats->block_cache_misses));
-        add("consent_rocksdb_write_stall_seconds_total",
-            "Time writes were delayed or stopped by RocksDB, in seconds.", counter,
-            static_cast<double>(stats->write_stall_micros) / 1e6);
       }
+      add("consent_rocksdb_write_stall_seconds_total",
+          "Time RocksDB delayed or stopped writes, in seconds.", counter,
+          static_cast<double>(stats->write_stall_micros) / 1e6);
       add("consent_rocksdb_write_stopped", "1 while RocksDB stops writes.", gauge,
           static_cast<double>(stats->write_stopped));
       add("consent_rocksdb_live_sst_bytes", "Bytes of live SST files.", gauge,
@@ -126,7 +126,7 @@ class ServerImpl final : public ConsentServer {
   ServerOptions options_;
   RealClock real_clock_;
   // Before store_: the store's synced-write callback observes into it.
-  std::unique_ptr<Metrics> metrics_;  // null when --metrics_listen is empty
+  std::shared_ptr<Metrics> metrics_;  // null when --metrics_listen is empty
   std::unique_ptr<storage::ConsentStore> store_;
   std::unique_ptr<PolicyHolder> policies_;
   std::unique_ptr<PolicyReloader> reloader_;
@@ -242,12 +242,12 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   auto policy = CompiledPolicy::FromFile(options.policy_path);
   if (!policy.ok()) return policy.status();
 
-  if (!options.metrics_listen.empty()) server->metrics_ = std::make_unique<Metrics>();
+  if (!options.metrics_listen.empty()) server->metrics_ = std::make_shared<Metrics>();
   storage::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
   store_options.request_id_retention = options.request_id_retention;
   if (Metrics* metrics = server->metrics_.get()) {
-    store_options.collect_statistics = true;
+    store_options.collect_statistics = options.rocksdb_statistics;
     store_options.on_synced_write = [metrics](absl::Duration d) { metrics->ObserveWalSync(d); };
   }
   auto store = storage::ConsentStore::Open(store_options);
@@ -279,7 +279,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
     server->collector_ =
         std::make_shared<ScrapeCollector>(server->store_.get(), server->policies_.get());
     server->exposer_->RegisterCollectable(server->collector_);
-    server->exposer_->RegisterCollectable(server->metrics_->registry());
+    server->exposer_->RegisterCollectable(server->metrics_);
     const auto ports = server->exposer_->GetListeningPorts();
     server->metrics_address_ =
         absl::StrCat(options.metrics_listen.substr(0, options.metrics_listen.rfind(':')), ":",

@@ -32,8 +32,9 @@ struct StoreOptions {
   // Chain each event's SHA-256 to the previous one. Only benchmarks turn
   // this off, to measure what the chain costs; consentd always chains.
   bool hash_chain = true;
-  // Keep RocksDB's ticker statistics (block cache hits and misses, write
-  // stall time) for Stats(). Costs a few atomic adds per read.
+  // Keep RocksDB's ticker statistics, for the block cache hits and misses
+  // of Stats(). Off by default: they cost about 3% of single-check
+  // throughput (docs/operations.md, "Overhead").
   bool collect_statistics = false;
   // Called by the committing thread after each synced write of a group
   // commit, with how long the write (and its WAL sync) took. Must be thread
@@ -42,12 +43,13 @@ struct StoreOptions {
 };
 
 // Storage health, read on demand (a metrics scrape). -1: not available
-// (block cache and stall figures need StoreOptions::collect_statistics).
+// (block cache figures need StoreOptions::collect_statistics).
 struct StoreStats {
   int64_t block_cache_hits = -1;
   int64_t block_cache_misses = -1;
-  // Time writers were delayed or stopped by RocksDB, in microseconds.
-  int64_t write_stall_micros = -1;
+  // Time RocksDB spent delaying or stopping writes (any column family), in
+  // microseconds, since the store opened.
+  int64_t write_stall_micros = 0;
   // 1 while RocksDB stops writes (too many L0 files or pending compaction).
   int64_t write_stopped = 0;
   // Bytes of live SST files, all column families.

@@ -10,11 +10,14 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
 #include "rocksdb/statistics.h"
@@ -90,6 +93,36 @@ absl::Status CheckDataDir(const std::string& dir) {
   }
   return absl::OkStatus();
 }
+
+// Accounts for the time writes are delayed or stopped, from RocksDB's
+// stall notifications: no cost on the write path.
+class StallListener final : public rocksdb::EventListener {
+ public:
+  void OnStallConditionsChanged(const rocksdb::WriteStallInfo& info) override {
+    absl::MutexLock lock(&mu_);
+    const bool was_stalled = !stalled_.empty();
+    if (info.condition.cur == rocksdb::WriteStallCondition::kNormal) {
+      stalled_.erase(info.cf_name);
+    } else {
+      stalled_.insert(info.cf_name);
+    }
+    const absl::Time now = absl::Now();
+    if (!was_stalled && !stalled_.empty()) since_ = now;
+    if (was_stalled && stalled_.empty()) total_ += now - since_;
+  }
+
+  // Stalled time so far, the ongoing stall included.
+  absl::Duration Total() const {
+    absl::MutexLock lock(&mu_);
+    return stalled_.empty() ? total_ : total_ + (absl::Now() - since_);
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_set<std::string> stalled_ ABSL_GUARDED_BY(mu_);  // column families
+  absl::Time since_ ABSL_GUARDED_BY(mu_);
+  absl::Duration total_ ABSL_GUARDED_BY(mu_);
+};
 
 class RocksDbStore final : public ConsentStore {
  public:
@@ -182,6 +215,7 @@ class RocksDbStore final : public ConsentStore {
   StoreOptions options_;
   // Null unless options_.collect_statistics.
   std::shared_ptr<rocksdb::Statistics> statistics_;
+  std::shared_ptr<StallListener> stalls_;
 
   friend absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions&);
 
@@ -778,8 +812,6 @@ absl::StatusOr<StoreStats> RocksDbStore::Stats() {
         static_cast<int64_t>(statistics_->getTickerCount(rocksdb::BLOCK_CACHE_HIT));
     stats.block_cache_misses =
         static_cast<int64_t>(statistics_->getTickerCount(rocksdb::BLOCK_CACHE_MISS));
-    stats.write_stall_micros =
-        static_cast<int64_t>(statistics_->getTickerCount(rocksdb::STALL_MICROS));
   }
   // Sums an integer property over all column families.
   auto sum = [this](const std::string& property) ABSL_SHARED_LOCKS_REQUIRED(open_mu_) {
@@ -790,6 +822,7 @@ absl::StatusOr<StoreStats> RocksDbStore::Stats() {
     }
     return total;
   };
+  stats.write_stall_micros = absl::ToInt64Microseconds(stalls_->Total());
   stats.live_sst_bytes = sum(rocksdb::DB::Properties::kLiveSstFilesSize);
   stats.memtable_bytes = sum(rocksdb::DB::Properties::kCurSizeAllMemTables);
   stats.pending_compaction_bytes = sum(rocksdb::DB::Properties::kEstimatePendingCompactionBytes);
@@ -892,6 +925,8 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   db_options.paranoid_checks = true;
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 5;
+  auto stalls = std::make_shared<StallListener>();
+  db_options.listeners.push_back(stalls);
   if (options.collect_statistics) {
     db_options.statistics = rocksdb::CreateDBStatistics();
     // Tickers only: histograms and timers cost more than they tell here.
@@ -958,6 +993,7 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   store->last_hash_ = std::move(last_hash);
   store->options_ = options;
   store->statistics_ = db_options.statistics;
+  store->stalls_ = std::move(stalls);
   return std::unique_ptr<ConsentStore>(std::move(store));
 }
 

@@ -99,7 +99,7 @@ class ObservabilityTest : public ::testing::Test {
 };
 
 TEST_F(ObservabilityTest, MetricsCountCallsDecisionsWritesAndBatches) {
-  Start();
+  Start({"--metrics_listen=127.0.0.1:0", "--rocksdb_statistics"});
   ASSERT_TRUE(MakeUkAdult("alice").ok());
   ASSERT_TRUE(Object("alice").ok());
   EXPECT_EQ(Object("").code(), absl::StatusCode::kInvalidArgument);  // rejected: no user_id
@@ -185,6 +185,10 @@ TEST_F(ObservabilityTest, PolicyReloadsAreCountedByResult) {
   EXPECT_EQ(Sample(m, "consent_policy_reloads_total{result=\"ok\"}"), 1);
   EXPECT_EQ(Sample(m, "consent_policy_reloads_total{result=\"error\"}"), 2);
   EXPECT_EQ(Sample(m, "consent_policy_info{version=\"2026-11-27.1\"}"), 1);
+  // Block cache tickers are opt-in (--rocksdb_statistics); stalls are not.
+  EXPECT_EQ(SampleValue(m, "consent_rocksdb_block_cache_hits_total").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Sample(m, "consent_rocksdb_write_stall_seconds_total"), 0);
 }
 
 TEST_F(ObservabilityTest, MetricsDisabledServeNothing) {

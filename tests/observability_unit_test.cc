@@ -59,7 +59,7 @@ TEST(LogTest, LevelFiltersLines) {
 }
 
 std::string Expose(Metrics& metrics) {
-  return prometheus::TextSerializer().Serialize(metrics.registry()->Collect());
+  return prometheus::TextSerializer().Serialize(metrics.Collect());
 }
 
 TEST(MetricsTest, CodesAreNamedAsGrpcPrometheusNamesThem) {
@@ -81,9 +81,9 @@ TEST(MetricsTest, MethodSeriesExistBeforeTheFirstCallAndCountEachCode) {
   EXPECT_EQ(*SampleValue(m, "grpc_server_handled_total{grpc_code=\"Unavailable\"," + labels + "}"),
             0);
   check->Started();
-  check->Handled(grpc::StatusCode::UNAVAILABLE, 0.0003);
+  check->Handled(grpc::StatusCode::UNAVAILABLE, absl::Microseconds(300));
   check->Started();
-  check->Handled(grpc::StatusCode::OK, 0.00004);
+  check->Handled(grpc::StatusCode::OK, absl::Microseconds(40));
   m = Expose(metrics);
   EXPECT_EQ(*SampleValue(m, "grpc_server_started_total{" + labels + "}"), 2);
   EXPECT_EQ(*SampleValue(m, "grpc_server_handled_total{grpc_code=\"Unavailable\"," + labels + "}"),
