@@ -224,8 +224,8 @@ grpc::Status RegistryService::StreamCheck(
       if (!stream->Write(response)) break;  // the client went away
       ++index;
     }
-    if (gate->draining())
-      return CallAccounting::Draining();  // cancelled by shutdown: retry elsewhere
+    // Cancelled by shutdown: the client retries elsewhere.
+    if (gate->draining()) return CallAccounting::Draining();
     if (context->IsCancelled()) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
     }
