@@ -10,23 +10,13 @@
 # Environment: SUBJECTS, DATA, RUNS, DURATION, WARMUP, ONLY (as bench/run.sh).
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-subjects=${SUBJECTS:-1000000}
-data=${DATA:-/tmp/consent-perf-$subjects}
-runs=${RUNS:-3}
-duration=${DURATION:-5s}
-warmup=${WARMUP:-1s}
-mkdir -p "$root/bench/results"
-results="$root/bench/results/metrics-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
-
-"$root/scripts/build.sh" consentd consent-bench >&2
-bench="$root/build/bench/consent-bench"
-if [ ! -f "$data/.preloaded-$subjects" ]; then
-  rm -rf "$data"
-  echo "metrics_overhead.sh: preloading $subjects subjects into $data" >&2
-  "$bench" preload --data_dir="$data" --users="$subjects" --objecting=0.1 >&2
-  touch "$data/.preloaded-$subjects"
-fi
+name=metrics_overhead.sh
+default_duration=5s
+default_warmup=1s
+result_prefix=metrics-
+targets="consentd consent-bench"
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 rows=(
   "Check, closed loop|unary --concurrency=64 --connections=8"
@@ -74,7 +64,7 @@ while True:
     fi
     for row in "${rows[@]}"; do
       label=${row%%|*}
-      if [ -n "${ONLY:-}" ] && ! grep -qE "$ONLY" <<<"$label"; then continue; fi
+      selected "$label" || continue
       # shellcheck disable=SC2086
       "$bench" --target="$target" --users="$subjects" --duration="$duration" --warmup="$warmup" \
         --distribution=uniform ${row#*|} 2>/dev/null |

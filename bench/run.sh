@@ -12,24 +12,13 @@
 # pattern) runs just the rows whose label matches.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-subjects=${SUBJECTS:-1000000}
-data=${DATA:-/tmp/consent-perf-$subjects}
-runs=${RUNS:-3}
-duration=${DURATION:-10s}
-warmup=${WARMUP:-2s}
-mkdir -p "$root/bench/results"
-results="$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
-
-"$root/scripts/build.sh" consentd consent-bench consent-empty-server >&2
-bench="$root/build/bench/consent-bench"
-
-if [ ! -f "$data/.preloaded-$subjects" ]; then
-  rm -rf "$data"
-  echo "run.sh: preloading $subjects subjects into $data" >&2
-  "$bench" preload --data_dir="$data" --users="$subjects" --objecting=0.1 | tee -a "$results"
-  touch "$data/.preloaded-$subjects"
-fi
+name=run.sh
+default_duration=10s
+default_warmup=2s
+result_prefix=
+targets="consentd consent-bench consent-empty-server"
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 out=$(mktemp)
 "$root/build/server/consentd" --data_dir="$data" --listen=127.0.0.1:0 --metrics_listen= \
@@ -66,7 +55,7 @@ rows=(
 for row in "${rows[@]}"; do
   label=${row%%|*}
   args=${row#*|}
-  if [ -n "${ONLY:-}" ] && ! grep -qE "$ONLY" <<<"$label"; then continue; fi
+  selected "$label" || continue
   for distribution in uniform zipf; do
     for run in $(seq 1 "$runs"); do
       # shellcheck disable=SC2086

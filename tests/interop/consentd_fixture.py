@@ -1,11 +1,15 @@
 """Shared by the Python tests: stubs generated from proto/ and a real consentd
 process on loopback."""
+import argparse
 import glob
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import unittest
 
 COMMON_FLAGS = ("--consentd", "--policy", "--proto_root", "--protoc", "--grpc_python_plugin")
 
@@ -64,3 +68,22 @@ class Consentd:
         self.proc.stdout.close()
         self.log.close()
         return code
+
+
+def run_tests(set_args, extra_flags=()):
+    """The main of a Python test: parses COMMON_FLAGS and `extra_flags`
+    (all required), hands them to set_args, generates the stubs, runs the
+    __main__ module's tests and exits (non-zero on failure or no tests)."""
+    parser = argparse.ArgumentParser()
+    for flag in COMMON_FLAGS + tuple(extra_flags):
+        parser.add_argument(flag, required=True)
+    args, rest = parser.parse_known_args()
+    set_args(args)
+    stubs = tempfile.mkdtemp(prefix="consent-stubs-")
+    try:
+        generate_stubs(args, stubs)
+        result = unittest.main(module="__main__", argv=[sys.argv[0]] + rest, exit=False,
+                               verbosity=2).result
+    finally:
+        shutil.rmtree(stubs, ignore_errors=True)
+    sys.exit(0 if result.wasSuccessful() and result.testsRun > 0 else 1)

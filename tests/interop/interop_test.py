@@ -7,16 +7,13 @@ Run by ctest; by hand:
       --policy deploy/policy/default.textproto --proto_root proto \
       --protoc /usr/bin/protoc --grpc_python_plugin /usr/bin/grpc_python_plugin
 """
-import argparse
 import os
 import shutil
 import signal
-import sys
 import tempfile
-import time
 import unittest
 
-from consentd_fixture import COMMON_FLAGS, Consentd, generate_stubs
+from consentd_fixture import Consentd, run_tests
 
 ARGS = None
 
@@ -24,7 +21,6 @@ ARGS = None
 class InteropTest(unittest.TestCase):
     def setUp(self):
         import grpc
-        from consent.v1 import admin_pb2_grpc, registry_pb2_grpc
         self.grpc = grpc
         self.tmp = tempfile.mkdtemp(prefix="consent-interop-")
         self.server = Consentd(ARGS, os.path.join(self.tmp, "data"))
@@ -156,20 +152,10 @@ class InteropTest(unittest.TestCase):
         self.assertEqual(decision.revision, revision)
 
 
-def main():
+def set_args(args):
     global ARGS
-    parser = argparse.ArgumentParser()
-    for flag in COMMON_FLAGS:
-        parser.add_argument(flag, required=True)
-    ARGS, rest = parser.parse_known_args()
-    stubs = tempfile.mkdtemp(prefix="consent-stubs-")
-    try:
-        generate_stubs(ARGS, stubs)
-        result = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2).result
-    finally:
-        shutil.rmtree(stubs, ignore_errors=True)
-    sys.exit(0 if result.wasSuccessful() and result.testsRun > 0 else 1)
+    ARGS = args
 
 
 if __name__ == "__main__":
-    main()
+    run_tests(set_args)

@@ -15,7 +15,6 @@ Run by ctest; by hand (from the repository root, after a build):
       --grpc_python_plugin /usr/bin/grpc_python_plugin --prometheus /usr/bin/prometheus \
       --promtool /usr/bin/promtool --deploy deploy
 """
-import argparse
 import json
 import math
 import os
@@ -32,7 +31,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
-from consentd_fixture import COMMON_FLAGS, Consentd, generate_stubs  # noqa: E402
+from consentd_fixture import Consentd, run_tests  # noqa: E402
 
 ARGS = None
 # How long to wait for Prometheus to see something (it scrapes every second).
@@ -228,20 +227,10 @@ scrape_configs:
         self.assertEqual(result.stdout + result.stderr, b"")
 
 
-def main():
+def set_args(args):
     global ARGS
-    parser = argparse.ArgumentParser()
-    for flag in COMMON_FLAGS + ("--prometheus", "--promtool", "--deploy"):
-        parser.add_argument(flag, required=True)
-    ARGS, rest = parser.parse_known_args()
-    stubs = tempfile.mkdtemp(prefix="consent-stubs-")
-    try:
-        generate_stubs(ARGS, stubs)
-        result = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2).result
-    finally:
-        shutil.rmtree(stubs, ignore_errors=True)
-    sys.exit(0 if result.wasSuccessful() and result.testsRun > 0 else 1)
+    ARGS = args
 
 
 if __name__ == "__main__":
-    main()
+    run_tests(set_args, ("--prometheus", "--promtool", "--deploy"))

@@ -1,0 +1,28 @@
+# Sourced by the bench/ scripts: settings from the environment, the build,
+# and the preloaded store they share. Callers set `name` (for messages),
+# `default_duration`, `default_warmup`, `result_prefix` and `targets` first.
+# Environment: SUBJECTS (1,000,000), DATA (/tmp/consent-perf-SUBJECTS),
+# RUNS (3), DURATION, WARMUP, ONLY (a grep -E pattern over row labels).
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+subjects=${SUBJECTS:-1000000}
+data=${DATA:-/tmp/consent-perf-$subjects}
+runs=${RUNS:-3}
+duration=${DURATION:-$default_duration}
+warmup=${WARMUP:-$default_warmup}
+mkdir -p "$root/bench/results"
+results="$root/bench/results/${result_prefix}$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+
+# shellcheck disable=SC2154,SC2086
+"$root/scripts/build.sh" $targets >&2
+bench="$root/build/bench/consent-bench"
+
+# The store, built once per size (10% of subjects objecting).
+if [ ! -f "$data/.preloaded-$subjects" ]; then
+  rm -rf "$data"
+  echo "$name: preloading $subjects subjects into $data" >&2
+  "$bench" preload --data_dir="$data" --users="$subjects" --objecting=0.1 | tee -a "$results" >&2
+  touch "$data/.preloaded-$subjects"
+fi
+
+# Whether the row labelled $1 is selected by ONLY.
+selected() { [ -z "${ONLY:-}" ] || grep -qE "$ONLY" <<<"$1"; }
