@@ -191,6 +191,40 @@ TEST_F(ObservabilityTest, PolicyReloadsAreCountedByResult) {
   EXPECT_EQ(Sample(m, "consent_rocksdb_write_stall_seconds_total"), 0);
 }
 
+// docs/operations.md, "Policy rollout and rollback": roll out a new
+// version, roll back by reloading the previous file; point-in-time checks
+// keep each period's policy.
+TEST_F(ObservabilityTest, PolicyRollbackReactivatesThePreviousVersion) {
+  policy_path_ = dir_.Sub("policy.textproto");
+  const std::string original = testing::ReadFile(testing::DefaultPolicyPath());
+  testing::WriteFile(policy_path_, original);
+  Start();
+  ASSERT_TRUE(MakeUkAdult("alice").ok());
+  std::string next = original;
+  const std::string old_version = "version: \"2026-11-27.1\"";
+  next.replace(next.find(old_version), old_version.size(), "version: \"2026-11-27.2\"");
+  testing::WriteFile(policy_path_, next);
+  auto rolled_out = client_->ReloadPolicy();
+  ASSERT_TRUE(rolled_out.ok()) << rolled_out.status();
+  EXPECT_EQ(rolled_out->version(), "2026-11-27.2");
+  EXPECT_EQ(Check("alice")->policy_version(), "2026-11-27.2");
+
+  testing::WriteFile(policy_path_, original);  // roll back
+  auto rolled_back = client_->ReloadPolicy();
+  ASSERT_TRUE(rolled_back.ok()) << rolled_back.status();
+  EXPECT_EQ(rolled_back->version(), "2026-11-27.1");
+  EXPECT_EQ(rolled_back->previous_version(), "2026-11-27.2");
+  EXPECT_EQ(Check("alice")->policy_version(), "2026-11-27.1");
+  const std::string m = Scrape();
+  EXPECT_EQ(Sample(m, "consent_policy_reloads_total{result=\"ok\"}"), 2);
+  EXPECT_EQ(Sample(m, "consent_policy_info{version=\"2026-11-27.1\"}"), 1);
+  EXPECT_THAT(m, Not(HasSubstr("version=\"2026-11-27.2\"")));
+  // After a restart the file on disk (the rolled-back version) is active.
+  server_.reset();
+  Start();
+  EXPECT_EQ(Check("alice")->policy_version(), "2026-11-27.1");
+}
+
 TEST_F(ObservabilityTest, MetricsDisabledServeNothing) {
   Start({});
   EXPECT_EQ(server_->metrics_address(), "");
