@@ -27,6 +27,10 @@ struct StoreOptions {
   std::string data_dir;
   // Size of the shared block cache for point reads, in bytes.
   size_t block_cache_bytes = 256 << 20;
+  // Keys between restart points in the data blocks of point-read column
+  // families: a lookup scans at most this many keys after the block's hash
+  // index. Applies to files written from now on.
+  int block_restart_interval = 4;
   // How long a request_id is remembered for idempotent replays.
   absl::Duration request_id_retention = absl::Hours(24);
   // Chain each event's SHA-256 to the previous one. Only benchmarks turn
