@@ -8,7 +8,8 @@
 #      uniform and zipf;
 #   4. prints the median of the runs for each row as a Markdown table, and
 #      keeps every JSON result in bench/results/<date>.jsonl.
-# Environment: SUBJECTS, DATA, RUNS, DURATION, WARMUP; ONLY (a grep -E
+# Environment: SUBJECTS, DATA, RUNS, DURATION, WARMUP; CONSENTD_ARGS (extra
+# consentd flags, for experiments); ONLY (a grep -E
 # pattern) runs just the rows whose label matches.
 set -euo pipefail
 
@@ -22,7 +23,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 out=$(mktemp)
 "$root/build/server/consentd" --data_dir="$data" --listen=127.0.0.1:0 --metrics_listen= \
-  --policy="$root/deploy/policy/default.textproto" >"$out" 2>"$out.log" &
+  --policy="$root/deploy/policy/default.textproto" ${CONSENTD_ARGS:-} >"$out" 2>"$out.log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$out" "$out.log"' EXIT
 for _ in $(seq 1 300); do grep -q "listening on" "$out" && break; sleep 0.1; done

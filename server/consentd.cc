@@ -31,6 +31,9 @@ ABSL_FLAG(absl::Duration, watch_checkpoint_interval, absl::Seconds(5),
 ABSL_FLAG(bool, rocksdb_statistics, false,
           "Keep RocksDB's ticker statistics to export consent_rocksdb_block_cache_hits_total and "
           "_misses_total (with --metrics_listen). Costs about 3% of single-check throughput.");
+ABSL_FLAG(bool, subject_index, false,
+          "Keep every subject record in memory (loaded at start) and serve reads from it. "
+          "Experimental: docs/performance.md.");
 ABSL_FLAG(std::string, log_format, "human",
           "human (timestamp, level, message, key=value fields) or json (one object per line).");
 ABSL_FLAG(std::string, log_level, "info",
@@ -79,6 +82,7 @@ int main(int argc, char** argv) {
   options.policy_path = absl::GetFlag(FLAGS_policy);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.rocksdb_statistics = absl::GetFlag(FLAGS_rocksdb_statistics);
+  options.subject_index = absl::GetFlag(FLAGS_subject_index);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.request_id_retention = absl::GetFlag(FLAGS_request_id_retention);
   options.watch_checkpoint_interval = absl::GetFlag(FLAGS_watch_checkpoint_interval);
@@ -98,6 +102,7 @@ int main(int argc, char** argv) {
        {"policy", options.policy_path},
        {"metrics_listen", options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen},
        {"rocksdb_statistics", options.rocksdb_statistics ? "true" : "false"},
+       {"subject_index", options.subject_index ? "true" : "false"},
        {"shutdown_grace", absl::FormatDuration(options.shutdown_grace)},
        {"request_id_retention", absl::FormatDuration(options.request_id_retention)},
        {"watch_checkpoint_interval", absl::FormatDuration(options.watch_checkpoint_interval)},

@@ -246,6 +246,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   storage::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
   store_options.request_id_retention = options.request_id_retention;
+  store_options.subject_index = options.subject_index;
   if (Metrics* metrics = server->metrics_.get()) {
     store_options.collect_statistics = options.rocksdb_statistics;
     store_options.on_synced_write = [metrics](absl::Duration d) { metrics->ObserveWalSync(d); };

@@ -31,6 +31,10 @@ struct StoreOptions {
   // families: a lookup scans at most this many keys after the block's hash
   // index. Applies to files written from now on.
   int block_restart_interval = 4;
+  // Keep a copy of every subject record in memory (loaded at open, updated
+  // by each commit before it is acknowledged) and read subjects from it
+  // instead of RocksDB. An experiment: docs/performance.md.
+  bool subject_index = false;
   // How long a request_id is remembered for idempotent replays.
   absl::Duration request_id_retention = absl::Hours(24);
   // Chain each event's SHA-256 to the previous one. Only benchmarks turn

@@ -1,6 +1,7 @@
 // RocksDB implementation of ConsentStore. The key and value layout is
 // documented in docs/storage.md; keep the two in step.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <deque>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -124,6 +126,38 @@ class StallListener final : public rocksdb::EventListener {
   absl::Duration total_ ABSL_GUARDED_BY(mu_);
 };
 
+// Every subject record, serialized, in memory (StoreOptions::subject_index).
+// Sharded so readers on different cores rarely share a lock.
+class SubjectIndex {
+ public:
+  void Put(absl::string_view user_id, std::string record) {
+    Shard& shard = ShardOf(user_id);
+    absl::MutexLock lock(&shard.mu);
+    shard.records[user_id] = std::move(record);
+  }
+  // False when the user has no record; kDataLoss status via `ok` when the
+  // record does not parse.
+  bool Parse(absl::string_view user_id, v1::Subject* subject, bool* ok) {
+    Shard& shard = ShardOf(user_id);
+    absl::ReaderMutexLock lock(&shard.mu);
+    auto it = shard.records.find(user_id);
+    if (it == shard.records.end()) return false;
+    *ok = subject->ParseFromString(it->second);
+    return true;
+  }
+
+ private:
+  static constexpr size_t kShards = 64;
+  struct Shard {
+    absl::Mutex mu;
+    absl::flat_hash_map<std::string, std::string> records ABSL_GUARDED_BY(mu);
+  };
+  Shard& ShardOf(absl::string_view user_id) {
+    return shards_[absl::Hash<absl::string_view>()(user_id) % kShards];
+  }
+  std::array<Shard, kShards> shards_;
+};
+
 class RocksDbStore final : public ConsentStore {
  public:
   RocksDbStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
@@ -216,6 +250,8 @@ class RocksDbStore final : public ConsentStore {
   // Null unless options_.collect_statistics.
   std::shared_ptr<rocksdb::Statistics> statistics_;
   std::shared_ptr<StallListener> stalls_;
+  // Null unless options_.subject_index.
+  std::unique_ptr<SubjectIndex> index_;
 
   friend absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions&);
 
@@ -330,6 +366,16 @@ class RocksDbStore::Context final : public UpdateContext {
 
 absl::Status RocksDbStore::ReadSubject(absl::string_view user_id, bool* exists,
                                        v1::Subject* subject) {
+  if (index_ != nullptr) {
+    bool ok = true;
+    *exists = index_->Parse(user_id, subject, &ok);
+    if (!ok) return absl::DataLossError("subject record does not parse");
+    if (!*exists) {
+      subject->Clear();
+      subject->set_user_id(std::string(user_id));
+    }
+    return absl::OkStatus();
+  }
   rocksdb::PinnableSlice value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), subjects(),
                                rocksdb::Slice(user_id.data(), user_id.size()), &value);
@@ -421,8 +467,11 @@ void RocksDbStore::WriteGroup(const std::vector<PendingCommit*>& commits) {
     any = any || commit->wrote;
   }
   if (!any) return;
+  std::vector<std::pair<std::string, std::string>> records;  // for the index
   for (const auto& [user_id, subject] : group.subjects) {
-    batch.Put(subjects(), user_id, subject.SerializeAsString());
+    std::string record = subject.SerializeAsString();
+    batch.Put(subjects(), user_id, record);
+    if (index_ != nullptr) records.emplace_back(user_id, std::move(record));
   }
   for (const auto& [key, excluded] : group.exclusions) {
     if (excluded) {
@@ -445,6 +494,9 @@ void RocksDbStore::WriteGroup(const std::vector<PendingCommit*>& commits) {
     }
     return;
   }
+  // The index sees the write before anyone is acknowledged or the revision
+  // moves, so every read that starts afterwards sees it too.
+  for (auto& [user_id, record] : records) index_->Put(user_id, std::move(record));
   revision_.store(group.revision, std::memory_order_release);
   last_time_ = group.last_time;
   last_hash_ = std::move(group.last_hash);
@@ -764,6 +816,20 @@ absl::Status RocksDbStore::GetSubjects(absl::Span<const absl::string_view> user_
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   const size_t n = user_ids.size();
+  if (index_ != nullptr) {
+    out->clear();
+    out->resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      bool ok = true;
+      v1::Subject& subject = (*out)[i].emplace();
+      if (!index_->Parse(user_ids[i], &subject, &ok)) {
+        (*out)[i].reset();
+      } else if (!ok) {
+        return absl::DataLossError("subject record does not parse");
+      }
+    }
+    return absl::OkStatus();
+  }
   std::vector<rocksdb::Slice> keys;
   keys.reserve(n);
   for (absl::string_view id : user_ids) keys.emplace_back(id.data(), id.size());
@@ -1000,6 +1066,16 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   store->options_ = options;
   store->statistics_ = db_options.statistics;
   store->stalls_ = std::move(stalls);
+  if (options.subject_index) {
+    store->index_ = std::make_unique<SubjectIndex>();
+    std::unique_ptr<rocksdb::Iterator> it(
+        store->db_->NewIterator(rocksdb::ReadOptions(), store->subjects()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      store->index_->Put(absl::string_view(it->key().data(), it->key().size()),
+                         it->value().ToString());
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), context);
+  }
   return std::unique_ptr<ConsentStore>(std::move(store));
 }
 

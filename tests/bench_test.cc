@@ -72,6 +72,28 @@ TEST_F(BenchTest, Write) { Bench("write"); }
 TEST_F(BenchTest, WriteBatch) { Bench("write-batch"); }
 TEST_F(BenchTest, MixedVerifiesReadYourWrites) { Bench("mixed", {"--read_ratio=0.5"}); }
 
+// The same read-your-writes check against consentd serving subject reads
+// from its in-memory index (--subject_index): every acknowledged write must
+// be in the index before the writer hears back.
+TEST_F(BenchTest, MixedVerifiesReadYourWritesWithSubjectIndex) {
+  const std::string data = dir_->Sub("indexed");
+  CommandResult preload =
+      RunCommand({CONSENT_BENCH_PATH, "--data_dir=" + data, "--users=20000", "preload"});
+  ASSERT_EQ(preload.exit_code, 0) << preload.err;
+  ConsentdProcess::Options options;
+  options.data_dir = data;
+  options.extra_args = {"--subject_index"};
+  auto indexed = ConsentdProcess::Start(options);
+  ASSERT_TRUE(indexed.ok()) << indexed.status();
+  CommandResult result = RunCommand({CONSENT_BENCH_PATH, "--target=" + (*indexed)->address(),
+                                     "--users=20000", "--duration=2s", "--warmup=200ms",
+                                     "--concurrency=16", "--read_ratio=0.5", "mixed"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("\"errors\":{}"));
+  EXPECT_THAT(result.out, HasSubstr("\"read_your_writes_violations\":0"));
+  EXPECT_THAT(result.out, ::testing::Not(HasSubstr("\"calls\":0,")));
+}
+
 TEST_F(BenchTest, BadUsage) {
   EXPECT_EQ(RunCommand({CONSENT_BENCH_PATH, "nonsense"}).exit_code, 2);
   EXPECT_EQ(RunCommand({CONSENT_BENCH_PATH, "--distribution=pareto", "unary"}).exit_code, 2);

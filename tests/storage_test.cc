@@ -283,6 +283,48 @@ TEST(StoreTest, StatsReportStorageHealthAndSyncedWrites) {
   EXPECT_EQ(without->write_stall_micros, 0);  // from stall notifications, always kept
 }
 
+TEST(StoreTest, SubjectIndexServesEveryAcknowledgedWriteAndIsRebuiltAtOpen) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  options.subject_index = true;
+  {
+    auto store = ConsentStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE(Commit(**store, {SetJurisdiction("alice", "GB")}).ok());
+    EXPECT_EQ((*store)->GetSubject("alice")->attributes().jurisdiction(), "GB");
+    // The update reads the record through the index: "before" is GB.
+    auto result = (*store)->Commit({SetJurisdiction("alice", "DE")}, kNow);
+    ASSERT_TRUE(result.ok());
+    EXPECT_EQ((*store)->GetSubject("alice")->attributes().jurisdiction(), "DE");
+    std::vector<std::optional<v1::Subject>> records;
+    const std::vector<absl::string_view> ids = {"bob", "alice"};
+    ASSERT_TRUE((*store)->GetSubjects(ids, &records).ok());
+    ASSERT_EQ(records.size(), 2u);
+    EXPECT_FALSE(records[0].has_value());
+    ASSERT_TRUE(records[1].has_value());
+    EXPECT_EQ(records[1]->attributes().jurisdiction(), "DE");
+    EXPECT_EQ(records[1]->revision(), 2);
+    EXPECT_EQ((*store)->GetSubject("bob").status().code(), absl::StatusCode::kNotFound);
+    auto events = (*store)->ReadEvents(2, 1);
+    ASSERT_TRUE(events.ok());
+    ASSERT_EQ(events->size(), 1u);
+    EXPECT_EQ((*events)[0].attributes().before().jurisdiction(), "GB");
+  }
+  // Written without the index; opened with it: loaded from RocksDB.
+  StoreOptions plain = options;
+  plain.subject_index = false;
+  {
+    auto store = ConsentStore::Open(plain);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE(Commit(**store, {SetJurisdiction("carol", "IE")}).ok());
+  }
+  auto store = ConsentStore::Open(options);
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ((*store)->GetSubject("alice")->attributes().jurisdiction(), "DE");
+  EXPECT_EQ((*store)->GetSubject("carol")->attributes().jurisdiction(), "IE");
+}
+
 TEST(StoreTest, ClosedStoreRejectsCalls) {
   TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
