@@ -135,14 +135,16 @@ class SubjectIndex {
     absl::MutexLock lock(&shard.mu);
     shard.records[user_id] = std::move(record);
   }
-  // False when the user has no record; kDataLoss status via `ok` when the
-  // record does not parse.
-  bool Parse(absl::string_view user_id, v1::Subject* subject, bool* ok) {
+  // Whether the user has a record (then parsed into `subject`); kDataLoss
+  // when it does not parse.
+  absl::StatusOr<bool> Parse(absl::string_view user_id, v1::Subject* subject) {
     Shard& shard = ShardOf(user_id);
     absl::ReaderMutexLock lock(&shard.mu);
     auto it = shard.records.find(user_id);
     if (it == shard.records.end()) return false;
-    *ok = subject->ParseFromString(it->second);
+    if (!subject->ParseFromString(it->second)) {
+      return absl::DataLossError("subject record does not parse");
+    }
     return true;
   }
 
@@ -367,9 +369,9 @@ class RocksDbStore::Context final : public UpdateContext {
 absl::Status RocksDbStore::ReadSubject(absl::string_view user_id, bool* exists,
                                        v1::Subject* subject) {
   if (index_ != nullptr) {
-    bool ok = true;
-    *exists = index_->Parse(user_id, subject, &ok);
-    if (!ok) return absl::DataLossError("subject record does not parse");
+    absl::StatusOr<bool> found = index_->Parse(user_id, subject);
+    if (!found.ok()) return found.status();
+    *exists = *found;
     if (!*exists) {
       subject->Clear();
       subject->set_user_id(std::string(user_id));
@@ -820,13 +822,9 @@ absl::Status RocksDbStore::GetSubjects(absl::Span<const absl::string_view> user_
     out->clear();
     out->resize(n);
     for (size_t i = 0; i < n; ++i) {
-      bool ok = true;
-      v1::Subject& subject = (*out)[i].emplace();
-      if (!index_->Parse(user_ids[i], &subject, &ok)) {
-        (*out)[i].reset();
-      } else if (!ok) {
-        return absl::DataLossError("subject record does not parse");
-      }
+      absl::StatusOr<bool> found = index_->Parse(user_ids[i], &(*out)[i].emplace());
+      if (!found.ok()) return found.status();
+      if (!*found) (*out)[i].reset();
     }
     return absl::OkStatus();
   }
