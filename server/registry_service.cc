@@ -96,24 +96,16 @@ void RegistryService::AccountWrite(Rpc rpc, WriteKind kind, int count, absl::str
   LogDebug("write", fields);
 }
 
-template <typename Request, typename Response>
-grpc::Status RegistryService::ServeWrite(Rpc rpc, WriteKind kind,
-                                         WriteMethod<Request, Response> write,
-                                         grpc::ServerContext* context, const Request& request,
-                                         Response* response) {
-  return calls_->Serve(rpc, request.request_id(), [&] {
-    grpc::Status status = ToGrpcStatus((registry_->*write)(request, ContextOf(context), response));
-    AccountWrite(rpc, kind, 1, request.request_id(), request.user_id(), status,
-                 response->revision());
-    return status;
-  });
-}
-
 grpc::Status RegistryService::SetPreference(grpc::ServerContext* context,
                                             const v1::SetPreferenceRequest* request,
                                             v1::SetPreferenceResponse* response) {
-  return ServeWrite(Rpc::kSetPreference, WriteKind::kPreference, &Registry::SetPreference, context,
-                    *request, response);
+  return calls_->Serve(Rpc::kSetPreference, request->request_id(), [&] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->SetPreference(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kSetPreference, WriteKind::kPreference, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
+  });
 }
 
 grpc::Status RegistryService::BatchSetPreferences(grpc::ServerContext* context,
@@ -134,22 +126,37 @@ grpc::Status RegistryService::BatchSetPreferences(grpc::ServerContext* context,
 grpc::Status RegistryService::UpdateSubject(grpc::ServerContext* context,
                                             const v1::UpdateSubjectRequest* request,
                                             v1::UpdateSubjectResponse* response) {
-  return ServeWrite(Rpc::kUpdateSubject, WriteKind::kAttributes, &Registry::UpdateSubject, context,
-                    *request, response);
+  return calls_->Serve(Rpc::kUpdateSubject, request->request_id(), [&] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->UpdateSubject(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kUpdateSubject, WriteKind::kAttributes, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
+  });
 }
 
 grpc::Status RegistryService::SetContentExclusion(grpc::ServerContext* context,
                                                   const v1::SetContentExclusionRequest* request,
                                                   v1::SetContentExclusionResponse* response) {
-  return ServeWrite(Rpc::kSetContentExclusion, WriteKind::kExclusion,
-                    &Registry::SetContentExclusion, context, *request, response);
+  return calls_->Serve(Rpc::kSetContentExclusion, request->request_id(), [&] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->SetContentExclusion(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kSetContentExclusion, WriteKind::kExclusion, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
+  });
 }
 
 grpc::Status RegistryService::DeleteSubject(grpc::ServerContext* context,
                                             const v1::DeleteSubjectRequest* request,
                                             v1::DeleteSubjectResponse* response) {
-  return ServeWrite(Rpc::kDeleteSubject, WriteKind::kDeletion, &Registry::DeleteSubject, context,
-                    *request, response);
+  return calls_->Serve(Rpc::kDeleteSubject, request->request_id(), [&] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->DeleteSubject(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kDeleteSubject, WriteKind::kDeletion, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
+  });
 }
 
 grpc::Status RegistryService::GetSubject(grpc::ServerContext*, const v1::GetSubjectRequest* request,

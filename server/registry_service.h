@@ -119,15 +119,6 @@ class RegistryService final : public v1::ConsentRegistry::Service {
   void CancelStreams();
 
  private:
-  // A registry write of one subject, e.g. &Registry::SetPreference.
-  template <typename Request, typename Response>
-  using WriteMethod = absl::Status (Registry::*)(const Request&, const CallContext&, Response*);
-
-  // Serves a single-subject write: admission, metrics, and AccountWrite.
-  template <typename Request, typename Response>
-  grpc::Status ServeWrite(Rpc rpc, WriteKind kind, WriteMethod<Request, Response> write,
-                          grpc::ServerContext* context, const Request& request, Response* response);
-
   // consent_writes_total, and a debug line per write (the only place a
   // user id is logged).
   void AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view request_id,
