@@ -9,7 +9,8 @@
 #   4. prints the median of the runs for each row as a Markdown table, and
 #      keeps every JSON result in bench/results/<date>.jsonl.
 # Environment: SUBJECTS, DATA, RUNS, DURATION, WARMUP; CONSENTD_ARGS (extra
-# consentd flags, for experiments); ONLY (a grep -E
+# consentd flags, for experiments); CONSENTD (another consentd binary, e.g.
+# a copy of an earlier build, for before/after runs); ONLY (a grep -E
 # pattern) runs just the rows whose label matches.
 set -euo pipefail
 
@@ -22,13 +23,23 @@ targets="consentd consent-bench consent-empty-server"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 out=$(mktemp)
-"$root/build/server/consentd" --data_dir="$data" --listen=127.0.0.1:0 --metrics_listen= \
+"${CONSENTD:-$root/build/server/consentd}" --data_dir="$data" --listen=127.0.0.1:0 --metrics_listen= \
   --policy="$root/deploy/policy/default.textproto" ${CONSENTD_ARGS:-} >"$out" 2>"$out.log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$out" "$out.log"' EXIT
 for _ in $(seq 1 300); do grep -q "listening on" "$out" && break; sleep 0.1; done
 target=$(sed -n 's/^consentd listening on //p' "$out")
 [ -n "$target" ] || { cat "$out.log" >&2; exit 1; }
+# Rows measure the steady state: wait for the subject index's background
+# load (unless consentd runs without it).
+if ! grep -q -- "--subject_index=false" <<<"${CONSENTD_ARGS:-}"; then
+  for _ in $(seq 1 6000); do
+    grep -q "subject index" "$out.log" && break
+    kill -0 $server 2>/dev/null || break
+    sleep 0.1
+  done
+  grep "subject index" "$out.log" >&2 || echo "run.sh: no subject index loaded (an older consentd?)" >&2
+fi
 echo "run.sh: consentd on $target, $runs runs of $duration per row" >&2
 
 # The empty-handler server: the same gRPC set-up, checks doing nothing.
