@@ -592,10 +592,13 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
     revision = state.subject.revision();
   } else {
     revision = store_->CurrentRevision();
-    auto record = store_->GetSubject(request.user_id());
-    if (!record.ok() && !absl::IsNotFound(record.status())) return record.status();
+    // The decision view (the subject index when there is one).
+    const absl::string_view id = request.user_id();
+    std::vector<std::optional<v1::Subject>> records;
+    if (absl::Status s = store_->GetSubjects({&id, 1}, &records); !s.ok()) return s;
+    const std::optional<v1::Subject>& record = records[0];
     std::vector<std::string> excluded;
-    if (record.ok()) {
+    if (record) {
       revision = std::max(revision, record->revision());
       // Only users who excluded something pay for the extra read.
       if (record->exclusion_count() > 0) {
@@ -604,7 +607,7 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
         excluded = *std::move(purposes);
       }
     }
-    const CheckSubject subject{record.ok() ? &*record : nullptr, excluded};
+    const CheckSubject subject{record ? &*record : nullptr, excluded};
     verdict =
         Decide(*view->policy, subject, request.purpose(), request.content(), view->at, explain);
   }

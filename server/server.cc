@@ -88,6 +88,16 @@ class ScrapeCollector final : public prometheus::Collectable {
           static_cast<double>(stats->pending_compaction_bytes));
       add("consent_rocksdb_estimated_subjects", "RocksDB's estimate of the subject records.", gauge,
           static_cast<double>(stats->estimated_subjects));
+      if (stats->index_ready >= 0) {
+        add("consent_subject_index_ready",
+            "1 once the in-memory subject index is loaded and serves checks.", gauge,
+            static_cast<double>(stats->index_ready));
+        add("consent_subject_index_subjects", "Subjects in the in-memory subject index.", gauge,
+            static_cast<double>(stats->index_subjects));
+        add("consent_subject_index_bytes",
+            "Bytes of the in-memory subject index's entries and tables.", gauge,
+            static_cast<double>(stats->index_bytes));
+      }
     }
 
     if (auto process = ReadProcessStats(); process.ok()) {
@@ -247,6 +257,16 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   store_options.data_dir = options.data_dir;
   store_options.request_id_retention = options.request_id_retention;
   store_options.subject_index = options.subject_index;
+  store_options.on_index_loaded = [](const absl::Status& status, int64_t subjects,
+                                     absl::Duration took) {
+    if (status.ok()) {
+      LogInfo("subject index loaded: checks read it from now on",
+              {{"subjects", absl::StrCat(subjects)}, {"took", absl::FormatDuration(took)}});
+    } else {
+      LogWarning("subject index not loaded: checks keep reading RocksDB",
+                 {{"error", status.ToString()}, {"subjects_loaded", absl::StrCat(subjects)}});
+    }
+  };
   if (Metrics* metrics = server->metrics_.get()) {
     store_options.collect_statistics = options.rocksdb_statistics;
     store_options.on_synced_write = [metrics](absl::Duration d) { metrics->ObserveWalSync(d); };

@@ -23,8 +23,9 @@ struct ServerOptions {
   // RocksDB ticker statistics for the block cache hit and miss metrics;
   // they cost about 3% of single-check throughput, so they are opt-in.
   bool rocksdb_statistics = false;
-  // Serve subject reads from an in-memory copy (StoreOptions::subject_index).
-  bool subject_index = false;
+  // Serve checks from an in-memory index of subjects, loaded in the
+  // background at start (StoreOptions::subject_index).
+  bool subject_index = true;
   // How long in-flight calls may run on after shutdown starts.
   absl::Duration shutdown_grace = absl::Seconds(10);
   // How long request ids are remembered for idempotent replays.

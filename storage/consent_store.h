@@ -31,10 +31,22 @@ struct StoreOptions {
   // families: a lookup scans at most this many keys after the block's hash
   // index. Applies to files written from now on.
   int block_restart_interval = 4;
-  // Keep a copy of every subject record in memory (loaded at open, updated
-  // by each commit before it is acknowledged) and read subjects from it
-  // instead of RocksDB. An experiment: docs/performance.md.
+  // Keep the decision view of every subject (GetSubjects) in memory and
+  // serve GetSubjects from it instead of RocksDB. It is loaded in the
+  // background after Open returns (reads use RocksDB until it is complete)
+  // and updated by each commit after its synced write, before anyone is
+  // acknowledged. RocksDB stays the source of truth. Off here, so tools
+  // that only write (consent-bench preload) do not pay for it; consentd
+  // turns it on (docs/performance.md).
   bool subject_index = false;
+  // Called once, from the loading thread, when the subject index is loaded
+  // (status OK: reads use it from now on) or has failed or been cancelled
+  // by Close (reads stay on RocksDB); with the subjects loaded and how
+  // long it took. Must be thread safe; may be empty.
+  std::function<void(const absl::Status&, int64_t subjects, absl::Duration)> on_index_loaded;
+  // Called from the loading thread once the load's snapshot is taken,
+  // before anything is added; tests use it to write during a load.
+  std::function<void()> on_index_snapshot;
   // How long a request_id is remembered for idempotent replays.
   absl::Duration request_id_retention = absl::Hours(24);
   // Chain each event's SHA-256 to the previous one. Only benchmarks turn
@@ -68,6 +80,12 @@ struct StoreStats {
   int64_t pending_compaction_bytes = 0;
   // RocksDB's estimate of the number of subject records.
   int64_t estimated_subjects = 0;
+  // The subject index (StoreOptions::subject_index), -1 without one: 1 once
+  // loaded and serving reads; subjects in it; bytes of its entries and
+  // tables (not counting the allocator's own overhead).
+  int64_t index_ready = -1;
+  int64_t index_subjects = -1;
+  int64_t index_bytes = -1;
 };
 
 // Identifies a request for idempotency: a replay (same id, same
@@ -181,8 +199,13 @@ class ConsentStore {
   // this user.
   virtual absl::StatusOr<v1::Subject> GetSubject(absl::string_view user_id) = 0;
 
-  // Reads several subjects at once (one MultiGet). `out` gets one entry per
-  // id, empty where no record exists. Any other error fails the whole call.
+  // Reads several subjects at once, for decisions: from the subject index
+  // when there is one (StoreOptions::subject_index), else with one
+  // MultiGet. `out` gets one entry per id, empty where no record exists.
+  // An entry may hold only what decisions read: attributes, preferences
+  // (purpose, state, effective and expire time, revision), exclusion_count
+  // and revision; use GetSubject for the whole record. Any other error
+  // fails the whole call.
   virtual absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
                                    std::vector<std::optional<v1::Subject>>* out) = 0;
 

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <limits>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -126,38 +128,142 @@ class StallListener final : public rocksdb::EventListener {
   absl::Duration total_ ABSL_GUARDED_BY(mu_);
 };
 
-// Every subject record, serialized, in memory (StoreOptions::subject_index).
+// The part of a subject record that decisions read (ConsentStore::
+// GetSubjects): attributes, preferences without their source and update
+// time, the exclusion count and the revision. Serialized as a Subject.
+std::string DecisionView(const v1::Subject& subject) {
+  v1::Subject view;
+  if (subject.has_attributes()) *view.mutable_attributes() = subject.attributes();
+  for (const v1::Preference& preference : subject.preferences()) {
+    v1::Preference* p = view.add_preferences();
+    p->set_purpose(preference.purpose());
+    p->set_state(preference.state());
+    if (preference.has_effective_time()) *p->mutable_effective_time() = preference.effective_time();
+    if (preference.has_expire_time()) *p->mutable_expire_time() = preference.expire_time();
+    p->set_revision(preference.revision());
+  }
+  view.set_exclusion_count(subject.exclusion_count());
+  view.set_revision(subject.revision());
+  return view.SerializeAsString();
+}
+
+// The decision view of every subject, in memory (StoreOptions::
+// subject_index). Each entry is one allocation holding the user id and the
+// view; the tables hold only pointers to them, so a subject costs its
+// bytes plus about 30 (10,000,000 preloaded subjects: docs/performance.md).
 // Sharded so readers on different cores rarely share a lock.
 class SubjectIndex {
  public:
-  void Put(absl::string_view user_id, std::string record) {
+  // `expected`: about how many subjects will be added (sizes the tables).
+  explicit SubjectIndex(size_t expected) {
+    for (Shard& shard : shards_) {
+      absl::MutexLock lock(&shard.mu);
+      shard.entries.reserve(expected / kShards + 1);
+    }
+  }
+
+  // Sets the user's view (a write).
+  void Put(absl::string_view user_id, absl::string_view view) {
     Shard& shard = ShardOf(user_id);
     absl::MutexLock lock(&shard.mu);
-    shard.records[user_id] = std::move(record);
+    if (auto it = shard.entries.find(user_id); it != shard.entries.end()) {
+      shard.bytes -= it->allocated();
+      shard.entries.erase(it);
+    }
+    shard.bytes += shard.entries.emplace(user_id, view).first->allocated();
   }
-  // Whether the user has a record (then parsed into `subject`); kDataLoss
-  // when it does not parse.
+  // Adds the user's view unless the user is there already: while the index
+  // loads, a write made after the load's snapshot has put a newer view.
+  void PutIfAbsent(absl::string_view user_id, absl::string_view view) {
+    Shard& shard = ShardOf(user_id);
+    absl::MutexLock lock(&shard.mu);
+    if (shard.entries.contains(user_id)) return;
+    shard.bytes += shard.entries.emplace(user_id, view).first->allocated();
+  }
+  // Whether the user has a record (then its view is parsed into
+  // `subject`); kDataLoss when it does not parse.
   absl::StatusOr<bool> Parse(absl::string_view user_id, v1::Subject* subject) {
     Shard& shard = ShardOf(user_id);
     absl::ReaderMutexLock lock(&shard.mu);
-    auto it = shard.records.find(user_id);
-    if (it == shard.records.end()) return false;
-    if (!subject->ParseFromString(it->second)) {
+    auto it = shard.entries.find(user_id);
+    if (it == shard.entries.end()) return false;
+    const absl::string_view view = it->view();
+    if (!subject->ParseFromArray(view.data(), static_cast<int>(view.size()))) {
       return absl::DataLossError("subject record does not parse");
     }
     return true;
   }
 
+  // Once every subject of the store is in (the load finished), reads may
+  // use the index; until then they go to RocksDB.
+  bool ready() const { return ready_.load(std::memory_order_acquire); }
+  void MarkReady() { ready_.store(true, std::memory_order_release); }
+
+  // Subjects held, and the bytes they and the tables take.
+  void Measure(int64_t* subjects, int64_t* bytes) {
+    *subjects = *bytes = 0;
+    for (Shard& shard : shards_) {
+      absl::ReaderMutexLock lock(&shard.mu);
+      *subjects += static_cast<int64_t>(shard.entries.size());
+      *bytes += shard.bytes + static_cast<int64_t>(shard.entries.capacity() * (sizeof(Entry) + 1));
+    }
+  }
+
  private:
   static constexpr size_t kShards = 64;
+  // One allocation: key size and view size (4 bytes each), then both.
+  class Entry {
+   public:
+    Entry(absl::string_view key, absl::string_view view)
+        : data_(new char[kHeader + key.size() + view.size()]) {
+      const uint32_t sizes[2] = {static_cast<uint32_t>(key.size()),
+                                 static_cast<uint32_t>(view.size())};
+      std::memcpy(data_.get(), sizes, kHeader);
+      std::memcpy(data_.get() + kHeader, key.data(), key.size());
+      std::memcpy(data_.get() + kHeader + key.size(), view.data(), view.size());
+    }
+    absl::string_view key() const { return {data_.get() + kHeader, Size(0)}; }
+    absl::string_view view() const { return {data_.get() + kHeader + Size(0), Size(1)}; }
+    int64_t allocated() const { return static_cast<int64_t>(kHeader + Size(0) + Size(1)); }
+
+   private:
+    static constexpr size_t kHeader = 2 * sizeof(uint32_t);
+    uint32_t Size(int i) const {
+      uint32_t size;
+      std::memcpy(&size, data_.get() + i * sizeof(uint32_t), sizeof(size));
+      return size;
+    }
+    std::unique_ptr<char[]> data_;
+  };
+  // Entries are found by their key, or by a user id alone.
+  static absl::string_view KeyOf(absl::string_view key) { return key; }
+  static absl::string_view KeyOf(const Entry& entry) { return entry.key(); }
+  struct Hash {
+    using is_transparent = void;
+    template <typename T>
+    size_t operator()(const T& t) const {
+      return absl::Hash<absl::string_view>()(KeyOf(t));
+    }
+  };
+  struct Eq {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return KeyOf(a) == KeyOf(b);
+    }
+  };
   struct Shard {
     absl::Mutex mu;
-    absl::flat_hash_map<std::string, std::string> records ABSL_GUARDED_BY(mu);
+    absl::flat_hash_set<Entry, Hash, Eq> entries ABSL_GUARDED_BY(mu);
+    int64_t bytes ABSL_GUARDED_BY(mu) = 0;  // of the entries' allocations
   };
+  // By the hash's top bits: the tables inside use its low ones.
   Shard& ShardOf(absl::string_view user_id) {
-    return shards_[absl::Hash<absl::string_view>()(user_id) % kShards];
+    return shards_[static_cast<uint64_t>(absl::Hash<absl::string_view>()(user_id)) >> (64 - 6)];
   }
+  static_assert(kShards == 64, "ShardOf takes 6 bits");
   std::array<Shard, kShards> shards_;
+  std::atomic<bool> ready_{false};
 };
 
 class RocksDbStore final : public ConsentStore {
@@ -254,6 +360,12 @@ class RocksDbStore final : public ConsentStore {
   std::shared_ptr<StallListener> stalls_;
   // Null unless options_.subject_index.
   std::unique_ptr<SubjectIndex> index_;
+  // Fills index_ from a snapshot of the subjects, then marks it ready.
+  // Close stops and joins it before closing the database.
+  void LoadIndex() ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  absl::Mutex loader_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);
+  std::thread loader_ ABSL_GUARDED_BY(loader_mu_);
+  std::atomic<bool> stop_loading_{false};
 
   friend absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions&);
 
@@ -368,16 +480,6 @@ class RocksDbStore::Context final : public UpdateContext {
 
 absl::Status RocksDbStore::ReadSubject(absl::string_view user_id, bool* exists,
                                        v1::Subject* subject) {
-  if (index_ != nullptr) {
-    absl::StatusOr<bool> found = index_->Parse(user_id, subject);
-    if (!found.ok()) return found.status();
-    *exists = *found;
-    if (!*exists) {
-      subject->Clear();
-      subject->set_user_id(std::string(user_id));
-    }
-    return absl::OkStatus();
-  }
   rocksdb::PinnableSlice value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), subjects(),
                                rocksdb::Slice(user_id.data(), user_id.size()), &value);
@@ -469,11 +571,10 @@ void RocksDbStore::WriteGroup(const std::vector<PendingCommit*>& commits) {
     any = any || commit->wrote;
   }
   if (!any) return;
-  std::vector<std::pair<std::string, std::string>> records;  // for the index
+  std::vector<std::pair<std::string, std::string>> views;  // for the index
   for (const auto& [user_id, subject] : group.subjects) {
-    std::string record = subject.SerializeAsString();
-    batch.Put(subjects(), user_id, record);
-    if (index_ != nullptr) records.emplace_back(user_id, std::move(record));
+    batch.Put(subjects(), user_id, subject.SerializeAsString());
+    if (index_ != nullptr) views.emplace_back(user_id, DecisionView(subject));
   }
   for (const auto& [key, excluded] : group.exclusions) {
     if (excluded) {
@@ -498,7 +599,7 @@ void RocksDbStore::WriteGroup(const std::vector<PendingCommit*>& commits) {
   }
   // The index sees the write before anyone is acknowledged or the revision
   // moves, so every read that starts afterwards sees it too.
-  for (auto& [user_id, record] : records) index_->Put(user_id, std::move(record));
+  for (const auto& [user_id, view] : views) index_->Put(user_id, view);
   revision_.store(group.revision, std::memory_order_release);
   last_time_ = group.last_time;
   last_hash_ = std::move(group.last_hash);
@@ -818,7 +919,7 @@ absl::Status RocksDbStore::GetSubjects(absl::Span<const absl::string_view> user_
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   const size_t n = user_ids.size();
-  if (index_ != nullptr) {
+  if (index_ != nullptr && index_->ready()) {
     out->clear();
     out->resize(n);
     for (size_t i = 0; i < n; ++i) {
@@ -897,6 +998,10 @@ absl::StatusOr<StoreStats> RocksDbStore::Stats() {
   if (db_->GetIntProperty(subjects(), rocksdb::DB::Properties::kEstimateNumKeys, &value)) {
     stats.estimated_subjects = static_cast<int64_t>(value);
   }
+  if (index_ != nullptr) {
+    stats.index_ready = index_->ready() ? 1 : 0;
+    index_->Measure(&stats.index_subjects, &stats.index_bytes);
+  }
   return stats;
 }
 
@@ -934,7 +1039,46 @@ absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
   return revision_.load(std::memory_order_acquire);
 }
 
+void RocksDbStore::LoadIndex() {
+  // Runs without open_mu_ (holding it for the whole load would hold up
+  // Close, and with it every reader): Close joins this thread first.
+  const absl::Time start = absl::Now();
+  rocksdb::ReadOptions read;
+  read.fill_cache = false;  // one pass over everything: keep the cache for checks
+  read.readahead_size = 2 << 20;
+  // An iterator reads one snapshot. Writes after it put their own views,
+  // which PutIfAbsent leaves alone; writes before it are in it.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read, subjects()));
+  if (options_.on_index_snapshot) options_.on_index_snapshot();
+  int64_t loaded = 0;
+  absl::Status status;
+  v1::Subject subject;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (stop_loading_.load(std::memory_order_relaxed)) {
+      status = absl::CancelledError("the store closed while the subject index was loading");
+      break;
+    }
+    if (!subject.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      status = absl::DataLossError("a subject record does not parse");
+      break;
+    }
+    index_->PutIfAbsent(absl::string_view(it->key().data(), it->key().size()),
+                        DecisionView(subject));
+    ++loaded;
+  }
+  if (status.ok()) status = FromRocks(it->status(), "loading the subject index");
+  it.reset();
+  // On failure reads stay on RocksDB: slower, never wrong.
+  if (status.ok()) index_->MarkReady();
+  if (options_.on_index_loaded) options_.on_index_loaded(status, loaded, absl::Now() - start);
+}
+
 absl::Status RocksDbStore::Close() {
+  {
+    absl::MutexLock lock(&loader_mu_);
+    stop_loading_.store(true, std::memory_order_relaxed);
+    if (loader_.joinable()) loader_.join();
+  }
   absl::MutexLock write_lock(&write_mu_);
   absl::MutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::OkStatus();
@@ -1065,14 +1209,13 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   store->statistics_ = db_options.statistics;
   store->stalls_ = std::move(stalls);
   if (options.subject_index) {
-    store->index_ = std::make_unique<SubjectIndex>();
-    std::unique_ptr<rocksdb::Iterator> it(
-        store->db_->NewIterator(rocksdb::ReadOptions(), store->subjects()));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      store->index_->Put(absl::string_view(it->key().data(), it->key().size()),
-                         it->value().ToString());
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), context);
+    uint64_t expected = 0;
+    store->db_->GetIntProperty(store->subjects(), rocksdb::DB::Properties::kEstimateNumKeys,
+                               &expected);
+    store->index_ = std::make_unique<SubjectIndex>(expected);
+    RocksDbStore* loading = store.get();
+    absl::MutexLock lock(&store->loader_mu_);
+    store->loader_ = std::thread([loading] { loading->LoadIndex(); });
   }
   return std::unique_ptr<ConsentStore>(std::move(store));
 }

@@ -159,6 +159,11 @@ TEST_F(ObservabilityTest, MetricsCountCallsDecisionsWritesAndBatches) {
   EXPECT_GE(Sample(m, "consent_rocksdb_estimated_subjects"), 1);  // an estimate
   EXPECT_GE(Sample(m, "consent_rocksdb_pending_compaction_bytes"), 0);
   EXPECT_GE(Sample(m, "consent_rocksdb_write_stall_seconds_total"), 0);
+  // The subject index: loaded (from the empty store, long before the first
+  // call) and holding alice, the one subject written.
+  EXPECT_EQ(Sample(m, "consent_subject_index_ready"), 1);
+  EXPECT_EQ(Sample(m, "consent_subject_index_subjects"), 1);
+  EXPECT_GT(Sample(m, "consent_subject_index_bytes"), 0);
 
   // process_*, from /proc.
   const double resident = Sample(m, "process_resident_memory_bytes");
@@ -271,6 +276,10 @@ TEST_F(ObservabilityTest, JsonLogsAtInfoCarryConfigurationButNoUserIds) {
   EXPECT_EQ(Field(*start, "log_format"), "json");
   EXPECT_EQ(Field(*start, "log_level"), "info");
   EXPECT_EQ(Field(*start, "request_id_retention"), "24h");
+  const google::protobuf::Struct* index =
+      FindLine(lines, "subject index loaded: checks read it from now on");
+  ASSERT_NE(index, nullptr);
+  EXPECT_EQ(Field(*index, "subjects"), "0");
   EXPECT_NE(FindLine(lines, "store closed cleanly"), nullptr);
   EXPECT_EQ(FindLine(lines, "write"), nullptr);
   EXPECT_THAT(log, Not(HasSubstr("secret-user-42")));

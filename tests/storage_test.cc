@@ -7,8 +7,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rocksdb/db.h"
 #include "storage/audit_chain.h"
 #include "storage/consent_store.h"
 #include "storage/keys.h"
@@ -283,46 +285,219 @@ TEST(StoreTest, StatsReportStorageHealthAndSyncedWrites) {
   EXPECT_EQ(without->write_stall_micros, 0);  // from stall notifications, always kept
 }
 
+// An update that records an objection to `purpose`, with its source.
+SubjectUpdate Object(const std::string& user, const std::string& purpose) {
+  SubjectUpdate update;
+  update.user_id = user;
+  update.apply = [purpose](UpdateContext& context, v1::Subject& s, v1::ChangeEvent& e) {
+    v1::Preference* p = s.add_preferences();
+    p->set_purpose(purpose);
+    p->set_state(v1::PREFERENCE_STATE_OBJECTED);
+    p->set_revision(context.revision());
+    p->mutable_source()->set_channel("settings");
+    p->mutable_expire_time()->set_seconds(1'900'000'000);
+    e.set_kind(v1::CHANGE_KIND_PREFERENCE);
+    return absl::OkStatus();
+  };
+  return update;
+}
+
+// Opens with the subject index and waits until it is loaded.
+struct IndexedStore {
+  explicit IndexedStore(StoreOptions options) {
+    options.subject_index = true;
+    options.on_index_loaded = [this](const absl::Status& s, int64_t subjects, absl::Duration) {
+      load_status = s;
+      loaded_subjects = subjects;
+      ++load_reports;
+      loaded.Notify();
+    };
+    auto opened = ConsentStore::Open(options);
+    EXPECT_TRUE(opened.ok()) << opened.status();
+    if (opened.ok()) store = *std::move(opened);
+  }
+  ~IndexedStore() {
+    if (store) store->Close().IgnoreError();
+    EXPECT_EQ(load_reports.load(), 1);
+  }
+  // The view GetSubjects gives of one user (nullopt: none).
+  std::optional<v1::Subject> Read(absl::string_view user) {
+    std::vector<std::optional<v1::Subject>> records;
+    EXPECT_TRUE(store->GetSubjects({&user, 1}, &records).ok());
+    return records.at(0);
+  }
+  int64_t Ready() { return store->Stats()->index_ready; }
+
+  std::unique_ptr<ConsentStore> store;
+  absl::Notification loaded;
+  absl::Status load_status;
+  int64_t loaded_subjects = -1;
+  std::atomic<int> load_reports{0};
+};
+
 TEST(StoreTest, SubjectIndexServesEveryAcknowledgedWriteAndIsRebuiltAtOpen) {
   TempDir dir;
   StoreOptions options;
   options.data_dir = dir.Sub("db");
-  options.subject_index = true;
   {
-    auto store = ConsentStore::Open(options);
-    ASSERT_TRUE(store.ok()) << store.status();
-    ASSERT_TRUE(Commit(**store, {SetJurisdiction("alice", "GB")}).ok());
-    EXPECT_EQ((*store)->GetSubject("alice")->attributes().jurisdiction(), "GB");
-    // The update reads the record through the index: "before" is GB.
-    auto result = (*store)->Commit({SetJurisdiction("alice", "DE")}, kNow);
-    ASSERT_TRUE(result.ok());
-    EXPECT_EQ((*store)->GetSubject("alice")->attributes().jurisdiction(), "DE");
+    IndexedStore indexed(options);
+    indexed.loaded.WaitForNotification();
+    ASSERT_TRUE(indexed.load_status.ok()) << indexed.load_status;
+    EXPECT_EQ(indexed.loaded_subjects, 0);
+    EXPECT_EQ(indexed.Ready(), 1);
+    ConsentStore& store = *indexed.store;
+    ASSERT_TRUE(Commit(store, {SetJurisdiction("alice", "GB")}).ok());
+    ASSERT_TRUE(
+        Commit(store, {SetJurisdiction("alice", "DE"), Object("alice", "ai_training")}).ok());
+    // GetSubjects: the decision view, from the index.
     std::vector<std::optional<v1::Subject>> records;
     const std::vector<absl::string_view> ids = {"bob", "alice"};
-    ASSERT_TRUE((*store)->GetSubjects(ids, &records).ok());
+    ASSERT_TRUE(store.GetSubjects(ids, &records).ok());
     ASSERT_EQ(records.size(), 2u);
     EXPECT_FALSE(records[0].has_value());
     ASSERT_TRUE(records[1].has_value());
     EXPECT_EQ(records[1]->attributes().jurisdiction(), "DE");
-    EXPECT_EQ(records[1]->revision(), 2);
-    EXPECT_EQ((*store)->GetSubject("bob").status().code(), absl::StatusCode::kNotFound);
-    auto events = (*store)->ReadEvents(2, 1);
-    ASSERT_TRUE(events.ok());
-    ASSERT_EQ(events->size(), 1u);
-    EXPECT_EQ((*events)[0].attributes().before().jurisdiction(), "GB");
+    EXPECT_EQ(records[1]->revision(), 3);
+    ASSERT_EQ(records[1]->preferences_size(), 1);
+    const v1::Preference& view = records[1]->preferences(0);
+    EXPECT_EQ(view.purpose(), "ai_training");
+    EXPECT_EQ(view.state(), v1::PREFERENCE_STATE_OBJECTED);
+    EXPECT_EQ(view.revision(), 3);
+    EXPECT_EQ(view.expire_time().seconds(), 1'900'000'000);
+    EXPECT_FALSE(view.has_source());  // not needed for decisions
+    // GetSubject: the whole record, from RocksDB.
+    auto full = store.GetSubject("alice");
+    ASSERT_TRUE(full.ok());
+    EXPECT_EQ(full->preferences(0).source().channel(), "settings");
+    EXPECT_TRUE(full->has_update_time());
+    EXPECT_EQ(store.GetSubject("bob").status().code(), absl::StatusCode::kNotFound);
+    auto stats = store.Stats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->index_subjects, 1);
+    EXPECT_GT(stats->index_bytes, 0);
   }
   // Written without the index; opened with it: loaded from RocksDB.
-  StoreOptions plain = options;
-  plain.subject_index = false;
   {
-    auto store = ConsentStore::Open(plain);
-    ASSERT_TRUE(store.ok());
-    ASSERT_TRUE(Commit(**store, {SetJurisdiction("carol", "IE")}).ok());
+    auto store = OpenOrDie(options.data_dir);
+    ASSERT_TRUE(Commit(*store, {SetJurisdiction("carol", "IE")}).ok());
+    EXPECT_EQ(store->Stats()->index_ready, -1);
   }
-  auto store = ConsentStore::Open(options);
-  ASSERT_TRUE(store.ok());
-  EXPECT_EQ((*store)->GetSubject("alice")->attributes().jurisdiction(), "DE");
-  EXPECT_EQ((*store)->GetSubject("carol")->attributes().jurisdiction(), "IE");
+  IndexedStore indexed(options);
+  indexed.loaded.WaitForNotification();
+  ASSERT_TRUE(indexed.load_status.ok()) << indexed.load_status;
+  EXPECT_EQ(indexed.loaded_subjects, 2);
+  EXPECT_EQ(indexed.Ready(), 1);
+  EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "DE");
+  EXPECT_EQ(indexed.Read("alice")->preferences(0).state(), v1::PREFERENCE_STATE_OBJECTED);
+  EXPECT_EQ(indexed.Read("carol")->attributes().jurisdiction(), "IE");
+  EXPECT_FALSE(indexed.Read("bob").has_value());
+}
+
+// The index loads in the background from a snapshot. Writes made while it
+// loads are read from RocksDB until it is ready, and the load must not put
+// the snapshot's older record over them.
+TEST(StoreTest, WritesDuringTheIndexLoadAreKept) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  {
+    auto store = OpenOrDie(options.data_dir);
+    ASSERT_TRUE(
+        Commit(*store, {SetJurisdiction("alice", "GB"), SetJurisdiction("bob", "GB")}).ok());
+  }
+  absl::Notification snapshot_taken, writes_done;
+  options.on_index_snapshot = [&] {
+    snapshot_taken.Notify();
+    writes_done.WaitForNotification();
+  };
+  IndexedStore indexed(options);
+  snapshot_taken.WaitForNotification();
+  EXPECT_EQ(indexed.Ready(), 0);
+  ASSERT_TRUE(
+      Commit(*indexed.store, {SetJurisdiction("alice", "DE"), Object("alice", "ai_training"),
+                              SetJurisdiction("carol", "IE")})
+          .ok());
+  // Not loaded yet: read from RocksDB.
+  EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "DE");
+  EXPECT_EQ(indexed.Read("carol")->attributes().jurisdiction(), "IE");
+  writes_done.Notify();
+  indexed.loaded.WaitForNotification();
+  ASSERT_TRUE(indexed.load_status.ok()) << indexed.load_status;
+  EXPECT_EQ(indexed.loaded_subjects, 2);  // the snapshot's alice and bob
+  EXPECT_EQ(indexed.Ready(), 1);
+  EXPECT_EQ(indexed.store->Stats()->index_subjects, 3);
+  const auto alice = indexed.Read("alice");
+  EXPECT_EQ(alice->attributes().jurisdiction(), "DE");
+  ASSERT_EQ(alice->preferences_size(), 1);
+  EXPECT_EQ(alice->revision(), 4);
+  EXPECT_EQ(indexed.Read("bob")->attributes().jurisdiction(), "GB");
+  EXPECT_EQ(indexed.Read("carol")->attributes().jurisdiction(), "IE");
+}
+
+// Closing while the index loads stops the load; it reports once.
+TEST(StoreTest, CloseStopsTheIndexLoad) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  {
+    auto store = OpenOrDie(options.data_dir);
+    std::vector<SubjectUpdate> updates;
+    for (int i = 0; i < 2000; ++i) updates.push_back(SetJurisdiction(absl::StrCat("u", i), "GB"));
+    ASSERT_TRUE(Commit(*store, std::move(updates)).ok());
+  }
+  absl::Notification snapshot_taken, release;
+  options.on_index_snapshot = [&] {
+    snapshot_taken.Notify();
+    release.WaitForNotification();
+  };
+  IndexedStore indexed(options);
+  snapshot_taken.WaitForNotification();
+  std::thread closer([&] { EXPECT_TRUE(indexed.store->Close().ok()); });
+  // Close asks the loader to stop before it waits for it, so whatever the
+  // order here, the load ends (cancelled, or complete if it won the race).
+  release.Notify();
+  closer.join();
+  ASSERT_TRUE(indexed.loaded.HasBeenNotified());
+  EXPECT_TRUE(indexed.load_status.ok() || absl::IsCancelled(indexed.load_status))
+      << indexed.load_status;
+  EXPECT_EQ(indexed.store->GetSubject("u1").status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A subject record that does not parse: the index is not used (reads stay
+// on RocksDB, which reports that record as lost, and serve the others).
+TEST(StoreTest, AnUnreadableRecordLeavesReadsOnRocksDb) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  {
+    auto store = OpenOrDie(options.data_dir);
+    ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "GB")}).ok());
+  }
+  {
+    std::vector<std::string> names;
+    ASSERT_TRUE(
+        rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), options.data_dir, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const auto& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(
+        rocksdb::DB::Open(rocksdb::DBOptions(), options.data_dir, families, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    const size_t subjects = std::find(names.begin(), names.end(), "subjects") - names.begin();
+    ASSERT_LT(subjects, names.size());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[subjects], "mallory", "\xff\xff").ok());
+    for (auto* handle : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
+  }
+  IndexedStore indexed(options);
+  indexed.loaded.WaitForNotification();
+  EXPECT_EQ(indexed.load_status.code(), absl::StatusCode::kDataLoss) << indexed.load_status;
+  EXPECT_EQ(indexed.Ready(), 0);
+  EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "GB");
+  const absl::string_view mallory = "mallory";
+  std::vector<std::optional<v1::Subject>> records;
+  EXPECT_EQ(indexed.store->GetSubjects({&mallory, 1}, &records).code(),
+            absl::StatusCode::kDataLoss);
 }
 
 TEST(StoreTest, ClosedStoreRejectsCalls) {
