@@ -180,18 +180,49 @@ class SubjectIndex {
     if (shard.entries.contains(user_id)) return;
     shard.bytes += shard.entries.emplace(user_id, view).first->allocated();
   }
-  // Whether the user has a record (then its view is parsed into
-  // `subject`); kDataLoss when it does not parse.
-  absl::StatusOr<bool> Parse(absl::string_view user_id, v1::Subject* subject) {
-    Shard& shard = ShardOf(user_id);
-    absl::ReaderMutexLock lock(&shard.mu);
-    auto it = shard.entries.find(user_id);
-    if (it == shard.entries.end()) return false;
-    const absl::string_view view = it->view();
-    if (!subject->ParseFromArray(view.data(), static_cast<int>(view.size()))) {
-      return absl::DataLossError("subject record does not parse");
+  // The views of `user_ids`, parsed into `out` (one entry each, empty where
+  // the user has no record); kDataLoss when one does not parse. A batch is grouped by shard, so
+  // each lock is taken once, and the table slots and then the entries are prefetched ahead of use:
+  // the cache misses of a batch overlap instead of following one another.
+  absl::Status ParseMany(absl::Span<const absl::string_view> user_ids,
+                         std::vector<std::optional<v1::Subject>>* out) {
+    const size_t n = user_ids.size();
+    out->clear();
+    out->resize(n);
+    // Positions by shard (a counting sort).
+    std::vector<uint8_t> shard_of(n);
+    std::array<uint32_t, kShards + 1> begin{};
+    for (size_t i = 0; i < n; ++i) {
+      shard_of[i] = static_cast<uint8_t>(ShardIndex(user_ids[i]));
+      ++begin[shard_of[i] + 1];
     }
-    return true;
+    for (size_t s = 0; s < kShards; ++s) begin[s + 1] += begin[s];
+    std::vector<uint32_t> order(n);
+    std::array<uint32_t, kShards> next;
+    std::copy(begin.begin(), begin.end() - 1, next.begin());
+    for (size_t i = 0; i < n; ++i) order[next[shard_of[i]]++] = static_cast<uint32_t>(i);
+
+    std::vector<const Entry*> found(n);
+    for (size_t s = 0; s < kShards; ++s) {
+      if (begin[s] == begin[s + 1]) continue;
+      Shard& shard = shards_[s];
+      absl::ReaderMutexLock lock(&shard.mu);
+      for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) shard.entries.prefetch(user_ids[order[k]]);
+      for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) {
+        auto it = shard.entries.find(user_ids[order[k]]);
+        found[k] = it == shard.entries.end() ? nullptr : &*it;
+        if (found[k] != nullptr) found[k]->Prefetch();
+      }
+      for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) {
+        if (found[k] == nullptr) continue;
+        const absl::string_view view = found[k]->view();
+        if (!(*out)[order[k]].emplace().ParseFromArray(view.data(),
+                                                       static_cast<int>(view.size()))) {
+          return absl::DataLossError("subject record does not parse");
+        }
+      }
+    }
+    return absl::OkStatus();
   }
 
   // Once every subject of the store is in (the load finished), reads may
@@ -225,6 +256,7 @@ class SubjectIndex {
     absl::string_view key() const { return {data_.get() + kHeader, Size(0)}; }
     absl::string_view view() const { return {data_.get() + kHeader + Size(0), Size(1)}; }
     int64_t allocated() const { return static_cast<int64_t>(kHeader + Size(0) + Size(1)); }
+    void Prefetch() const { __builtin_prefetch(data_.get()); }
 
    private:
     static constexpr size_t kHeader = 2 * sizeof(uint32_t);
@@ -258,9 +290,10 @@ class SubjectIndex {
     int64_t bytes ABSL_GUARDED_BY(mu) = 0;  // of the entries' allocations
   };
   // By the hash's top bits: the tables inside use its low ones.
-  Shard& ShardOf(absl::string_view user_id) {
-    return shards_[static_cast<uint64_t>(absl::Hash<absl::string_view>()(user_id)) >> (64 - 6)];
+  static size_t ShardIndex(absl::string_view user_id) {
+    return static_cast<uint64_t>(absl::Hash<absl::string_view>()(user_id)) >> (64 - 6);
   }
+  Shard& ShardOf(absl::string_view user_id) { return shards_[ShardIndex(user_id)]; }
   static_assert(kShards == 64, "ShardOf takes 6 bits");
   std::array<Shard, kShards> shards_;
   std::atomic<bool> ready_{false};
@@ -919,16 +952,7 @@ absl::Status RocksDbStore::GetSubjects(absl::Span<const absl::string_view> user_
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   const size_t n = user_ids.size();
-  if (index_ != nullptr && index_->ready()) {
-    out->clear();
-    out->resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      absl::StatusOr<bool> found = index_->Parse(user_ids[i], &(*out)[i].emplace());
-      if (!found.ok()) return found.status();
-      if (!*found) (*out)[i].reset();
-    }
-    return absl::OkStatus();
-  }
+  if (index_ != nullptr && index_->ready()) return index_->ParseMany(user_ids, out);
   std::vector<rocksdb::Slice> keys;
   keys.reserve(n);
   for (absl::string_view id : user_ids) keys.emplace_back(id.data(), id.size());
