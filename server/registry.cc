@@ -594,9 +594,10 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
     revision = store_->CurrentRevision();
     // The decision view (the subject index when there is one).
     const absl::string_view id = request.user_id();
-    std::vector<std::optional<v1::Subject>> records;
-    if (absl::Status s = store_->GetSubjects({&id, 1}, &records); !s.ok()) return s;
-    const std::optional<v1::Subject>& record = records[0];
+    google::protobuf::Arena arena;
+    std::vector<const v1::Subject*> records;
+    if (absl::Status s = store_->GetSubjects({&id, 1}, &arena, &records); !s.ok()) return s;
+    const v1::Subject* record = records[0];
     std::vector<std::string> excluded;
     if (record) {
       revision = std::max(revision, record->revision());
@@ -607,7 +608,7 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
         excluded = *std::move(purposes);
       }
     }
-    const CheckSubject subject{record ? &*record : nullptr, excluded};
+    const CheckSubject subject{record, excluded};
     verdict =
         Decide(*view->policy, subject, request.purpose(), request.content(), view->at, explain);
   }
@@ -660,12 +661,18 @@ absl::Status Registry::CheckItems(const Request& request,
   std::vector<absl::string_view> ids;
   ids.reserve(n);
   for (const v1::CheckItem& item : request.items()) ids.push_back(item.user_id());
-  std::vector<std::optional<v1::Subject>> records;
-  if (absl::Status s = store_->GetSubjects(ids, &records); !s.ok()) return s;
+  // The batch's records, on one arena: a few blocks instead of a dozen
+  // allocations per item.
+  google::protobuf::ArenaOptions arena_options;
+  arena_options.start_block_size = 64 << 10;
+  arena_options.max_block_size = 1 << 20;
+  google::protobuf::Arena arena(arena_options);
+  std::vector<const v1::Subject*> records;
+  if (absl::Status s = store_->GetSubjects(ids, &arena, &records); !s.ok()) return s;
   std::vector<std::string> excluded;
   for (int i = 0; i < n; ++i) {
     const v1::CheckItem& item = request.items(i);
-    const v1::Subject* record = records[i] ? &*records[i] : nullptr;
+    const v1::Subject* record = records[i];
     excluded.clear();
     if (record != nullptr && record->exclusion_count() > 0) {
       auto purposes = store_->GetExclusions(item.user_id(), item.content().content_id());

@@ -19,6 +19,7 @@
 #include "absl/types/optional.h"
 #include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
+#include "google/protobuf/arena.h"
 
 namespace consent::storage {
 
@@ -201,13 +202,16 @@ class ConsentStore {
 
   // Reads several subjects at once, for decisions: from the subject index
   // when there is one (StoreOptions::subject_index), else with one
-  // MultiGet. `out` gets one entry per id, empty where no record exists.
-  // An entry may hold only what decisions read: attributes, preferences
+  // MultiGet. `out` gets one entry per id, null where no record exists;
+  // the records are allocated on `arena` (not null) and live as long as it
+  // (a batch's records cost a few arena blocks, not a dozen mallocs each).
+  // A record may hold only what decisions read: attributes, preferences
   // (purpose, state, effective and expire time, revision), exclusion_count
   // and revision; use GetSubject for the whole record. Any other error
   // fails the whole call.
   virtual absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
-                                   std::vector<std::optional<v1::Subject>>* out) = 0;
+                                   google::protobuf::Arena* arena,
+                                   std::vector<const v1::Subject*>* out) = 0;
 
   // The oldest revision still in history (0 when there is none).
   virtual absl::StatusOr<int64_t> OldestRevision() = 0;

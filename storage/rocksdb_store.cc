@@ -185,10 +185,9 @@ class SubjectIndex {
   // each lock is taken once, and the table slots and then the entries are prefetched ahead of use:
   // the cache misses of a batch overlap instead of following one another.
   absl::Status ParseMany(absl::Span<const absl::string_view> user_ids,
-                         std::vector<std::optional<v1::Subject>>* out) {
+                         google::protobuf::Arena* arena, std::vector<const v1::Subject*>* out) {
     const size_t n = user_ids.size();
-    out->clear();
-    out->resize(n);
+    out->assign(n, nullptr);
     // Positions by shard (a counting sort).
     std::vector<uint8_t> shard_of(n);
     std::array<uint32_t, kShards + 1> begin{};
@@ -216,10 +215,11 @@ class SubjectIndex {
       for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) {
         if (found[k] == nullptr) continue;
         const absl::string_view view = found[k]->view();
-        if (!(*out)[order[k]].emplace().ParseFromArray(view.data(),
-                                                       static_cast<int>(view.size()))) {
+        auto* subject = google::protobuf::Arena::CreateMessage<v1::Subject>(arena);
+        if (!subject->ParseFromArray(view.data(), static_cast<int>(view.size()))) {
           return absl::DataLossError("subject record does not parse");
         }
+        (*out)[order[k]] = subject;
       }
     }
     return absl::OkStatus();
@@ -317,7 +317,8 @@ class RocksDbStore final : public ConsentStore {
   absl::StatusOr<int64_t> PurgeRequestIds(absl::Time before) override;
   absl::StatusOr<v1::Subject> GetSubject(absl::string_view user_id) override;
   absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
-                           std::vector<std::optional<v1::Subject>>* out) override;
+                           google::protobuf::Arena* arena,
+                           std::vector<const v1::Subject*>* out) override;
   int64_t CurrentRevision() const override { return revision_.load(std::memory_order_acquire); }
   absl::StatusOr<std::vector<v1::ChangeEvent>> ReadEvents(int64_t start_revision,
                                                           size_t limit) override;
@@ -948,27 +949,28 @@ absl::StatusOr<v1::Subject> RocksDbStore::GetSubject(absl::string_view user_id) 
 }
 
 absl::Status RocksDbStore::GetSubjects(absl::Span<const absl::string_view> user_ids,
-                                       std::vector<std::optional<v1::Subject>>* out) {
+                                       google::protobuf::Arena* arena,
+                                       std::vector<const v1::Subject*>* out) {
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   const size_t n = user_ids.size();
-  if (index_ != nullptr && index_->ready()) return index_->ParseMany(user_ids, out);
+  if (index_ != nullptr && index_->ready()) return index_->ParseMany(user_ids, arena, out);
   std::vector<rocksdb::Slice> keys;
   keys.reserve(n);
   for (absl::string_view id : user_ids) keys.emplace_back(id.data(), id.size());
   std::vector<rocksdb::PinnableSlice> values(n);
   std::vector<rocksdb::Status> statuses(n);
   db_->MultiGet(rocksdb::ReadOptions(), subjects(), n, keys.data(), values.data(), statuses.data());
-  out->clear();
-  out->resize(n);
+  out->assign(n, nullptr);
   for (size_t i = 0; i < n; ++i) {
     if (statuses[i].IsNotFound()) continue;
     absl::Status s = FromRocks(statuses[i], "reading subjects");
     if (!s.ok()) return s;
-    v1::Subject& subject = (*out)[i].emplace();
-    if (!subject.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+    auto* subject = google::protobuf::Arena::CreateMessage<v1::Subject>(arena);
+    if (!subject->ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
       return absl::DataLossError("subject record does not parse");
     }
+    (*out)[i] = subject;
   }
   return absl::OkStatus();
 }

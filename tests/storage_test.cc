@@ -130,11 +130,12 @@ TEST(StoreTest, GetSubjectsKeepsOrderAndMarksMissing) {
   updates.push_back(SetJurisdiction("carol", "FR"));
   ASSERT_TRUE(Commit(*store, std::move(updates)).ok());
   std::vector<absl::string_view> ids = {"carol", "nobody", "alice", "carol"};
-  std::vector<std::optional<v1::Subject>> out;
-  ASSERT_TRUE(store->GetSubjects(ids, &out).ok());
+  google::protobuf::Arena arena;
+  std::vector<const v1::Subject*> out;
+  ASSERT_TRUE(store->GetSubjects(ids, &arena, &out).ok());
   ASSERT_EQ(out.size(), 4u);
   EXPECT_EQ(out[0]->attributes().jurisdiction(), "FR");
-  EXPECT_FALSE(out[1].has_value());
+  EXPECT_EQ(out[1], nullptr);
   EXPECT_EQ(out[2]->attributes().jurisdiction(), "GB");
   EXPECT_EQ(out[3]->user_id(), "carol");
 }
@@ -322,9 +323,11 @@ struct IndexedStore {
   }
   // The view GetSubjects gives of one user (nullopt: none).
   std::optional<v1::Subject> Read(absl::string_view user) {
-    std::vector<std::optional<v1::Subject>> records;
-    EXPECT_TRUE(store->GetSubjects({&user, 1}, &records).ok());
-    return records.at(0);
+    google::protobuf::Arena arena;
+    std::vector<const v1::Subject*> records;
+    EXPECT_TRUE(store->GetSubjects({&user, 1}, &arena, &records).ok());
+    if (records.at(0) == nullptr) return std::nullopt;
+    return *records[0];
   }
   int64_t Ready() { return store->Stats()->index_ready; }
 
@@ -350,12 +353,13 @@ TEST(StoreTest, SubjectIndexServesEveryAcknowledgedWriteAndIsRebuiltAtOpen) {
     ASSERT_TRUE(
         Commit(store, {SetJurisdiction("alice", "DE"), Object("alice", "ai_training")}).ok());
     // GetSubjects: the decision view, from the index.
-    std::vector<std::optional<v1::Subject>> records;
+    google::protobuf::Arena arena;
+    std::vector<const v1::Subject*> records;
     const std::vector<absl::string_view> ids = {"bob", "alice"};
-    ASSERT_TRUE(store.GetSubjects(ids, &records).ok());
+    ASSERT_TRUE(store.GetSubjects(ids, &arena, &records).ok());
     ASSERT_EQ(records.size(), 2u);
-    EXPECT_FALSE(records[0].has_value());
-    ASSERT_TRUE(records[1].has_value());
+    EXPECT_EQ(records[0], nullptr);
+    ASSERT_NE(records[1], nullptr);
     EXPECT_EQ(records[1]->attributes().jurisdiction(), "DE");
     EXPECT_EQ(records[1]->revision(), 3);
     ASSERT_EQ(records[1]->preferences_size(), 1);
@@ -495,8 +499,9 @@ TEST(StoreTest, AnUnreadableRecordLeavesReadsOnRocksDb) {
   EXPECT_EQ(indexed.Ready(), 0);
   EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "GB");
   const absl::string_view mallory = "mallory";
-  std::vector<std::optional<v1::Subject>> records;
-  EXPECT_EQ(indexed.store->GetSubjects({&mallory, 1}, &records).code(),
+  google::protobuf::Arena arena;
+  std::vector<const v1::Subject*> records;
+  EXPECT_EQ(indexed.store->GetSubjects({&mallory, 1}, &arena, &records).code(),
             absl::StatusCode::kDataLoss);
 }
 
