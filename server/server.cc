@@ -228,6 +228,19 @@ bool IsLoopbackAddress(absl::string_view listen) {
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
 }
 
+void ConfigureServerBuilder(int max_receive_message_bytes, grpc::ServerBuilder* builder) {
+  builder->SetMaxReceiveMessageSize(max_receive_message_bytes);
+  // With gRPC's defaults (a completion queue per core, at most 2 idle
+  // pollers each) a handler thread that finishes a call while others poll
+  // exits, and the next call starts a new one: hundreds of thread starts a
+  // second under load, each with a cold malloc cache. One queue with 4 to
+  // 32 pollers keeps the threads: +20-30% single checks here.
+  using Option = grpc::ServerBuilder::SyncServerOption;
+  builder->SetSyncServerOption(Option::NUM_CQS, 1);
+  builder->SetSyncServerOption(Option::MIN_POLLERS, 4);
+  builder->SetSyncServerOption(Option::MAX_POLLERS, 32);
+}
+
 absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const ServerOptions& options,
                                                                     const Clock* clock) {
   absl::string_view host, port;
@@ -312,7 +325,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   grpc::ServerBuilder builder;
   int selected_port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &selected_port);
-  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  ConfigureServerBuilder(options.max_receive_message_bytes, &builder);
   builder.RegisterService(server->registry_service_.get());
   builder.RegisterService(server->admin_service_.get());
   server->grpc_server_ = builder.BuildAndStart();

@@ -11,7 +11,16 @@
 #include "absl/time/time.h"
 #include "server/clock.h"
 
+namespace grpc {
+class ServerBuilder;
+}  // namespace grpc
+
 namespace consent {
+
+// gRPC settings consentd serves with, shared with the benchmark's empty
+// server so the two compare like for like: message size limit and the
+// synchronous server's threads (docs/performance.md, "Handler threads").
+void ConfigureServerBuilder(int max_receive_message_bytes, grpc::ServerBuilder* builder);
 
 struct ServerOptions {
   // host:port; port 0 picks a free port (see ConsentServer::listen_address).
