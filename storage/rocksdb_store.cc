@@ -360,18 +360,20 @@ class RocksDbStore final : public ConsentStore {
   // writes nothing) takes its changes back and sets its result.
   void ApplyCommit(PendingCommit& commit, Group& group, rocksdb::WriteBatch& batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
-  // Applies `commits` in order and writes them with one synced write.
-  void WriteGroup(const std::vector<PendingCommit*>& commits);
+  // Applies `commits` in order into a new group, on top of the group being
+  // written if there is one, then waits for that write to finish and makes
+  // the new group the one being written. Null when there is nothing to
+  // write (every result is then set).
+  std::shared_ptr<Group> PrepareGroup(const std::vector<PendingCommit*>& commits);
+  // Writes a prepared group with one synced write and publishes it.
+  void WriteGroup(Group& group, const std::vector<PendingCommit*>& commits);
+  // Waits until no group is being written.
+  void AwaitNoWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The request record of `id`, from the group or the database (none when
   // absent or expired).
   absl::StatusOr<std::optional<RequestRecord>> FindRequest(const Group& group,
                                                            const std::string& id, absl::Time now)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
-
-  // The time to stamp: `now`, or the latest stamped so far if later.
-  absl::Time StampTime(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-    return std::max(now, last_time_);
-  }
 
   // Reads one subject from the database (no pending writes). Sets `exists`.
   absl::Status ReadSubject(absl::string_view user_id, bool* exists, v1::Subject* subject)
@@ -382,12 +384,20 @@ class RocksDbStore final : public ConsentStore {
   mutable absl::Mutex open_mu_;
   std::unique_ptr<rocksdb::DB> db_ ABSL_GUARDED_BY(open_mu_);
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  // Serialises commits so revisions are assigned in commit order.
+  // Held while a group is prepared, so revisions are assigned in commit
+  // order, and by whatever must see no commit in progress (RecordPolicy,
+  // PurgeRequestIds, Checkpoint, Close: they also wait for AwaitNoWrite).
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(open_mu_);
+  // The written state: what every acknowledged write has produced.
+  absl::Mutex flight_mu_ ABSL_ACQUIRED_AFTER(open_mu_);
   std::atomic<int64_t> revision_;
-  absl::Time last_time_ ABSL_GUARDED_BY(write_mu_);
+  absl::Time last_time_ ABSL_GUARDED_BY(flight_mu_);
   // Hash of the last event (32 zero bytes before the first).
-  std::string last_hash_ ABSL_GUARDED_BY(write_mu_);
+  std::string last_hash_ ABSL_GUARDED_BY(flight_mu_);
+  // The group being written (its synced write in progress), if any. The
+  // next group is prepared on top of it meanwhile: its revisions, time and
+  // hash chain continue from it, and its records are read through it.
+  std::shared_ptr<Group> writing_ ABSL_GUARDED_BY(flight_mu_);
   StoreOptions options_;
   // Null unless options_.collect_statistics.
   std::shared_ptr<rocksdb::Statistics> statistics_;
@@ -404,8 +414,11 @@ class RocksDbStore final : public ConsentStore {
   friend absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions&);
 
   // Group commit: Commit calls queue up; the first in line becomes the
-  // leader, writes everything queued with one synced write, and hands each
-  // caller its result. Concurrent writers thus share one WAL sync.
+  // leader, prepares everything queued as one group, and writes it with one
+  // synced write. Concurrent writers thus share one WAL sync. Pipelined:
+  // once a group is handed to the write stage, the next leader prepares
+  // the next group while this one syncs; writes still happen one at a time,
+  // in order, and nothing is acknowledged or visible before its sync.
   absl::Mutex queue_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);
   std::deque<PendingCommit*> queue_ ABSL_GUARDED_BY(queue_mu_);
   bool leader_active_ ABSL_GUARDED_BY(queue_mu_) = false;
@@ -420,6 +433,25 @@ struct RocksDbStore::Group {
   absl::flat_hash_map<std::string, v1::Subject> subjects;    // user -> record written
   absl::flat_hash_map<std::string, bool> exclusions;         // key -> excluded
   absl::flat_hash_map<std::string, RequestRecord> requests;  // request id -> record
+  // The group that was being written when this one was prepared (null if
+  // none): read after this group's own maps, before the database. Not
+  // changed once it is being written.
+  std::shared_ptr<const Group> base;
+  rocksdb::WriteBatch batch;
+  std::vector<std::pair<std::string, std::string>> views;  // for the subject index
+  // The write's outcome, once it has one (guarded by flight_mu_).
+  absl::Status status;
+
+  // What this group, or the one under it, wrote for a key; null if neither.
+  template <typename Map>
+  static const typename Map::mapped_type* Find(const Group& group, Map Group::*map,
+                                               const std::string& key) {
+    for (const Group* g = &group; g != nullptr; g = g->base.get()) {
+      auto it = (g->*map).find(key);
+      if (it != (g->*map).end()) return &it->second;
+    }
+    return nullptr;
+  }
 
   // Old values of what the current commit changed, newest last.
   struct Journal {
@@ -489,8 +521,7 @@ class RocksDbStore::Context final : public UpdateContext {
                                   absl::string_view purpose) override
       ABSL_NO_THREAD_SAFETY_ANALYSIS {  // runs inside a group commit, under open_mu_
     const std::string key = ExclusionKey(user_id_, content_id, purpose);
-    auto it = group_->exclusions.find(key);
-    if (it != group_->exclusions.end()) return it->second;
+    if (const bool* excluded = Group::Find(*group_, &Group::exclusions, key)) return *excluded;
     std::string value;
     rocksdb::Status s = store_->db_->Get(rocksdb::ReadOptions(), store_->exclusions(), key, &value);
     if (s.IsNotFound()) return false;
@@ -535,8 +566,8 @@ absl::StatusOr<std::optional<RequestRecord>> RocksDbStore::FindRequest(const Gro
                                                                        const std::string& id,
                                                                        absl::Time now) {
   RequestRecord record;
-  if (auto it = group.requests.find(id); it != group.requests.end()) {
-    record = it->second;
+  if (const RequestRecord* written = Group::Find(group, &Group::requests, id)) {
+    record = *written;
   } else {
     std::string value;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), requests(), id, &value);
@@ -567,8 +598,11 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
   {
     absl::MutexLock lock(&queue_mu_);
     queue_.push_back(&me);
+    // Taken by a leader, a commit leaves the queue but is done only once
+    // its group is written; the next leader may start before that, so the
+    // queue may be empty here while this commit still waits.
     auto my_turn = [this, &me]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-      return me.done || (!leader_active_ && queue_.front() == &me);
+      return me.done || (!leader_active_ && !queue_.empty() && queue_.front() == &me);
     };
     queue_mu_.Await(absl::Condition(&my_turn));
     if (me.done) return std::move(me.result);  // a leader wrote it
@@ -578,53 +612,95 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
       queue_.pop_front();
     }
   }
-  WriteGroup(group);
+  std::shared_ptr<Group> prepared = PrepareGroup(group);
+  {
+    // The group is being written (or needs no write): the next leader may
+    // prepare the next one meanwhile.
+    absl::MutexLock lock(&queue_mu_);
+    leader_active_ = false;
+  }
+  if (prepared != nullptr) WriteGroup(*prepared, group);
   {
     absl::MutexLock lock(&queue_mu_);
     for (PendingCommit* commit : group) commit->done = true;
-    leader_active_ = false;
   }
   return std::move(me.result);
 }
 
-void RocksDbStore::WriteGroup(const std::vector<PendingCommit*>& commits) {
+void RocksDbStore::AwaitNoWrite() {
+  absl::MutexLock lock(&flight_mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_) { return writing_ == nullptr; };
+  flight_mu_.Await(absl::Condition(&idle));
+}
+
+std::shared_ptr<RocksDbStore::Group> RocksDbStore::PrepareGroup(
+    const std::vector<PendingCommit*>& commits) {
   absl::MutexLock write_lock(&write_mu_);
   absl::ReaderMutexLock open_lock(&open_mu_);
   if (db_ == nullptr) {
     for (PendingCommit* c : commits) c->result = absl::FailedPreconditionError("store is closed");
-    return;
+    return nullptr;
   }
-  Group group;
-  group.revision = revision_.load(std::memory_order_relaxed);
-  group.last_time = last_time_;
-  group.last_hash = last_hash_;
-  rocksdb::WriteBatch batch;
+  auto group = std::make_shared<Group>();
+  {
+    absl::MutexLock lock(&flight_mu_);
+    // Continue from the group being written, or from what is written.
+    group->base = writing_;
+    group->revision = writing_ ? writing_->revision : revision_.load(std::memory_order_relaxed);
+    group->last_time = writing_ ? writing_->last_time : last_time_;
+    group->last_hash = writing_ ? writing_->last_hash : last_hash_;
+  }
   bool any = false;
   for (PendingCommit* commit : commits) {
-    ApplyCommit(*commit, group, batch);
+    ApplyCommit(*commit, *group, group->batch);
     any = any || commit->wrote;
   }
-  if (!any) return;
-  std::vector<std::pair<std::string, std::string>> views;  // for the index
-  for (const auto& [user_id, subject] : group.subjects) {
+  rocksdb::WriteBatch& batch = group->batch;
+  for (const auto& [user_id, subject] : group->subjects) {
     batch.Put(subjects(), user_id, subject.SerializeAsString());
-    if (index_ != nullptr) views.emplace_back(user_id, DecisionView(subject));
+    if (index_ != nullptr) group->views.emplace_back(user_id, DecisionView(subject));
   }
-  for (const auto& [key, excluded] : group.exclusions) {
+  for (const auto& [key, excluded] : group->exclusions) {
     if (excluded) {
       batch.Put(exclusions(), key, rocksdb::Slice());
     } else {
       batch.Delete(exclusions(), key);
     }
   }
-  batch.Put(meta(), kMetaRevision, EncodeRevision(group.revision));
-  batch.Put(meta(), kMetaLastTime, EncodeRevision(absl::ToUnixNanos(group.last_time)));
+  batch.Put(meta(), kMetaRevision, EncodeRevision(group->revision));
+  batch.Put(meta(), kMetaLastTime, EncodeRevision(absl::ToUnixNanos(group->last_time)));
 
+  // Writes go one at a time, in order: wait for the previous one. Even a
+  // group with nothing to write waits: its replays may answer from it.
+  absl::MutexLock lock(&flight_mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_) { return writing_ == nullptr; };
+  flight_mu_.Await(absl::Condition(&idle));
+  if (group->base != nullptr && !group->base->status.ok()) {
+    // Prepared on top of a write that failed: every result continues state
+    // that does not exist (revisions, chain, replays), so none stands.
+    const absl::Status failed(
+        group->base->status.code(),
+        absl::StrCat("an earlier write in the pipeline failed: ", group->base->status.message()));
+    for (PendingCommit* c : commits) c->result = failed;
+    return nullptr;
+  }
+  if (!any) return nullptr;
+  group->base.reset();  // its writes are in the database now
+  writing_ = group;
+  return group;
+}
+
+void RocksDbStore::WriteGroup(Group& group, const std::vector<PendingCommit*>& commits) {
+  // Close waits for this write (AwaitNoWrite) before it closes db_.
+  absl::ReaderMutexLock open_lock(&open_mu_);
   rocksdb::WriteOptions options;
   options.sync = true;  // never acknowledge a write that is not on disk
   const absl::Time write_start = absl::Now();
-  absl::Status s = FromRocks(db_->Write(options, &batch), "committing write");
+  absl::Status s = FromRocks(db_->Write(options, &group.batch), "committing write");
   if (options_.on_synced_write) options_.on_synced_write(absl::Now() - write_start);
+  absl::MutexLock lock(&flight_mu_);
+  writing_ = nullptr;
+  group.status = s;
   if (!s.ok()) {
     for (PendingCommit* c : commits) {
       if (c->wrote) c->result = s;
@@ -633,10 +709,10 @@ void RocksDbStore::WriteGroup(const std::vector<PendingCommit*>& commits) {
   }
   // The index sees the write before anyone is acknowledged or the revision
   // moves, so every read that starts afterwards sees it too.
-  for (const auto& [user_id, view] : views) index_->Put(user_id, view);
+  for (const auto& [user_id, view] : group.views) index_->Put(user_id, view);
   revision_.store(group.revision, std::memory_order_release);
   last_time_ = group.last_time;
-  last_hash_ = std::move(group.last_hash);
+  last_hash_ = group.last_hash;
 }
 
 void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::WriteBatch& batch) {
@@ -699,8 +775,8 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
 
     bool exists = true;
     v1::Subject subject;
-    if (auto it = group.subjects.find(update.user_id); it != group.subjects.end()) {
-      subject = it->second;
+    if (const v1::Subject* written = Group::Find(group, &Group::subjects, update.user_id)) {
+      subject = *written;
     } else {
       absl::Status s = ReadSubject(update.user_id, &exists, &subject);
       if (!s.ok()) return abandon(s);
@@ -828,6 +904,7 @@ absl::StatusOr<ChainReport> RocksDbStore::VerifyChain(int64_t start, int64_t end
 
 absl::StatusOr<int64_t> RocksDbStore::PurgeRequestIds(absl::Time before) {
   absl::MutexLock write_lock(&write_mu_);
+  AwaitNoWrite();
   absl::ReaderMutexLock open_lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   const std::string limit = EncodeRevision(absl::ToUnixNanos(before));
@@ -902,11 +979,14 @@ absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadUserEvents(absl::
 
 absl::StatusOr<absl::Time> RocksDbStore::RecordPolicy(absl::Time now, const std::string& text) {
   absl::MutexLock write_lock(&write_mu_);
+  AwaitNoWrite();
   absl::ReaderMutexLock open_lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
-  // Two policies activated in the same nanosecond: the later one wins the
-  // key, so step past the last one.
-  absl::Time stamp = StampTime(now);
+  absl::MutexLock flight_lock(&flight_mu_);
+  // The time to stamp: `now`, or the latest stamped so far if later. Two
+  // policies activated in the same nanosecond: the later one wins the key,
+  // so step past the last one.
+  absl::Time stamp = std::max(now, last_time_);
   if (stamp == last_time_) stamp += absl::Nanoseconds(1);
   const int64_t stamp_nanos = absl::ToUnixNanos(stamp);
   rocksdb::WriteBatch batch;
@@ -1052,6 +1132,7 @@ absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
     if (!s.ok()) return FromRocks(s, "flushing before the checkpoint");
   }
   absl::MutexLock write_lock(&write_mu_);  // no commit runs until the copy is taken
+  AwaitNoWrite();
   absl::ReaderMutexLock open_lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   rocksdb::Checkpoint* raw = nullptr;
@@ -1106,6 +1187,7 @@ absl::Status RocksDbStore::Close() {
     if (loader_.joinable()) loader_.join();
   }
   absl::MutexLock write_lock(&write_mu_);
+  AwaitNoWrite();
   absl::MutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::OkStatus();
   // Flushing the memtables leaves no WAL to replay: the next start is
@@ -1230,7 +1312,10 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   }
   auto store = std::make_unique<RocksDbStore>(std::move(db), std::move(handles), revision,
                                               absl::FromUnixNanos(last_time_nanos));
-  store->last_hash_ = std::move(last_hash);
+  {
+    absl::MutexLock lock(&store->flight_mu_);
+    store->last_hash_ = std::move(last_hash);
+  }
   store->options_ = options;
   store->statistics_ = db_options.statistics;
   store->stalls_ = std::move(stalls);

@@ -579,6 +579,50 @@ TEST(StoreTest, ConcurrentCommitsKeepTheirOwnOutcomes) {
   EXPECT_EQ(store->GetSubject("doomed").status().code(), absl::StatusCode::kNotFound);
 }
 
+// Commits are pipelined: a group is prepared while the one before it syncs.
+// Each commit here increments a counter in a subject that the groups
+// before it also changed, so a group that read the database instead of the
+// group still being written would lose increments.
+TEST(StoreTest, PipelinedGroupsReadTheGroupBeingWritten) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  constexpr int kThreads = 8, kPerThread = 150, kUsers = 3;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string user = absl::StrCat("counter-", (t + i) % kUsers);
+        SubjectUpdate update;
+        update.user_id = user;
+        update.apply = [](UpdateContext&, v1::Subject& s, v1::ChangeEvent& e) {
+          s.set_exclusion_count(s.exclusion_count() + 1);
+          e.set_kind(v1::CHANGE_KIND_CONTENT_EXCLUSION);
+          return absl::OkStatus();
+        };
+        auto result = store->Commit({std::move(update)}, kNow);
+        ASSERT_TRUE(result.ok()) << result.status();
+        // Read-your-writes: the acknowledged count is there already.
+        const int64_t mine = result->subjects[0].exclusion_count();
+        auto now = store->GetSubject(user);
+        ASSERT_TRUE(now.ok());
+        EXPECT_GE(now->exclusion_count(), mine);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  int64_t total = 0;
+  for (int u = 0; u < kUsers; ++u) {
+    auto subject = store->GetSubject(absl::StrCat("counter-", u));
+    ASSERT_TRUE(subject.ok());
+    total += subject->exclusion_count();
+  }
+  EXPECT_EQ(total, kThreads * kPerThread);
+  EXPECT_EQ(store->CurrentRevision(), kThreads * kPerThread);
+  auto report = store->VerifyChain(0, 0);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok) << report->detail;
+}
+
 TEST(AuditChainTest, StoredBytesAreTheEventWithItsHashes) {
   v1::ChangeEvent event;
   event.set_revision(7);
