@@ -303,10 +303,17 @@ SubjectUpdate Object(const std::string& user, const std::string& purpose) {
   return update;
 }
 
-// Opens with the subject index and waits until it is loaded.
+// Opens with the subject index. With `pause`, the load stops once it has
+// taken its snapshot (snapshot_taken) until `resume` is notified.
 struct IndexedStore {
-  explicit IndexedStore(StoreOptions options) {
+  explicit IndexedStore(StoreOptions options, bool pause = false) {
     options.subject_index = true;
+    if (pause) {
+      options.on_index_snapshot = [this] {
+        snapshot_taken.Notify();
+        resume.WaitForNotification();
+      };
+    }
     options.on_index_loaded = [this](const absl::Status& s, int64_t subjects, absl::Duration) {
       load_status = s;
       loaded_subjects = subjects;
@@ -318,6 +325,7 @@ struct IndexedStore {
     if (opened.ok()) store = *std::move(opened);
   }
   ~IndexedStore() {
+    if (!resume.HasBeenNotified()) resume.Notify();
     if (store) store->Close().IgnoreError();
     EXPECT_EQ(load_reports.load(), 1);
   }
@@ -332,6 +340,7 @@ struct IndexedStore {
   int64_t Ready() { return store->Stats()->index_ready; }
 
   std::unique_ptr<ConsentStore> store;
+  absl::Notification snapshot_taken, resume;
   absl::Notification loaded;
   absl::Status load_status;
   int64_t loaded_subjects = -1;
@@ -409,13 +418,8 @@ TEST(StoreTest, WritesDuringTheIndexLoadAreKept) {
     ASSERT_TRUE(
         Commit(*store, {SetJurisdiction("alice", "GB"), SetJurisdiction("bob", "GB")}).ok());
   }
-  absl::Notification snapshot_taken, writes_done;
-  options.on_index_snapshot = [&] {
-    snapshot_taken.Notify();
-    writes_done.WaitForNotification();
-  };
-  IndexedStore indexed(options);
-  snapshot_taken.WaitForNotification();
+  IndexedStore indexed(options, /*pause=*/true);
+  indexed.snapshot_taken.WaitForNotification();
   EXPECT_EQ(indexed.Ready(), 0);
   ASSERT_TRUE(
       Commit(*indexed.store, {SetJurisdiction("alice", "DE"), Object("alice", "ai_training"),
@@ -424,7 +428,7 @@ TEST(StoreTest, WritesDuringTheIndexLoadAreKept) {
   // Not loaded yet: read from RocksDB.
   EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "DE");
   EXPECT_EQ(indexed.Read("carol")->attributes().jurisdiction(), "IE");
-  writes_done.Notify();
+  indexed.resume.Notify();
   indexed.loaded.WaitForNotification();
   ASSERT_TRUE(indexed.load_status.ok()) << indexed.load_status;
   EXPECT_EQ(indexed.loaded_subjects, 2);  // the snapshot's alice and bob
@@ -449,17 +453,12 @@ TEST(StoreTest, CloseStopsTheIndexLoad) {
     for (int i = 0; i < 2000; ++i) updates.push_back(SetJurisdiction(absl::StrCat("u", i), "GB"));
     ASSERT_TRUE(Commit(*store, std::move(updates)).ok());
   }
-  absl::Notification snapshot_taken, release;
-  options.on_index_snapshot = [&] {
-    snapshot_taken.Notify();
-    release.WaitForNotification();
-  };
-  IndexedStore indexed(options);
-  snapshot_taken.WaitForNotification();
+  IndexedStore indexed(options, /*pause=*/true);
+  indexed.snapshot_taken.WaitForNotification();
   std::thread closer([&] { EXPECT_TRUE(indexed.store->Close().ok()); });
   // Close asks the loader to stop before it waits for it, so whatever the
   // order here, the load ends (cancelled, or complete if it won the race).
-  release.Notify();
+  indexed.resume.Notify();
   closer.join();
   ASSERT_TRUE(indexed.loaded.HasBeenNotified());
   EXPECT_TRUE(indexed.load_status.ok() || absl::IsCancelled(indexed.load_status))
