@@ -20,6 +20,7 @@ EXPORTED = {
     "consent_rocksdb_pending_compaction_bytes", "consent_rocksdb_block_cache_hits_total",
     "consent_rocksdb_block_cache_misses_total", "consent_rocksdb_write_stall_seconds_total",
     "consent_rocksdb_write_stopped", "consent_rocksdb_estimated_subjects",
+    "consent_subject_index_ready", "consent_subject_index_subjects", "consent_subject_index_bytes",
     "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
     "process_max_fds",
 }
