@@ -1,6 +1,7 @@
 // consent-empty-server: the gRPC floor for checks on this machine. The same
-// server set-up as consentd (synchronous service, health checking and
-// reflection on, the same message size limit), but Check, BatchCheck and
+// server set-up as consentd (Check and BatchCheck on the callback API, the
+// latter with its arena allocator, StreamCheck synchronous; health checking
+// and reflection on; the same message size limit and threads), but Check, BatchCheck and
 // StreamCheck answer a fixed decision per item at once: no validation,
 // storage or rules, only the messages' own parsing and serialization.
 // consent-bench run against it and against consentd in the same session
@@ -15,6 +16,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/registry_service.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0", "host:port; port 0 picks a free port.");
@@ -27,19 +29,30 @@ void FixedDecision(consent::v1::Decision* decision) {
   decision->set_policy_version("empty");
 }
 
-class EmptyRegistry final : public consent::v1::ConsentRegistry::Service {
+namespace v1 = consent::v1;
+
+class EmptyRegistry final
+    : public v1::ConsentRegistry::WithCallbackMethod_Check<
+          v1::ConsentRegistry::WithCallbackMethod_BatchCheck<v1::ConsentRegistry::Service>> {
  public:
-  grpc::Status Check(grpc::ServerContext*, const consent::v1::CheckRequest*,
-                     consent::v1::CheckResponse* response) override {
+  EmptyRegistry() { SetMessageAllocatorFor_BatchCheck(&batch_arena_); }
+
+  grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context, const v1::CheckRequest*,
+                                  v1::CheckResponse* response) override {
     FixedDecision(response->mutable_decision());
-    return grpc::Status::OK;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
   }
 
-  grpc::Status BatchCheck(grpc::ServerContext*, const consent::v1::BatchCheckRequest* request,
-                          consent::v1::BatchCheckResponse* response) override {
+  grpc::ServerUnaryReactor* BatchCheck(grpc::CallbackServerContext* context,
+                                       const v1::BatchCheckRequest* request,
+                                       v1::BatchCheckResponse* response) override {
     response->mutable_decisions()->Reserve(request->items_size());
     for (int i = 0; i < request->items_size(); ++i) FixedDecision(response->add_decisions());
-    return grpc::Status::OK;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
   }
 
   grpc::Status StreamCheck(
@@ -56,6 +69,9 @@ class EmptyRegistry final : public consent::v1::ConsentRegistry::Service {
     }
     return grpc::Status::OK;
   }
+
+ private:
+  consent::BatchCheckArena batch_arena_;
 };
 
 }  // namespace

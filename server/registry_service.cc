@@ -165,27 +165,60 @@ grpc::Status RegistryService::GetSubject(grpc::ServerContext*, const v1::GetSubj
                        [&] { return ToGrpcStatus(registry_->GetSubject(*request, response)); });
 }
 
-grpc::Status RegistryService::Check(grpc::ServerContext*, const v1::CheckRequest* request,
-                                    v1::CheckResponse* response) {
-  return calls_->Serve(Rpc::kCheck, "", [&] {
+grpc::ServerUnaryReactor* RegistryService::Check(grpc::CallbackServerContext* context,
+                                                 const v1::CheckRequest* request,
+                                                 v1::CheckResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(calls_->Serve(Rpc::kCheck, "", [&] {
     absl::Status status = registry_->Check(*request, response);
     if (status.ok() && calls_->metrics() != nullptr) {
       calls_->metrics()->CountDecision(request->purpose(), response->decision().reason());
     }
     return ToGrpcStatus(status);
-  });
+  }));
+  return reactor;
 }
 
-grpc::Status RegistryService::BatchCheck(grpc::ServerContext*, const v1::BatchCheckRequest* request,
-                                         v1::BatchCheckResponse* response) {
-  return calls_->Serve(Rpc::kBatchCheck, "", [&] {
+namespace {
+// A BatchCheck call's messages and the arena that holds them.
+class ArenaHolder final
+    : public grpc::MessageHolder<v1::BatchCheckRequest, v1::BatchCheckResponse> {
+ public:
+  ArenaHolder() : arena_(Options()) {
+    set_request(google::protobuf::Arena::CreateMessage<v1::BatchCheckRequest>(&arena_));
+    set_response(google::protobuf::Arena::CreateMessage<v1::BatchCheckResponse>(&arena_));
+  }
+  void Release() override { delete this; }
+
+ private:
+  static google::protobuf::ArenaOptions Options() {
+    google::protobuf::ArenaOptions options;
+    options.start_block_size = 64 << 10;
+    options.max_block_size = 1 << 20;
+    return options;
+  }
+  google::protobuf::Arena arena_;
+};
+}  // namespace
+
+grpc::MessageHolder<v1::BatchCheckRequest, v1::BatchCheckResponse>*
+BatchCheckArena::AllocateMessages() {
+  return new ArenaHolder();
+}
+
+grpc::ServerUnaryReactor* RegistryService::BatchCheck(grpc::CallbackServerContext* context,
+                                                      const v1::BatchCheckRequest* request,
+                                                      v1::BatchCheckResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(calls_->Serve(Rpc::kBatchCheck, "", [&] {
     absl::Status status = registry_->BatchCheck(*request, response);
     if (calls_->metrics() != nullptr) {
       calls_->method(Rpc::kBatchCheck)->ObserveItems(request->items_size());
       if (status.ok()) calls_->metrics()->CountDecisions(request->purpose(), response->decisions());
     }
     return ToGrpcStatus(status);
-  });
+  }));
+  return reactor;
 }
 
 grpc::Status RegistryService::StreamCheck(
