@@ -370,6 +370,10 @@ class RocksDbStore final : public ConsentStore {
   void WriteGroup(Group& group, const std::vector<PendingCommit*>& commits);
   // Waits until no group is being written.
   void AwaitNoWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  void AwaitNoWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_) {
+    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_) { return writing_ == nullptr; };
+    flight_mu_.Await(absl::Condition(&idle));
+  }
   // The request record of `id`, from the group or the database (none when
   // absent or expired).
   absl::StatusOr<std::optional<RequestRecord>> FindRequest(const Group& group,
@@ -631,8 +635,7 @@ absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> upd
 
 void RocksDbStore::AwaitNoWrite() {
   absl::MutexLock lock(&flight_mu_);
-  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_) { return writing_ == nullptr; };
-  flight_mu_.Await(absl::Condition(&idle));
+  AwaitNoWriteLocked();
 }
 
 std::shared_ptr<RocksDbStore::Group> RocksDbStore::PrepareGroup(
@@ -675,8 +678,7 @@ std::shared_ptr<RocksDbStore::Group> RocksDbStore::PrepareGroup(
   // Writes go one at a time, in order: wait for the previous one. Even a
   // group with nothing to write waits: its replays may answer from it.
   absl::MutexLock lock(&flight_mu_);
-  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_) { return writing_ == nullptr; };
-  flight_mu_.Await(absl::Condition(&idle));
+  AwaitNoWriteLocked();
   if (group->base != nullptr && !group->base->status.ok()) {
     // Prepared on top of a write that failed: every result continues state
     // that does not exist (revisions, chain, replays), so none stands.
