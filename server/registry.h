@@ -47,6 +47,9 @@ inline constexpr int kMaxBatchCheckItems = 10000;
 // WatchChanges: kOutOfRange before the oldest revision kept,
 // kFailedPrecondition beyond the next one. Storage failures pass through
 // (kInternal, kDataLoss).
+// Arena block sizes for a batch of checks (1,000 items: a few blocks).
+google::protobuf::ArenaOptions BatchArenaOptions();
+
 class Registry {
  public:
   Registry(storage::ConsentStore* store, PolicyHolder* policies, const Clock* clock)

@@ -184,19 +184,13 @@ namespace {
 class ArenaHolder final
     : public grpc::MessageHolder<v1::BatchCheckRequest, v1::BatchCheckResponse> {
  public:
-  ArenaHolder() : arena_(Options()) {
+  ArenaHolder() : arena_(BatchArenaOptions()) {
     set_request(google::protobuf::Arena::CreateMessage<v1::BatchCheckRequest>(&arena_));
     set_response(google::protobuf::Arena::CreateMessage<v1::BatchCheckResponse>(&arena_));
   }
   void Release() override { delete this; }
 
  private:
-  static google::protobuf::ArenaOptions Options() {
-    google::protobuf::ArenaOptions options;
-    options.start_block_size = 64 << 10;
-    options.max_block_size = 1 << 20;
-    return options;
-  }
   google::protobuf::Arena arena_;
 };
 }  // namespace
