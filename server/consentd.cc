@@ -35,6 +35,9 @@ ABSL_FLAG(bool, subject_index, true,
           "Serve checks from an in-memory index of every subject (about 60 bytes a subject), "
           "loaded in the background at start; until it is loaded checks read RocksDB. "
           "--subject_index=false always reads RocksDB: docs/performance.md.");
+ABSL_FLAG(int, worker_threads, 64,
+          "Threads for the calls that wait (writes for their synced group commit, GetSubject, "
+          "ListHistory); as many writes as there are threads can share one WAL sync. 1 to 1024.");
 ABSL_FLAG(std::string, log_format, "human",
           "human (timestamp, level, message, key=value fields) or json (one object per line).");
 ABSL_FLAG(std::string, log_level, "info",
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
   options.rocksdb_statistics = absl::GetFlag(FLAGS_rocksdb_statistics);
   options.subject_index = absl::GetFlag(FLAGS_subject_index);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.worker_threads = absl::GetFlag(FLAGS_worker_threads);
   options.request_id_retention = absl::GetFlag(FLAGS_request_id_retention);
   options.watch_checkpoint_interval = absl::GetFlag(FLAGS_watch_checkpoint_interval);
   if (options.request_id_retention <= absl::ZeroDuration() ||
@@ -93,6 +97,11 @@ int main(int argc, char** argv) {
     consent::LogError(
         "--request_id_retention and --watch_checkpoint_interval must be positive, "
         "--shutdown_grace not negative");
+    return 1;
+  }
+  if (options.worker_threads < 1 || options.worker_threads > 1024) {
+    consent::LogError("--worker_threads must be between 1 and 1024",
+                      {{"worker_threads", absl::StrCat(options.worker_threads)}});
     return 1;
   }
   // The effective configuration, every setting, defaults included.
@@ -104,6 +113,7 @@ int main(int argc, char** argv) {
        {"metrics_listen", options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen},
        {"rocksdb_statistics", options.rocksdb_statistics ? "true" : "false"},
        {"subject_index", options.subject_index ? "true" : "false"},
+       {"worker_threads", absl::StrCat(options.worker_threads)},
        {"shutdown_grace", absl::FormatDuration(options.shutdown_grace)},
        {"request_id_retention", absl::FormatDuration(options.request_id_retention)},
        {"watch_checkpoint_interval", absl::FormatDuration(options.watch_checkpoint_interval)},

@@ -16,6 +16,7 @@
 #include "server/metrics.h"
 #include "server/policy.h"
 #include "server/registry.h"
+#include "server/worker_pool.h"
 
 namespace consent {
 
@@ -90,36 +91,51 @@ class BatchCheckArena final
   grpc::MessageHolder<v1::BatchCheckRequest, v1::BatchCheckResponse>* AllocateMessages() override;
 };
 
-// Check and BatchCheck are served on gRPC's callback API, inline on its
-// threads: they wait for nothing but memory (the subject index) or, with
-// the index off or loading, RocksDB reads, and so skip the synchronous
-// server's hand-off to a handler thread (docs/performance.md, "Reads on the
-// callback API"). The other methods wait (synced writes, streams) and stay
-// synchronous.
+// The unary methods are served on gRPC's callback API. Check and BatchCheck
+// run inline on gRPC's threads: they wait for nothing but memory (the
+// subject index) or, with the index off or loading, RocksDB reads, and so
+// skip a hand-off to another thread (docs/performance.md, "Reads on the
+// callback API"). The writes, GetSubject and ListHistory wait (for the
+// group commit's sync, for RocksDB) and run on a fixed pool of worker
+// threads. The streams stay synchronous.
 class RegistryService final
-    : public v1::ConsentRegistry::WithCallbackMethod_Check<
-          v1::ConsentRegistry::WithCallbackMethod_BatchCheck<v1::ConsentRegistry::Service>> {
+    : public v1::ConsentRegistry::WithCallbackMethod_SetPreference<
+          v1::ConsentRegistry::WithCallbackMethod_BatchSetPreferences<
+              v1::ConsentRegistry::WithCallbackMethod_UpdateSubject<
+                  v1::ConsentRegistry::WithCallbackMethod_SetContentExclusion<
+                      v1::ConsentRegistry::WithCallbackMethod_DeleteSubject<
+                          v1::ConsentRegistry::WithCallbackMethod_GetSubject<
+                              v1::ConsentRegistry::WithCallbackMethod_Check<
+                                  v1::ConsentRegistry::WithCallbackMethod_BatchCheck<
+                                      v1::ConsentRegistry::WithCallbackMethod_ListHistory<
+                                          v1::ConsentRegistry::Service>>>>>>>>> {
  public:
   // Calls are admitted through `calls`' gate: once it drains they get
-  // UNAVAILABLE.
-  RegistryService(Registry* registry, CallAccounting* calls) : registry_(registry), calls_(calls) {
+  // UNAVAILABLE. `worker_threads` (>= 1) run the calls that wait; as many
+  // writes as there are workers can share one group commit.
+  RegistryService(Registry* registry, CallAccounting* calls, int worker_threads)
+      : registry_(registry), calls_(calls), workers_(worker_threads, "consent-worker") {
     SetMessageAllocatorFor_BatchCheck(&batch_arena_);
   }
 
-  grpc::Status SetPreference(grpc::ServerContext* context, const v1::SetPreferenceRequest* request,
-                             v1::SetPreferenceResponse* response) override;
-  grpc::Status BatchSetPreferences(grpc::ServerContext* context,
-                                   const v1::BatchSetPreferencesRequest* request,
-                                   v1::BatchSetPreferencesResponse* response) override;
-  grpc::Status UpdateSubject(grpc::ServerContext* context, const v1::UpdateSubjectRequest* request,
-                             v1::UpdateSubjectResponse* response) override;
-  grpc::Status SetContentExclusion(grpc::ServerContext* context,
-                                   const v1::SetContentExclusionRequest* request,
-                                   v1::SetContentExclusionResponse* response) override;
-  grpc::Status DeleteSubject(grpc::ServerContext* context, const v1::DeleteSubjectRequest* request,
-                             v1::DeleteSubjectResponse* response) override;
-  grpc::Status GetSubject(grpc::ServerContext* context, const v1::GetSubjectRequest* request,
-                          v1::GetSubjectResponse* response) override;
+  grpc::ServerUnaryReactor* SetPreference(grpc::CallbackServerContext* context,
+                                          const v1::SetPreferenceRequest* request,
+                                          v1::SetPreferenceResponse* response) override;
+  grpc::ServerUnaryReactor* BatchSetPreferences(grpc::CallbackServerContext* context,
+                                                const v1::BatchSetPreferencesRequest* request,
+                                                v1::BatchSetPreferencesResponse* response) override;
+  grpc::ServerUnaryReactor* UpdateSubject(grpc::CallbackServerContext* context,
+                                          const v1::UpdateSubjectRequest* request,
+                                          v1::UpdateSubjectResponse* response) override;
+  grpc::ServerUnaryReactor* SetContentExclusion(grpc::CallbackServerContext* context,
+                                                const v1::SetContentExclusionRequest* request,
+                                                v1::SetContentExclusionResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteSubject(grpc::CallbackServerContext* context,
+                                          const v1::DeleteSubjectRequest* request,
+                                          v1::DeleteSubjectResponse* response) override;
+  grpc::ServerUnaryReactor* GetSubject(grpc::CallbackServerContext* context,
+                                       const v1::GetSubjectRequest* request,
+                                       v1::GetSubjectResponse* response) override;
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
                                   const v1::CheckRequest* request,
                                   v1::CheckResponse* response) override;
@@ -129,8 +145,9 @@ class RegistryService final
   grpc::Status StreamCheck(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) override;
-  grpc::Status ListHistory(grpc::ServerContext* context, const v1::ListHistoryRequest* request,
-                           v1::ListHistoryResponse* response) override;
+  grpc::ServerUnaryReactor* ListHistory(grpc::CallbackServerContext* context,
+                                        const v1::ListHistoryRequest* request,
+                                        v1::ListHistoryResponse* response) override;
   grpc::Status WatchChanges(grpc::ServerContext* context, const v1::WatchChangesRequest* request,
                             grpc::ServerWriter<v1::WatchChangesResponse>* writer) override;
 
@@ -144,9 +161,19 @@ class RegistryService final
   void AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view request_id,
                     absl::string_view user_id, const grpc::Status& status, int64_t revision);
 
+  // Runs `handler` (returning grpc::Status) on a worker thread and
+  // finishes the call with its status.
+  template <typename Handler>
+  grpc::ServerUnaryReactor* OnWorker(grpc::CallbackServerContext* context, Handler handler) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    workers_.Schedule([reactor, handler]() { reactor->Finish(handler()); });
+    return reactor;
+  }
+
   Registry* registry_;
   CallAccounting* calls_;
   BatchCheckArena batch_arena_;
+  WorkerPool workers_;
   absl::Mutex streams_mu_;
   absl::flat_hash_set<grpc::ServerContext*> streams_ ABSL_GUARDED_BY(streams_mu_);
 };

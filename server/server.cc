@@ -297,8 +297,8 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   server->reloader_ = std::make_unique<PolicyReloader>(options.policy_path, server->registry_.get(),
                                                        server->metrics_.get());
   server->calls_ = std::make_unique<CallAccounting>(&server->gate_, server->metrics_.get());
-  server->registry_service_ =
-      std::make_unique<RegistryService>(server->registry_.get(), server->calls_.get());
+  server->registry_service_ = std::make_unique<RegistryService>(
+      server->registry_.get(), server->calls_.get(), options.worker_threads);
   server->admin_service_ =
       std::make_unique<AdminService>(server->registry_.get(), server->policies_.get(),
                                      server->reloader_.get(), server->calls_.get());

@@ -35,6 +35,10 @@ struct ServerOptions {
   // Serve checks from an in-memory index of subjects, loaded in the
   // background at start (StoreOptions::subject_index).
   bool subject_index = true;
+  // Threads for the calls that wait: writes (for their group commit's
+  // synced write), GetSubject, ListHistory. Up to this many writes share
+  // one WAL sync.
+  int worker_threads = 64;
   // How long in-flight calls may run on after shutdown starts.
   absl::Duration shutdown_grace = absl::Seconds(10);
   // How long request ids are remembered for idempotent replays.

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -515,6 +516,70 @@ TEST(StartupTest, NonLoopbackListenIsRefusedWithoutAuth) {
        "--policy=" + testing::DefaultPolicyPath()});
   EXPECT_EQ(code, 1);
   EXPECT_THAT(log, HasSubstr("is not a loopback address"));
+}
+
+TEST(StartupTest, WorkerThreadsOutOfRangeStopsStartUp) {
+  TempDir dir;
+  for (const char* flag : {"--worker_threads=0", "--worker_threads=1025"}) {
+    auto [code, log] =
+        ConsentdProcess::RunToExit({flag, "--metrics_listen=", "--data_dir=" + dir.Sub("data"),
+                                    "--policy=" + testing::DefaultPolicyPath()});
+    EXPECT_EQ(code, 1) << flag;
+    EXPECT_THAT(log, HasSubstr("--worker_threads must be between 1 and 1024")) << flag;
+  }
+}
+
+// Writes, GetSubject and ListHistory share the worker threads: with one,
+// concurrent writes queue for it and each still commits exactly once.
+TEST(WorkerThreadsTest, ConcurrentWritesOnOneWorkerAllCommit) {
+  TempDir dir;
+  ConsentdProcess::Options options;
+  options.data_dir = dir.Sub("data");
+  options.extra_args = {"--worker_threads=1"};
+  auto process = ConsentdProcess::Start(options);
+  ASSERT_TRUE(process.ok()) << process.status();
+  auto client = Client::Connect((*process)->address());
+
+  constexpr int kWriters = 16;
+  std::vector<absl::StatusOr<v1::SetPreferenceResponse>> results(kWriters,
+                                                                 absl::UnknownError("not run"));
+  std::vector<std::thread> writers;
+  for (int i = 0; i < kWriters; ++i) {
+    writers.emplace_back([&, i] {
+      v1::SetPreferenceRequest request;
+      request.set_user_id(absl::StrCat("user-", i));
+      request.set_purpose("ai_training");
+      request.set_state(v1::PREFERENCE_STATE_OBJECTED);
+      results[i] = client->SetPreference(request);
+    });
+  }
+  for (std::thread& writer : writers) writer.join();
+
+  std::set<int64_t> revisions;
+  for (int i = 0; i < kWriters; ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].status();
+    revisions.insert(results[i]->revision());
+  }
+  ASSERT_EQ(revisions.size(), static_cast<size_t>(kWriters));
+  EXPECT_EQ(*revisions.rbegin() - *revisions.begin(), kWriters - 1);
+
+  for (int i = 0; i < kWriters; ++i) {
+    const std::string user = absl::StrCat("user-", i);
+    v1::GetSubjectRequest get;
+    get.set_user_id(user);
+    auto subject = client->GetSubject(get);
+    ASSERT_TRUE(subject.ok()) << subject.status();
+    ASSERT_EQ(subject->subject().preferences_size(), 1);
+    EXPECT_EQ(subject->subject().preferences(0).state(), v1::PREFERENCE_STATE_OBJECTED);
+    EXPECT_EQ(subject->subject().revision(), results[i]->revision());
+
+    v1::ListHistoryRequest history;
+    history.set_user_id(user);
+    auto events = client->ListHistory(history);
+    ASSERT_TRUE(events.ok()) << events.status();
+    ASSERT_EQ(events->events_size(), 1);
+    EXPECT_EQ(events->events(0).revision(), results[i]->revision());
+  }
 }
 
 TEST(StartupTest, UnbindableMetricsPortFailsClearly) {

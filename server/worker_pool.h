@@ -1,0 +1,42 @@
+// A fixed set of threads for work that blocks (a synced write waiting for
+// its group commit), so gRPC's callback threads never wait on it.
+#ifndef CONSENT_SERVER_WORKER_POOL_H_
+#define CONSENT_SERVER_WORKER_POOL_H_
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+
+namespace consent {
+
+// Runs scheduled functions on `threads` threads, in the order scheduled
+// (several at once). The threads live as long as the pool: unlike the
+// synchronous gRPC server's handler threads they never exit between calls,
+// so a burst of calls starts no threads. Thread safe. The destructor runs
+// everything already scheduled, then joins the threads.
+class WorkerPool {
+ public:
+  // `threads` >= 1; `name` (at most 15 bytes) names them for ps and perf.
+  WorkerPool(int threads, const std::string& name);
+  ~WorkerPool();
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  void Schedule(std::function<void()> work);
+
+ private:
+  void Run();
+
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace consent
+
+#endif  // CONSENT_SERVER_WORKER_POOL_H_
