@@ -258,6 +258,7 @@ absl::Status Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest&
   updates.reserve(request.requests_size());
   for (const v1::SetPreferenceRequest& item : request.requests()) {
     updates.push_back(PreferenceUpdate(item, context));
+    updates.back().return_subject = false;  // the response has revisions only
   }
   auto result = Commit(
       std::move(updates), KeyOf("BatchSetPreferences", request, request.request_id()), [](int i) {

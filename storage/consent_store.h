@@ -134,6 +134,9 @@ struct SubjectUpdate {
   // Returning an error aborts the whole Commit, and nothing is written.
   std::function<absl::Status(UpdateContext& context, v1::Subject& subject, v1::ChangeEvent& event)>
       apply;
+  // Whether CommitResult::subjects gets a copy of the subject as written;
+  // false leaves that entry empty (a bulk import needs only revisions).
+  bool return_subject = true;
 };
 
 struct CommitResult {
@@ -156,7 +159,8 @@ struct CommitResult {
   std::vector<int64_t> revisions;
   // Per update: true when it repeated an earlier request and was skipped.
   std::vector<bool> replayed;
-  // Each applied update's subject as written (empty for replayed ones).
+  // Each applied update's subject as written (empty for replayed ones and
+  // for updates without return_subject).
   std::vector<v1::Subject> subjects;
 };
 

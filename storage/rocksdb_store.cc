@@ -814,7 +814,11 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
     }
     result.revisions.push_back(revision);
     result.replayed.push_back(false);
-    result.subjects.push_back(subject);
+    if (update.return_subject) {
+      result.subjects.push_back(subject);
+    } else {
+      result.subjects.emplace_back();
+    }
     group.SetSubject(update.user_id, std::move(subject));
     applied = true;
   }

@@ -122,6 +122,27 @@ TEST(StoreTest, LaterUpdateOfSameUserSeesEarlierOne) {
   EXPECT_TRUE(saw_exists);
 }
 
+TEST(StoreTest, ResultCarriesSubjectsOnlyWhereAsked) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  std::vector<SubjectUpdate> updates;
+  updates.push_back(SetJurisdiction("alice", "GB"));
+  updates.push_back(SetJurisdiction("bob", "FR"));
+  updates.back().return_subject = false;
+  auto result = store->Commit(std::move(updates), kNow);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->subjects.size(), 2u);
+  EXPECT_EQ(result->subjects[0].user_id(), "alice");
+  EXPECT_EQ(result->subjects[0].attributes().jurisdiction(), "GB");
+  EXPECT_EQ(result->subjects[0].revision(), 1);
+  EXPECT_EQ(result->subjects[1].ByteSizeLong(), 0u);
+  // Only the result leaves it out: bob is written like alice.
+  auto bob = store->GetSubject("bob");
+  ASSERT_TRUE(bob.ok()) << bob.status();
+  EXPECT_EQ(bob->attributes().jurisdiction(), "FR");
+  EXPECT_EQ(bob->revision(), 2);
+}
+
 TEST(StoreTest, GetSubjectsKeepsOrderAndMarksMissing) {
   TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
