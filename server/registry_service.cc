@@ -101,83 +101,71 @@ void RegistryService::AccountWrite(Rpc rpc, WriteKind kind, int count, absl::str
 grpc::ServerUnaryReactor* RegistryService::SetPreference(grpc::CallbackServerContext* context,
                                                          const v1::SetPreferenceRequest* request,
                                                          v1::SetPreferenceResponse* response) {
-  return OnWorker(context, [=] {
-    return calls_->Serve(Rpc::kSetPreference, request->request_id(), [&] {
-      grpc::Status status =
-          ToGrpcStatus(registry_->SetPreference(*request, ContextOf(context), response));
-      AccountWrite(Rpc::kSetPreference, WriteKind::kPreference, 1, request->request_id(),
-                   request->user_id(), status, response->revision());
-      return status;
-    });
+  return OnWorker(context, Rpc::kSetPreference, request->request_id(), [=] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->SetPreference(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kSetPreference, WriteKind::kPreference, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
   });
 }
 
 grpc::ServerUnaryReactor* RegistryService::BatchSetPreferences(
     grpc::CallbackServerContext* context, const v1::BatchSetPreferencesRequest* request,
     v1::BatchSetPreferencesResponse* response) {
-  return OnWorker(context, [=] {
-    return calls_->Serve(Rpc::kBatchSetPreferences, request->request_id(), [&] {
-      if (MethodMetrics* m = calls_->method(Rpc::kBatchSetPreferences)) {
-        m->ObserveItems(request->requests_size());
-      }
-      grpc::Status status =
-          ToGrpcStatus(registry_->BatchSetPreferences(*request, ContextOf(context), response));
-      AccountWrite(Rpc::kBatchSetPreferences, WriteKind::kPreference, request->requests_size(),
-                   request->request_id(), "", status, 0);
-      return status;
-    });
+  return OnWorker(context, Rpc::kBatchSetPreferences, request->request_id(), [=] {
+    if (MethodMetrics* m = calls_->method(Rpc::kBatchSetPreferences)) {
+      m->ObserveItems(request->requests_size());
+    }
+    grpc::Status status =
+        ToGrpcStatus(registry_->BatchSetPreferences(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kBatchSetPreferences, WriteKind::kPreference, request->requests_size(),
+                 request->request_id(), "", status, 0);
+    return status;
   });
 }
 
 grpc::ServerUnaryReactor* RegistryService::UpdateSubject(grpc::CallbackServerContext* context,
                                                          const v1::UpdateSubjectRequest* request,
                                                          v1::UpdateSubjectResponse* response) {
-  return OnWorker(context, [=] {
-    return calls_->Serve(Rpc::kUpdateSubject, request->request_id(), [&] {
-      grpc::Status status =
-          ToGrpcStatus(registry_->UpdateSubject(*request, ContextOf(context), response));
-      AccountWrite(Rpc::kUpdateSubject, WriteKind::kAttributes, 1, request->request_id(),
-                   request->user_id(), status, response->revision());
-      return status;
-    });
+  return OnWorker(context, Rpc::kUpdateSubject, request->request_id(), [=] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->UpdateSubject(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kUpdateSubject, WriteKind::kAttributes, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
   });
 }
 
 grpc::ServerUnaryReactor* RegistryService::SetContentExclusion(
     grpc::CallbackServerContext* context, const v1::SetContentExclusionRequest* request,
     v1::SetContentExclusionResponse* response) {
-  return OnWorker(context, [=] {
-    return calls_->Serve(Rpc::kSetContentExclusion, request->request_id(), [&] {
-      grpc::Status status =
-          ToGrpcStatus(registry_->SetContentExclusion(*request, ContextOf(context), response));
-      AccountWrite(Rpc::kSetContentExclusion, WriteKind::kExclusion, 1, request->request_id(),
-                   request->user_id(), status, response->revision());
-      return status;
-    });
+  return OnWorker(context, Rpc::kSetContentExclusion, request->request_id(), [=] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->SetContentExclusion(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kSetContentExclusion, WriteKind::kExclusion, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
   });
 }
 
 grpc::ServerUnaryReactor* RegistryService::DeleteSubject(grpc::CallbackServerContext* context,
                                                          const v1::DeleteSubjectRequest* request,
                                                          v1::DeleteSubjectResponse* response) {
-  return OnWorker(context, [=] {
-    return calls_->Serve(Rpc::kDeleteSubject, request->request_id(), [&] {
-      grpc::Status status =
-          ToGrpcStatus(registry_->DeleteSubject(*request, ContextOf(context), response));
-      AccountWrite(Rpc::kDeleteSubject, WriteKind::kDeletion, 1, request->request_id(),
-                   request->user_id(), status, response->revision());
-      return status;
-    });
+  return OnWorker(context, Rpc::kDeleteSubject, request->request_id(), [=] {
+    grpc::Status status =
+        ToGrpcStatus(registry_->DeleteSubject(*request, ContextOf(context), response));
+    AccountWrite(Rpc::kDeleteSubject, WriteKind::kDeletion, 1, request->request_id(),
+                 request->user_id(), status, response->revision());
+    return status;
   });
 }
 
 grpc::ServerUnaryReactor* RegistryService::GetSubject(grpc::CallbackServerContext* context,
                                                       const v1::GetSubjectRequest* request,
                                                       v1::GetSubjectResponse* response) {
-  return OnWorker(context, [=] {
-    return calls_->Serve(Rpc::kGetSubject, "",
-                         [&] { return ToGrpcStatus(registry_->GetSubject(*request, response)); });
-  });
+  return OnWorker(context, Rpc::kGetSubject, "",
+                  [=] { return ToGrpcStatus(registry_->GetSubject(*request, response)); });
 }
 
 grpc::ServerUnaryReactor* RegistryService::Check(grpc::CallbackServerContext* context,
@@ -283,10 +271,8 @@ void RegistryService::CancelStreams() {
 grpc::ServerUnaryReactor* RegistryService::ListHistory(grpc::CallbackServerContext* context,
                                                        const v1::ListHistoryRequest* request,
                                                        v1::ListHistoryResponse* response) {
-  return OnWorker(context, [=] {
-    return calls_->Serve(Rpc::kListHistory, "",
-                         [&] { return ToGrpcStatus(registry_->ListHistory(*request, response)); });
-  });
+  return OnWorker(context, Rpc::kListHistory, "",
+                  [=] { return ToGrpcStatus(registry_->ListHistory(*request, response)); });
 }
 
 grpc::Status RegistryService::WatchChanges(grpc::ServerContext* context,

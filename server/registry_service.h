@@ -52,9 +52,14 @@ class CallAccounting {
   // `request_id` (may be empty) goes into the error line.
   template <typename Handler>
   grpc::Status Serve(Rpc rpc, absl::string_view request_id, Handler&& handler) {
+    return ServeFrom(NowNanos(), rpc, request_id, handler);
+  }
+  // Serve for a call that arrived at `start` (NowNanos()) and has waited
+  // for a thread since: the wait counts in its handling time.
+  template <typename Handler>
+  grpc::Status ServeFrom(int64_t start, Rpc rpc, absl::string_view request_id, Handler&& handler) {
     MethodMetrics* method = methods_[static_cast<int>(rpc)];
     if (method == nullptr) return Finish(rpc, request_id, Admit(handler));
-    const int64_t start = NowNanos();
     method->Started();
     grpc::Status status = Admit(handler);
     method->Handled(status.error_code(), absl::Nanoseconds(NowNanos() - start));
@@ -63,6 +68,8 @@ class CallAccounting {
 
   // The status of a call refused (or a stream ended) because of shutdown.
   static grpc::Status Draining();
+  // A steady clock, in nanoseconds.
+  static int64_t NowNanos();
 
   DrainGate* gate() const { return gate_; }
   Metrics* metrics() const { return metrics_; }
@@ -75,7 +82,6 @@ class CallAccounting {
     if (!guard.admitted()) return Draining();
     return handler();
   }
-  static int64_t NowNanos();
   grpc::Status Finish(Rpc rpc, absl::string_view request_id, grpc::Status status);
 
   DrainGate* gate_;
@@ -161,12 +167,17 @@ class RegistryService final
   void AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view request_id,
                     absl::string_view user_id, const grpc::Status& status, int64_t revision);
 
-  // Runs `handler` (returning grpc::Status) on a worker thread and
-  // finishes the call with its status.
+  // Serves the call (CallAccounting::Serve) on a worker thread and
+  // finishes it with the handler's status. The time it waits for a worker
+  // counts in its handling time.
   template <typename Handler>
-  grpc::ServerUnaryReactor* OnWorker(grpc::CallbackServerContext* context, Handler handler) {
+  grpc::ServerUnaryReactor* OnWorker(grpc::CallbackServerContext* context, Rpc rpc,
+                                     absl::string_view request_id, Handler handler) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    workers_.Schedule([reactor, handler]() { reactor->Finish(handler()); });
+    const int64_t arrival = CallAccounting::NowNanos();
+    workers_.Schedule([this, reactor, rpc, request_id, handler, arrival]() {
+      reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, handler));
+    });
     return reactor;
   }
 
