@@ -35,9 +35,9 @@ ABSL_FLAG(bool, subject_index, true,
           "Serve checks from an in-memory index of every subject (about 60 bytes a subject), "
           "loaded in the background at start; until it is loaded checks read RocksDB. "
           "--subject_index=false always reads RocksDB: docs/performance.md.");
-ABSL_FLAG(int, worker_threads, 64,
-          "Threads for the calls that wait (writes for their synced group commit, GetSubject, "
-          "ListHistory); as many writes as there are threads can share one WAL sync. 1 to 1024.");
+ABSL_FLAG(int, worker_threads, 16,
+          "Threads for GetSubject and ListHistory, which wait for RocksDB reads (writes wait for "
+          "no thread: the commit pipeline answers them). 1 to 1024.");
 ABSL_FLAG(std::string, log_format, "human",
           "human (timestamp, level, message, key=value fields) or json (one object per line).");
 ABSL_FLAG(std::string, log_level, "info",

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/civil_time.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -210,35 +211,48 @@ const v1::Preference* FindPreference(const v1::Subject& subject, absl::string_vi
 
 }  // namespace
 
-absl::Status Registry::SetPreference(const v1::SetPreferenceRequest& request,
-                                     const CallContext& context,
-                                     v1::SetPreferenceResponse* response) {
+void Registry::SetPreference(const v1::SetPreferenceRequest& request, const CallContext& context,
+                             v1::SetPreferenceResponse* response, WriteDone done) {
   const auto policy = policies_->Get();
   Violations v;
   ValidateSetPreference(request, "", *policy, &v);
-  if (!v.empty()) return v.ToStatus();
+  if (!v.empty()) return done(v.ToStatus());
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(PreferenceUpdate(request, context));
-  auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
-  if (!result.ok()) return result.status();
-  response->set_revision(result->revisions[0]);
-  if (result->replayed[0]) {
-    // A replay: answer as the first attempt did, from its event.
-    auto events = store_->ReadEvents(result->revisions[0], 1);
-    if (!events.ok()) return events.status();
-    if (!events->empty() && (*events)[0].preference().has_after()) {
-      *response->mutable_preference() = (*events)[0].preference().after();
-    }
-  } else if (const v1::Preference* p = FindPreference(result->subjects[0], request.purpose())) {
-    *response->mutable_preference() = *p;
-  }
-  return absl::OkStatus();
+  Commit(
+      std::move(updates), {}, [](int) { return std::string("request_id"); },
+      [this, &request, response,
+       done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
+        done([&]() -> absl::Status {
+          if (!result.ok()) return result.status();
+          response->set_revision(result->revisions[0]);
+          if (result->replayed[0]) {
+            // A replay: answer as the first attempt did, from its event.
+            auto events = store_->ReadEvents(result->revisions[0], 1);
+            if (!events.ok()) return events.status();
+            if (!events->empty() && (*events)[0].preference().has_after()) {
+              *response->mutable_preference() = (*events)[0].preference().after();
+            }
+          } else if (const v1::Preference* p =
+                         FindPreference(result->subjects[0], request.purpose())) {
+            *response->mutable_preference() = *p;
+          }
+          return absl::OkStatus();
+        }());
+      });
 }
 
-absl::Status Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
-                                           const CallContext& context,
-                                           v1::BatchSetPreferencesResponse* response) {
+absl::Status Registry::SetPreference(const v1::SetPreferenceRequest& request,
+                                     const CallContext& context,
+                                     v1::SetPreferenceResponse* response) {
+  return AwaitWrite(
+      [&](WriteDone done) { SetPreference(request, context, response, std::move(done)); });
+}
+
+void Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
+                                   const CallContext& context,
+                                   v1::BatchSetPreferencesResponse* response, WriteDone done) {
   const auto policy = policies_->Get();
   Violations v;
   if (request.requests_size() == 0) {
@@ -252,7 +266,7 @@ absl::Status Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest&
     }
   }
   ValidateOptionalId(request.request_id(), "request_id", &v);
-  if (!v.empty()) return v.ToStatus();
+  if (!v.empty()) return done(v.ToStatus());
 
   std::vector<storage::SubjectUpdate> updates;
   updates.reserve(request.requests_size());
@@ -260,19 +274,29 @@ absl::Status Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest&
     updates.push_back(PreferenceUpdate(item, context));
     updates.back().return_subject = false;  // the response has revisions only
   }
-  auto result = Commit(
-      std::move(updates), KeyOf("BatchSetPreferences", request, request.request_id()), [](int i) {
+  Commit(
+      std::move(updates), KeyOf("BatchSetPreferences", request, request.request_id()),
+      [](int i) {
         return i < 0 ? std::string("request_id") : absl::StrCat("requests[", i, "].request_id");
+      },
+      [response, done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
+        if (!result.ok()) return done(result.status());
+        for (int64_t r : result->revisions) response->add_revisions(r);
+        response->set_revision(
+            *std::max_element(result->revisions.begin(), result->revisions.end()));
+        done(absl::OkStatus());
       });
-  if (!result.ok()) return result.status();
-  for (int64_t r : result->revisions) response->add_revisions(r);
-  response->set_revision(*std::max_element(result->revisions.begin(), result->revisions.end()));
-  return absl::OkStatus();
 }
 
-absl::Status Registry::UpdateSubject(const v1::UpdateSubjectRequest& request,
-                                     const CallContext& context,
-                                     v1::UpdateSubjectResponse* response) {
+absl::Status Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
+                                           const CallContext& context,
+                                           v1::BatchSetPreferencesResponse* response) {
+  return AwaitWrite(
+      [&](WriteDone done) { BatchSetPreferences(request, context, response, std::move(done)); });
+}
+
+void Registry::UpdateSubject(const v1::UpdateSubjectRequest& request, const CallContext& context,
+                             v1::UpdateSubjectResponse* response, WriteDone done) {
   Violations v;
   ValidateId(request.user_id(), "user_id", &v);
   const v1::SubjectAttributes& attrs = request.attributes();
@@ -310,7 +334,7 @@ absl::Status Registry::UpdateSubject(const v1::UpdateSubjectRequest& request,
     }
   }
   ValidateWriteFields(request, "", &v);
-  if (!v.empty()) return v.ToStatus();
+  if (!v.empty()) return done(v.ToStatus());
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(WriteUpdate(
@@ -336,29 +360,41 @@ absl::Status Registry::UpdateSubject(const v1::UpdateSubjectRequest& request,
         *change->mutable_after() = *target;
         return absl::OkStatus();
       }));
-  auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
-  if (!result.ok()) return result.status();
-  response->set_revision(result->revisions[0]);
-  if (result->replayed[0]) {
-    // A replay: the subject as the first attempt left it.
-    SubjectAsOf state;
-    absl::Status s =
-        LoadAsOf(request.user_id(), absl::InfiniteFuture(), &state, result->revisions[0]);
-    if (!s.ok()) return s;
-    *response->mutable_subject() = std::move(state.subject);
-  } else {
-    *response->mutable_subject() = std::move(result->subjects[0]);
-  }
-  return absl::OkStatus();
+  Commit(
+      std::move(updates), {}, [](int) { return std::string("request_id"); },
+      [this, &request, response,
+       done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
+        done([&]() -> absl::Status {
+          if (!result.ok()) return result.status();
+          response->set_revision(result->revisions[0]);
+          if (result->replayed[0]) {
+            // A replay: the subject as the first attempt left it.
+            SubjectAsOf state;
+            absl::Status s =
+                LoadAsOf(request.user_id(), absl::InfiniteFuture(), &state, result->revisions[0]);
+            if (!s.ok()) return s;
+            *response->mutable_subject() = std::move(state.subject);
+          } else {
+            *response->mutable_subject() = std::move(result->subjects[0]);
+          }
+          return absl::OkStatus();
+        }());
+      });
 }
 
-absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
+absl::Status Registry::UpdateSubject(const v1::UpdateSubjectRequest& request,
                                      const CallContext& context,
-                                     v1::DeleteSubjectResponse* response) {
+                                     v1::UpdateSubjectResponse* response) {
+  return AwaitWrite(
+      [&](WriteDone done) { UpdateSubject(request, context, response, std::move(done)); });
+}
+
+void Registry::DeleteSubject(const v1::DeleteSubjectRequest& request, const CallContext& context,
+                             v1::DeleteSubjectResponse* response, WriteDone done) {
   Violations v;
   ValidateId(request.user_id(), "user_id", &v);
   ValidateWriteFields(request, "", &v);
-  if (!v.empty()) return v.ToStatus();
+  if (!v.empty()) return done(v.ToStatus());
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(WriteUpdate(
@@ -377,10 +413,20 @@ absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
         *subject.mutable_delete_time() = ToProto(update_context.time());
         return absl::OkStatus();
       }));
-  auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
-  if (!result.ok()) return result.status();
-  response->set_revision(result->revisions[0]);
-  return absl::OkStatus();
+  Commit(
+      std::move(updates), {}, [](int) { return std::string("request_id"); },
+      [response, done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
+        if (!result.ok()) return done(result.status());
+        response->set_revision(result->revisions[0]);
+        done(absl::OkStatus());
+      });
+}
+
+absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
+                                     const CallContext& context,
+                                     v1::DeleteSubjectResponse* response) {
+  return AwaitWrite(
+      [&](WriteDone done) { DeleteSubject(request, context, response, std::move(done)); });
 }
 
 absl::Status Registry::GetSubject(const v1::GetSubjectRequest& request,
@@ -401,16 +447,16 @@ absl::Status Registry::GetSubject(const v1::GetSubjectRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status Registry::SetContentExclusion(const v1::SetContentExclusionRequest& request,
-                                           const CallContext& context,
-                                           v1::SetContentExclusionResponse* response) {
+void Registry::SetContentExclusion(const v1::SetContentExclusionRequest& request,
+                                   const CallContext& context,
+                                   v1::SetContentExclusionResponse* response, WriteDone done) {
   const auto policy = policies_->Get();
   Violations v;
   ValidateId(request.user_id(), "user_id", &v);
   ValidateId(request.content_id(), "content_id", &v);
   ValidatePurpose(request.purpose(), "purpose", *policy, &v);
   ValidateWriteFields(request, "", &v);
-  if (!v.empty()) return v.ToStatus();
+  if (!v.empty()) return done(v.ToStatus());
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(WriteUpdate(
@@ -431,10 +477,20 @@ absl::Status Registry::SetContentExclusion(const v1::SetContentExclusionRequest&
         change->set_excluded_after(request.excluded());
         return absl::OkStatus();
       }));
-  auto result = Commit(std::move(updates), {}, [](int) { return std::string("request_id"); });
-  if (!result.ok()) return result.status();
-  response->set_revision(result->revisions[0]);
-  return absl::OkStatus();
+  Commit(
+      std::move(updates), {}, [](int) { return std::string("request_id"); },
+      [response, done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
+        if (!result.ok()) return done(result.status());
+        response->set_revision(result->revisions[0]);
+        done(absl::OkStatus());
+      });
+}
+
+absl::Status Registry::SetContentExclusion(const v1::SetContentExclusionRequest& request,
+                                           const CallContext& context,
+                                           v1::SetContentExclusionResponse* response) {
+  return AwaitWrite(
+      [&](WriteDone done) { SetContentExclusion(request, context, response, std::move(done)); });
 }
 
 absl::Status Registry::Init(std::shared_ptr<const CompiledPolicy> file_policy) {
@@ -721,21 +777,35 @@ absl::Status Registry::CreateBackup(const v1::CreateBackupRequest& request,
   return absl::OkStatus();
 }
 
-absl::StatusOr<storage::CommitResult> Registry::Commit(
-    std::vector<storage::SubjectUpdate> updates, const storage::RequestKey& request,
-    const std::function<std::string(int index)>& field_of) {
-  auto result = store_->Commit(std::move(updates), clock_->Now(), request);
-  if (!result.ok()) return result.status();
-  if (result->outcome == storage::CommitResult::Outcome::kRequestIdConflict) {
-    // The id names another request: retrying cannot help, the caller must
-    // send a new id (docs/history.md, "Idempotency").
-    return FieldError(
-        field_of(result->conflict_index),
-        absl::StrCat("was already used for a different request (revision ",
-                     result->conflict_revision, "); a new request needs a new request_id"));
-  }
-  notifier_.Notify(store_->CurrentRevision());
-  return result;
+void Registry::Commit(std::vector<storage::SubjectUpdate> updates, storage::RequestKey request,
+                      std::function<std::string(int index)> field_of,
+                      std::function<void(absl::StatusOr<storage::CommitResult>)> then) {
+  store_->CommitAsync(
+      std::move(updates), clock_->Now(), std::move(request),
+      [this, field_of = std::move(field_of),
+       then = std::move(then)](absl::StatusOr<storage::CommitResult> result) {
+        if (result.ok() && result->outcome == storage::CommitResult::Outcome::kRequestIdConflict) {
+          // The id names another request: retrying cannot help, the caller
+          // must send a new id (docs/history.md, "Idempotency").
+          return then(FieldError(
+              field_of(result->conflict_index),
+              absl::StrCat("was already used for a different request (revision ",
+                           result->conflict_revision, "); a new request needs a new request_id")));
+        }
+        if (result.ok()) notifier_.Notify(store_->CurrentRevision());
+        then(std::move(result));
+      });
+}
+
+absl::Status Registry::AwaitWrite(const std::function<void(WriteDone)>& start) {
+  absl::Status status;
+  absl::Notification finished;
+  start([&](absl::Status s) {
+    status = std::move(s);
+    finished.Notify();
+  });
+  finished.WaitForNotification();
+  return status;
 }
 
 namespace {

@@ -69,6 +69,24 @@ class Registry {
   // kFailedPrecondition. Thread safe; activations are serialised.
   absl::StatusOr<PolicyChange> ActivatePolicy(std::shared_ptr<const CompiledPolicy> next);
 
+  // The writes. Each answers through `done` once the write is synced (or
+  // at once when the request is refused): on the caller's thread or on the
+  // store's (ConsentStore::CommitAsync), so `done` must not block.
+  // `request`, `context` and `response` must live until `done` has run.
+  using WriteDone = std::function<void(absl::Status)>;
+  void SetPreference(const v1::SetPreferenceRequest& request, const CallContext& context,
+                     v1::SetPreferenceResponse* response, WriteDone done);
+  void BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
+                           const CallContext& context, v1::BatchSetPreferencesResponse* response,
+                           WriteDone done);
+  void UpdateSubject(const v1::UpdateSubjectRequest& request, const CallContext& context,
+                     v1::UpdateSubjectResponse* response, WriteDone done);
+  void SetContentExclusion(const v1::SetContentExclusionRequest& request,
+                           const CallContext& context, v1::SetContentExclusionResponse* response,
+                           WriteDone done);
+  void DeleteSubject(const v1::DeleteSubjectRequest& request, const CallContext& context,
+                     v1::DeleteSubjectResponse* response, WriteDone done);
+  // The same writes, returning once they are done.
   absl::Status SetPreference(const v1::SetPreferenceRequest& request, const CallContext& context,
                              v1::SetPreferenceResponse* response);
   absl::Status BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
@@ -137,12 +155,15 @@ class Registry {
   absl::Status LoadAsOf(absl::string_view user_id, absl::Time at, SubjectAsOf* state,
                         int64_t max_revision = INT64_MAX) const;
 
-  // Commits and wakes change-feed readers. A request id conflict becomes
-  // kInvalidArgument naming `field_of(index)` (index -1: the commit's own
-  // request id).
-  absl::StatusOr<storage::CommitResult> Commit(
-      std::vector<storage::SubjectUpdate> updates, const storage::RequestKey& request,
-      const std::function<std::string(int index)>& field_of);
+  // Commits, wakes change-feed readers, then passes the result to `then`
+  // (on the store's thread, see ConsentStore::CommitAsync). A request id
+  // conflict becomes kInvalidArgument naming `field_of(index)` (index -1:
+  // the commit's own request id).
+  void Commit(std::vector<storage::SubjectUpdate> updates, storage::RequestKey request,
+              std::function<std::string(int index)> field_of,
+              std::function<void(absl::StatusOr<storage::CommitResult>)> then);
+  // Starts a write with a `done` that records its status, waits for it.
+  static absl::Status AwaitWrite(const std::function<void(WriteDone)>& start);
 
   storage::ConsentStore* store_;
   PolicyHolder* policies_;

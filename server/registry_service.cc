@@ -101,64 +101,91 @@ void RegistryService::AccountWrite(Rpc rpc, WriteKind kind, int count, absl::str
 grpc::ServerUnaryReactor* RegistryService::SetPreference(grpc::CallbackServerContext* context,
                                                          const v1::SetPreferenceRequest* request,
                                                          v1::SetPreferenceResponse* response) {
-  return OnWorker(context, Rpc::kSetPreference, request->request_id(), [=] {
-    grpc::Status status =
-        ToGrpcStatus(registry_->SetPreference(*request, ContextOf(context), response));
-    AccountWrite(Rpc::kSetPreference, WriteKind::kPreference, 1, request->request_id(),
-                 request->user_id(), status, response->revision());
-    return status;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  calls_->ServeAsync(Rpc::kSetPreference, request->request_id(), reactor, [=](auto finish) {
+    // The caller's identity, for the write's history: kept until it is done.
+    auto caller = std::make_shared<const CallContext>(ContextOf(context));
+    registry_->SetPreference(*request, *caller, response, [=, caller = caller](absl::Status s) {
+      grpc::Status status = ToGrpcStatus(s);
+      AccountWrite(Rpc::kSetPreference, WriteKind::kPreference, 1, request->request_id(),
+                   request->user_id(), status, response->revision());
+      finish(std::move(status));
+    });
   });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RegistryService::BatchSetPreferences(
     grpc::CallbackServerContext* context, const v1::BatchSetPreferencesRequest* request,
     v1::BatchSetPreferencesResponse* response) {
-  return OnWorker(context, Rpc::kBatchSetPreferences, request->request_id(), [=] {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  calls_->ServeAsync(Rpc::kBatchSetPreferences, request->request_id(), reactor, [=](auto finish) {
     if (MethodMetrics* m = calls_->method(Rpc::kBatchSetPreferences)) {
       m->ObserveItems(request->requests_size());
     }
-    grpc::Status status =
-        ToGrpcStatus(registry_->BatchSetPreferences(*request, ContextOf(context), response));
-    AccountWrite(Rpc::kBatchSetPreferences, WriteKind::kPreference, request->requests_size(),
-                 request->request_id(), "", status, 0);
-    return status;
+    // The caller's identity, for the write's history: kept until it is done.
+    auto caller = std::make_shared<const CallContext>(ContextOf(context));
+    registry_->BatchSetPreferences(
+        *request, *caller, response, [=, caller = caller](absl::Status s) {
+          grpc::Status status = ToGrpcStatus(s);
+          AccountWrite(Rpc::kBatchSetPreferences, WriteKind::kPreference, request->requests_size(),
+                       request->request_id(), "", status, 0);
+          finish(std::move(status));
+        });
   });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RegistryService::UpdateSubject(grpc::CallbackServerContext* context,
                                                          const v1::UpdateSubjectRequest* request,
                                                          v1::UpdateSubjectResponse* response) {
-  return OnWorker(context, Rpc::kUpdateSubject, request->request_id(), [=] {
-    grpc::Status status =
-        ToGrpcStatus(registry_->UpdateSubject(*request, ContextOf(context), response));
-    AccountWrite(Rpc::kUpdateSubject, WriteKind::kAttributes, 1, request->request_id(),
-                 request->user_id(), status, response->revision());
-    return status;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  calls_->ServeAsync(Rpc::kUpdateSubject, request->request_id(), reactor, [=](auto finish) {
+    // The caller's identity, for the write's history: kept until it is done.
+    auto caller = std::make_shared<const CallContext>(ContextOf(context));
+    registry_->UpdateSubject(*request, *caller, response, [=, caller = caller](absl::Status s) {
+      grpc::Status status = ToGrpcStatus(s);
+      AccountWrite(Rpc::kUpdateSubject, WriteKind::kAttributes, 1, request->request_id(),
+                   request->user_id(), status, response->revision());
+      finish(std::move(status));
+    });
   });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RegistryService::SetContentExclusion(
     grpc::CallbackServerContext* context, const v1::SetContentExclusionRequest* request,
     v1::SetContentExclusionResponse* response) {
-  return OnWorker(context, Rpc::kSetContentExclusion, request->request_id(), [=] {
-    grpc::Status status =
-        ToGrpcStatus(registry_->SetContentExclusion(*request, ContextOf(context), response));
-    AccountWrite(Rpc::kSetContentExclusion, WriteKind::kExclusion, 1, request->request_id(),
-                 request->user_id(), status, response->revision());
-    return status;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  calls_->ServeAsync(Rpc::kSetContentExclusion, request->request_id(), reactor, [=](auto finish) {
+    // The caller's identity, for the write's history: kept until it is done.
+    auto caller = std::make_shared<const CallContext>(ContextOf(context));
+    registry_->SetContentExclusion(
+        *request, *caller, response, [=, caller = caller](absl::Status s) {
+          grpc::Status status = ToGrpcStatus(s);
+          AccountWrite(Rpc::kSetContentExclusion, WriteKind::kExclusion, 1, request->request_id(),
+                       request->user_id(), status, response->revision());
+          finish(std::move(status));
+        });
   });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RegistryService::DeleteSubject(grpc::CallbackServerContext* context,
                                                          const v1::DeleteSubjectRequest* request,
                                                          v1::DeleteSubjectResponse* response) {
-  return OnWorker(context, Rpc::kDeleteSubject, request->request_id(), [=] {
-    grpc::Status status =
-        ToGrpcStatus(registry_->DeleteSubject(*request, ContextOf(context), response));
-    AccountWrite(Rpc::kDeleteSubject, WriteKind::kDeletion, 1, request->request_id(),
-                 request->user_id(), status, response->revision());
-    return status;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  calls_->ServeAsync(Rpc::kDeleteSubject, request->request_id(), reactor, [=](auto finish) {
+    // The caller's identity, for the write's history: kept until it is done.
+    auto caller = std::make_shared<const CallContext>(ContextOf(context));
+    registry_->DeleteSubject(*request, *caller, response, [=, caller = caller](absl::Status s) {
+      grpc::Status status = ToGrpcStatus(s);
+      AccountWrite(Rpc::kDeleteSubject, WriteKind::kDeletion, 1, request->request_id(),
+                   request->user_id(), status, response->revision());
+      finish(std::move(status));
+    });
   });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RegistryService::GetSubject(grpc::CallbackServerContext* context,

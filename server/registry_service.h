@@ -66,6 +66,28 @@ class CallAccounting {
     return Finish(rpc, request_id, std::move(status));
   }
 
+  // Serve for a call that finishes later: `start(finish)` begins it and
+  // `finish(status)`, called once from any thread, ends it (metrics, error
+  // line, then `reactor->Finish`). The call counts as in flight until then.
+  template <typename Start>
+  void ServeAsync(Rpc rpc, absl::string_view request_id, grpc::ServerUnaryReactor* reactor,
+                  Start start) {
+    MethodMetrics* method = methods_[static_cast<int>(rpc)];
+    const int64_t begin = NowNanos();
+    if (method != nullptr) method->Started();
+    auto finish = [this, rpc, request_id, reactor, method, begin](grpc::Status status) {
+      if (method != nullptr) {
+        method->Handled(status.error_code(), absl::Nanoseconds(NowNanos() - begin));
+      }
+      reactor->Finish(Finish(rpc, request_id, std::move(status)));
+    };
+    if (!gate_->Enter()) return finish(Draining());
+    start([this, finish](grpc::Status status) {
+      gate_->Exit();
+      finish(std::move(status));
+    });
+  }
+
   // The status of a call refused (or a stream ended) because of shutdown.
   static grpc::Status Draining();
   // A steady clock, in nanoseconds.
@@ -101,8 +123,10 @@ class BatchCheckArena final
 // run inline on gRPC's threads: they wait for nothing but memory (the
 // subject index) or, with the index off or loading, RocksDB reads, and so
 // skip a hand-off to another thread (docs/performance.md, "Reads on the
-// callback API"). The writes, GetSubject and ListHistory wait (for the
-// group commit's sync, for RocksDB) and run on a fixed pool of worker
+// callback API"). The writes are validated inline and handed to the
+// store's commit pipeline, which answers them when they are synced
+// (Registry's asynchronous writes); no thread waits for them. GetSubject
+// and ListHistory wait for RocksDB and run on a fixed pool of worker
 // threads. The streams stay synchronous.
 class RegistryService final
     : public v1::ConsentRegistry::WithCallbackMethod_SetPreference<
@@ -117,8 +141,7 @@ class RegistryService final
                                           v1::ConsentRegistry::Service>>>>>>>>> {
  public:
   // Calls are admitted through `calls`' gate: once it drains they get
-  // UNAVAILABLE. `worker_threads` (>= 1) run the calls that wait; as many
-  // writes as there are workers can share one group commit.
+  // UNAVAILABLE. `worker_threads` (>= 1) run GetSubject and ListHistory.
   RegistryService(Registry* registry, CallAccounting* calls, int worker_threads)
       : registry_(registry), calls_(calls), workers_(worker_threads, "consent-worker") {
     SetMessageAllocatorFor_BatchCheck(&batch_arena_);

@@ -35,10 +35,10 @@ struct ServerOptions {
   // Serve checks from an in-memory index of subjects, loaded in the
   // background at start (StoreOptions::subject_index).
   bool subject_index = true;
-  // Threads for the calls that wait: writes (for their group commit's
-  // synced write), GetSubject, ListHistory. Up to this many writes share
-  // one WAL sync.
-  int worker_threads = 64;
+  // Threads for the unary calls that wait for RocksDB reads: GetSubject
+  // and ListHistory. (Writes hold no thread while they wait for their
+  // group commit: the store's commit pipeline answers them.)
+  int worker_threads = 16;
   // How long in-flight calls may run on after shutdown starts.
   absl::Duration shutdown_grace = absl::Seconds(10);
   // How long request ids are remembered for idempotent replays.

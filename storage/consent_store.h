@@ -200,6 +200,16 @@ class ConsentStore {
   virtual absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates, absl::Time now,
                                               const RequestKey& request = {}) = 0;
 
+  // Commit without waiting: returns at once, and `done` gets what Commit
+  // would have returned once the commit is written (or has failed) — on a
+  // thread of the store's, in commit order, one call at a time; or at once,
+  // on the calling thread, for an empty commit or a closed store. `done`
+  // answers the caller and returns: it must not block or commit, since the
+  // results of later commits wait for it. The updates' `apply` runs on
+  // another thread before `done`: what it refers to must live until then.
+  virtual void CommitAsync(std::vector<SubjectUpdate> updates, absl::Time now, RequestKey request,
+                           std::function<void(absl::StatusOr<CommitResult>)> done) = 0;
+
   // The subject's current record. kNotFound: nothing was ever recorded for
   // this user.
   virtual absl::StatusOr<v1::Subject> GetSubject(absl::string_view user_id) = 0;

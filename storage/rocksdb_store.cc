@@ -6,6 +6,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <system_error>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 #include "rocksdb/db.h"
@@ -313,6 +315,8 @@ class RocksDbStore final : public ConsentStore {
 
   absl::StatusOr<CommitResult> Commit(std::vector<SubjectUpdate> updates, absl::Time now,
                                       const RequestKey& request) override;
+  void CommitAsync(std::vector<SubjectUpdate> updates, absl::Time now, RequestKey request,
+                   std::function<void(absl::StatusOr<CommitResult>)> done) override;
   absl::StatusOr<int64_t> OldestRevision() override;
   absl::StatusOr<ChainReport> VerifyChain(int64_t start, int64_t end) override;
   absl::StatusOr<int64_t> PurgeRequestIds(absl::Time before) override;
@@ -352,9 +356,15 @@ class RocksDbStore final : public ConsentStore {
     std::vector<SubjectUpdate> updates;
     absl::Time now;
     RequestKey request;
+    std::function<void(absl::StatusOr<CommitResult>)> done;
     absl::StatusOr<CommitResult> result = absl::InternalError("commit not run");
     bool wrote = false;  // its changes are in the group's write batch
-    bool done = false;   // result is final (guarded by queue_mu_)
+  };
+  using Commits = std::vector<std::unique_ptr<PendingCommit>>;
+  // A prepared group on its way to the writer thread, with its commits.
+  struct GroupToWrite {
+    std::shared_ptr<Group> group;
+    Commits commits;
   };
 
   // Applies one commit to `group` and `batch`; on failure (or when it
@@ -368,6 +378,17 @@ class RocksDbStore final : public ConsentStore {
   std::shared_ptr<Group> PrepareGroup(const std::vector<PendingCommit*>& commits);
   // Writes a prepared group with one synced write and publishes it.
   void WriteGroup(Group& group, const std::vector<PendingCommit*>& commits);
+  // The three stages of the commit pipeline, one thread each: the
+  // committer prepares groups, the writer writes them one at a time, the
+  // completer hands each commit its result (so `done` callbacks, which
+  // answer calls, never hold up the next write).
+  void RunCommitter();
+  void RunWriter();
+  void RunCompleter();
+  // Starts the three threads (Open).
+  void StartPipeline();
+  // Finishes everything queued, then stops the threads (Close).
+  void StopPipeline();
   // Waits until no group is being written.
   void AwaitNoWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void AwaitNoWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_) {
@@ -419,15 +440,24 @@ class RocksDbStore final : public ConsentStore {
 
   friend absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions&);
 
-  // Group commit: Commit calls queue up; the first in line becomes the
-  // leader, prepares everything queued as one group, and writes it with one
+  // Group commit: commits queue up; the committer thread prepares
+  // everything queued as one group, which the writer thread writes with one
   // synced write. Concurrent writers thus share one WAL sync. Pipelined:
-  // once a group is handed to the write stage, the next leader prepares
-  // the next group while this one syncs; writes still happen one at a time,
-  // in order, and nothing is acknowledged or visible before its sync.
+  // while one group syncs, the committer prepares the next; writes still
+  // happen one at a time, in order, and nothing is acknowledged or visible
+  // before its sync.
   absl::Mutex queue_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);
-  std::deque<PendingCommit*> queue_ ABSL_GUARDED_BY(queue_mu_);
-  bool leader_active_ ABSL_GUARDED_BY(queue_mu_) = false;
+  std::deque<std::unique_ptr<PendingCommit>> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+  absl::Mutex stages_mu_;
+  std::deque<GroupToWrite> to_write_ ABSL_GUARDED_BY(stages_mu_);
+  std::deque<Commits> to_complete_ ABSL_GUARDED_BY(stages_mu_);
+  bool committer_done_ ABSL_GUARDED_BY(stages_mu_) = false;
+  bool writer_done_ ABSL_GUARDED_BY(stages_mu_) = false;
+  absl::Mutex pipeline_mu_ ABSL_ACQUIRED_BEFORE(loader_mu_);
+  std::thread committer_ ABSL_GUARDED_BY(pipeline_mu_);
+  std::thread writer_ ABSL_GUARDED_BY(pipeline_mu_);
+  std::thread completer_ ABSL_GUARDED_BY(pipeline_mu_);
 };
 
 // What a group commit has written so far, read before the database, and
@@ -591,46 +621,128 @@ absl::StatusOr<std::optional<RequestRecord>> RocksDbStore::FindRequest(const Gro
 
 absl::StatusOr<CommitResult> RocksDbStore::Commit(std::vector<SubjectUpdate> updates,
                                                   absl::Time now, const RequestKey& request) {
+  absl::StatusOr<CommitResult> result;
+  absl::Notification finished;
+  CommitAsync(std::move(updates), now, request, [&](absl::StatusOr<CommitResult> r) {
+    result = std::move(r);
+    finished.Notify();
+  });
+  finished.WaitForNotification();
+  return result;
+}
+
+void RocksDbStore::CommitAsync(std::vector<SubjectUpdate> updates, absl::Time now,
+                               RequestKey request,
+                               std::function<void(absl::StatusOr<CommitResult>)> done) {
   if (updates.empty()) {
-    return absl::InvalidArgumentError("commit of no updates");
+    done(absl::InvalidArgumentError("commit of no updates"));
+    return;
   }
-  PendingCommit me;
-  me.updates = std::move(updates);
-  me.now = now;
-  me.request = request;
-  // Bounded so one sync never waits on an unbounded batch.
-  constexpr size_t kMaxGroup = 256;
-  std::vector<PendingCommit*> group;
+  auto commit = std::make_unique<PendingCommit>();
+  commit->updates = std::move(updates);
+  commit->now = now;
+  commit->request = std::move(request);
+  commit->done = std::move(done);
   {
     absl::MutexLock lock(&queue_mu_);
-    queue_.push_back(&me);
-    // Taken by a leader, a commit leaves the queue but is done only once
-    // its group is written; the next leader may start before that, so the
-    // queue may be empty here while this commit still waits.
-    auto my_turn = [this, &me]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-      return me.done || (!leader_active_ && !queue_.empty() && queue_.front() == &me);
-    };
-    queue_mu_.Await(absl::Condition(&my_turn));
-    if (me.done) return std::move(me.result);  // a leader wrote it
-    leader_active_ = true;
-    while (!queue_.empty() && group.size() < kMaxGroup) {
-      group.push_back(queue_.front());
-      queue_.pop_front();
+    if (!stopping_) {
+      queue_.push_back(std::move(commit));
+      return;
     }
   }
-  std::shared_ptr<Group> prepared = PrepareGroup(group);
-  {
-    // The group is being written (or needs no write): the next leader may
-    // prepare the next one meanwhile.
-    absl::MutexLock lock(&queue_mu_);
-    leader_active_ = false;
+  commit->done(absl::FailedPreconditionError("store is closed"));
+}
+
+void RocksDbStore::RunCommitter() {
+  // Bounded so one sync never waits on an unbounded batch.
+  constexpr size_t kMaxGroup = 256;
+  while (true) {
+    Commits taken;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+        return stopping_ || !queue_.empty();
+      };
+      queue_mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) break;  // stopping, and nothing left
+      while (!queue_.empty() && taken.size() < kMaxGroup) {
+        taken.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    std::vector<PendingCommit*> commits;
+    for (const auto& c : taken) commits.push_back(c.get());
+    // Waits for the write in flight, then makes this group the next one.
+    std::shared_ptr<Group> prepared = PrepareGroup(commits);
+    absl::MutexLock lock(&stages_mu_);
+    if (prepared == nullptr) {
+      to_complete_.push_back(std::move(taken));  // nothing to write
+    } else {
+      to_write_.push_back(GroupToWrite{std::move(prepared), std::move(taken)});
+    }
   }
-  if (prepared != nullptr) WriteGroup(*prepared, group);
-  {
-    absl::MutexLock lock(&queue_mu_);
-    for (PendingCommit* commit : group) commit->done = true;
+  absl::MutexLock lock(&stages_mu_);
+  committer_done_ = true;
+}
+
+void RocksDbStore::RunWriter() {
+  while (true) {
+    GroupToWrite next;
+    {
+      absl::MutexLock lock(&stages_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(stages_mu_) {
+        return committer_done_ || !to_write_.empty();
+      };
+      stages_mu_.Await(absl::Condition(&ready));
+      if (to_write_.empty()) break;
+      next = std::move(to_write_.front());
+      to_write_.pop_front();
+    }
+    std::vector<PendingCommit*> commits;
+    for (const auto& c : next.commits) commits.push_back(c.get());
+    WriteGroup(*next.group, commits);
+    absl::MutexLock lock(&stages_mu_);
+    to_complete_.push_back(std::move(next.commits));
   }
-  return std::move(me.result);
+  absl::MutexLock lock(&stages_mu_);
+  writer_done_ = true;
+}
+
+void RocksDbStore::RunCompleter() {
+  while (true) {
+    std::deque<Commits> batches;
+    {
+      absl::MutexLock lock(&stages_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(stages_mu_) {
+        return writer_done_ || !to_complete_.empty();
+      };
+      stages_mu_.Await(absl::Condition(&ready));
+      if (to_complete_.empty()) break;
+      batches.swap(to_complete_);
+    }
+    for (Commits& commits : batches) {
+      for (auto& commit : commits) commit->done(std::move(commit->result));
+    }
+  }
+}
+
+void RocksDbStore::StartPipeline() {
+  absl::MutexLock lock(&pipeline_mu_);
+  committer_ = std::thread([this] { RunCommitter(); });
+  writer_ = std::thread([this] { RunWriter(); });
+  completer_ = std::thread([this] { RunCompleter(); });
+}
+
+void RocksDbStore::StopPipeline() {
+  absl::MutexLock lock(&pipeline_mu_);
+  {
+    absl::MutexLock queue_lock(&queue_mu_);
+    stopping_ = true;
+  }
+  // Each stage finishes what the one before it passed on, then stops.
+  if (committer_.joinable()) committer_.join();
+  if (writer_.joinable()) writer_.join();
+  if (completer_.joinable()) completer_.join();
 }
 
 void RocksDbStore::AwaitNoWrite() {
@@ -1189,6 +1301,8 @@ void RocksDbStore::LoadIndex() {
 }
 
 absl::Status RocksDbStore::Close() {
+  // Commits queued before Close are written; later ones are refused.
+  StopPipeline();
   {
     absl::MutexLock lock(&loader_mu_);
     stop_loading_.store(true, std::memory_order_relaxed);
@@ -1327,6 +1441,7 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   store->options_ = options;
   store->statistics_ = db_options.statistics;
   store->stalls_ = std::move(stalls);
+  store->StartPipeline();
   if (options.subject_index) {
     uint64_t expected = 0;
     store->db_->GetIntProperty(store->subjects(), rocksdb::DB::Properties::kEstimateNumKeys,

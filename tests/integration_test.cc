@@ -529,9 +529,10 @@ TEST(StartupTest, WorkerThreadsOutOfRangeStopsStartUp) {
   }
 }
 
-// Writes, GetSubject and ListHistory share the worker threads: with one,
-// concurrent writes queue for it and each still commits exactly once.
-TEST(WorkerThreadsTest, ConcurrentWritesOnOneWorkerAllCommit) {
+// With one worker thread (GetSubject, ListHistory), concurrent writes,
+// which take none while they wait, each commit exactly once, and the reads
+// queued for the one worker see them.
+TEST(WorkerThreadsTest, ConcurrentWritesWithOneWorkerAllCommit) {
   TempDir dir;
   ConsentdProcess::Options options;
   options.data_dir = dir.Sub("data");

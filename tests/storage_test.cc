@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -159,6 +160,88 @@ TEST(StoreTest, GetSubjectsKeepsOrderAndMarksMissing) {
   EXPECT_EQ(out[1], nullptr);
   EXPECT_EQ(out[2]->attributes().jurisdiction(), "GB");
   EXPECT_EQ(out[3]->user_id(), "carol");
+}
+
+// What CommitAsync's callbacks saw, in the order they ran.
+struct AsyncResults {
+  absl::Mutex mu;
+  std::vector<std::pair<int, absl::StatusOr<CommitResult>>> results ABSL_GUARDED_BY(mu);
+  std::vector<std::thread::id> threads ABSL_GUARDED_BY(mu);
+
+  std::function<void(absl::StatusOr<CommitResult>)> Callback(int index) {
+    return [this, index](absl::StatusOr<CommitResult> result) {
+      absl::MutexLock lock(&mu);
+      results.emplace_back(index, std::move(result));
+      threads.push_back(std::this_thread::get_id());
+    };
+  }
+  size_t Count() {
+    absl::MutexLock lock(&mu);
+    return results.size();
+  }
+};
+
+TEST(StoreTest, CommitAsyncAnswersInCommitOrderOnTheStoresThread) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  constexpr int kCommits = 200;
+  AsyncResults async;
+  for (int i = 0; i < kCommits; ++i) {
+    std::vector<SubjectUpdate> updates;
+    updates.push_back(SetJurisdiction(absl::StrCat("user-", i % 7), i % 2 ? "GB" : "FR"));
+    store->CommitAsync(std::move(updates), kNow, {}, async.Callback(i));
+  }
+  // A blocking commit queues behind them, so once it returns every one
+  // before it has been answered.
+  ASSERT_TRUE(Commit(*store, {SetJurisdiction("last", "GB")}).ok());
+  absl::MutexLock lock(&async.mu);
+  ASSERT_EQ(async.results.size(), static_cast<size_t>(kCommits));
+  for (int i = 0; i < kCommits; ++i) {
+    EXPECT_EQ(async.results[i].first, i);
+    ASSERT_TRUE(async.results[i].second.ok()) << async.results[i].second.status();
+    EXPECT_THAT(async.results[i].second->revisions, ElementsAre(i + 1));
+    EXPECT_NE(async.threads[i], std::this_thread::get_id());
+  }
+  EXPECT_EQ(store->CurrentRevision(), kCommits + 1);
+}
+
+TEST(StoreTest, CloseWritesWhatWasQueuedAndRefusesTheRest) {
+  TempDir dir;
+  constexpr int kCommits = 100;
+  AsyncResults async;
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    for (int i = 0; i < kCommits; ++i) {
+      store->CommitAsync({SetJurisdiction(absl::StrCat("user-", i), "GB")}, kNow, {},
+                         async.Callback(i));
+    }
+    ASSERT_TRUE(store->Close().ok());
+    EXPECT_EQ(async.Count(), static_cast<size_t>(kCommits));
+    // Refused at once, on the calling thread.
+    store->CommitAsync({SetJurisdiction("late", "GB")}, kNow, {}, async.Callback(kCommits));
+    absl::MutexLock lock(&async.mu);
+    ASSERT_EQ(async.results.size(), static_cast<size_t>(kCommits + 1));
+    EXPECT_EQ(async.results.back().second.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(async.threads.back(), std::this_thread::get_id());
+    for (int i = 0; i < kCommits; ++i) {
+      ASSERT_TRUE(async.results[i].second.ok()) << i << ": " << async.results[i].second.status();
+    }
+  }
+  auto store = OpenOrDie(dir.Sub("db"));
+  EXPECT_EQ(store->CurrentRevision(), kCommits);
+  EXPECT_EQ(store->GetSubject(absl::StrCat("user-", kCommits - 1))->attributes().jurisdiction(),
+            "GB");
+  EXPECT_EQ(store->GetSubject("late").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(StoreTest, AsyncCommitOfNothingIsRefusedAtOnce) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  AsyncResults async;
+  store->CommitAsync({}, kNow, {}, async.Callback(0));
+  absl::MutexLock lock(&async.mu);
+  ASSERT_EQ(async.results.size(), 1u);
+  EXPECT_EQ(async.results[0].second.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(StoreTest, EventsAreReadInRevisionOrder) {
