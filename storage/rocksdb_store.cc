@@ -1,5 +1,7 @@
 // RocksDB implementation of ConsentStore. The key and value layout is
 // documented in docs/storage.md; keep the two in step.
+#include <pthread.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -361,7 +363,8 @@ class RocksDbStore final : public ConsentStore {
     bool wrote = false;  // its changes are in the group's write batch
   };
   using Commits = std::vector<std::unique_ptr<PendingCommit>>;
-  // A prepared group on its way to the writer thread, with its commits.
+  // A prepared group on its way to the writer thread, with its commits
+  // (null when there is nothing to write: each commit has its result).
   struct GroupToWrite {
     std::shared_ptr<Group> group;
     Commits commits;
@@ -673,13 +676,11 @@ void RocksDbStore::RunCommitter() {
     std::vector<PendingCommit*> commits;
     for (const auto& c : taken) commits.push_back(c.get());
     // Waits for the write in flight, then makes this group the next one.
+    // A group with nothing to write (null) goes through the writer too, so
+    // callers are answered in commit order.
     std::shared_ptr<Group> prepared = PrepareGroup(commits);
     absl::MutexLock lock(&stages_mu_);
-    if (prepared == nullptr) {
-      to_complete_.push_back(std::move(taken));  // nothing to write
-    } else {
-      to_write_.push_back(GroupToWrite{std::move(prepared), std::move(taken)});
-    }
+    to_write_.push_back(GroupToWrite{std::move(prepared), std::move(taken)});
   }
   absl::MutexLock lock(&stages_mu_);
   committer_done_ = true;
@@ -698,9 +699,11 @@ void RocksDbStore::RunWriter() {
       next = std::move(to_write_.front());
       to_write_.pop_front();
     }
-    std::vector<PendingCommit*> commits;
-    for (const auto& c : next.commits) commits.push_back(c.get());
-    WriteGroup(*next.group, commits);
+    if (next.group != nullptr) {
+      std::vector<PendingCommit*> commits;
+      for (const auto& c : next.commits) commits.push_back(c.get());
+      WriteGroup(*next.group, commits);
+    }
     absl::MutexLock lock(&stages_mu_);
     to_complete_.push_back(std::move(next.commits));
   }
@@ -731,6 +734,10 @@ void RocksDbStore::StartPipeline() {
   committer_ = std::thread([this] { RunCommitter(); });
   writer_ = std::thread([this] { RunWriter(); });
   completer_ = std::thread([this] { RunCompleter(); });
+  // Named for ps, top and perf.
+  pthread_setname_np(committer_.native_handle(), "consent-prepare");
+  pthread_setname_np(writer_.native_handle(), "consent-write");
+  pthread_setname_np(completer_.native_handle(), "consent-answer");
 }
 
 void RocksDbStore::StopPipeline() {
