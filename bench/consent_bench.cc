@@ -36,6 +36,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/histogram.h"
+#include "bench/user_picker.h"
 #include "consent/v1/registry.grpc.pb.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/alarm.h"
@@ -60,32 +61,6 @@ namespace consent::bench {
 namespace {
 
 int64_t NowNanos() { return absl::GetCurrentTimeNanos(); }
-
-// Picks user numbers: uniform, or Zipf (s = 1) over [0, users) through a
-// precomputed cumulative distribution.
-class UserPicker {
- public:
-  UserPicker(int64_t users, bool zipf) : users_(users) {
-    if (!zipf) return;
-    cdf_.resize(static_cast<size_t>(users));
-    double sum = 0;
-    for (int64_t i = 0; i < users; ++i) sum += 1.0 / static_cast<double>(i + 1);
-    double running = 0;
-    for (int64_t i = 0; i < users; ++i) {
-      running += 1.0 / static_cast<double>(i + 1) / sum;
-      cdf_[static_cast<size_t>(i)] = running;
-    }
-  }
-  int64_t Pick(absl::BitGen& random) const {
-    if (cdf_.empty()) return absl::Uniform<int64_t>(random, 0, users_);
-    const double u = absl::Uniform(random, 0.0, 1.0);
-    return std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin();
-  }
-
- private:
-  int64_t users_;
-  std::vector<double> cdf_;
-};
 
 std::string UserId(int64_t n) { return absl::StrCat("user-", n); }
 
