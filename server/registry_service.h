@@ -83,8 +83,10 @@ class CallAccounting {
     };
     if (!gate_->Enter()) return finish(Draining());
     start([this, finish](grpc::Status status) {
-      gate_->Exit();
       finish(std::move(status));
+      // In flight until the answer is handed to gRPC: a drain that ends
+      // now still lets it out.
+      gate_->Exit();
     });
   }
 
