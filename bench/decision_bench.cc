@@ -54,7 +54,11 @@ struct Fixture {
       r.mutable_update_mask()->add_paths("jurisdiction");
       r.mutable_update_mask()->add_paths("birth_date");
       v1::UpdateSubjectResponse response;
-      if (!registry->UpdateSubject(r, caller, &response).ok()) std::abort();
+      if (!Registry::AwaitWrite([&](Registry::WriteDone done) {
+             registry->UpdateSubject(r, caller, &response, std::move(done));
+           }).ok()) {
+        std::abort();
+      }
     }
     for (int e = 0; e < kEventsPerUser; ++e) {
       clock.Advance(absl::Hours(24));
@@ -67,7 +71,11 @@ struct Fixture {
           r->set_state(e % 2 == 0 ? v1::PREFERENCE_STATE_OBJECTED : v1::PREFERENCE_STATE_CONSENTED);
         }
         v1::BatchSetPreferencesResponse response;
-        if (!registry->BatchSetPreferences(batch, caller, &response).ok()) std::abort();
+        if (!Registry::AwaitWrite([&](Registry::WriteDone done) {
+               registry->BatchSetPreferences(batch, caller, &response, std::move(done));
+             }).ok()) {
+          std::abort();
+        }
       }
     }
     clock.Advance(absl::Hours(24));

@@ -220,34 +220,23 @@ void Registry::SetPreference(const v1::SetPreferenceRequest& request, const Call
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(PreferenceUpdate(request, context));
-  Commit(
-      std::move(updates), {}, [](int) { return std::string("request_id"); },
-      [this, &request, response,
-       done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
-        done([&]() -> absl::Status {
-          if (!result.ok()) return result.status();
-          response->set_revision(result->revisions[0]);
-          if (result->replayed[0]) {
-            // A replay: answer as the first attempt did, from its event.
-            auto events = store_->ReadEvents(result->revisions[0], 1);
-            if (!events.ok()) return events.status();
-            if (!events->empty() && (*events)[0].preference().has_after()) {
-              *response->mutable_preference() = (*events)[0].preference().after();
-            }
-          } else if (const v1::Preference* p =
-                         FindPreference(result->subjects[0], request.purpose())) {
-            *response->mutable_preference() = *p;
+  CommitSingle(
+      std::move(updates), response,
+      [this, &request, response](storage::CommitResult& result) -> absl::Status {
+        if (result.replayed[0]) {
+          // A replay: answer as the first attempt did, from its event.
+          auto events = store_->ReadEvents(result.revisions[0], 1);
+          if (!events.ok()) return events.status();
+          if (!events->empty() && (*events)[0].preference().has_after()) {
+            *response->mutable_preference() = (*events)[0].preference().after();
           }
-          return absl::OkStatus();
-        }());
-      });
-}
-
-absl::Status Registry::SetPreference(const v1::SetPreferenceRequest& request,
-                                     const CallContext& context,
-                                     v1::SetPreferenceResponse* response) {
-  return AwaitWrite(
-      [&](WriteDone done) { SetPreference(request, context, response, std::move(done)); });
+        } else if (const v1::Preference* p =
+                       FindPreference(result.subjects[0], request.purpose())) {
+          *response->mutable_preference() = *p;
+        }
+        return absl::OkStatus();
+      },
+      std::move(done));
 }
 
 void Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
@@ -286,13 +275,6 @@ void Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest& request
             *std::max_element(result->revisions.begin(), result->revisions.end()));
         done(absl::OkStatus());
       });
-}
-
-absl::Status Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
-                                           const CallContext& context,
-                                           v1::BatchSetPreferencesResponse* response) {
-  return AwaitWrite(
-      [&](WriteDone done) { BatchSetPreferences(request, context, response, std::move(done)); });
 }
 
 void Registry::UpdateSubject(const v1::UpdateSubjectRequest& request, const CallContext& context,
@@ -360,33 +342,22 @@ void Registry::UpdateSubject(const v1::UpdateSubjectRequest& request, const Call
         *change->mutable_after() = *target;
         return absl::OkStatus();
       }));
-  Commit(
-      std::move(updates), {}, [](int) { return std::string("request_id"); },
-      [this, &request, response,
-       done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
-        done([&]() -> absl::Status {
-          if (!result.ok()) return result.status();
-          response->set_revision(result->revisions[0]);
-          if (result->replayed[0]) {
-            // A replay: the subject as the first attempt left it.
-            SubjectAsOf state;
-            absl::Status s =
-                LoadAsOf(request.user_id(), absl::InfiniteFuture(), &state, result->revisions[0]);
-            if (!s.ok()) return s;
-            *response->mutable_subject() = std::move(state.subject);
-          } else {
-            *response->mutable_subject() = std::move(result->subjects[0]);
-          }
-          return absl::OkStatus();
-        }());
-      });
-}
-
-absl::Status Registry::UpdateSubject(const v1::UpdateSubjectRequest& request,
-                                     const CallContext& context,
-                                     v1::UpdateSubjectResponse* response) {
-  return AwaitWrite(
-      [&](WriteDone done) { UpdateSubject(request, context, response, std::move(done)); });
+  CommitSingle(
+      std::move(updates), response,
+      [this, &request, response](storage::CommitResult& result) -> absl::Status {
+        if (result.replayed[0]) {
+          // A replay: the subject as the first attempt left it.
+          SubjectAsOf state;
+          absl::Status s =
+              LoadAsOf(request.user_id(), absl::InfiniteFuture(), &state, result.revisions[0]);
+          if (!s.ok()) return s;
+          *response->mutable_subject() = std::move(state.subject);
+        } else {
+          *response->mutable_subject() = std::move(result.subjects[0]);
+        }
+        return absl::OkStatus();
+      },
+      std::move(done));
 }
 
 void Registry::DeleteSubject(const v1::DeleteSubjectRequest& request, const CallContext& context,
@@ -413,20 +384,9 @@ void Registry::DeleteSubject(const v1::DeleteSubjectRequest& request, const Call
         *subject.mutable_delete_time() = ToProto(update_context.time());
         return absl::OkStatus();
       }));
-  Commit(
-      std::move(updates), {}, [](int) { return std::string("request_id"); },
-      [response, done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
-        if (!result.ok()) return done(result.status());
-        response->set_revision(result->revisions[0]);
-        done(absl::OkStatus());
-      });
-}
-
-absl::Status Registry::DeleteSubject(const v1::DeleteSubjectRequest& request,
-                                     const CallContext& context,
-                                     v1::DeleteSubjectResponse* response) {
-  return AwaitWrite(
-      [&](WriteDone done) { DeleteSubject(request, context, response, std::move(done)); });
+  CommitSingle(
+      std::move(updates), response, [](storage::CommitResult&) { return absl::OkStatus(); },
+      std::move(done));
 }
 
 absl::Status Registry::GetSubject(const v1::GetSubjectRequest& request,
@@ -477,20 +437,9 @@ void Registry::SetContentExclusion(const v1::SetContentExclusionRequest& request
         change->set_excluded_after(request.excluded());
         return absl::OkStatus();
       }));
-  Commit(
-      std::move(updates), {}, [](int) { return std::string("request_id"); },
-      [response, done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
-        if (!result.ok()) return done(result.status());
-        response->set_revision(result->revisions[0]);
-        done(absl::OkStatus());
-      });
-}
-
-absl::Status Registry::SetContentExclusion(const v1::SetContentExclusionRequest& request,
-                                           const CallContext& context,
-                                           v1::SetContentExclusionResponse* response) {
-  return AwaitWrite(
-      [&](WriteDone done) { SetContentExclusion(request, context, response, std::move(done)); });
+  CommitSingle(
+      std::move(updates), response, [](storage::CommitResult&) { return absl::OkStatus(); },
+      std::move(done));
 }
 
 absl::Status Registry::Init(std::shared_ptr<const CompiledPolicy> file_policy) {

@@ -86,19 +86,9 @@ class Registry {
                            WriteDone done);
   void DeleteSubject(const v1::DeleteSubjectRequest& request, const CallContext& context,
                      v1::DeleteSubjectResponse* response, WriteDone done);
-  // The same writes, returning once they are done.
-  absl::Status SetPreference(const v1::SetPreferenceRequest& request, const CallContext& context,
-                             v1::SetPreferenceResponse* response);
-  absl::Status BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
-                                   const CallContext& context,
-                                   v1::BatchSetPreferencesResponse* response);
-  absl::Status UpdateSubject(const v1::UpdateSubjectRequest& request, const CallContext& context,
-                             v1::UpdateSubjectResponse* response);
-  absl::Status SetContentExclusion(const v1::SetContentExclusionRequest& request,
-                                   const CallContext& context,
-                                   v1::SetContentExclusionResponse* response);
-  absl::Status DeleteSubject(const v1::DeleteSubjectRequest& request, const CallContext& context,
-                             v1::DeleteSubjectResponse* response);
+  // Starts a write (one of the above) with a `done` that records its
+  // status, and waits for it: the blocking form, for tools and benchmarks.
+  static absl::Status AwaitWrite(const std::function<void(WriteDone)>& start);
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response);
   absl::Status Check(const v1::CheckRequest& request, v1::CheckResponse* response);
   absl::Status BatchCheck(const v1::BatchCheckRequest& request, v1::BatchCheckResponse* response);
@@ -162,8 +152,21 @@ class Registry {
   void Commit(std::vector<storage::SubjectUpdate> updates, storage::RequestKey request,
               std::function<std::string(int index)> field_of,
               std::function<void(absl::StatusOr<storage::CommitResult>)> then);
-  // Starts a write with a `done` that records its status, waits for it.
-  static absl::Status AwaitWrite(const std::function<void(WriteDone)>& start);
+  // Commits a single-subject write and answers it: the response gets the
+  // revision, then `answer(result)` (on the store's thread) fills the rest
+  // and gives the status `done` receives.
+  template <typename Response, typename Answer>
+  void CommitSingle(std::vector<storage::SubjectUpdate> updates, Response* response, Answer answer,
+                    WriteDone done) {
+    Commit(
+        std::move(updates), {}, [](int) { return std::string("request_id"); },
+        [response, answer = std::move(answer),
+         done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
+          if (!result.ok()) return done(result.status());
+          response->set_revision(result->revisions[0]);
+          done(answer(*result));
+        });
+  }
 
   storage::ConsentStore* store_;
   PolicyHolder* policies_;

@@ -98,94 +98,75 @@ void RegistryService::AccountWrite(Rpc rpc, WriteKind kind, int count, absl::str
   LogDebug("write", fields);
 }
 
-grpc::ServerUnaryReactor* RegistryService::SetPreference(grpc::CallbackServerContext* context,
-                                                         const v1::SetPreferenceRequest* request,
-                                                         v1::SetPreferenceResponse* response) {
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* RegistryService::ServeWrite(grpc::CallbackServerContext* context,
+                                                      const WriteCall<Request, Response>& call,
+                                                      const Request* request, Response* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  calls_->ServeAsync(Rpc::kSetPreference, request->request_id(), reactor, [=](auto finish) {
+  calls_->ServeAsync(call.rpc, request->request_id(), reactor, [=](auto finish) {
     // The caller's identity, for the write's history: kept until it is done.
     auto caller = std::make_shared<const CallContext>(ContextOf(context));
-    registry_->SetPreference(*request, *caller, response, [=, caller = caller](absl::Status s) {
+    (registry_->*call.write)(*request, *caller, response, [=, caller = caller](absl::Status s) {
       grpc::Status status = ToGrpcStatus(s);
-      AccountWrite(Rpc::kSetPreference, WriteKind::kPreference, 1, request->request_id(),
-                   request->user_id(), status, response->revision());
+      AccountWrite(call.rpc, call.kind, call.items, request->request_id(), call.user_id, status,
+                   response->revision());
       finish(std::move(status));
     });
   });
   return reactor;
+}
+
+grpc::ServerUnaryReactor* RegistryService::SetPreference(grpc::CallbackServerContext* context,
+                                                         const v1::SetPreferenceRequest* request,
+                                                         v1::SetPreferenceResponse* response) {
+  return ServeWrite(context,
+                    WriteCall<v1::SetPreferenceRequest, v1::SetPreferenceResponse>{
+                        Rpc::kSetPreference, WriteKind::kPreference, &Registry::SetPreference, 1,
+                        request->user_id()},
+                    request, response);
 }
 
 grpc::ServerUnaryReactor* RegistryService::BatchSetPreferences(
     grpc::CallbackServerContext* context, const v1::BatchSetPreferencesRequest* request,
     v1::BatchSetPreferencesResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  calls_->ServeAsync(Rpc::kBatchSetPreferences, request->request_id(), reactor, [=](auto finish) {
-    if (MethodMetrics* m = calls_->method(Rpc::kBatchSetPreferences)) {
-      m->ObserveItems(request->requests_size());
-    }
-    // The caller's identity, for the write's history: kept until it is done.
-    auto caller = std::make_shared<const CallContext>(ContextOf(context));
-    registry_->BatchSetPreferences(
-        *request, *caller, response, [=, caller = caller](absl::Status s) {
-          grpc::Status status = ToGrpcStatus(s);
-          AccountWrite(Rpc::kBatchSetPreferences, WriteKind::kPreference, request->requests_size(),
-                       request->request_id(), "", status, 0);
-          finish(std::move(status));
-        });
-  });
-  return reactor;
+  if (MethodMetrics* m = calls_->method(Rpc::kBatchSetPreferences)) {
+    m->ObserveItems(request->requests_size());
+  }
+  return ServeWrite(context,
+                    WriteCall<v1::BatchSetPreferencesRequest, v1::BatchSetPreferencesResponse>{
+                        Rpc::kBatchSetPreferences, WriteKind::kPreference,
+                        &Registry::BatchSetPreferences, request->requests_size(), ""},
+                    request, response);
 }
 
 grpc::ServerUnaryReactor* RegistryService::UpdateSubject(grpc::CallbackServerContext* context,
                                                          const v1::UpdateSubjectRequest* request,
                                                          v1::UpdateSubjectResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  calls_->ServeAsync(Rpc::kUpdateSubject, request->request_id(), reactor, [=](auto finish) {
-    // The caller's identity, for the write's history: kept until it is done.
-    auto caller = std::make_shared<const CallContext>(ContextOf(context));
-    registry_->UpdateSubject(*request, *caller, response, [=, caller = caller](absl::Status s) {
-      grpc::Status status = ToGrpcStatus(s);
-      AccountWrite(Rpc::kUpdateSubject, WriteKind::kAttributes, 1, request->request_id(),
-                   request->user_id(), status, response->revision());
-      finish(std::move(status));
-    });
-  });
-  return reactor;
+  return ServeWrite(context,
+                    WriteCall<v1::UpdateSubjectRequest, v1::UpdateSubjectResponse>{
+                        Rpc::kUpdateSubject, WriteKind::kAttributes, &Registry::UpdateSubject, 1,
+                        request->user_id()},
+                    request, response);
 }
 
 grpc::ServerUnaryReactor* RegistryService::SetContentExclusion(
     grpc::CallbackServerContext* context, const v1::SetContentExclusionRequest* request,
     v1::SetContentExclusionResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  calls_->ServeAsync(Rpc::kSetContentExclusion, request->request_id(), reactor, [=](auto finish) {
-    // The caller's identity, for the write's history: kept until it is done.
-    auto caller = std::make_shared<const CallContext>(ContextOf(context));
-    registry_->SetContentExclusion(
-        *request, *caller, response, [=, caller = caller](absl::Status s) {
-          grpc::Status status = ToGrpcStatus(s);
-          AccountWrite(Rpc::kSetContentExclusion, WriteKind::kExclusion, 1, request->request_id(),
-                       request->user_id(), status, response->revision());
-          finish(std::move(status));
-        });
-  });
-  return reactor;
+  return ServeWrite(context,
+                    WriteCall<v1::SetContentExclusionRequest, v1::SetContentExclusionResponse>{
+                        Rpc::kSetContentExclusion, WriteKind::kExclusion,
+                        &Registry::SetContentExclusion, 1, request->user_id()},
+                    request, response);
 }
 
 grpc::ServerUnaryReactor* RegistryService::DeleteSubject(grpc::CallbackServerContext* context,
                                                          const v1::DeleteSubjectRequest* request,
                                                          v1::DeleteSubjectResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  calls_->ServeAsync(Rpc::kDeleteSubject, request->request_id(), reactor, [=](auto finish) {
-    // The caller's identity, for the write's history: kept until it is done.
-    auto caller = std::make_shared<const CallContext>(ContextOf(context));
-    registry_->DeleteSubject(*request, *caller, response, [=, caller = caller](absl::Status s) {
-      grpc::Status status = ToGrpcStatus(s);
-      AccountWrite(Rpc::kDeleteSubject, WriteKind::kDeletion, 1, request->request_id(),
-                   request->user_id(), status, response->revision());
-      finish(std::move(status));
-    });
-  });
-  return reactor;
+  return ServeWrite(context,
+                    WriteCall<v1::DeleteSubjectRequest, v1::DeleteSubjectResponse>{
+                        Rpc::kDeleteSubject, WriteKind::kDeletion, &Registry::DeleteSubject, 1,
+                        request->user_id()},
+                    request, response);
 }
 
 grpc::ServerUnaryReactor* RegistryService::GetSubject(grpc::CallbackServerContext* context,

@@ -192,6 +192,22 @@ class RegistryService final
   void AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view request_id,
                     absl::string_view user_id, const grpc::Status& status, int64_t revision);
 
+  // How one kind of write is served (ServeWrite).
+  template <typename Request, typename Response>
+  struct WriteCall {
+    Rpc rpc;
+    WriteKind kind;
+    void (Registry::*write)(const Request&, const CallContext&, Response*, Registry::WriteDone);
+    int items;                  // preferences written, for consent_writes_total
+    absl::string_view user_id;  // for the debug line ("" for a batch)
+  };
+  // A write: admitted and timed (CallAccounting::ServeAsync), handed to the
+  // registry, accounted (AccountWrite) and answered when it is done.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* ServeWrite(grpc::CallbackServerContext* context,
+                                       const WriteCall<Request, Response>& call,
+                                       const Request* request, Response* response);
+
   // Serves the call (CallAccounting::Serve) on a worker thread and
   // finishes it with the handler's status. The time it waits for a worker
   // counts in its handling time.
