@@ -102,8 +102,7 @@ template <typename Request, typename Response>
 grpc::ServerUnaryReactor* RegistryService::ServeWrite(grpc::CallbackServerContext* context,
                                                       const WriteCall<Request, Response>& call,
                                                       const Request* request, Response* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  calls_->ServeAsync(call.rpc, request->request_id(), reactor, [=](auto finish) {
+  return calls_->ServeAsync(context, call.rpc, request->request_id(), [=](auto finish) {
     // The caller's identity, for the write's history: kept until it is done.
     auto caller = std::make_shared<const CallContext>(ContextOf(context));
     (registry_->*call.write)(*request, *caller, response, [=, caller = caller](absl::Status s) {
@@ -113,7 +112,6 @@ grpc::ServerUnaryReactor* RegistryService::ServeWrite(grpc::CallbackServerContex
       finish(std::move(status));
     });
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* RegistryService::SetPreference(grpc::CallbackServerContext* context,

@@ -40,6 +40,20 @@ enum class Rpc {
   kCount,
 };
 
+// A unary call's reactor that leaves the drain gate when gRPC is done with
+// the call, then deletes itself.
+class GatedReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit GatedReactor(DrainGate* gate) : gate_(gate) {}
+  void OnDone() override {
+    gate_->Exit();
+    delete this;
+  }
+
+ private:
+  DrainGate* gate_;
+};
+
 // Per-call bookkeeping shared by both services: admission through the
 // drain gate, grpc_server_* metrics (when `metrics` is not null), and an
 // error line for failures that are the server's own (INTERNAL, DATA_LOSS,
@@ -66,28 +80,32 @@ class CallAccounting {
     return Finish(rpc, request_id, std::move(status));
   }
 
-  // Serve for a call that finishes later: `start(finish)` begins it and
-  // `finish(status)`, called once from any thread, ends it (metrics, error
-  // line, then `reactor->Finish`). The call counts as in flight until then.
+  // Serve for a unary call that finishes later: `start(finish)` begins it
+  // and `finish(status)`, called once from any thread, ends it (metrics,
+  // error line, the answer). Returns the call's reactor. The call counts as
+  // in flight until gRPC is done with it — its answer sent, or the call
+  // cancelled — so a drain that ends does not cut answers off.
   template <typename Start>
-  void ServeAsync(Rpc rpc, absl::string_view request_id, grpc::ServerUnaryReactor* reactor,
-                  Start start) {
+  grpc::ServerUnaryReactor* ServeAsync(grpc::CallbackServerContext* context, Rpc rpc,
+                                       absl::string_view request_id, Start start) {
     MethodMetrics* method = methods_[static_cast<int>(rpc)];
     const int64_t begin = NowNanos();
     if (method != nullptr) method->Started();
-    auto finish = [this, rpc, request_id, reactor, method, begin](grpc::Status status) {
+    auto finish = [this, rpc, request_id, method, begin](grpc::ServerUnaryReactor* reactor,
+                                                         grpc::Status status) {
       if (method != nullptr) {
         method->Handled(status.error_code(), absl::Nanoseconds(NowNanos() - begin));
       }
       reactor->Finish(Finish(rpc, request_id, std::move(status)));
     };
-    if (!gate_->Enter()) return finish(Draining());
-    start([this, finish](grpc::Status status) {
-      finish(std::move(status));
-      // In flight until the answer is handed to gRPC: a drain that ends
-      // now still lets it out.
-      gate_->Exit();
-    });
+    if (!gate_->Enter()) {
+      grpc::ServerUnaryReactor* refused = context->DefaultReactor();
+      finish(refused, Draining());
+      return refused;
+    }
+    auto* reactor = new GatedReactor(gate_);
+    start([finish, reactor](grpc::Status status) { finish(reactor, std::move(status)); });
+    return reactor;
   }
 
   // The status of a call refused (or a stream ended) because of shutdown.

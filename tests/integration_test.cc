@@ -4,10 +4,12 @@
 
 #include <atomic>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "client/consent_client.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -186,6 +188,60 @@ TEST_F(IntegrationTest, SigtermDrainsAndClosesTheStore) {
   }());
   ASSERT_TRUE(subject.ok());
   EXPECT_EQ(subject->subject().attributes().jurisdiction(), "GB");
+}
+
+// SIGTERM with writes in flight: every acknowledged write is kept across
+// the restart, with its revision; the others end UNAVAILABLE (refused
+// while draining, or the server gone) or CANCELLED (still queued in gRPC
+// when it stopped). Such a write may or may not have been applied — an
+// answer cut off by the shutdown looks the same to the client — which is
+// what request_id is for. consentd exits 0 and closes the store cleanly.
+TEST_F(IntegrationTest, WritesInFlightAtSigtermAreAnsweredAndKept) {
+  constexpr int kWriters = 8;
+  absl::Mutex mu;
+  std::vector<std::pair<std::string, int64_t>> acknowledged;  // guarded by mu
+  std::vector<std::pair<std::string, absl::Status>> refused;  // guarded by mu
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0;; ++i) {
+        const std::string user = absl::StrCat("writer-", w, "-", i);
+        auto revision = Set(user, v1::PREFERENCE_STATE_OBJECTED);
+        absl::MutexLock lock(&mu);
+        if (!revision.ok()) {
+          refused.emplace_back(user, revision.status());
+          return;  // the server is going away
+        }
+        acknowledged.emplace_back(user, *revision);
+      }
+    });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    auto some = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return acknowledged.size() >= 200; };
+    mu.Await(absl::Condition(&some));
+  }
+  EXPECT_EQ(server_->Terminate(), 0);
+  for (std::thread& writer : writers) writer.join();
+  EXPECT_THAT(server_->Log(), HasSubstr("store closed cleanly"));
+
+  Start();
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(refused.size(), static_cast<size_t>(kWriters));
+  for (const auto& [user, revision] : acknowledged) {
+    v1::GetSubjectRequest request;
+    request.set_user_id(user);
+    auto subject = client_->GetSubject(request);
+    ASSERT_TRUE(subject.ok()) << user << ": " << subject.status();
+    EXPECT_EQ(subject->subject().revision(), revision) << user;
+    ASSERT_EQ(subject->subject().preferences_size(), 1) << user;
+    EXPECT_EQ(subject->subject().preferences(0).state(), v1::PREFERENCE_STATE_OBJECTED);
+  }
+  for (const auto& [user, status] : refused) {
+    EXPECT_TRUE(status.code() == absl::StatusCode::kUnavailable ||
+                status.code() == absl::StatusCode::kCancelled)
+        << user << ": " << status;
+  }
 }
 
 TEST_F(IntegrationTest, InvalidIdsAreInvalidArgumentNamingTheField) {
