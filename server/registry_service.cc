@@ -103,6 +103,8 @@ grpc::ServerUnaryReactor* RegistryService::ServeWrite(grpc::CallbackServerContex
                                                       const WriteCall<Request, Response>& call,
                                                       const Request* request, Response* response) {
   return calls_->ServeAsync(context, call.rpc, request->request_id(), [=](auto finish) {
+    MethodMetrics* method = calls_->method(call.rpc);
+    if (method != nullptr && InfoOf(call.rpc).batch) method->ObserveItems(call.items);
     // The caller's identity, for the write's history: kept until it is done.
     auto caller = std::make_shared<const CallContext>(ContextOf(context));
     (registry_->*call.write)(*request, *caller, response, [=, caller = caller](absl::Status s) {
@@ -127,9 +129,6 @@ grpc::ServerUnaryReactor* RegistryService::SetPreference(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* RegistryService::BatchSetPreferences(
     grpc::CallbackServerContext* context, const v1::BatchSetPreferencesRequest* request,
     v1::BatchSetPreferencesResponse* response) {
-  if (MethodMetrics* m = calls_->method(Rpc::kBatchSetPreferences)) {
-    m->ObserveItems(request->requests_size());
-  }
   return ServeWrite(context,
                     WriteCall<v1::BatchSetPreferencesRequest, v1::BatchSetPreferencesResponse>{
                         Rpc::kBatchSetPreferences, WriteKind::kPreference,

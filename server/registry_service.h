@@ -216,7 +216,8 @@ class RegistryService final
     Rpc rpc;
     WriteKind kind;
     void (Registry::*write)(const Request&, const CallContext&, Response*, Registry::WriteDone);
-    int items;                  // preferences written, for consent_writes_total
+    int items;                  // preferences written: consent_writes_total and, for a
+                                // batch, consent_batch_items
     absl::string_view user_id;  // for the debug line ("" for a batch)
   };
   // A write: admitted and timed (CallAccounting::ServeAsync), handed to the
