@@ -29,11 +29,14 @@ std::string EventHash(absl::string_view previous_hash, const v1::ChangeEvent& ev
 // hash fields set. Protobuf writes fields in number order and the hash
 // fields have the highest numbers, so the stored bytes are the canonical
 // bytes followed by the two hash fields: one serialization, no copy.
+// `out`'s strings are overwritten, their capacity reused (a group commit
+// chains thousands of events with one ChainedEvent).
 struct ChainedEvent {
   std::string hash;
   std::string bytes;
 };
-ChainedEvent ChainEvent(absl::string_view previous_hash, const v1::ChangeEvent& unhashed);
+void ChainEvent(absl::string_view previous_hash, const v1::ChangeEvent& unhashed,
+                ChainedEvent* out);
 
 // SHA-256 of `data`, 32 bytes.
 std::string Sha256(absl::string_view data);

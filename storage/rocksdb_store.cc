@@ -388,6 +388,12 @@ class RocksDbStore final : public ConsentStore {
   void RunCommitter();
   void RunWriter();
   void RunCompleter();
+  // Frees the groups written since the last call. Called by the committer,
+  // which allocated them, before each group it prepares: glibc's malloc is
+  // much slower for a thread whose memory other threads free (measured:
+  // docs/performance.md). So the last group written stays allocated until
+  // the next commit, or until the store is destroyed.
+  void FreeWrittenGroups();
   // Starts the three threads (Open).
   void StartPipeline();
   // Finishes everything queued, then stops the threads (Close).
@@ -455,6 +461,8 @@ class RocksDbStore final : public ConsentStore {
   absl::Mutex stages_mu_;
   std::deque<GroupToWrite> to_write_ ABSL_GUARDED_BY(stages_mu_);
   std::deque<Commits> to_complete_ ABSL_GUARDED_BY(stages_mu_);
+  // Groups written, for the committer to free (FreeWrittenGroups).
+  std::vector<std::shared_ptr<Group>> written_ ABSL_GUARDED_BY(stages_mu_);
   bool committer_done_ ABSL_GUARDED_BY(stages_mu_) = false;
   bool writer_done_ ABSL_GUARDED_BY(stages_mu_) = false;
   absl::Mutex pipeline_mu_ ABSL_ACQUIRED_BEFORE(loader_mu_);
@@ -466,10 +474,17 @@ class RocksDbStore final : public ConsentStore {
 // What a group commit has written so far, read before the database, and
 // how to take back one commit of it (the journal) if that commit fails.
 struct RocksDbStore::Group {
+  Group() : arena(ArenaOptions()) {}
+
+  // The group's messages (records read and written, events) are allocated
+  // here and freed together with the group: a group of thousands of
+  // preferences otherwise spends a third of its preparation in malloc
+  // (docs/performance.md, "Allocations of a group commit").
+  google::protobuf::Arena arena;
   int64_t revision = 0;                                      // last revision given
   absl::Time last_time;                                      // latest time stamped
   std::string last_hash;                                     // hash of the last event
-  absl::flat_hash_map<std::string, v1::Subject> subjects;    // user -> record written
+  absl::flat_hash_map<std::string, v1::Subject*> subjects;   // user -> record written (on arena)
   absl::flat_hash_map<std::string, bool> exclusions;         // key -> excluded
   absl::flat_hash_map<std::string, RequestRecord> requests;  // request id -> record
   // The group that was being written when this one was prepared (null if
@@ -478,6 +493,7 @@ struct RocksDbStore::Group {
   std::shared_ptr<const Group> base;
   rocksdb::WriteBatch batch;
   std::vector<std::pair<std::string, std::string>> views;  // for the subject index
+  ChainedEvent chained;  // the last event chained (its buffers reused)
   // The write's outcome, once it has one (guarded by flight_mu_).
   absl::Status status;
 
@@ -497,7 +513,7 @@ struct RocksDbStore::Group {
     int64_t revision;
     absl::Time last_time;
     std::string last_hash;
-    std::vector<std::pair<std::string, std::optional<v1::Subject>>> subjects;
+    std::vector<std::pair<std::string, std::optional<v1::Subject*>>> subjects;
     std::vector<std::pair<std::string, std::optional<bool>>> exclusions;
     std::vector<std::pair<std::string, std::optional<RequestRecord>>> requests;
   };
@@ -510,8 +526,9 @@ struct RocksDbStore::Group {
     log.emplace_back(key, it == map.end() ? std::nullopt : std::make_optional(it->second));
     map[key] = std::move(value);
   }
-  void SetSubject(const std::string& user, v1::Subject subject) {
-    Set(subjects, journal.subjects, user, std::move(subject));
+  // `subject` is on `arena`, and not changed afterwards.
+  void SetSubject(const std::string& user, v1::Subject* subject) {
+    Set(subjects, journal.subjects, user, subject);
   }
   void SetExclusion(const std::string& key, bool excluded) {
     Set(exclusions, journal.exclusions, key, excluded);
@@ -519,6 +536,15 @@ struct RocksDbStore::Group {
   void SetRequest(const std::string& id, RequestRecord record) {
     Set(requests, journal.requests, id, std::move(record));
   }
+  // Blocks of 64 KiB growing to 1 MiB: a group holds from one record to
+  // a few megabytes.
+  static google::protobuf::ArenaOptions ArenaOptions() {
+    google::protobuf::ArenaOptions options;
+    options.start_block_size = 64 << 10;
+    options.max_block_size = 1 << 20;
+    return options;
+  }
+
   // Takes back everything the current commit changed.
   void Rollback() {
     auto undo = [](auto& map, auto& log) {
@@ -673,6 +699,7 @@ void RocksDbStore::RunCommitter() {
         queue_.pop_front();
       }
     }
+    FreeWrittenGroups();
     std::vector<PendingCommit*> commits;
     for (const auto& c : taken) commits.push_back(c.get());
     // Waits for the write in flight, then makes this group the next one.
@@ -684,6 +711,13 @@ void RocksDbStore::RunCommitter() {
   }
   absl::MutexLock lock(&stages_mu_);
   committer_done_ = true;
+}
+
+void RocksDbStore::FreeWrittenGroups() {
+  std::vector<std::shared_ptr<Group>> written;
+  absl::MutexLock lock(&stages_mu_);
+  written.swap(written_);
+  // `lock` is released first, then `written` freed.
 }
 
 void RocksDbStore::RunWriter() {
@@ -705,6 +739,7 @@ void RocksDbStore::RunWriter() {
       WriteGroup(*next.group, commits);
     }
     absl::MutexLock lock(&stages_mu_);
+    if (next.group != nullptr) written_.push_back(std::move(next.group));
     to_complete_.push_back(std::move(next.commits));
   }
   absl::MutexLock lock(&stages_mu_);
@@ -780,9 +815,11 @@ std::shared_ptr<RocksDbStore::Group> RocksDbStore::PrepareGroup(
     any = any || commit->wrote;
   }
   rocksdb::WriteBatch& batch = group->batch;
+  std::string record;  // reused: one allocation for the group's records
   for (const auto& [user_id, subject] : group->subjects) {
-    batch.Put(subjects(), user_id, subject.SerializeAsString());
-    if (index_ != nullptr) group->views.emplace_back(user_id, DecisionView(subject));
+    subject->SerializeToString(&record);
+    batch.Put(subjects(), user_id, record);
+    if (index_ != nullptr) group->views.emplace_back(user_id, DecisionView(*subject));
   }
   for (const auto& [key, excluded] : group->exclusions) {
     if (excluded) {
@@ -897,14 +934,16 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
     }
 
     bool exists = true;
-    v1::Subject subject;
-    if (const v1::Subject* written = Group::Find(group, &Group::subjects, update.user_id)) {
-      subject = *written;
+    // A new record each time: the one it replaces stays as it was, for the
+    // journal and for the group prepared on top of this one.
+    v1::Subject& subject = *google::protobuf::Arena::CreateMessage<v1::Subject>(&group.arena);
+    if (v1::Subject* const* written = Group::Find(group, &Group::subjects, update.user_id)) {
+      subject.CopyFrom(**written);
     } else {
       absl::Status s = ReadSubject(update.user_id, &exists, &subject);
       if (!s.ok()) return abandon(s);
     }
-    v1::ChangeEvent event;
+    v1::ChangeEvent& event = *google::protobuf::Arena::CreateMessage<v1::ChangeEvent>(&group.arena);
     Context context(this, &group, update.user_id, exists, group.revision + 1, stamp);
     absl::Status s = update.apply(context, subject, event);
     if (!s.ok()) return abandon(s);
@@ -918,9 +957,9 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
     event.set_user_id(update.user_id);
     *event.mutable_event_time() = now_proto;
     if (options_.hash_chain) {
-      ChainedEvent chained = ChainEvent(group.last_hash, event);
-      batch.Put(events(), EventKey(revision), chained.bytes);
-      group.last_hash = std::move(chained.hash);
+      ChainEvent(group.last_hash, event, &group.chained);
+      batch.Put(events(), EventKey(revision), group.chained.bytes);
+      group.last_hash.swap(group.chained.hash);
     } else {
       batch.Put(events(), EventKey(revision), event.SerializeAsString());
     }
@@ -938,7 +977,7 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
     } else {
       result.subjects.emplace_back();
     }
-    group.SetSubject(update.user_id, std::move(subject));
+    group.SetSubject(update.user_id, &subject);
     applied = true;
   }
   if (!applied) {

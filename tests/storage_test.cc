@@ -234,6 +234,68 @@ TEST(StoreTest, CloseWritesWhatWasQueuedAndRefusesTheRest) {
   EXPECT_EQ(store->GetSubject("late").status().code(), absl::StatusCode::kNotFound);
 }
 
+// Commits queued together are prepared as one group; one that fails there
+// is taken back whole, history index included, while the others in its
+// group are written.
+TEST(StoreTest, FailedCommitInAGroupLeavesNoTraceAndTheOthersAreWritten) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  constexpr int kCommits = 300;
+  AsyncResults async;
+  for (int i = 0; i < kCommits; ++i) {
+    std::vector<SubjectUpdate> updates;
+    if (i % 3 == 1) {
+      // Writes a record and its history, then fails.
+      updates.push_back(SetJurisdiction(absl::StrCat("doomed-", i), "GB"));
+      SubjectUpdate failing;
+      failing.user_id = absl::StrCat("user-", i % 5);
+      failing.apply = [](UpdateContext&, v1::Subject&, v1::ChangeEvent&) {
+        return absl::AbortedError("no");
+      };
+      updates.push_back(std::move(failing));
+    } else {
+      updates.push_back(SetJurisdiction(absl::StrCat("user-", i % 5), i % 2 ? "GB" : "FR"));
+    }
+    store->CommitAsync(std::move(updates), kNow, {}, async.Callback(i));
+  }
+  ASSERT_TRUE(Commit(*store, {SetJurisdiction("last", "GB")}).ok());
+  std::map<std::string, std::vector<int64_t>> written;  // user -> revisions acknowledged
+  {
+    absl::MutexLock lock(&async.mu);
+    ASSERT_EQ(async.results.size(), static_cast<size_t>(kCommits));
+    for (const auto& [i, result] : async.results) {
+      if (i % 3 == 1) {
+        EXPECT_EQ(result.status().code(), absl::StatusCode::kAborted) << i;
+        continue;
+      }
+      ASSERT_TRUE(result.ok()) << i << ": " << result.status();
+      ASSERT_EQ(result->revisions.size(), 1u);
+      written[absl::StrCat("user-", i % 5)].push_back(result->revisions[0]);
+    }
+  }
+  EXPECT_EQ(store->CurrentRevision(), kCommits - kCommits / 3 + 1);
+  for (int i = 1; i < kCommits; i += 3) {
+    const std::string user = absl::StrCat("doomed-", i);
+    EXPECT_EQ(store->GetSubject(user).status().code(), absl::StatusCode::kNotFound) << user;
+    auto events = store->ReadUserEvents(user, 0, 10);
+    ASSERT_TRUE(events.ok()) << events.status();
+    EXPECT_TRUE(events->empty()) << user << " has " << events->size() << " events";
+  }
+  for (const auto& [user, revisions] : written) {
+    auto events = store->ReadUserEvents(user, 0, kCommits);
+    ASSERT_TRUE(events.ok()) << events.status();
+    std::vector<int64_t> read;
+    for (const v1::ChangeEvent& event : *events) {
+      EXPECT_EQ(event.user_id(), user);
+      read.push_back(event.revision());
+    }
+    EXPECT_EQ(read, revisions) << user;
+  }
+  auto report = store->VerifyChain(0, 0);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok) << report->detail;
+}
+
 TEST(StoreTest, AsyncCommitOfNothingIsRefusedAtOnce) {
   TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
@@ -733,7 +795,9 @@ TEST(AuditChainTest, StoredBytesAreTheEventWithItsHashes) {
   event.mutable_preference()->set_purpose("ai_training");
   event.mutable_preference()->mutable_after()->set_state(v1::PREFERENCE_STATE_OBJECTED);
   const std::string previous(kHashBytes, '\x11');
-  ChainedEvent chained = ChainEvent(previous, event);
+  ChainedEvent chained;
+  chained.bytes = "left over from an earlier event";
+  ChainEvent(previous, event, &chained);
   v1::ChangeEvent parsed;
   ASSERT_TRUE(parsed.ParseFromString(chained.bytes));
   EXPECT_EQ(parsed.previous_hash(), previous);
