@@ -57,6 +57,13 @@ struct StoreOptions {
   // of Stats(). Off by default: they cost about 3% of single-check
   // throughput (docs/operations.md, "Overhead").
   bool collect_statistics = false;
+  // The user history index (user_events) of the newest events is kept in
+  // memory and written to RocksDB in bulk, as one sorted file, once it has
+  // this many entries (and by Close). After a crash it is rebuilt from the
+  // events at the next Open, which reads at most about this many events.
+  // Inserting each event's entry into RocksDB's memtable at commit time
+  // cost a third of a batched write's commit (docs/performance.md).
+  size_t history_index_batch = 250'000;
   // Called by the committing thread after each synced write of a group
   // commit, with how long the write (and its WAL sync) took. Must be thread
   // safe and quick; may be empty.

@@ -29,12 +29,14 @@
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
 #include "rocksdb/slice_transform.h"
+#include "rocksdb/sst_file_writer.h"
 #include "rocksdb/statistics.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
 #include "storage/audit_chain.h"
 #include "storage/consent_store.h"
+#include "storage/history_runs.h"
 #include "storage/keys.h"
 
 namespace consent::storage {
@@ -56,6 +58,13 @@ constexpr char kMetaFormatVersion[] = "format_version";
 constexpr char kMetaRevision[] = "revision";
 // The latest time stamped on an event or policy, in Unix nanoseconds.
 constexpr char kMetaLastTime[] = "last_time";
+// Every event up to this revision has its user_events key in RocksDB; the
+// later ones are in memory (history_tail_) and rebuilt from events at Open.
+constexpr char kMetaHistoryIndexed[] = "history_indexed";
+// The file a bulk write of the history index is built in, in the data
+// directory; ingested (moved) into the database. A leftover is removed at
+// Open.
+constexpr char kHistoryFile[] = "history-index.sst.tmp";
 
 // The single place where rocksdb::Status becomes absl::Status.
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
@@ -395,6 +404,20 @@ class RocksDbStore final : public ConsentStore {
   // docs/performance.md). So the last group written stays allocated until
   // the next commit, or until the store is destroyed.
   void FreeWrittenGroups();
+  // The history index's bulk writes (docs/storage.md, "The history
+  // index"). AddHistory appends a written group's entries to the tail;
+  // the history thread writes the tail to RocksDB once it holds
+  // options_.history_index_batch entries (RunHistoryWriter), and Close
+  // writes what is left. WriteHistory writes `runs` (the oldest of the
+  // tail) as one sorted file, records the revision they reach, then drops
+  // them from the tail.
+  void AddHistory(std::shared_ptr<const HistoryRun> run);
+  // Puts the entries of the events after revision `indexed` (those not in
+  // RocksDB's history index) in the tail (Open).
+  absl::Status LoadHistoryTail(int64_t indexed) ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  void RunHistoryWriter();
+  absl::Status WriteHistory(const std::vector<std::shared_ptr<const HistoryRun>>& runs)
+      ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
   // Starts the three threads (Open).
   void StartPipeline();
   // Finishes everything queued, then stops the threads (Close).
@@ -470,6 +493,18 @@ class RocksDbStore final : public ConsentStore {
   std::thread committer_ ABSL_GUARDED_BY(pipeline_mu_);
   std::thread writer_ ABSL_GUARDED_BY(pipeline_mu_);
   std::thread completer_ ABSL_GUARDED_BY(pipeline_mu_);
+  std::thread history_writer_ ABSL_GUARDED_BY(pipeline_mu_);
+
+  // The history index entries of written groups that are not in RocksDB
+  // yet, oldest first, and how many keys they hold. Readers copy the list
+  // before they read RocksDB; WriteHistory drops runs only after they are
+  // in RocksDB, so a reader finds each entry in one or the other.
+  absl::Mutex history_mu_ ABSL_ACQUIRED_AFTER(flight_mu_);
+  std::vector<std::shared_ptr<const HistoryRun>> history_tail_ ABSL_GUARDED_BY(history_mu_);
+  size_t history_tail_keys_ ABSL_GUARDED_BY(history_mu_) = 0;
+  // After a failed bulk write, the next waits for this many keys.
+  size_t history_retry_keys_ ABSL_GUARDED_BY(history_mu_) = 0;
+  bool history_stopping_ ABSL_GUARDED_BY(history_mu_) = false;
 };
 
 // What a group commit has written so far, read before the database, and
@@ -494,8 +529,11 @@ struct RocksDbStore::Group {
   std::shared_ptr<const Group> base;
   rocksdb::WriteBatch batch;
   std::vector<std::pair<std::string, std::string>> views;  // for the subject index
-  // Keys of user_events to put, in commit order (put sorted, at the end).
+  // Keys of user_events, in commit order; sorted into `history` at the end.
   std::vector<std::string> user_events;
+  // The group's history index entries, added to the store's history tail
+  // once the group is written.
+  std::shared_ptr<const HistoryRun> history;
   ChainedEvent chained;  // the last event chained (its buffers reused)
   // The write's outcome, once it has one (guarded by flight_mu_).
   absl::Status status;
@@ -776,10 +814,12 @@ void RocksDbStore::StartPipeline() {
   committer_ = std::thread([this] { RunCommitter(); });
   writer_ = std::thread([this] { RunWriter(); });
   completer_ = std::thread([this] { RunCompleter(); });
+  history_writer_ = std::thread([this] { RunHistoryWriter(); });
   // Named for ps, top and perf.
   pthread_setname_np(committer_.native_handle(), "consent-prepare");
   pthread_setname_np(writer_.native_handle(), "consent-write");
   pthread_setname_np(completer_.native_handle(), "consent-answer");
+  pthread_setname_np(history_writer_.native_handle(), "consent-history");
 }
 
 void RocksDbStore::StopPipeline() {
@@ -792,6 +832,82 @@ void RocksDbStore::StopPipeline() {
   if (committer_.joinable()) committer_.join();
   if (writer_.joinable()) writer_.join();
   if (completer_.joinable()) completer_.join();
+  {
+    absl::MutexLock history_lock(&history_mu_);
+    history_stopping_ = true;
+  }
+  if (history_writer_.joinable()) history_writer_.join();
+}
+
+void RocksDbStore::AddHistory(std::shared_ptr<const HistoryRun> run) {
+  absl::MutexLock lock(&history_mu_);
+  history_tail_keys_ += run->size();
+  history_tail_.push_back(std::move(run));
+}
+
+void RocksDbStore::RunHistoryWriter() {
+  while (true) {
+    std::vector<std::shared_ptr<const HistoryRun>> runs;
+    {
+      absl::MutexLock lock(&history_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(history_mu_) {
+        return history_stopping_ ||
+               (history_tail_keys_ > 0 && history_tail_keys_ >= options_.history_index_batch &&
+                history_tail_keys_ >= history_retry_keys_);
+      };
+      history_mu_.Await(absl::Condition(&ready));
+      if (history_stopping_) return;  // Close writes the rest
+      runs = history_tail_;
+    }
+    absl::Status s;
+    {
+      absl::ReaderMutexLock open_lock(&open_mu_);
+      s = db_ == nullptr ? absl::FailedPreconditionError("store is closed") : WriteHistory(runs);
+    }
+    absl::MutexLock lock(&history_mu_);
+    // Failed (a full disk, say): the entries stay in memory, readable, and
+    // the write is tried again when another batch has come.
+    history_retry_keys_ =
+        s.ok() ? 0 : history_tail_keys_ + std::max<size_t>(options_.history_index_batch, 1);
+  }
+}
+
+absl::Status RocksDbStore::WriteHistory(
+    const std::vector<std::shared_ptr<const HistoryRun>>& runs) {
+  if (runs.empty()) return absl::OkStatus();
+  const std::vector<absl::string_view> keys = MergeRuns(runs);
+  int64_t last_revision = 0;
+  for (const auto& run : runs) last_revision = std::max(last_revision, run->last_revision());
+  // One sorted file, moved into the database: no memtable inserts.
+  const std::string path = (std::filesystem::path(options_.data_dir) / kHistoryFile).string();
+  rocksdb::SstFileWriter file(rocksdb::EnvOptions(), db_->GetOptions(user_events()), user_events());
+  rocksdb::Status s = file.Open(path);
+  for (size_t i = 0; s.ok() && i < keys.size(); ++i) {
+    s = file.Put(rocksdb::Slice(keys[i].data(), keys[i].size()), rocksdb::Slice());
+  }
+  if (s.ok()) s = file.Finish();
+  if (s.ok()) {
+    rocksdb::IngestExternalFileOptions ingest;
+    ingest.move_files = true;
+    s = db_->IngestExternalFile(user_events(), {path}, ingest);
+  }
+  if (!s.ok()) {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+    return FromRocks(s, "writing the history index");
+  }
+  // Only once the entries are in: a crash before this line writes them
+  // again at the next Open, which is harmless (same keys).
+  rocksdb::WriteOptions sync;
+  sync.sync = true;
+  s = db_->Put(sync, meta(), kMetaHistoryIndexed, EncodeRevision(last_revision));
+  if (!s.ok()) return FromRocks(s, "recording the history index");
+  absl::MutexLock lock(&history_mu_);
+  // `runs` are the oldest of the tail: only this thread, or Close after it
+  // stopped, drops runs, and AddHistory appends.
+  history_tail_.erase(history_tail_.begin(), history_tail_.begin() + runs.size());
+  history_tail_keys_ -= keys.size();
+  return absl::OkStatus();
 }
 
 void RocksDbStore::AwaitNoWrite() {
@@ -836,9 +952,9 @@ std::shared_ptr<RocksDbStore::Group> RocksDbStore::PrepareGroup(
     batch.Put(subjects(), user_id, record);
     if (index_ != nullptr) group->views.emplace_back(user_id, DecisionView(*subject));
   }
-  std::sort(group->user_events.begin(), group->user_events.end());
-  for (const std::string& key : group->user_events) {
-    batch.Put(user_events(), key, rocksdb::Slice());
+  if (!group->user_events.empty()) {
+    std::sort(group->user_events.begin(), group->user_events.end());
+    group->history = std::make_shared<HistoryRun>(group->user_events, group->revision);
   }
   for (const auto& [key, excluded] : group->exclusions) {
     if (excluded) {
@@ -889,6 +1005,7 @@ void RocksDbStore::WriteGroup(Group& group, const std::vector<PendingCommit*>& c
   // The index sees the write before anyone is acknowledged or the revision
   // moves, so every read that starts afterwards sees it too.
   for (const auto& [user_id, view] : group.views) index_->Put(user_id, view);
+  if (group.history != nullptr) AddHistory(group.history);
   revision_.store(group.revision, std::memory_order_release);
   last_time_ = group.last_time;
   last_hash_ = group.last_hash;
@@ -1136,16 +1253,39 @@ absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadUserEvents(absl::
                                                                           size_t limit) {
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
-  // The index gives the revisions; one MultiGet fetches the events.
+  // The index gives the revisions; one MultiGet fetches the events. The
+  // newest entries are in memory: copied first, so an entry that moves to
+  // RocksDB meanwhile is found in one or the other (or both).
+  std::vector<std::shared_ptr<const HistoryRun>> tail;
+  {
+    absl::MutexLock history_lock(&history_mu_);
+    tail = history_tail_;
+  }
+  after_revision = std::max<int64_t>(after_revision, 0);
   const std::string prefix = UserEventKey(user_id, 0).substr(0, user_id.size() + 1);
-  std::vector<std::string> keys;
+  std::vector<int64_t> revisions;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), user_events()));
-  for (it->Seek(UserEventKey(user_id, std::max<int64_t>(after_revision, 0) + 1));
-       it->Valid() && it->key().starts_with(prefix) && keys.size() < limit; it->Next()) {
-    keys.emplace_back(it->key().data() + prefix.size(), it->key().size() - prefix.size());
+  for (it->Seek(UserEventKey(user_id, after_revision + 1));
+       it->Valid() && it->key().starts_with(prefix) && revisions.size() < limit; it->Next()) {
+    int64_t revision = 0;
+    if (!DecodeRevision(
+            absl::string_view(it->key().data() + prefix.size(), it->key().size() - prefix.size()),
+            &revision)) {
+      return absl::DataLossError("user event index key has a bad encoding");
+    }
+    revisions.push_back(revision);
   }
   absl::Status s = FromRocks(it->status(), "reading the user's event index");
   if (!s.ok()) return s;
+  for (const auto& run : tail) run->CollectRevisions(prefix, &revisions);
+  std::sort(revisions.begin(), revisions.end());
+  revisions.erase(std::unique(revisions.begin(), revisions.end()), revisions.end());
+  revisions.erase(revisions.begin(),
+                  std::upper_bound(revisions.begin(), revisions.end(), after_revision));
+  if (revisions.size() > limit) revisions.resize(limit);
+  std::vector<std::string> keys;
+  keys.reserve(revisions.size());
+  for (int64_t revision : revisions) keys.push_back(EventKey(revision));
   std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
   std::vector<rocksdb::PinnableSlice> values(keys.size());
   std::vector<rocksdb::Status> statuses(keys.size());
@@ -1377,6 +1517,15 @@ absl::Status RocksDbStore::Close() {
   AwaitNoWrite();
   absl::MutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::OkStatus();
+  // The history index's entries still in memory, written now so that the
+  // next start has no events to read for them. Should this fail, that
+  // start rebuilds them from the events: nothing is lost.
+  std::vector<std::shared_ptr<const HistoryRun>> history;
+  {
+    absl::MutexLock history_lock(&history_mu_);
+    history = history_tail_;
+  }
+  const absl::Status history_written = WriteHistory(history);
   // Flushing the memtables leaves no WAL to replay: the next start is
   // quick (seconds saved after a bulk load). After a crash the synced WAL
   // is replayed instead, so nothing acknowledged is lost either way.
@@ -1390,7 +1539,30 @@ absl::Status RocksDbStore::Close() {
   rocksdb::Status cs = db_->Close();
   if (s.ok()) s = cs;
   db_.reset();
+  if (s.ok() && !history_written.ok()) return history_written;
   return FromRocks(s, "closing store");
+}
+
+absl::Status RocksDbStore::LoadHistoryTail(int64_t indexed) {
+  std::error_code ignored;  // a bulk write cut short by a crash
+  std::filesystem::remove(std::filesystem::path(options_.data_dir) / kHistoryFile, ignored);
+  std::vector<std::string> keys;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), events()));
+  int64_t last_revision = indexed;
+  for (it->Seek(EventKey(indexed + 1)); it->Valid(); it->Next()) {
+    v1::ChangeEvent event;
+    if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError(
+          absl::StrCat("the event of revision ", indexed + 1 + keys.size(), " does not parse"));
+    }
+    keys.push_back(UserEventKey(event.user_id(), event.revision()));
+    last_revision = event.revision();
+  }
+  absl::Status s = FromRocks(it->status(), "reading events for the history index");
+  if (!s.ok() || keys.empty()) return s;
+  std::sort(keys.begin(), keys.end());
+  AddHistory(std::make_shared<HistoryRun>(keys, last_revision));
+  return absl::OkStatus();
 }
 
 std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(const StoreOptions& store_options) {
@@ -1417,11 +1589,20 @@ std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(const StoreOptions& 
   std::shared_ptr<const rocksdb::SliceTransform> one_hint(rocksdb::NewFixedPrefixTransform(0));
   point_reads.memtable_insert_with_hint_prefix_extractor = one_hint;
   scans.memtable_insert_with_hint_prefix_extractor = one_hint;
+  // The history index is written in bulk, a file of about
+  // history_index_batch keys at a time straight into level 0: merging
+  // each four into level 1 (the default) would rewrite level 1 four times
+  // as often as memtable flushes of 64 MiB do. Sixteen files wait instead,
+  // and the stall triggers, which hold up every write, stay well above.
+  rocksdb::ColumnFamilyOptions history = scans;
+  history.level0_file_num_compaction_trigger = 16;
+  history.level0_slowdown_writes_trigger = 40;
+  history.level0_stop_writes_trigger = 64;
   return {
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
       {kSubjectsCf, point_reads},
       {kEventsCf, scans},
-      {kUserEventsCf, scans},
+      {kUserEventsCf, history},
       {kMetaCf, rocksdb::ColumnFamilyOptions()},
       {kExclusionsCf, point_reads},
       {kPoliciesCf, rocksdb::ColumnFamilyOptions()},
@@ -1483,9 +1664,23 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
       rs = rocksdb::Status::Corruption(absl::StrCat("meta ", key, " has a bad encoding"));
     }
   };
-  int64_t revision = 0, last_time_nanos = 0;
+  int64_t revision = 0, last_time_nanos = 0, history_indexed = -1;
   read_number(kMetaRevision, &revision);
   read_number(kMetaLastTime, &last_time_nanos);
+  if (rs.ok()) {
+    rs = db->Get(rocksdb::ReadOptions(), meta, kMetaHistoryIndexed, &value);
+    if (rs.IsNotFound()) {
+      // New, or written before the history index was written in bulk
+      // (every event has its entry). Recorded now: from here on the entries
+      // of new events are written later.
+      history_indexed = revision;
+      rocksdb::WriteOptions wo;
+      wo.sync = true;
+      rs = db->Put(wo, meta, kMetaHistoryIndexed, EncodeRevision(revision));
+    } else if (rs.ok() && !DecodeRevision(value, &history_indexed)) {
+      rs = rocksdb::Status::Corruption("meta history_indexed has a bad encoding");
+    }
+  }
   if (!rs.ok()) {
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     return FromRocks(rs, context);
@@ -1513,6 +1708,9 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   store->options_ = options;
   store->statistics_ = db_options.statistics;
   store->stalls_ = std::move(stalls);
+  if (absl::Status loaded = store->LoadHistoryTail(history_indexed); !loaded.ok()) {
+    return absl::Status(loaded.code(), absl::StrCat(context, ": ", loaded.message()));
+  }
   store->StartPipeline();
   if (options.subject_index) {
     uint64_t expected = 0;

@@ -170,6 +170,16 @@ TEST_F(IntegrationTest, AcknowledgedObjectionSurvivesKill9) {
   ASSERT_TRUE(decision.ok()) << decision.status();
   EXPECT_EQ(decision->reason(), v1::DECISION_REASON_DENIED_OBJECTION);
   EXPECT_EQ(decision->revision(), *revision);
+  // The history index's newest entries were only in memory: rebuilt from
+  // the events at the restart.
+  v1::ListHistoryRequest history;
+  history.set_user_id("alice");
+  auto events = client_->ListHistory(history);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->events_size(), 2);
+  EXPECT_EQ(events->events(0).kind(), v1::CHANGE_KIND_SUBJECT_ATTRIBUTES);
+  EXPECT_EQ(events->events(1).kind(), v1::CHANGE_KIND_PREFERENCE);
+  EXPECT_EQ(events->events(1).revision(), *revision);
   // Revisions continue after the restart.
   auto next = Set("alice", v1::PREFERENCE_STATE_CLEARED);
   ASSERT_TRUE(next.ok());

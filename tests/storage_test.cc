@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -14,6 +15,7 @@
 #include "rocksdb/db.h"
 #include "storage/audit_chain.h"
 #include "storage/consent_store.h"
+#include "storage/history_runs.h"
 #include "storage/keys.h"
 #include "tests/test_util.h"
 
@@ -668,6 +670,183 @@ TEST(StoreTest, AnUnreadableRecordLeavesReadsOnRocksDb) {
   std::vector<const v1::Subject*> records;
   EXPECT_EQ(indexed.store->GetSubjects({&mallory, 1}, &arena, &records).code(),
             absl::StatusCode::kDataLoss);
+}
+
+// The database under a closed store, opened with RocksDB itself.
+class RawDb {
+ public:
+  explicit RawDb(const std::string& dir) {
+    std::vector<std::string> names;
+    EXPECT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const auto& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    rocksdb::DB* raw = nullptr;
+    EXPECT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir, families, &handles_, &raw).ok());
+    db_.reset(raw);
+    for (size_t i = 0; i < names.size(); ++i) by_name_[names[i]] = handles_[i];
+  }
+  ~RawDb() {
+    for (auto* handle : handles_) EXPECT_TRUE(db_->DestroyColumnFamilyHandle(handle).ok());
+  }
+  rocksdb::DB* db() { return db_.get(); }
+  rocksdb::ColumnFamilyHandle* family(const std::string& name) { return by_name_.at(name); }
+  // The keys of a column family that start with `prefix`.
+  int Count(const std::string& family_name, const std::string& prefix) {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), family(family_name)));
+    int n = 0;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++n;
+    return n;
+  }
+
+ private:
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
+};
+
+// The revisions of a user's events, `limit` at a time after `after`.
+std::vector<int64_t> HistoryOf(ConsentStore& store, const std::string& user, int64_t after = 0,
+                               size_t limit = 1000) {
+  std::vector<int64_t> revisions;
+  auto events = store.ReadUserEvents(user, after, limit);
+  EXPECT_TRUE(events.ok()) << events.status();
+  if (!events.ok()) return revisions;
+  for (const v1::ChangeEvent& event : *events) {
+    EXPECT_EQ(event.user_id(), user);
+    revisions.push_back(event.revision());
+  }
+  return revisions;
+}
+
+// The history index's newest entries are in memory and written to RocksDB
+// in bulk; a user's history reads the same wherever its entries are.
+TEST(StoreTest, HistoryReadsTheSameBeforeAndAfterItsBulkWrites) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  options.history_index_batch = 10;
+  // "a" must not pick up "ab"'s entries: the 0 byte ends the user id.
+  const std::vector<std::string> users = {"a", "ab", "b"};
+  std::map<std::string, std::vector<int64_t>> expected;
+  {
+    auto opened = ConsentStore::Open(options);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    ConsentStore& store = **opened;
+    for (int i = 0; i < 57; ++i) {
+      const std::string& user = users[i % 3 == 2 ? 2 : i % 2];
+      auto result = store.Commit({SetJurisdiction(user, i % 2 ? "GB" : "FR")}, kNow);
+      ASSERT_TRUE(result.ok()) << result.status();
+      expected[user].push_back(result->revisions[0]);
+      for (const auto& u : users) ASSERT_EQ(HistoryOf(store, u), expected[u]) << u << " at " << i;
+    }
+    // Pages: two at a time, after a given revision.
+    const std::vector<int64_t>& a = expected["a"];
+    EXPECT_EQ(HistoryOf(store, "a", 0, 2), std::vector<int64_t>(a.begin(), a.begin() + 2));
+    EXPECT_EQ(HistoryOf(store, "a", a[4], 2), std::vector<int64_t>(a.begin() + 5, a.begin() + 7));
+    EXPECT_TRUE(HistoryOf(store, "a", a.back()).empty());
+    ASSERT_TRUE(store.Close().ok());
+  }
+  {
+    // Close wrote everything: one key per event, and no file left behind.
+    RawDb raw(options.data_dir);
+    for (const auto& u : users) {
+      EXPECT_EQ(raw.Count("user_events", u + std::string(1, '\0')),
+                static_cast<int>(expected[u].size()))
+          << u;
+    }
+    std::string indexed;
+    ASSERT_TRUE(raw.db()
+                    ->Get(rocksdb::ReadOptions(), raw.family("meta"), "history_indexed", &indexed)
+                    .ok());
+    EXPECT_EQ(indexed, EncodeRevision(57));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("db") + "/history-index.sst.tmp"));
+  auto store = OpenOrDie(options.data_dir);
+  for (const auto& u : users) EXPECT_EQ(HistoryOf(*store, u), expected[u]) << u;
+}
+
+// A copy taken while entries are only in memory (a backup, or the state
+// after a crash) holds the events: the entries are rebuilt from them.
+TEST(StoreTest, HistoryEntriesOnlyInMemoryAreRebuiltFromTheEvents) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  std::vector<int64_t> alice;
+  auto store = OpenOrDie(options.data_dir);
+  for (int i = 0; i < 5; ++i) {
+    auto result = store->Commit({SetJurisdiction(i % 2 ? "alice" : "bob", "GB")}, kNow);
+    ASSERT_TRUE(result.ok()) << result.status();
+    if (i % 2) alice.push_back(result->revisions[0]);
+  }
+  ASSERT_TRUE(store->Checkpoint(dir.Sub("copy")).ok());
+  // As if a bulk write had died half way.
+  {
+    std::ofstream leftover(dir.Sub("copy") + "/history-index.sst.tmp");
+    leftover << "not a table";
+  }
+  {
+    RawDb raw(dir.Sub("copy"));
+    EXPECT_EQ(raw.Count("user_events", ""), 0);  // nothing written in bulk yet
+  }
+  auto copy = OpenOrDie(dir.Sub("copy"));
+  EXPECT_EQ(HistoryOf(*copy, "alice"), alice);
+  EXPECT_EQ(HistoryOf(*copy, "bob").size(), 3u);
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("copy") + "/history-index.sst.tmp"));
+  // And the copy goes on from there.
+  auto next = copy->Commit({SetJurisdiction("alice", "FR")}, kNow);
+  ASSERT_TRUE(next.ok());
+  alice.push_back(next->revisions[0]);
+  EXPECT_EQ(HistoryOf(*copy, "alice"), alice);
+}
+
+// A database from before the bulk writes has no history_indexed record:
+// every event there has its entry, and the record is written at Open.
+TEST(StoreTest, DatabaseWithoutTheHistoryRecordCountsEveryEventIndexed) {
+  TempDir dir;
+  const std::string db = dir.Sub("db");
+  {
+    auto store = OpenOrDie(db);
+    ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "GB")}).ok());
+    ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "FR")}).ok());
+  }
+  {
+    RawDb raw(db);
+    ASSERT_TRUE(
+        raw.db()->Delete(rocksdb::WriteOptions(), raw.family("meta"), "history_indexed").ok());
+  }
+  {
+    auto store = OpenOrDie(db);
+    EXPECT_EQ(HistoryOf(*store, "alice"), std::vector<int64_t>({1, 2}));
+    ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "DE")}).ok());
+    EXPECT_EQ(HistoryOf(*store, "alice"), std::vector<int64_t>({1, 2, 3}));
+  }
+  RawDb raw(db);
+  std::string indexed;
+  ASSERT_TRUE(
+      raw.db()->Get(rocksdb::ReadOptions(), raw.family("meta"), "history_indexed", &indexed).ok());
+  EXPECT_EQ(indexed, EncodeRevision(3));
+}
+
+TEST(HistoryRunTest, CollectsOneUsersRevisionsAndMergesInOrder) {
+  auto run = [](std::vector<std::string> keys, int64_t last) {
+    std::sort(keys.begin(), keys.end());
+    return std::make_shared<const HistoryRun>(keys, last);
+  };
+  auto first = run({UserEventKey("a", 1), UserEventKey("ab", 2), UserEventKey("a", 3)}, 3);
+  auto second = run({UserEventKey("a", 300), UserEventKey("b", 4)}, 300);
+  std::vector<int64_t> revisions;
+  first->CollectRevisions(UserEventKey("a", 0).substr(0, 2), &revisions);
+  second->CollectRevisions(UserEventKey("a", 0).substr(0, 2), &revisions);
+  EXPECT_THAT(revisions, ElementsAre(1, 3, 300));
+  revisions.clear();
+  first->CollectRevisions(UserEventKey("zz", 0).substr(0, 3), &revisions);
+  EXPECT_TRUE(revisions.empty());
+  std::vector<std::string> merged;
+  for (absl::string_view key : MergeRuns({second, first})) merged.emplace_back(key);
+  EXPECT_THAT(merged,
+              ElementsAre(UserEventKey("a", 1), UserEventKey("a", 3), UserEventKey("a", 300),
+                          UserEventKey("ab", 2), UserEventKey("b", 4)));
 }
 
 TEST(StoreTest, ClosedStoreRejectsCalls) {
