@@ -98,6 +98,12 @@ class ScrapeCollector final : public prometheus::Collectable {
             "Bytes of the in-memory subject index's entries and tables.", gauge,
             static_cast<double>(stats->index_bytes));
       }
+      add("consent_history_index_pending_entries",
+          "User history index entries in memory, waiting for a bulk write to RocksDB.", gauge,
+          static_cast<double>(stats->history_pending));
+      add("consent_history_index_write_failures_total",
+          "Bulk writes of the user history index that failed.", counter,
+          static_cast<double>(stats->history_write_failures));
     }
 
     if (auto process = ReadProcessStats(); process.ok()) {
@@ -279,6 +285,13 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
       LogWarning("subject index not loaded: checks keep reading RocksDB",
                  {{"error", status.ToString()}, {"subjects_loaded", absl::StrCat(subjects)}});
     }
+  };
+  store_options.on_history_written = [](const absl::Status& status, int64_t entries) {
+    if (status.ok()) return;  // every 250,000 events: not worth a line
+    LogWarning(
+        "history index bulk write failed: its entries stay in memory and ListHistory reads them "
+        "there; tried again after the next batch",
+        {{"error", status.ToString()}, {"entries", absl::StrCat(entries)}});
   };
   if (Metrics* metrics = server->metrics_.get()) {
     store_options.collect_statistics = options.rocksdb_statistics;

@@ -64,6 +64,11 @@ struct StoreOptions {
   // Inserting each event's entry into RocksDB's memtable at commit time
   // cost a third of a batched write's commit (docs/performance.md).
   size_t history_index_batch = 250'000;
+  // Called from the history thread after each bulk write of the history
+  // index by that thread, with the entries it held: OK, or why it failed
+  // (the entries then stay in memory, still read, and the write is tried
+  // again after another batch). Must be thread safe; may be empty.
+  std::function<void(const absl::Status&, int64_t entries)> on_history_written;
   // Called by the committing thread after each synced write of a group
   // commit, with how long the write (and its WAL sync) took. Must be thread
   // safe and quick; may be empty.
@@ -94,6 +99,10 @@ struct StoreStats {
   int64_t index_ready = -1;
   int64_t index_subjects = -1;
   int64_t index_bytes = -1;
+  // The user history index's entries still in memory, waiting for a bulk
+  // write, and the bulk writes that failed since the store opened.
+  int64_t history_pending = 0;
+  int64_t history_write_failures = 0;
 };
 
 // Identifies a request for idempotency: a replay (same id, same

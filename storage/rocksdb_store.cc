@@ -504,6 +504,7 @@ class RocksDbStore final : public ConsentStore {
   size_t history_tail_keys_ ABSL_GUARDED_BY(history_mu_) = 0;
   // After a failed bulk write, the next waits for this many keys.
   size_t history_retry_keys_ ABSL_GUARDED_BY(history_mu_) = 0;
+  int64_t history_failures_ ABSL_GUARDED_BY(history_mu_) = 0;
   bool history_stopping_ ABSL_GUARDED_BY(history_mu_) = false;
 };
 
@@ -864,11 +865,19 @@ void RocksDbStore::RunHistoryWriter() {
       absl::ReaderMutexLock open_lock(&open_mu_);
       s = db_ == nullptr ? absl::FailedPreconditionError("store is closed") : WriteHistory(runs);
     }
-    absl::MutexLock lock(&history_mu_);
-    // Failed (a full disk, say): the entries stay in memory, readable, and
-    // the write is tried again when another batch has come.
-    history_retry_keys_ =
-        s.ok() ? 0 : history_tail_keys_ + std::max<size_t>(options_.history_index_batch, 1);
+    {
+      absl::MutexLock lock(&history_mu_);
+      // Failed (a full disk, say): the entries stay in memory, readable,
+      // and the write is tried again when another batch has come.
+      history_retry_keys_ =
+          s.ok() ? 0 : history_tail_keys_ + std::max<size_t>(options_.history_index_batch, 1);
+      if (!s.ok()) ++history_failures_;
+    }
+    if (options_.on_history_written) {
+      int64_t entries = 0;
+      for (const auto& run : runs) entries += static_cast<int64_t>(run->size());
+      options_.on_history_written(s, entries);
+    }
   }
 }
 
@@ -1432,6 +1441,11 @@ absl::StatusOr<StoreStats> RocksDbStore::Stats() {
   if (index_ != nullptr) {
     stats.index_ready = index_->ready() ? 1 : 0;
     index_->Measure(&stats.index_subjects, &stats.index_bytes);
+  }
+  {
+    absl::MutexLock history_lock(&history_mu_);
+    stats.history_pending = static_cast<int64_t>(history_tail_keys_);
+    stats.history_write_failures = history_failures_;
   }
   return stats;
 }

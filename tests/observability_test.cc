@@ -164,6 +164,9 @@ TEST_F(ObservabilityTest, MetricsCountCallsDecisionsWritesAndBatches) {
   EXPECT_EQ(Sample(m, "consent_subject_index_ready"), 1);
   EXPECT_EQ(Sample(m, "consent_subject_index_subjects"), 1);
   EXPECT_GT(Sample(m, "consent_subject_index_bytes"), 0);
+  // The two writes' history entries wait in memory for a bulk write.
+  EXPECT_EQ(Sample(m, "consent_history_index_pending_entries"), 2);
+  EXPECT_EQ(Sample(m, "consent_history_index_write_failures_total"), 0);
 
   // process_*, from /proc.
   const double resident = Sample(m, "process_resident_memory_bytes");

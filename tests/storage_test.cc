@@ -800,6 +800,58 @@ TEST(StoreTest, HistoryEntriesOnlyInMemoryAreRebuiltFromTheEvents) {
   EXPECT_EQ(HistoryOf(*copy, "alice"), alice);
 }
 
+// A bulk write that fails keeps its entries in memory, still read, and is
+// tried again once another batch has come.
+TEST(StoreTest, FailedHistoryBulkWriteKeepsTheEntriesAndIsRetried) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  options.history_index_batch = 5;
+  absl::Mutex mu;
+  std::vector<std::pair<absl::StatusCode, int64_t>> writes;  // guarded by mu
+  options.on_history_written = [&](const absl::Status& status, int64_t entries) {
+    absl::MutexLock lock(&mu);
+    writes.emplace_back(status.code(), entries);
+  };
+  auto await_writes = [&](size_t n) {
+    absl::MutexLock lock(&mu);
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return writes.size() >= n; };
+    mu.Await(absl::Condition(&done));
+  };
+  auto opened = ConsentStore::Open(options);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  ConsentStore& store = **opened;
+  // A directory where the bulk write builds its file: the write fails.
+  std::filesystem::create_directories(dir.Sub("db") + "/history-index.sst.tmp/blocked");
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Commit(store, {SetJurisdiction("alice", "GB")}).ok());
+  await_writes(1);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_NE(writes[0].first, absl::StatusCode::kOk);
+    EXPECT_EQ(writes[0].second, 5);
+  }
+  auto stats = store.Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->history_pending, 5);
+  EXPECT_EQ(stats->history_write_failures, 1);
+  EXPECT_EQ(HistoryOf(store, "alice"), std::vector<int64_t>({1, 2, 3, 4, 5}));
+
+  std::filesystem::remove_all(dir.Sub("db") + "/history-index.sst.tmp");
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Commit(store, {SetJurisdiction("bob", "GB")}).ok());
+  await_writes(2);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(writes[1].first, absl::StatusCode::kOk);
+    EXPECT_EQ(writes[1].second, 10);
+  }
+  stats = store.Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->history_pending, 0);
+  EXPECT_EQ(stats->history_write_failures, 1);
+  EXPECT_EQ(HistoryOf(store, "alice"), std::vector<int64_t>({1, 2, 3, 4, 5}));
+  EXPECT_EQ(HistoryOf(store, "bob"), std::vector<int64_t>({6, 7, 8, 9, 10}));
+}
+
 // A database from before the bulk writes has no history_indexed record:
 // every event there has its entry, and the record is written at Open.
 TEST(StoreTest, DatabaseWithoutTheHistoryRecordCountsEveryEventIndexed) {

@@ -21,6 +21,7 @@ EXPORTED = {
     "consent_rocksdb_block_cache_misses_total", "consent_rocksdb_write_stall_seconds_total",
     "consent_rocksdb_write_stopped", "consent_rocksdb_estimated_subjects",
     "consent_subject_index_ready", "consent_subject_index_subjects", "consent_subject_index_bytes",
+    "consent_history_index_pending_entries", "consent_history_index_write_failures_total",
     "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
     "process_max_fds",
 }
