@@ -42,6 +42,16 @@ SubjectUpdate SetJurisdiction(const std::string& user, const std::string& code) 
   return update;
 }
 
+// An update that fails (ABORTED), so its whole commit writes nothing.
+SubjectUpdate Failing(const std::string& user) {
+  SubjectUpdate update;
+  update.user_id = user;
+  update.apply = [](UpdateContext&, v1::Subject&, v1::ChangeEvent&) {
+    return absl::AbortedError("no");
+  };
+  return update;
+}
+
 std::unique_ptr<ConsentStore> OpenOrDie(const std::string& dir) {
   StoreOptions options;
   options.data_dir = dir;
@@ -88,14 +98,9 @@ TEST(StoreTest, RevisionsAreConsecutiveAndSurviveReopen) {
 TEST(StoreTest, FailingUpdateAbortsTheWholeCommit) {
   TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
-  SubjectUpdate failing;
-  failing.user_id = "bob";
-  failing.apply = [](UpdateContext&, v1::Subject&, v1::ChangeEvent&) {
-    return absl::AbortedError("no");
-  };
   std::vector<SubjectUpdate> updates;
   updates.push_back(SetJurisdiction("alice", "GB"));
-  updates.push_back(std::move(failing));
+  updates.push_back(Failing("bob"));
   EXPECT_EQ(Commit(*store, std::move(updates)).code(), absl::StatusCode::kAborted);
   EXPECT_EQ(store->CurrentRevision(), 0);
   EXPECT_EQ(store->GetSubject("alice").status().code(), absl::StatusCode::kNotFound);
@@ -249,12 +254,7 @@ TEST(StoreTest, FailedCommitInAGroupLeavesNoTraceAndTheOthersAreWritten) {
     if (i % 3 == 1) {
       // Writes a record and its history, then fails.
       updates.push_back(SetJurisdiction(absl::StrCat("doomed-", i), "GB"));
-      SubjectUpdate failing;
-      failing.user_id = absl::StrCat("user-", i % 5);
-      failing.apply = [](UpdateContext&, v1::Subject&, v1::ChangeEvent&) {
-        return absl::AbortedError("no");
-      };
-      updates.push_back(std::move(failing));
+      updates.push_back(Failing(absl::StrCat("user-", i % 5)));
     } else {
       updates.push_back(SetJurisdiction(absl::StrCat("user-", i % 5), i % 2 ? "GB" : "FR"));
     }
@@ -934,12 +934,7 @@ TEST(StoreTest, ConcurrentCommitsKeepTheirOwnOutcomes) {
           key.fingerprint = "same";
         }
         if (i % 13 == 0) {
-          SubjectUpdate failing;
-          failing.user_id = "doomed";
-          failing.apply = [](UpdateContext&, v1::Subject&, v1::ChangeEvent&) {
-            return absl::AbortedError("no");
-          };
-          updates.push_back(std::move(failing));
+          updates.push_back(Failing("doomed"));
         }
         auto result = store->Commit(std::move(updates), kNow, key);
         ASSERT_TRUE(result.ok() || absl::IsAborted(result.status())) << result.status();
