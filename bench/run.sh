@@ -58,6 +58,7 @@ rows=(
   "Check at 10,000/s|unary --rate=10000 --concurrency=128 --connections=8"
   "BatchCheck 1,000 items, empty handler|batch --batch=1000 --concurrency=8 --connections=4 --target=EMPTY"
   "BatchCheck 1,000 items|batch --batch=1000 --concurrency=8 --connections=4"
+  "BatchCheck 1,000 at 1,500/s, empty handler|batch --batch=1000 --rate=1500 --concurrency=64 --connections=4 --target=EMPTY"
   "BatchCheck 1,000 at 1,500/s|batch --batch=1000 --rate=1500 --concurrency=64 --connections=4"
   "StreamCheck 1,000 per message, empty handler|stream --batch=1000 --concurrency=8 --connections=4 --target=EMPTY"
   "StreamCheck 1,000 per message|stream --batch=1000 --concurrency=8 --connections=4"
