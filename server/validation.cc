@@ -136,30 +136,30 @@ std::string TimestampProblem(const google::protobuf::Timestamp& t) {
   return "";
 }
 
-void ValidateContent(const v1::Content& content, const std::string& prefix,
+void ValidateContent(const v1::Content& content, absl::FunctionRef<std::string()> prefix,
                      Violations* violations) {
   if (std::string p = IdProblem(content.content_id()); !p.empty()) {
-    violations->Add(prefix + ".content_id", p);
+    violations->Add(prefix() + ".content_id", p);
   }
   if (content.content_type() == v1::CONTENT_TYPE_UNSPECIFIED) {
-    violations->Add(prefix + ".content_type", "is required");
+    violations->Add(prefix() + ".content_type", "is required");
   } else if (!v1::ContentType_IsValid(content.content_type())) {
-    violations->Add(prefix + ".content_type", "is not a known content type");
+    violations->Add(prefix() + ".content_type", "is not a known content type");
   }
   if (content.visibility() == v1::VISIBILITY_UNSPECIFIED) {
-    violations->Add(prefix + ".visibility", "is required");
+    violations->Add(prefix() + ".visibility", "is required");
   } else if (!v1::Visibility_IsValid(content.visibility())) {
-    violations->Add(prefix + ".visibility", "is not a known visibility");
+    violations->Add(prefix() + ".visibility", "is not a known visibility");
   }
   if (content.has_create_time()) {
     if (std::string p = TimestampProblem(content.create_time()); !p.empty()) {
-      violations->Add(prefix + ".create_time", p);
+      violations->Add(prefix() + ".create_time", p);
     }
   }
   for (int i = 0; i < content.sensitive_categories_size(); ++i) {
     int c = content.sensitive_categories(i);
     if (c == v1::SENSITIVE_CATEGORY_UNSPECIFIED || !v1::SensitiveCategory_IsValid(c)) {
-      violations->Add(absl::StrCat(prefix, ".sensitive_categories[", i, "]"),
+      violations->Add(absl::StrCat(prefix(), ".sensitive_categories[", i, "]"),
                       "is not a known sensitive category");
     }
   }

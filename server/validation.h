@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "consent/v1/types.pb.h"
@@ -51,8 +52,10 @@ std::string DateProblem(const v1::Date& date);
 std::string TimestampProblem(const google::protobuf::Timestamp& t);
 
 // Validates the fields of a Content. `prefix` names it ("content" or
-// "items[3].content").
-void ValidateContent(const v1::Content& content, const std::string& prefix, Violations* violations);
+// "items[3].content"); it is called only to name a violation, so a valid
+// item of a large batch costs no string building.
+void ValidateContent(const v1::Content& content, absl::FunctionRef<std::string()> prefix,
+                     Violations* violations);
 
 void ValidateSource(const v1::Source& source, const std::string& prefix, Violations* violations);
 

@@ -88,7 +88,29 @@ TEST(ValidationTest, ContentNamesEachBadField) {
   content.add_sensitive_categories(v1::SENSITIVE_CATEGORY_HEALTH);
   content.add_sensitive_categories(static_cast<v1::SensitiveCategory>(99));
   Violations v;
-  ValidateContent(content, "items[7].content", &v);
+  int named = 0;  // the name is built only for violations
+  ValidateContent(
+      content,
+      [&named] {
+        ++named;
+        return std::string("items[7].content");
+      },
+      &v);
+  EXPECT_EQ(named, 4);
+  Violations none;
+  content.set_content_id("post-1");
+  content.set_content_type(v1::CONTENT_TYPE_POST);
+  content.set_visibility(v1::VISIBILITY_PUBLIC);
+  content.clear_sensitive_categories();
+  ValidateContent(
+      content,
+      [&named] {
+        ++named;
+        return std::string("content");
+      },
+      &none);
+  EXPECT_TRUE(none.empty());
+  EXPECT_EQ(named, 4);
   absl::Status status = v.ToStatus();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message(),
