@@ -62,7 +62,8 @@ struct StoreOptions {
   // this many entries (and by Close). After a crash it is rebuilt from the
   // events at the next Open, which reads at most about this many events.
   // Inserting each event's entry into RocksDB's memtable at commit time
-  // cost a third of a batched write's commit (docs/performance.md).
+  // cost about 3 µs a preference, a third of the synced write stage
+  // (docs/performance.md).
   size_t history_index_batch = 250'000;
   // Called from the history thread after each bulk write of the history
   // index by that thread, with the entries it held: OK, or why it failed
