@@ -251,6 +251,11 @@ void Registry::BatchSetPreferences(const v1::BatchSetPreferencesRequest& request
                                    " allowed per batch"));
   } else {
     for (int i = 0; i < request.requests_size(); ++i) {
+      // Checked first under its short field names; the "requests[i]."
+      // names are built only for an item that has a violation.
+      Violations item;
+      ValidateSetPreference(request.requests(i), "", *policy, &item);
+      if (item.empty()) continue;
       ValidateSetPreference(request.requests(i), absl::StrCat("requests[", i, "]."), *policy, &v);
     }
   }
