@@ -19,12 +19,11 @@ bool DecodeRevision(absl::string_view bytes, int64_t* revision) {
   return true;
 }
 
-std::string UserEventKey(absl::string_view user_id, int64_t revision) {
+std::string UserEventPrefix(absl::string_view user_id) {
   std::string key;
-  key.reserve(user_id.size() + 9);
+  key.reserve(user_id.size() + 9);  // room for the revision
   key.append(user_id.data(), user_id.size());
   key.push_back('\0');
-  key += EncodeRevision(revision);
   return key;
 }
 

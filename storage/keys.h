@@ -20,8 +20,12 @@ bool DecodeRevision(absl::string_view bytes, int64_t* revision);
 inline std::string EventKey(int64_t revision) { return EncodeRevision(revision); }
 
 // user_events: user_id, a 0 byte (ids never contain control characters),
-// then the revision; a user's events sort together, oldest first.
-std::string UserEventKey(absl::string_view user_id, int64_t revision);
+// then the revision; a user's events sort together, oldest first. The
+// prefix (user_id and the 0 byte) selects one user's events.
+std::string UserEventPrefix(absl::string_view user_id);
+inline std::string UserEventKey(absl::string_view user_id, int64_t revision) {
+  return UserEventPrefix(user_id) + EncodeRevision(revision);
+}
 
 // exclusions: user_id, 0, content_id, 0, purpose. The prefix up to and
 // including the second 0 selects one content item's exclusions.

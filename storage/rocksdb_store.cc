@@ -1271,7 +1271,7 @@ absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadUserEvents(absl::
     tail = history_tail_;
   }
   after_revision = std::max<int64_t>(after_revision, 0);
-  const std::string prefix = UserEventKey(user_id, 0).substr(0, user_id.size() + 1);
+  const std::string prefix = UserEventPrefix(user_id);
   std::vector<int64_t> revisions;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), user_events()));
   for (it->Seek(UserEventKey(user_id, after_revision + 1));

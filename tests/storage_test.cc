@@ -751,8 +751,7 @@ TEST(StoreTest, HistoryReadsTheSameBeforeAndAfterItsBulkWrites) {
     // Close wrote everything: one key per event, and no file left behind.
     RawDb raw(options.data_dir);
     for (const auto& u : users) {
-      EXPECT_EQ(raw.Count("user_events", u + std::string(1, '\0')),
-                static_cast<int>(expected[u].size()))
+      EXPECT_EQ(raw.Count("user_events", UserEventPrefix(u)), static_cast<int>(expected[u].size()))
           << u;
     }
     std::string indexed;
@@ -888,11 +887,11 @@ TEST(HistoryRunTest, CollectsOneUsersRevisionsAndMergesInOrder) {
   auto first = run({UserEventKey("a", 1), UserEventKey("ab", 2), UserEventKey("a", 3)}, 3);
   auto second = run({UserEventKey("a", 300), UserEventKey("b", 4)}, 300);
   std::vector<int64_t> revisions;
-  first->CollectRevisions(UserEventKey("a", 0).substr(0, 2), &revisions);
-  second->CollectRevisions(UserEventKey("a", 0).substr(0, 2), &revisions);
+  first->CollectRevisions(UserEventPrefix("a"), &revisions);
+  second->CollectRevisions(UserEventPrefix("a"), &revisions);
   EXPECT_THAT(revisions, ElementsAre(1, 3, 300));
   revisions.clear();
-  first->CollectRevisions(UserEventKey("zz", 0).substr(0, 3), &revisions);
+  first->CollectRevisions(UserEventPrefix("zz"), &revisions);
   EXPECT_TRUE(revisions.empty());
   std::vector<std::string> merged;
   for (absl::string_view key : MergeRuns({second, first})) merged.emplace_back(key);
