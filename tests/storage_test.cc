@@ -634,44 +634,6 @@ TEST(StoreTest, CloseStopsTheIndexLoad) {
   EXPECT_EQ(indexed.store->GetSubject("u1").status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
-// A subject record that does not parse: the index is not used (reads stay
-// on RocksDB, which reports that record as lost, and serve the others).
-TEST(StoreTest, AnUnreadableRecordLeavesReadsOnRocksDb) {
-  TempDir dir;
-  StoreOptions options;
-  options.data_dir = dir.Sub("db");
-  {
-    auto store = OpenOrDie(options.data_dir);
-    ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "GB")}).ok());
-  }
-  {
-    std::vector<std::string> names;
-    ASSERT_TRUE(
-        rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), options.data_dir, &names).ok());
-    std::vector<rocksdb::ColumnFamilyDescriptor> families;
-    for (const auto& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(
-        rocksdb::DB::Open(rocksdb::DBOptions(), options.data_dir, families, &handles, &raw).ok());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    const size_t subjects = std::find(names.begin(), names.end(), "subjects") - names.begin();
-    ASSERT_LT(subjects, names.size());
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[subjects], "mallory", "\xff\xff").ok());
-    for (auto* handle : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
-  }
-  IndexedStore indexed(options);
-  indexed.loaded.WaitForNotification();
-  EXPECT_EQ(indexed.load_status.code(), absl::StatusCode::kDataLoss) << indexed.load_status;
-  EXPECT_EQ(indexed.Ready(), 0);
-  EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "GB");
-  const absl::string_view mallory = "mallory";
-  google::protobuf::Arena arena;
-  std::vector<const v1::Subject*> records;
-  EXPECT_EQ(indexed.store->GetSubjects({&mallory, 1}, &arena, &records).code(),
-            absl::StatusCode::kDataLoss);
-}
-
 // The database under a closed store, opened with RocksDB itself.
 class RawDb {
  public:
@@ -704,6 +666,33 @@ class RawDb {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
 };
+
+// A subject record that does not parse: the index is not used (reads stay
+// on RocksDB, which reports that record as lost, and serve the others).
+TEST(StoreTest, AnUnreadableRecordLeavesReadsOnRocksDb) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  {
+    auto store = OpenOrDie(options.data_dir);
+    ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "GB")}).ok());
+  }
+  {
+    RawDb raw(options.data_dir);
+    ASSERT_TRUE(
+        raw.db()->Put(rocksdb::WriteOptions(), raw.family("subjects"), "mallory", "\xff\xff").ok());
+  }
+  IndexedStore indexed(options);
+  indexed.loaded.WaitForNotification();
+  EXPECT_EQ(indexed.load_status.code(), absl::StatusCode::kDataLoss) << indexed.load_status;
+  EXPECT_EQ(indexed.Ready(), 0);
+  EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "GB");
+  const absl::string_view mallory = "mallory";
+  google::protobuf::Arena arena;
+  std::vector<const v1::Subject*> records;
+  EXPECT_EQ(indexed.store->GetSubjects({&mallory, 1}, &arena, &records).code(),
+            absl::StatusCode::kDataLoss);
+}
 
 // The revisions of a user's events, `limit` at a time after `after`.
 std::vector<int64_t> HistoryOf(ConsentStore& store, const std::string& user, int64_t after = 0,
