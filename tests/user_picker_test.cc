@@ -1,6 +1,8 @@
 #include "bench/user_picker.h"
 
 #include <cmath>
+#include <cstdint>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -8,41 +10,59 @@
 namespace consent::bench {
 namespace {
 
-// Over a fine grid of u, each user gets the share of the grid that its
-// probability says: 1 / (k + 1), normalised, for Zipf with s = 1.
+// Zipf with exponent 1: user k is picked with probability 1 / (k + 1),
+// normalised. Two million picks from a fixed seed (so the test is
+// deterministic); every user's count is within 5 standard deviations of
+// its expectation, and the chi-squared statistic over all users is within
+// 5 standard deviations of its mean (999 degrees of freedom).
 TEST(UserPickerTest, ZipfGivesEachUserItsProbability) {
   constexpr int kUsers = 1000;
-  constexpr int kGrid = 1'000'000;
+  constexpr int kPicks = 2'000'000;
   UserPicker picker(kUsers, /*zipf=*/true);
+  std::mt19937_64 random(20261127);
+  std::vector<int64_t> counts(kUsers, 0);
+  for (int i = 0; i < kPicks; ++i) {
+    const int64_t user = picker.Pick(random);
+    ASSERT_GE(user, 0);
+    ASSERT_LT(user, kUsers);
+    ++counts[static_cast<size_t>(user)];
+  }
   double harmonic = 0;
   for (int k = 1; k <= kUsers; ++k) harmonic += 1.0 / k;
-  std::vector<int> counts(kUsers, 0);
-  int64_t previous = 0;
-  for (int g = 0; g < kGrid; ++g) {
-    const int64_t user = picker.PickAt(static_cast<double>(g) / kGrid);
-    ASSERT_GE(user, previous) << "not monotonic at u = " << g << " / " << kGrid;
-    ASSERT_LT(user, kUsers);
-    previous = user;
-    ++counts[user];
-  }
+  double chi_squared = 0;
   for (int k = 0; k < kUsers; ++k) {
-    const double expected = kGrid / harmonic / (k + 1);
-    EXPECT_NEAR(counts[k], expected, 1.0) << "user " << k;
+    const double expected = kPicks / harmonic / (k + 1);
+    const double deviation = static_cast<double>(counts[static_cast<size_t>(k)]) - expected;
+    EXPECT_LT(std::abs(deviation), 5 * std::sqrt(expected)) << "user " << k;
+    chi_squared += deviation * deviation / expected;
   }
-  EXPECT_EQ(picker.PickAt(0.0), 0);
-  EXPECT_EQ(picker.PickAt(std::nextafter(1.0, 0.0)), kUsers - 1);
+  const double degrees = kUsers - 1;
+  EXPECT_LT(chi_squared, degrees + 5 * std::sqrt(2 * degrees));
+}
+
+TEST(UserPickerTest, ZipfOverOneUserAlwaysPicksIt) {
+  UserPicker picker(1, /*zipf=*/true);
+  std::mt19937_64 random(1);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(picker.Pick(random), 0);
 }
 
 TEST(UserPickerTest, UniformSpreadsEvenly) {
-  UserPicker picker(10, /*zipf=*/false);
-  EXPECT_EQ(picker.PickAt(0.0), 0);
-  EXPECT_EQ(picker.PickAt(0.55), 5);
-  EXPECT_EQ(picker.PickAt(std::nextafter(1.0, 0.0)), 9);
-  absl::BitGen random;
-  for (int i = 0; i < 1000; ++i) {
+  constexpr int kUsers = 10;
+  constexpr int kPicks = 100'000;
+  UserPicker picker(kUsers, /*zipf=*/false);
+  std::mt19937_64 random(7);
+  std::vector<int64_t> counts(kUsers, 0);
+  for (int i = 0; i < kPicks; ++i) {
     const int64_t user = picker.Pick(random);
     ASSERT_GE(user, 0);
-    ASSERT_LT(user, 10);
+    ASSERT_LT(user, kUsers);
+    ++counts[static_cast<size_t>(user)];
+  }
+  const double expected = static_cast<double>(kPicks) / kUsers;
+  for (int k = 0; k < kUsers; ++k) {
+    EXPECT_NEAR(static_cast<double>(counts[static_cast<size_t>(k)]), expected,
+                5 * std::sqrt(expected))
+        << "user " << k;
   }
 }
 
