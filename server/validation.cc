@@ -74,6 +74,15 @@ std::string IdProblem(absl::string_view id) {
   if (id.size() > kMaxIdBytes) {
     return absl::StrCat("is ", id.size(), " bytes; at most ", kMaxIdBytes, " allowed");
   }
+  // Printable ASCII, the common case, in one pass the compiler vectorizes
+  // (the byte-by-byte decoding below was 2.3% of the machine's samples under
+  // the BatchCheck load: docs/performance.md).
+  bool printable_ascii = true;
+  for (char ch : id) {
+    const auto c = static_cast<unsigned char>(ch);
+    printable_ascii &= c >= 0x20 && c < 0x7f;
+  }
+  if (printable_ascii) return "";
   for (size_t i = 0; i < id.size();) {
     const auto c = static_cast<unsigned char>(id[i]);
     if (c < 0x20 || c == 0x7f) return "contains a control character";

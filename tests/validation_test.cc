@@ -23,6 +23,8 @@ TEST_P(IdTest, Classifies) { EXPECT_EQ(IdProblem(GetParam().id), GetParam().prob
 INSTANTIATE_TEST_SUITE_P(
     Ids, IdTest,
     ::testing::Values(IdCase{"alice", ""}, IdCase{std::string(128, 'x'), ""},
+                      // The ends of printable ASCII: space and '~'.
+                      IdCase{" a~", ""}, IdCase{"\x1f", "contains a control character"},
                       IdCase{"ünïcødé-用户", ""}, IdCase{"", "is required"},
                       IdCase{std::string(129, 'x'), "is 129 bytes; at most 128 allowed"},
                       IdCase{"tab\there", "contains a control character"},
