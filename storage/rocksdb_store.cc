@@ -163,9 +163,10 @@ std::string DecisionView(const v1::Subject& subject) {
 
 // The decision view of every subject, in memory (StoreOptions::
 // subject_index). Each entry is one allocation holding the user id and the
-// view; the tables hold only pointers to them (59 bytes a subject in all
-// for the preloaded 10,000,000-subject store: docs/performance.md).
-// Sharded so readers on different cores rarely share a lock.
+// view; the tables hold the user id's hash and a pointer to it, so a batch
+// can find its entries' addresses without reading them, and fetch them all
+// at once (docs/performance.md). Sharded so readers on different cores
+// rarely share a lock.
 class SubjectIndex {
  public:
   // `expected`: about how many subjects will be added (sizes the tables).
@@ -178,36 +179,42 @@ class SubjectIndex {
 
   // Sets the user's view (a write).
   void Put(absl::string_view user_id, absl::string_view view) {
-    Shard& shard = ShardOf(user_id);
+    const Key key{user_id, HashOf(user_id)};
+    Shard& shard = shards_[ShardIndex(key.hash)];
     absl::MutexLock lock(&shard.mu);
-    if (auto it = shard.entries.find(user_id); it != shard.entries.end()) {
+    if (auto it = shard.entries.find(key); it != shard.entries.end()) {
       shard.bytes -= it->allocated();
       shard.entries.erase(it);
     }
-    shard.bytes += shard.entries.emplace(user_id, view).first->allocated();
+    shard.bytes += shard.entries.emplace(key, view).first->allocated();
   }
   // Adds the user's view unless the user is there already: while the index
   // loads, a write made after the load's snapshot has put a newer view.
   void PutIfAbsent(absl::string_view user_id, absl::string_view view) {
-    Shard& shard = ShardOf(user_id);
+    const Key key{user_id, HashOf(user_id)};
+    Shard& shard = shards_[ShardIndex(key.hash)];
     absl::MutexLock lock(&shard.mu);
-    if (shard.entries.contains(user_id)) return;
-    shard.bytes += shard.entries.emplace(user_id, view).first->allocated();
+    if (shard.entries.contains(key)) return;
+    shard.bytes += shard.entries.emplace(key, view).first->allocated();
   }
   // The views of `user_ids`, parsed onto `arena` into `out` (one pointer
   // each, null where the user has no record); kDataLoss when one does not
-  // parse. A batch is grouped by shard, so each lock is taken once, and the
-  // table slots and then the entries are prefetched ahead of use: the cache
-  // misses of a batch overlap instead of following one another.
+  // parse. A batch is grouped by shard, so each lock is taken once. Its
+  // cache misses overlap instead of following one another: the table slots
+  // are prefetched, then each entry's address is found by hash alone (the
+  // slot holds it) and prefetched, and only then are the keys compared and
+  // the views parsed.
   absl::Status ParseMany(absl::Span<const absl::string_view> user_ids,
                          google::protobuf::Arena* arena, std::vector<const v1::Subject*>* out) {
     const size_t n = user_ids.size();
     out->assign(n, nullptr);
     // Positions by shard (a counting sort).
+    std::vector<size_t> hashes(n);
     std::vector<uint8_t> shard_of(n);
     std::array<uint32_t, kShards + 1> begin{};
     for (size_t i = 0; i < n; ++i) {
-      shard_of[i] = static_cast<uint8_t>(ShardIndex(user_ids[i]));
+      hashes[i] = HashOf(user_ids[i]);
+      shard_of[i] = static_cast<uint8_t>(ShardIndex(hashes[i]));
       ++begin[shard_of[i] + 1];
     }
     for (size_t s = 0; s < kShards; ++s) begin[s + 1] += begin[s];
@@ -221,13 +228,21 @@ class SubjectIndex {
       if (begin[s] == begin[s + 1]) continue;
       Shard& shard = shards_[s];
       absl::ReaderMutexLock lock(&shard.mu);
-      for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) shard.entries.prefetch(user_ids[order[k]]);
       for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) {
-        auto it = shard.entries.find(user_ids[order[k]]);
+        shard.entries.prefetch(Candidate{hashes[order[k]]});
+      }
+      for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) {
+        auto it = shard.entries.find(Candidate{hashes[order[k]]});
         found[k] = it == shard.entries.end() ? nullptr : &*it;
         if (found[k] != nullptr) found[k]->Prefetch();
       }
       for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) {
+        const absl::string_view user_id = user_ids[order[k]];
+        if (found[k] != nullptr && found[k]->key() != user_id) {
+          // Another user with the same 64-bit hash: look up the key itself.
+          auto it = shard.entries.find(Key{user_id, hashes[order[k]]});
+          found[k] = it == shard.entries.end() ? nullptr : &*it;
+        }
         if (found[k] == nullptr) continue;
         const absl::string_view view = found[k]->view();
         auto* subject = google::protobuf::Arena::CreateMessage<v1::Subject>(arena);
@@ -257,17 +272,33 @@ class SubjectIndex {
 
  private:
   static constexpr size_t kShards = 64;
-  // One allocation: key size and view size (4 bytes each), then both.
+  static size_t HashOf(absl::string_view user_id) {
+    return absl::Hash<absl::string_view>()(user_id);
+  }
+  // A user id and its hash (HashOf).
+  struct Key {
+    absl::string_view user_id;
+    size_t hash;
+  };
+  // Looks up any entry whose user id has this hash, without reading the
+  // entry: the caller compares the user id once the entry is in cache.
+  struct Candidate {
+    size_t hash;
+  };
+  // The user id's hash, and one allocation: key size and view size (4 bytes
+  // each), then both.
   class Entry {
    public:
-    Entry(absl::string_view key, absl::string_view view)
-        : data_(new char[kHeader + key.size() + view.size()]) {
-      const uint32_t sizes[2] = {static_cast<uint32_t>(key.size()),
+    Entry(const Key& key, absl::string_view view)
+        : hash_(key.hash), data_(new char[kHeader + key.user_id.size() + view.size()]) {
+      const absl::string_view id = key.user_id;
+      const uint32_t sizes[2] = {static_cast<uint32_t>(id.size()),
                                  static_cast<uint32_t>(view.size())};
       std::memcpy(data_.get(), sizes, kHeader);
-      std::memcpy(data_.get() + kHeader, key.data(), key.size());
-      std::memcpy(data_.get() + kHeader + key.size(), view.data(), view.size());
+      std::memcpy(data_.get() + kHeader, id.data(), id.size());
+      std::memcpy(data_.get() + kHeader + id.size(), view.data(), view.size());
     }
+    size_t hash() const { return hash_; }
     absl::string_view key() const { return {data_.get() + kHeader, Size(0)}; }
     absl::string_view view() const { return {data_.get() + kHeader + Size(0), Size(1)}; }
     int64_t allocated() const { return static_cast<int64_t>(kHeader + Size(0) + Size(1)); }
@@ -280,23 +311,27 @@ class SubjectIndex {
       std::memcpy(&size, data_.get() + i * sizeof(uint32_t), sizeof(size));
       return size;
     }
+    size_t hash_;
     std::unique_ptr<char[]> data_;
   };
-  // Entries are found by their key, or by a user id alone.
-  static absl::string_view KeyOf(absl::string_view key) { return key; }
-  static absl::string_view KeyOf(const Entry& entry) { return entry.key(); }
+  // Entries are found by Key, or by Candidate; the tables never rehash a
+  // user id (entries keep theirs).
   struct Hash {
     using is_transparent = void;
-    template <typename T>
-    size_t operator()(const T& t) const {
-      return absl::Hash<absl::string_view>()(KeyOf(t));
-    }
+    size_t operator()(const Entry& entry) const { return entry.hash(); }
+    size_t operator()(const Key& key) const { return key.hash; }
+    size_t operator()(const Candidate& candidate) const { return candidate.hash; }
   };
   struct Eq {
     using is_transparent = void;
-    template <typename A, typename B>
-    bool operator()(const A& a, const B& b) const {
-      return KeyOf(a) == KeyOf(b);
+    bool operator()(const Entry& a, const Entry& b) const {
+      return a.hash() == b.hash() && a.key() == b.key();
+    }
+    bool operator()(const Entry& entry, const Key& key) const {
+      return entry.hash() == key.hash && entry.key() == key.user_id;
+    }
+    bool operator()(const Entry& entry, const Candidate& candidate) const {
+      return entry.hash() == candidate.hash;
     }
   };
   struct Shard {
@@ -305,11 +340,8 @@ class SubjectIndex {
     int64_t bytes ABSL_GUARDED_BY(mu) = 0;  // of the entries' allocations
   };
   // By the hash's top bits: the tables inside use its low ones.
-  static size_t ShardIndex(absl::string_view user_id) {
-    return static_cast<uint64_t>(absl::Hash<absl::string_view>()(user_id)) >> (64 - 6);
-  }
-  Shard& ShardOf(absl::string_view user_id) { return shards_[ShardIndex(user_id)]; }
-  static_assert(kShards == 64, "ShardOf takes 6 bits");
+  static size_t ShardIndex(size_t hash) { return static_cast<uint64_t>(hash) >> (64 - 6); }
+  static_assert(kShards == 64, "ShardIndex takes 6 bits");
   std::array<Shard, kShards> shards_;
   std::atomic<bool> ready_{false};
 };
