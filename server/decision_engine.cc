@@ -79,26 +79,28 @@ bool MinorDenied(const v1::PurposeRule& rule, const v1::Subject* subject,
     if (explain) *why = "the rule sets no minimum age";
     return false;
   }
-  const std::string requirement =
-      absl::StrCat("min_age ", rule.min_age(),
-                   rule.require_known_age() ? ", age must be known" : ", age may be unknown");
+  // Built only to explain: every decision passes here.
+  auto requirement = [&rule] {
+    return absl::StrCat("min_age ", rule.min_age(),
+                        rule.require_known_age() ? ", age must be known" : ", age may be unknown");
+  };
   const bool birth_known = subject != nullptr && subject->attributes().has_birth_date();
   if (!birth_known) {
-    if (explain) *why = absl::StrCat(requirement, "; birth date unknown");
+    if (explain) *why = absl::StrCat(requirement(), "; birth date unknown");
     return rule.require_known_age();
   }
   const v1::Date& birth = subject->attributes().birth_date();
   if (content.has_create_time()) {
     const int age = AgeInYears(birth, FromProto(content.create_time()));
     if (explain) {
-      *why = absl::StrCat(requirement, "; author was ", age, " at create_time ",
+      *why = absl::StrCat(requirement(), "; author was ", age, " at create_time ",
                           FormatTime(content.create_time()));
     }
     return age < rule.min_age();
   }
   const int age_now = AgeInYears(birth, at);
   if (explain) {
-    *why = absl::StrCat(requirement, "; no create_time, author is ", age_now,
+    *why = absl::StrCat(requirement(), "; no create_time, author is ", age_now,
                         " now, so at most that at creation");
   }
   if (age_now < rule.min_age()) return true;
@@ -107,10 +109,35 @@ bool MinorDenied(const v1::PurposeRule& rule, const v1::Subject* subject,
 
 }  // namespace
 
+CivilDate UtcDate(absl::Time at) {
+  // About 10,000 years either side of 1970; beyond, the general path.
+  constexpr int64_t kLimit = int64_t{10'000} * 366 * 86'400;
+  const int64_t seconds = absl::ToUnixSeconds(at);  // rounds toward the past
+  if (seconds > kLimit || seconds < -kLimit) {
+    const absl::CivilDay day = absl::ToCivilDay(at, absl::UTCTimeZone());
+    return {day.year(), day.month(), day.day()};
+  }
+  // H. Hinnant's civil_from_days: days since 1970-01-01 to a proleptic
+  // Gregorian date, counted in 400-year eras that start on March 1st.
+  const int64_t days = (seconds >= 0 ? seconds : seconds - 86'399) / 86'400 + 719'468;
+  const int64_t era = (days >= 0 ? days : days - 146'096) / 146'097;
+  const int64_t day_of_era = days - era * 146'097;  // [0, 146096]
+  const int64_t year_of_era =
+      (day_of_era - day_of_era / 1'460 + day_of_era / 36'524 - day_of_era / 146'096) /
+      365;  // [0, 399]
+  const int64_t day_of_year =
+      day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+  const int64_t month_from_march = (5 * day_of_year + 2) / 153;  // [0, 11]
+  const int day = static_cast<int>(day_of_year - (153 * month_from_march + 2) / 5 + 1);
+  const int month =
+      static_cast<int>(month_from_march < 10 ? month_from_march + 3 : month_from_march - 9);
+  return {year_of_era + era * 400 + (month <= 2 ? 1 : 0), month, day};
+}
+
 int AgeInYears(const v1::Date& birth, absl::Time at) {
-  const absl::CivilDay day = absl::ToCivilDay(at, absl::UTCTimeZone());
-  int age = static_cast<int>(day.year()) - birth.year();
-  if (day.month() < birth.month() || (day.month() == birth.month() && day.day() < birth.day())) {
+  const CivilDate day = UtcDate(at);
+  int age = static_cast<int>(day.year) - birth.year();
+  if (day.month < birth.month() || (day.month == birth.month() && day.day < birth.day())) {
     --age;
   }
   return age;

@@ -42,6 +42,19 @@ inline bool IsAllowed(v1::DecisionReason reason) {
          reason == v1::DECISION_REASON_ALLOWED_CONSENT;
 }
 
+// A calendar date (proleptic Gregorian).
+struct CivilDate {
+  int64_t year;
+  int month;  // 1-12
+  int day;    // 1-31
+};
+
+// The UTC date of `at`, as absl::ToCivilDay(at, absl::UTCTimeZone()) gives
+// it, by integer arithmetic: every decision's age check needs it, and the
+// general time-zone path cost about 2% of the machine under BatchCheck
+// (docs/performance.md).
+CivilDate UtcDate(absl::Time at);
+
 // Whole years between `birth` and `at` (UTC); negative if `at` is before
 // `birth`.
 int AgeInYears(const v1::Date& birth, absl::Time at);

@@ -502,6 +502,34 @@ TEST(DecisionEngineTest, AgeInYears) {
   EXPECT_EQ(AgeInYears(birth, at(1999, 1, 1)), -2);
 }
 
+// UtcDate agrees with absl's civil-time conversion: every day from year -1
+// to 2400 (leap years, centuries, the 400-year cycle, times before 1970)
+// at its first and last second and at a time within it, and far-off times.
+TEST(DecisionEngineTest, UtcDateAgreesWithAbsl) {
+  auto expect_same = [](absl::Time t) {
+    const absl::CivilDay want = absl::ToCivilDay(t, absl::UTCTimeZone());
+    const CivilDate got = UtcDate(t);
+    ASSERT_EQ(got.year, want.year()) << t;
+    ASSERT_EQ(got.month, want.month()) << t;
+    ASSERT_EQ(got.day, want.day()) << t;
+  };
+  const absl::Time start = absl::FromCivil(absl::CivilDay(-1, 1, 1), absl::UTCTimeZone());
+  const absl::Time end = absl::FromCivil(absl::CivilDay(2400, 12, 31), absl::UTCTimeZone());
+  int64_t days = 0;
+  for (absl::Time t = start; t <= end; t += absl::Hours(24), ++days) {
+    expect_same(t);
+    expect_same(t + absl::Seconds(86'399));
+    expect_same(t + absl::Seconds(days * 7'919 % 86'400) + absl::Milliseconds(500));
+  }
+  EXPECT_EQ(days, 877'313);  // the days of years -1 to 2400
+  expect_same(absl::FromUnixSeconds(-1));
+  expect_same(absl::FromUnixSeconds(0));
+  expect_same(absl::FromUnixSeconds(int64_t{300'000} * 366 * 86'400));
+  expect_same(absl::FromUnixSeconds(-int64_t{300'000} * 366 * 86'400));
+  expect_same(absl::InfinitePast());
+  expect_same(absl::InfiniteFuture());
+}
+
 TEST(DecisionEngineTest, IsAllowedOnlyForAllowedReasons) {
   EXPECT_TRUE(IsAllowed(kDefault));
   EXPECT_TRUE(IsAllowed(kConsent));
