@@ -224,6 +224,16 @@ class SubjectIndex {
     for (size_t i = 0; i < n; ++i) order[next[shard_of[i]]++] = static_cast<uint32_t>(i);
 
     std::vector<const Entry*> found(n);
+    // Users met before in this batch, by hash: a batch's repeated users
+    // (a third of the items of a Zipf-distributed batch of 1,000) are
+    // parsed once. All items of a user fall in one shard, read under one
+    // lock, so a repeat gets exactly what a parse would.
+    struct Parsed {
+      size_t hash = 0;
+      absl::string_view user_id;
+      const v1::Subject* subject = nullptr;
+    };
+    std::vector<Parsed> recent(n > 1 ? kRecent : 0);
     for (size_t s = 0; s < kShards; ++s) {
       if (begin[s] == begin[s + 1]) continue;
       Shard& shard = shards_[s];
@@ -238,6 +248,12 @@ class SubjectIndex {
       }
       for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) {
         const absl::string_view user_id = user_ids[order[k]];
+        Parsed* seen = recent.empty() ? nullptr : &recent[hashes[order[k]] % kRecent];
+        if (seen != nullptr && seen->subject != nullptr && seen->hash == hashes[order[k]] &&
+            seen->user_id == user_id) {
+          (*out)[order[k]] = seen->subject;
+          continue;
+        }
         if (found[k] != nullptr && found[k]->key() != user_id) {
           // Another user with the same 64-bit hash: look up the key itself.
           auto it = shard.entries.find(Key{user_id, hashes[order[k]]});
@@ -250,6 +266,7 @@ class SubjectIndex {
           return absl::DataLossError("subject record does not parse");
         }
         (*out)[order[k]] = subject;
+        if (seen != nullptr) *seen = {hashes[order[k]], user_id, subject};
       }
     }
     return absl::OkStatus();
@@ -272,6 +289,7 @@ class SubjectIndex {
 
  private:
   static constexpr size_t kShards = 64;
+  static constexpr size_t kRecent = 256;  // ParseMany's memory of a batch's users
   static size_t HashOf(absl::string_view user_id) {
     return absl::Hash<absl::string_view>()(user_id);
   }

@@ -515,6 +515,47 @@ struct IndexedStore {
   std::atomic<int> load_reports{0};
 };
 
+// A batch from the index: every item gets its own user's view, in order,
+// with users repeated many times (ParseMany parses a repeat once), users
+// sharing its memory of the batch (1,000 users for 256 places), and users
+// without a record.
+TEST(StoreTest, SubjectIndexBatchWithRepeatedUsersGivesEachItsOwnView) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  IndexedStore indexed(options);
+  indexed.loaded.WaitForNotification();
+  ConsentStore& store = *indexed.store;
+  constexpr int kUsers = 1000;
+  std::vector<SubjectUpdate> updates;
+  for (int u = 0; u < kUsers; ++u) {
+    updates.push_back(SetJurisdiction(absl::StrCat("user-", u), absl::StrCat("J", u)));
+  }
+  ASSERT_TRUE(Commit(store, std::move(updates)).ok());
+  std::vector<std::string> names;
+  std::vector<int> users;  // -1: a user without a record
+  for (int i = 0; i < 5000; ++i) {
+    // Item i: user 0 every third item, else one of 1,000 (some repeated,
+    // 1 in 10 without a record).
+    const int u = i % 3 == 0 ? 0 : (i * 7919) % (kUsers + kUsers / 10);
+    users.push_back(u < kUsers ? u : -1);
+    names.push_back(u < kUsers ? absl::StrCat("user-", u) : absl::StrCat("nobody-", u));
+  }
+  const std::vector<absl::string_view> ids(names.begin(), names.end());
+  google::protobuf::Arena arena;
+  std::vector<const v1::Subject*> records;
+  ASSERT_TRUE(store.GetSubjects(ids, &arena, &records).ok());
+  ASSERT_EQ(records.size(), ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (users[i] < 0) {
+      EXPECT_EQ(records[i], nullptr) << ids[i];
+    } else {
+      ASSERT_NE(records[i], nullptr) << ids[i];
+      EXPECT_EQ(records[i]->attributes().jurisdiction(), absl::StrCat("J", users[i])) << ids[i];
+    }
+  }
+}
+
 TEST(StoreTest, SubjectIndexServesEveryAcknowledgedWriteAndIsRebuiltAtOpen) {
   TempDir dir;
   StoreOptions options;
