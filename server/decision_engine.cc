@@ -161,7 +161,7 @@ bool CoversPurpose(absl::string_view ancestor, absl::string_view purpose) {
 
 Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::string_view purpose,
                const v1::Content& content, absl::Time at,
-               std::vector<v1::RuleEvaluation>* explanation) {
+               std::vector<v1::RuleEvaluation>* explanation, RuleFinder* rules) {
   Trace trace(explanation);
   const v1::Subject* record = subject.record;
   Verdict v;
@@ -190,7 +190,8 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
   // Rule 3: the policy must have a rule allowing the purpose here.
   const std::string empty;
   const std::string& jurisdiction = record != nullptr ? record->attributes().jurisdiction() : empty;
-  const v1::PurposeRule* rule = policy.FindRule(jurisdiction, purpose);
+  const v1::PurposeRule* rule =
+      rules != nullptr ? rules->Find(jurisdiction) : policy.FindRule(jurisdiction, purpose);
   auto where = [&] {
     return absl::StrCat("jurisdiction ", jurisdiction.empty() ? "unknown" : jurisdiction,
                         ": rules of group ", policy.GroupName(jurisdiction));

@@ -32,10 +32,12 @@ struct CheckSubject {
 // Decides whether `content` may be used for `purpose`, which must be
 // defined by `policy`, at evaluation time `at`. When `explanation` is not
 // null, appends one entry per rule evaluated, in order, ending with the rule
-// that decided. Thread safe.
+// that decided. `rules`, when not null, finds the rule for `purpose` in
+// `policy` (a batch's, shared by its items); then the call is as thread safe
+// as `rules`. Thread safe otherwise.
 Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::string_view purpose,
                const v1::Content& content, absl::Time at,
-               std::vector<v1::RuleEvaluation>* explanation = nullptr);
+               std::vector<v1::RuleEvaluation>* explanation = nullptr, RuleFinder* rules = nullptr);
 
 inline bool IsAllowed(v1::DecisionReason reason) {
   return reason == v1::DECISION_REASON_ALLOWED_DEFAULT ||

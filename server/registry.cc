@@ -656,6 +656,7 @@ absl::Status Registry::CheckItems(const Request& request,
   if (!view.ok()) return view.status();
   if (absl::Status s = CheckPurposeDefined(request.purpose(), *view->policy); !s.ok()) return s;
   decisions->Reserve(n);
+  RuleFinder rules(*view->policy, request.purpose());
 
   if (view->as_of) {
     // Each user's history is folded once, however many of their items.
@@ -668,7 +669,8 @@ absl::Status Registry::CheckItems(const Request& request,
       const SubjectAsOf& state = it->second;
       const CheckSubject subject{state.exists ? &state.subject : nullptr,
                                  ExclusionsOf(state, item.content().content_id())};
-      Fill(Decide(*view->policy, subject, request.purpose(), item.content(), view->at),
+      Fill(Decide(*view->policy, subject, request.purpose(), item.content(), view->at,
+                  /*explanation=*/nullptr, &rules),
            *view->policy, state.subject.revision(), decisions->Add());
     }
     return absl::OkStatus();
@@ -697,7 +699,7 @@ absl::Status Registry::CheckItems(const Request& request,
       excluded = *std::move(purposes);
     }
     Fill(Decide(*view->policy, CheckSubject{record, excluded}, request.purpose(), item.content(),
-                view->at),
+                view->at, /*explanation=*/nullptr, &rules),
          *view->policy, record ? std::max(revision, record->revision()) : revision,
          decisions->Add());
   }

@@ -114,6 +114,31 @@ TEST(PolicyTest, FindRuleUsesMostSpecificPurposeAndJurisdiction) {
   EXPECT_EQ(p.FindRule("JP", "analytics"), nullptr);
 }
 
+// RuleFinder answers as FindRule does, for more jurisdictions than it
+// remembers, asked in turn and again (subdivision fallback, unknown, empty).
+TEST(PolicyTest, RuleFinderAnswersAsFindRule) {
+  auto policy = CompiledPolicy::FromText(kMinimal, "minimal");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  const CompiledPolicy& p = **policy;
+  const std::vector<std::string> jurisdictions = {"GB", "US-CA", "US-NY", "US", "JP", "",     "FR",
+                                                  "DE", "IE",    "ES",    "IT", "NL", "XX-YY"};
+  for (const std::string purpose : {"ai_training", "ai_training.generative", "analytics"}) {
+    RuleFinder finder(p, purpose);
+    for (int round = 0; round < 3; ++round) {
+      for (size_t i = 0; i < jurisdictions.size(); ++i) {
+        // Each round in a different order, so some repeats are remembered
+        // and some have been forgotten.
+        const std::string& j = jurisdictions[(i * (round + 1) * 5) % jurisdictions.size()];
+        EXPECT_EQ(finder.Find(j), p.FindRule(j, purpose)) << purpose << " in " << j;
+      }
+    }
+  }
+  RuleFinder finder(p, "ai_training");
+  ASSERT_NE(finder.Find("GB"), nullptr);
+  EXPECT_FALSE(finder.Find("GB")->prohibited());
+  EXPECT_EQ(finder.Find("US-NY"), nullptr);
+}
+
 TEST(PolicyTest, ParentPurpose) {
   EXPECT_EQ(ParentPurpose("a.b.c"), "a.b");
   EXPECT_EQ(ParentPurpose("a"), "");
