@@ -101,9 +101,12 @@ struct StoreStats {
   int64_t index_subjects = -1;
   int64_t index_bytes = -1;
   // The user history index's entries still in memory, waiting for a bulk
-  // write, and the bulk writes that failed since the store opened.
+  // write, and the bulk writes that failed since the store opened; the
+  // sorted runs they are in (a history read searches each; kept to a few
+  // dozen by merging them in the background).
   int64_t history_pending = 0;
   int64_t history_write_failures = 0;
+  int64_t history_runs = 0;
 };
 
 // Identifies a request for idempotency: a replay (same id, same

@@ -20,6 +20,7 @@ class HistoryRun {
   // `keys` must be sorted and unique. `last_revision`: the highest revision
   // among them.
   HistoryRun(const std::vector<std::string>& keys, int64_t last_revision);
+  HistoryRun(const std::vector<absl::string_view>& keys, int64_t last_revision);
 
   size_t size() const { return ends_.size(); }
   absl::string_view key(size_t i) const {
@@ -41,6 +42,15 @@ class HistoryRun {
 // The keys of `runs`, merged in order (runs never share a key).
 std::vector<absl::string_view> MergeRuns(
     const std::vector<std::shared_ptr<const HistoryRun>>& runs);
+
+// Which runs of a tail to merge into one so that readers, who search every
+// run, have few to search: given the runs' sizes, oldest first, the index
+// of the first of the newest runs to merge — back from the newest, while
+// the next older run is no bigger than those taken together. After such a
+// merge each run is bigger than all newer ones together, so a tail of n
+// entries has at most about log2(n) runs plus those added since. Returns
+// sizes.size() when there is nothing to merge (fewer than two runs).
+size_t MergeFrom(const std::vector<size_t>& sizes);
 
 }  // namespace consent::storage
 

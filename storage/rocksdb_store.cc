@@ -472,6 +472,12 @@ class RocksDbStore final : public ConsentStore {
   // RocksDB's history index) in the tail (Open).
   absl::Status LoadHistoryTail(int64_t indexed) ABSL_NO_THREAD_SAFETY_ANALYSIS;
   void RunHistoryWriter();
+  // Merges the newest of `runs` (the tail as it was) into one run, which
+  // replaces them in the tail (history_runs.h, MergeFrom). On the history
+  // thread: readers search every run of the tail, and single writes add a
+  // run each.
+  void MergeHistoryTail(const std::vector<std::shared_ptr<const HistoryRun>>& runs);
+  static constexpr size_t kMaxTailRuns = 64;
   absl::Status WriteHistory(const std::vector<std::shared_ptr<const HistoryRun>>& runs)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
   // Starts the three threads (Open).
@@ -905,16 +911,24 @@ void RocksDbStore::AddHistory(std::shared_ptr<const HistoryRun> run) {
 void RocksDbStore::RunHistoryWriter() {
   while (true) {
     std::vector<std::shared_ptr<const HistoryRun>> runs;
+    bool merge_only = false;  // too many runs, not enough entries to write
     {
       absl::MutexLock lock(&history_mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(history_mu_) {
-        return history_stopping_ ||
-               (history_tail_keys_ > 0 && history_tail_keys_ >= options_.history_index_batch &&
-                history_tail_keys_ >= history_retry_keys_);
+      auto write_ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(history_mu_) {
+        return history_tail_keys_ > 0 && history_tail_keys_ >= options_.history_index_batch &&
+               history_tail_keys_ >= history_retry_keys_;
+      };
+      auto ready = [this, &write_ready]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(history_mu_) {
+        return history_stopping_ || write_ready() || history_tail_.size() > kMaxTailRuns;
       };
       history_mu_.Await(absl::Condition(&ready));
       if (history_stopping_) return;  // Close writes the rest
       runs = history_tail_;
+      merge_only = !write_ready();
+    }
+    if (merge_only) {
+      MergeHistoryTail(runs);
+      continue;
     }
     absl::Status s;
     {
@@ -935,6 +949,26 @@ void RocksDbStore::RunHistoryWriter() {
       options_.on_history_written(s, entries);
     }
   }
+}
+
+void RocksDbStore::MergeHistoryTail(const std::vector<std::shared_ptr<const HistoryRun>>& runs) {
+  std::vector<size_t> sizes;
+  sizes.reserve(runs.size());
+  for (const auto& run : runs) sizes.push_back(run->size());
+  const size_t from = MergeFrom(sizes);
+  if (from >= runs.size()) return;
+  const std::vector<std::shared_ptr<const HistoryRun>> newest(
+      runs.begin() + static_cast<std::ptrdiff_t>(from), runs.end());
+  int64_t last_revision = 0;
+  for (const auto& run : newest) last_revision = std::max(last_revision, run->last_revision());
+  auto merged = std::make_shared<const HistoryRun>(MergeRuns(newest), last_revision);
+  absl::MutexLock lock(&history_mu_);
+  // Only this thread drops or replaces runs, and AddHistory appends: the
+  // merged runs are still at [from, runs.size()).
+  const auto first = history_tail_.begin() + static_cast<std::ptrdiff_t>(from);
+  history_tail_.erase(first, history_tail_.begin() + static_cast<std::ptrdiff_t>(runs.size()));
+  history_tail_.insert(history_tail_.begin() + static_cast<std::ptrdiff_t>(from),
+                       std::move(merged));
 }
 
 absl::Status RocksDbStore::WriteHistory(
@@ -1501,6 +1535,7 @@ absl::StatusOr<StoreStats> RocksDbStore::Stats() {
   {
     absl::MutexLock history_lock(&history_mu_);
     stats.history_pending = static_cast<int64_t>(history_tail_keys_);
+    stats.history_runs = static_cast<int64_t>(history_tail_.size());
     stats.history_write_failures = history_failures_;
   }
   return stats;

@@ -795,6 +795,43 @@ TEST(StoreTest, HistoryReadsTheSameBeforeAndAfterItsBulkWrites) {
   for (const auto& u : users) EXPECT_EQ(HistoryOf(*store, u), expected[u]) << u;
 }
 
+// Single writes add a run each to the in-memory tail; the history thread
+// merges them so reads search few, and reads during and after the merges
+// see every entry once.
+TEST(StoreTest, ManySmallCommitsLeaveFewHistoryRunsAndReadTheSame) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  options.history_index_batch = 1'000'000;  // no bulk write: all in memory
+  const std::vector<std::string> users = {"a", "ab", "b"};
+  std::map<std::string, std::vector<int64_t>> expected;
+  auto store = OpenOrDie(options.data_dir);
+  constexpr int kCommits = 300;
+  for (int i = 0; i < kCommits; ++i) {
+    const std::string& user = users[static_cast<size_t>(i) % users.size()];
+    auto result = store->Commit({SetJurisdiction(user, i % 2 ? "GB" : "FR")}, kNow);
+    ASSERT_TRUE(result.ok()) << result.status();
+    expected[user].push_back(result->revisions[0]);
+    if (i % 10 == 0) {
+      for (const auto& u : users) ASSERT_EQ(HistoryOf(*store, u), expected[u]) << u << " at " << i;
+    }
+  }
+  // The merges run in the background: wait until the tail is short again.
+  absl::StatusOr<StoreStats> stats;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (true) {
+    stats = store->Stats();
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    if (stats->history_runs <= 64 || absl::Now() > deadline) break;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_LE(stats->history_runs, 64);
+  EXPECT_EQ(stats->history_pending, kCommits);
+  for (const auto& u : users) EXPECT_EQ(HistoryOf(*store, u), expected[u]) << u;
+  const std::vector<int64_t>& a = expected["a"];
+  EXPECT_EQ(HistoryOf(*store, "a", a[40], 3), std::vector<int64_t>(a.begin() + 41, a.begin() + 44));
+}
+
 // A copy taken while entries are only in memory (a backup, or the state
 // after a crash) holds the events: the entries are rebuilt from them.
 TEST(StoreTest, HistoryEntriesOnlyInMemoryAreRebuiltFromTheEvents) {
@@ -907,6 +944,36 @@ TEST(StoreTest, DatabaseWithoutTheHistoryRecordCountsEveryEventIndexed) {
   ASSERT_TRUE(
       raw.db()->Get(rocksdb::ReadOptions(), raw.family("meta"), "history_indexed", &indexed).ok());
   EXPECT_EQ(indexed, EncodeRevision(3));
+}
+
+TEST(HistoryRunTest, MergeFromTakesTheNewestRunsBackToABiggerOne) {
+  EXPECT_EQ(MergeFrom({}), 0u);
+  EXPECT_EQ(MergeFrom({5}), 1u);
+  EXPECT_EQ(MergeFrom({5, 9}), 0u);             // at least two
+  EXPECT_EQ(MergeFrom({100, 9, 5}), 1u);        // 9 + 5 < 100
+  EXPECT_EQ(MergeFrom({100, 3, 1, 1, 1}), 1u);  // 1 + 1 + 1 >= 3, 6 < 100
+  EXPECT_EQ(MergeFrom({8, 4, 2, 1, 1}), 0u);    // each no bigger than the newer ones together
+  EXPECT_EQ(MergeFrom({64, 32, 16, 8, 4, 2}), 4u);
+}
+
+TEST(HistoryRunTest, MergesManyRunsInOrder) {
+  std::vector<std::shared_ptr<const HistoryRun>> runs;
+  std::vector<std::string> all;
+  for (int r = 0; r < 7; ++r) {
+    std::vector<std::string> keys;
+    for (int k = r; k < 60; k += 7) keys.push_back(UserEventKey(absl::StrCat("u", k % 10), k));
+    std::sort(keys.begin(), keys.end());
+    all.insert(all.end(), keys.begin(), keys.end());
+    runs.push_back(std::make_shared<const HistoryRun>(keys, 0));
+  }
+  runs.push_back(std::make_shared<const HistoryRun>(std::vector<std::string>{}, 0));
+  std::sort(all.begin(), all.end());
+  const std::vector<absl::string_view> merged = MergeRuns(runs);
+  EXPECT_EQ(std::vector<std::string>(merged.begin(), merged.end()), all);
+  const HistoryRun one(merged, 59);
+  ASSERT_EQ(one.size(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(one.key(i), all[i]);
+  EXPECT_EQ(one.last_revision(), 59);
 }
 
 TEST(HistoryRunTest, CollectsOneUsersRevisionsAndMergesInOrder) {
