@@ -10,6 +10,21 @@
 namespace consent::bench {
 namespace {
 
+// How many times each of `users` users is picked in `picks` picks from a
+// generator seeded with `seed` (so each test is deterministic).
+std::vector<int64_t> Counts(const UserPicker& picker, int users, int picks, uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::vector<int64_t> counts(static_cast<size_t>(users), 0);
+  for (int i = 0; i < picks; ++i) {
+    const int64_t user = picker.Pick(random);
+    EXPECT_GE(user, 0);
+    EXPECT_LT(user, users);
+    if (user < 0 || user >= users) return counts;
+    ++counts[static_cast<size_t>(user)];
+  }
+  return counts;
+}
+
 // Zipf with exponent 1: user k is picked with probability 1 / (k + 1),
 // normalised. Two million picks from a fixed seed (so the test is
 // deterministic); every user's count is within 5 standard deviations of
@@ -18,15 +33,8 @@ namespace {
 TEST(UserPickerTest, ZipfGivesEachUserItsProbability) {
   constexpr int kUsers = 1000;
   constexpr int kPicks = 2'000'000;
-  UserPicker picker(kUsers, /*zipf=*/true);
-  std::mt19937_64 random(20261127);
-  std::vector<int64_t> counts(kUsers, 0);
-  for (int i = 0; i < kPicks; ++i) {
-    const int64_t user = picker.Pick(random);
-    ASSERT_GE(user, 0);
-    ASSERT_LT(user, kUsers);
-    ++counts[static_cast<size_t>(user)];
-  }
+  const std::vector<int64_t> counts =
+      Counts(UserPicker(kUsers, /*zipf=*/true), kUsers, kPicks, 20261127);
   double harmonic = 0;
   for (int k = 1; k <= kUsers; ++k) harmonic += 1.0 / k;
   double chi_squared = 0;
@@ -49,15 +57,7 @@ TEST(UserPickerTest, ZipfOverOneUserAlwaysPicksIt) {
 TEST(UserPickerTest, UniformSpreadsEvenly) {
   constexpr int kUsers = 10;
   constexpr int kPicks = 100'000;
-  UserPicker picker(kUsers, /*zipf=*/false);
-  std::mt19937_64 random(7);
-  std::vector<int64_t> counts(kUsers, 0);
-  for (int i = 0; i < kPicks; ++i) {
-    const int64_t user = picker.Pick(random);
-    ASSERT_GE(user, 0);
-    ASSERT_LT(user, kUsers);
-    ++counts[static_cast<size_t>(user)];
-  }
+  const std::vector<int64_t> counts = Counts(UserPicker(kUsers, /*zipf=*/false), kUsers, kPicks, 7);
   const double expected = static_cast<double>(kPicks) / kUsers;
   for (int k = 0; k < kUsers; ++k) {
     EXPECT_NEAR(static_cast<double>(counts[static_cast<size_t>(k)]), expected,
