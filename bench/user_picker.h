@@ -16,8 +16,8 @@ namespace consent::bench {
 //
 // Zipf uses rejection-inversion (W. Hörmann and G. Derflinger, "Rejection-
 // inversion to generate variates from monotone discrete distributions",
-// ACM TOMACS 6(3), 1996), which needs no table: a few exp/log calls a pick,
-// with fewer than one rejection per 100 picks on average. A binary search over
+// ACM TOMACS 6(3), 1996), which needs no table: a few exp/log calls a pick
+// (more only when a draw is rejected). A binary search over
 // a cumulative table of 1,000,000 users missed the cache on every pick
 // while the server shared the cores, and took 17.6% of the machine's samples
 // under the BatchCheck load (docs/performance.md).

@@ -5,6 +5,7 @@
 #ifndef CONSENT_SERVER_DECISION_ENGINE_H_
 #define CONSENT_SERVER_DECISION_ENGINE_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
