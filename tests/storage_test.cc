@@ -186,6 +186,14 @@ struct AsyncResults {
     absl::MutexLock lock(&mu);
     return results.size();
   }
+  // Queues `n` commits with CommitAsync, commit i making `updates_of(i)`,
+  // then makes a blocking commit (user "last"), which queues behind them:
+  // once it returns, every one before it has been answered. Its status.
+  absl::Status QueueAndDrain(ConsentStore& store, int n,
+                             const std::function<std::vector<SubjectUpdate>(int)>& updates_of) {
+    for (int i = 0; i < n; ++i) store.CommitAsync(updates_of(i), kNow, {}, Callback(i));
+    return Commit(store, {SetJurisdiction("last", "GB")});
+  }
 };
 
 TEST(StoreTest, CommitAsyncAnswersInCommitOrderOnTheStoresThread) {
@@ -193,14 +201,11 @@ TEST(StoreTest, CommitAsyncAnswersInCommitOrderOnTheStoresThread) {
   auto store = OpenOrDie(dir.Sub("db"));
   constexpr int kCommits = 200;
   AsyncResults async;
-  for (int i = 0; i < kCommits; ++i) {
-    std::vector<SubjectUpdate> updates;
-    updates.push_back(SetJurisdiction(absl::StrCat("user-", i % 7), i % 2 ? "GB" : "FR"));
-    store->CommitAsync(std::move(updates), kNow, {}, async.Callback(i));
-  }
-  // A blocking commit queues behind them, so once it returns every one
-  // before it has been answered.
-  ASSERT_TRUE(Commit(*store, {SetJurisdiction("last", "GB")}).ok());
+  auto updates_of = [](int i) {
+    return std::vector<SubjectUpdate>{
+        SetJurisdiction(absl::StrCat("user-", i % 7), i % 2 ? "GB" : "FR")};
+  };
+  ASSERT_TRUE(async.QueueAndDrain(*store, kCommits, updates_of).ok());
   absl::MutexLock lock(&async.mu);
   ASSERT_EQ(async.results.size(), static_cast<size_t>(kCommits));
   for (int i = 0; i < kCommits; ++i) {
@@ -249,7 +254,7 @@ TEST(StoreTest, FailedCommitInAGroupLeavesNoTraceAndTheOthersAreWritten) {
   auto store = OpenOrDie(dir.Sub("db"));
   constexpr int kCommits = 300;
   AsyncResults async;
-  for (int i = 0; i < kCommits; ++i) {
+  auto updates_of = [](int i) {
     std::vector<SubjectUpdate> updates;
     if (i % 3 == 1) {
       // Writes a record and its history, then fails.
@@ -258,9 +263,9 @@ TEST(StoreTest, FailedCommitInAGroupLeavesNoTraceAndTheOthersAreWritten) {
     } else {
       updates.push_back(SetJurisdiction(absl::StrCat("user-", i % 5), i % 2 ? "GB" : "FR"));
     }
-    store->CommitAsync(std::move(updates), kNow, {}, async.Callback(i));
-  }
-  ASSERT_TRUE(Commit(*store, {SetJurisdiction("last", "GB")}).ok());
+    return updates;
+  };
+  ASSERT_TRUE(async.QueueAndDrain(*store, kCommits, updates_of).ok());
   std::map<std::string, std::vector<int64_t>> written;  // user -> revisions acknowledged
   {
     absl::MutexLock lock(&async.mu);
