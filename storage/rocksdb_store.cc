@@ -468,6 +468,11 @@ class RocksDbStore final : public ConsentStore {
   // tail) as one sorted file, records the revision they reach, then drops
   // them from the tail.
   void AddHistory(std::shared_ptr<const HistoryRun> run);
+  // A copy of the tail's list of runs (the runs themselves are shared).
+  std::vector<std::shared_ptr<const HistoryRun>> HistoryTail() {
+    absl::MutexLock lock(&history_mu_);
+    return history_tail_;
+  }
   // Puts the entries of the events after revision `indexed` (those not in
   // RocksDB's history index) in the tail (Open).
   absl::Status LoadHistoryTail(int64_t indexed) ABSL_NO_THREAD_SAFETY_ANALYSIS;
@@ -1355,11 +1360,7 @@ absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadUserEvents(absl::
   // The index gives the revisions; one MultiGet fetches the events. The
   // newest entries are in memory: copied first, so an entry that moves to
   // RocksDB meanwhile is found in one or the other (or both).
-  std::vector<std::shared_ptr<const HistoryRun>> tail;
-  {
-    absl::MutexLock history_lock(&history_mu_);
-    tail = history_tail_;
-  }
+  const std::vector<std::shared_ptr<const HistoryRun>> tail = HistoryTail();
   after_revision = std::max<int64_t>(after_revision, 0);
   const std::string prefix = UserEventPrefix(user_id);
   std::vector<int64_t> revisions;
@@ -1625,12 +1626,7 @@ absl::Status RocksDbStore::Close() {
   // The history index's entries still in memory, written now so that the
   // next start has no events to read for them. Should this fail, that
   // start rebuilds them from the events: nothing is lost.
-  std::vector<std::shared_ptr<const HistoryRun>> history;
-  {
-    absl::MutexLock history_lock(&history_mu_);
-    history = history_tail_;
-  }
-  const absl::Status history_written = WriteHistory(history);
+  const absl::Status history_written = WriteHistory(HistoryTail());
   // Flushing the memtables leaves no WAL to replay: the next start is
   // quick (seconds saved after a bulk load). After a crash the synced WAL
   // is replayed instead, so nothing acknowledged is lost either way.
