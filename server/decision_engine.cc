@@ -73,7 +73,7 @@ v1::SensitiveCategory ExcludedSensitive(const v1::PurposeRule& rule, const v1::C
 // Rule 7. The author's age at the content's create_time; when create_time is
 // unknown the age now is an upper bound for it, so a subject under min_age
 // now is certainly a minor then. Sets `why`.
-bool MinorDenied(const v1::PurposeRule& rule, const v1::Subject* subject,
+bool MinorDenied(const v1::PurposeRule& rule, const storage::SubjectView* subject,
                  const v1::Content& content, absl::Time at, std::string* why, bool explain) {
   if (rule.min_age() <= 0 && !rule.require_known_age()) {
     if (explain) *why = "the rule sets no minimum age";
@@ -84,12 +84,12 @@ bool MinorDenied(const v1::PurposeRule& rule, const v1::Subject* subject,
     return absl::StrCat("min_age ", rule.min_age(),
                         rule.require_known_age() ? ", age must be known" : ", age may be unknown");
   };
-  const bool birth_known = subject != nullptr && subject->attributes().has_birth_date();
+  const bool birth_known = subject != nullptr && subject->birth_date.has_value();
   if (!birth_known) {
     if (explain) *why = absl::StrCat(requirement(), "; birth date unknown");
     return rule.require_known_age();
   }
-  const v1::Date& birth = subject->attributes().birth_date();
+  const storage::DateView& birth = *subject->birth_date;
   if (content.has_create_time()) {
     const int age = AgeInYears(birth, FromProto(content.create_time()));
     if (explain) {
@@ -134,22 +134,18 @@ CivilDate UtcDate(absl::Time at) {
   return {year_of_era + era * 400 + (month <= 2 ? 1 : 0), month, day};
 }
 
-int AgeInYears(const v1::Date& birth, absl::Time at) {
+int AgeInYears(const storage::DateView& birth, absl::Time at) {
   const CivilDate day = UtcDate(at);
-  int age = static_cast<int>(day.year) - birth.year();
-  if (day.month < birth.month() || (day.month == birth.month() && day.day < birth.day())) {
+  int age = static_cast<int>(day.year) - birth.year;
+  if (day.month < birth.month || (day.month == birth.month && day.day < birth.day)) {
     --age;
   }
   return age;
 }
 
-bool InEffect(const v1::Preference& preference, absl::Time at) {
-  if (preference.has_effective_time() && at < FromProto(preference.effective_time())) {
-    return false;
-  }
-  if (preference.has_expire_time() && at >= FromProto(preference.expire_time())) {
-    return false;
-  }
+bool InEffect(const storage::PreferenceView& preference, absl::Time at) {
+  if (preference.effective_time && at < *preference.effective_time) return false;
+  if (preference.expire_time && at >= *preference.expire_time) return false;
   return true;
 }
 
@@ -163,7 +159,7 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
                const v1::Content& content, absl::Time at,
                std::vector<v1::RuleEvaluation>* explanation, RuleFinder* rules) {
   Trace trace(explanation);
-  const v1::Subject* record = subject.record;
+  const storage::SubjectView* record = subject.record;
   Verdict v;
   // Records the deciding rule and ends evaluation.
   auto conclude = [&](v1::DecisionReason reason, int rule, absl::string_view name, auto&& detail) {
@@ -179,17 +175,16 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
        [&] { return absl::StrCat("\"", purpose, "\" is defined by policy ", policy.version()); });
 
   // Rule 2: deleted accounts.
-  if (record != nullptr && record->attributes().account_state() == v1::ACCOUNT_STATE_DELETED) {
+  if (record != nullptr && record->account_state == v1::ACCOUNT_STATE_DELETED) {
     return conclude(v1::DECISION_REASON_DENIED_ACCOUNT_DELETED, 2, "account deleted",
-                    [&] { return absl::StrCat("deleted at revision ", record->revision()); });
+                    [&] { return absl::StrCat("deleted at revision ", record->revision); });
   }
   pass(2, "account deleted", [&] {
     return std::string(record == nullptr ? "no record for this user" : "account not deleted");
   });
 
   // Rule 3: the policy must have a rule allowing the purpose here.
-  const std::string empty;
-  const std::string& jurisdiction = record != nullptr ? record->attributes().jurisdiction() : empty;
+  const absl::string_view jurisdiction = record != nullptr ? record->jurisdiction : "";
   const v1::PurposeRule* rule =
       rules != nullptr ? rules->Find(jurisdiction) : policy.FindRule(jurisdiction, purpose);
   auto where = [&] {
@@ -275,19 +270,19 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
   });
 
   // Rule 9: the most specific explicit preference in effect along the path.
-  if (record != nullptr && record->preferences_size() > 0) {
+  if (record != nullptr && !record->preferences.empty()) {
     for (absl::string_view p = purpose; !p.empty(); p = ParentPurpose(p)) {
-      for (const v1::Preference& pref : record->preferences()) {
-        if (pref.purpose() != p || !InEffect(pref, at)) continue;
+      for (const storage::PreferenceView& pref : record->preferences) {
+        if (pref.purpose != p || !InEffect(pref, at)) continue;
         auto detail = [&] {
           return absl::StrCat(
-              ShortName(v1::PreferenceState_descriptor(), pref.state(), "PREFERENCE_STATE_"),
-              " for ", pref.purpose(), ", set at revision ", pref.revision());
+              ShortName(v1::PreferenceState_descriptor(), pref.state, "PREFERENCE_STATE_"), " for ",
+              pref.purpose, ", set at revision ", pref.revision);
         };
-        if (pref.state() == v1::PREFERENCE_STATE_OBJECTED) {
+        if (pref.state == v1::PREFERENCE_STATE_OBJECTED) {
           return conclude(v1::DECISION_REASON_DENIED_OBJECTION, 9, "preference", detail);
         }
-        if (pref.state() == v1::PREFERENCE_STATE_CONSENTED) {
+        if (pref.state == v1::PREFERENCE_STATE_CONSENTED) {
           return conclude(v1::DECISION_REASON_ALLOWED_CONSENT, 9, "preference", detail);
         }
       }

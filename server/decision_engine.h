@@ -14,6 +14,7 @@
 #include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
 #include "server/policy.h"
+#include "storage/subject_view.h"
 
 namespace consent {
 
@@ -25,7 +26,7 @@ struct Verdict {
 
 struct CheckSubject {
   // nullptr when nothing was ever recorded for the user.
-  const v1::Subject* record = nullptr;
+  const storage::SubjectView* record = nullptr;
   // Purposes for which the user excluded the content being checked.
   absl::Span<const std::string> excluded_purposes;
 };
@@ -60,11 +61,11 @@ CivilDate UtcDate(absl::Time at);
 
 // Whole years between `birth` and `at` (UTC); negative if `at` is before
 // `birth`.
-int AgeInYears(const v1::Date& birth, absl::Time at);
+int AgeInYears(const storage::DateView& birth, absl::Time at);
 
 // Whether `preference` is in effect at `at`: effective_time <= at <
 // expire_time, an unset bound being open.
-bool InEffect(const v1::Preference& preference, absl::Time at);
+bool InEffect(const storage::PreferenceView& preference, absl::Time at);
 
 // Whether `ancestor` is `purpose` or one of its ancestors on the dotted path.
 bool CoversPurpose(absl::string_view ancestor, absl::string_view purpose);

@@ -19,7 +19,7 @@
 #include "absl/types/optional.h"
 #include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
-#include "google/protobuf/arena.h"
+#include "storage/subject_view.h"
 
 namespace consent::storage {
 
@@ -237,15 +237,12 @@ class ConsentStore {
   // Reads several subjects at once, for decisions: from the subject index
   // when there is one (StoreOptions::subject_index), else with one
   // MultiGet. `out` gets one entry per id, null where no record exists;
-  // the records are allocated on `arena` (not null) and live as long as it
-  // (a batch's records cost a few arena blocks, not a dozen mallocs each).
-  // A record may hold only what decisions read: attributes, preferences
-  // (purpose, state, effective and expire time, revision), exclusion_count
-  // and revision; use GetSubject for the whole record. Any other error
-  // fails the whole call.
+  // the views live on `arena` (not null) and as long as it. A user named
+  // several times may get one view for all. kDataLoss when a record does
+  // not parse; any other error fails the whole call.
   virtual absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
-                                   google::protobuf::Arena* arena,
-                                   std::vector<const v1::Subject*>* out) = 0;
+                                   SubjectViewArena* arena,
+                                   std::vector<const SubjectView*>* out) = 0;
 
   // The oldest revision still in history (0 when there is none).
   virtual absl::StatusOr<int64_t> OldestRevision() = 0;

@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "google/protobuf/arena.h"
 #include "google/protobuf/util/time_util.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
@@ -197,15 +198,15 @@ class SubjectIndex {
     if (shard.entries.contains(key)) return;
     shard.bytes += shard.entries.emplace(key, view).first->allocated();
   }
-  // The views of `user_ids`, parsed onto `arena` into `out` (one pointer
+  // The views of `user_ids`, decoded onto `arena` into `out` (one pointer
   // each, null where the user has no record); kDataLoss when one does not
-  // parse. A batch is grouped by shard, so each lock is taken once. Its
+  // decode. A batch is grouped by shard, so each lock is taken once. Its
   // cache misses overlap instead of following one another: the table slots
   // are prefetched, then each entry's address is found by hash alone (the
   // slot holds it) and prefetched, and only then are the keys compared and
-  // the views parsed.
-  absl::Status ParseMany(absl::Span<const absl::string_view> user_ids,
-                         google::protobuf::Arena* arena, std::vector<const v1::Subject*>* out) {
+  // the views decoded.
+  absl::Status DecodeMany(absl::Span<const absl::string_view> user_ids, SubjectViewArena* arena,
+                          std::vector<const SubjectView*>* out) {
     const size_t n = user_ids.size();
     out->assign(n, nullptr);
     // Positions by shard (a counting sort).
@@ -226,14 +227,14 @@ class SubjectIndex {
     std::vector<const Entry*> found(n);
     // Users met before in this batch, by hash: a batch's repeated users
     // (a third of the items of a Zipf-distributed batch of 1,000) are
-    // parsed once. All items of a user fall in one shard, read under one
-    // lock, so a repeat gets exactly what a parse would.
-    struct Parsed {
+    // decoded once. All items of a user fall in one shard, read under one
+    // lock, so a repeat gets exactly what a decoding would.
+    struct Decoded {
       size_t hash = 0;
       absl::string_view user_id;
-      const v1::Subject* subject = nullptr;
+      const SubjectView* subject = nullptr;
     };
-    std::vector<Parsed> recent(n > 1 ? kRecent : 0);
+    std::vector<Decoded> recent(n > 1 ? kRecent : 0);
     for (size_t s = 0; s < kShards; ++s) {
       if (begin[s] == begin[s + 1]) continue;
       Shard& shard = shards_[s];
@@ -248,7 +249,7 @@ class SubjectIndex {
       }
       for (uint32_t k = begin[s]; k < begin[s + 1]; ++k) {
         const absl::string_view user_id = user_ids[order[k]];
-        Parsed* seen = recent.empty() ? nullptr : &recent[hashes[order[k]] % kRecent];
+        Decoded* seen = recent.empty() ? nullptr : &recent[hashes[order[k]] % kRecent];
         if (seen != nullptr && seen->subject != nullptr && seen->hash == hashes[order[k]] &&
             seen->user_id == user_id) {
           (*out)[order[k]] = seen->subject;
@@ -260,11 +261,8 @@ class SubjectIndex {
           found[k] = it == shard.entries.end() ? nullptr : &*it;
         }
         if (found[k] == nullptr) continue;
-        const absl::string_view view = found[k]->view();
-        auto* subject = google::protobuf::Arena::CreateMessage<v1::Subject>(arena);
-        if (!subject->ParseFromArray(view.data(), static_cast<int>(view.size()))) {
-          return absl::DataLossError("subject record does not parse");
-        }
+        const SubjectView* subject = arena->Decode(found[k]->view());
+        if (subject == nullptr) return absl::DataLossError("subject record does not parse");
         (*out)[order[k]] = subject;
         if (seen != nullptr) *seen = {hashes[order[k]], user_id, subject};
       }
@@ -289,7 +287,7 @@ class SubjectIndex {
 
  private:
   static constexpr size_t kShards = 64;
-  static constexpr size_t kRecent = 256;  // ParseMany's memory of a batch's users
+  static constexpr size_t kRecent = 256;  // DecodeMany's memory of a batch's users
   static size_t HashOf(absl::string_view user_id) {
     return absl::Hash<absl::string_view>()(user_id);
   }
@@ -389,9 +387,8 @@ class RocksDbStore final : public ConsentStore {
   absl::StatusOr<ChainReport> VerifyChain(int64_t start, int64_t end) override;
   absl::StatusOr<int64_t> PurgeRequestIds(absl::Time before) override;
   absl::StatusOr<v1::Subject> GetSubject(absl::string_view user_id) override;
-  absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids,
-                           google::protobuf::Arena* arena,
-                           std::vector<const v1::Subject*>* out) override;
+  absl::Status GetSubjects(absl::Span<const absl::string_view> user_ids, SubjectViewArena* arena,
+                           std::vector<const SubjectView*>* out) override;
   int64_t CurrentRevision() const override { return revision_.load(std::memory_order_acquire); }
   absl::StatusOr<std::vector<v1::ChangeEvent>> ReadEvents(int64_t start_revision,
                                                           size_t limit) override;
@@ -1454,12 +1451,12 @@ absl::StatusOr<v1::Subject> RocksDbStore::GetSubject(absl::string_view user_id) 
 }
 
 absl::Status RocksDbStore::GetSubjects(absl::Span<const absl::string_view> user_ids,
-                                       google::protobuf::Arena* arena,
-                                       std::vector<const v1::Subject*>* out) {
+                                       SubjectViewArena* arena,
+                                       std::vector<const SubjectView*>* out) {
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   const size_t n = user_ids.size();
-  if (index_ != nullptr && index_->ready()) return index_->ParseMany(user_ids, arena, out);
+  if (index_ != nullptr && index_->ready()) return index_->DecodeMany(user_ids, arena, out);
   std::vector<rocksdb::Slice> keys;
   keys.reserve(n);
   for (absl::string_view id : user_ids) keys.emplace_back(id.data(), id.size());
@@ -1471,10 +1468,8 @@ absl::Status RocksDbStore::GetSubjects(absl::Span<const absl::string_view> user_
     if (statuses[i].IsNotFound()) continue;
     absl::Status s = FromRocks(statuses[i], "reading subjects");
     if (!s.ok()) return s;
-    auto* subject = google::protobuf::Arena::CreateMessage<v1::Subject>(arena);
-    if (!subject->ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
-      return absl::DataLossError("subject record does not parse");
-    }
+    const SubjectView* subject = arena->Decode({values[i].data(), values[i].size()});
+    if (subject == nullptr) return absl::DataLossError("subject record does not parse");
     (*out)[i] = subject;
   }
   return absl::OkStatus();

@@ -441,9 +441,11 @@ TEST_P(DecisionTableTest, Decides) {
   for (auto s : c.sensitive) content.add_sensitive_categories(s);
   if (c.created) *content.mutable_create_time() = *c.created;
 
+  // The record as the store gives it: decoded from its bytes.
+  storage::SubjectViewArena arena;
   const Verdict verdict =
-      Decide(**policy_, CheckSubject{c.has_record ? &subject : nullptr, c.excluded}, c.purpose,
-             content, kAt);
+      Decide(**policy_, CheckSubject{c.has_record ? arena.Add(subject) : nullptr, c.excluded},
+             c.purpose, content, kAt);
   EXPECT_EQ(v1::DecisionReason_Name(verdict.reason), v1::DecisionReason_Name(c.want));
   EXPECT_EQ(verdict.rule, c.want_rule);
 }
@@ -473,8 +475,9 @@ TEST(DecisionEngineTest, ExplanationEndsWithTheDecidingRule) {
   content.set_content_type(v1::CONTENT_TYPE_POST);
   content.set_visibility(v1::VISIBILITY_FRIENDS);
   std::vector<v1::RuleEvaluation> explanation;
-  const Verdict verdict =
-      Decide(**compiled, CheckSubject{&subject, {}}, "ai_training", content, kAt, &explanation);
+  storage::SubjectViewArena arena;
+  const Verdict verdict = Decide(**compiled, CheckSubject{arena.Add(subject), {}}, "ai_training",
+                                 content, kAt, &explanation);
   EXPECT_EQ(verdict.reason, kNotPublic);
   ASSERT_EQ(explanation.size(), 5u);
   EXPECT_EQ(explanation[4].rule(), 5);
@@ -492,7 +495,7 @@ TEST(DecisionEngineTest, CoversPurpose) {
 }
 
 TEST(DecisionEngineTest, AgeInYears) {
-  const v1::Date birth = Birth(2000, 2, 29);
+  const storage::DateView birth{2000, 2, 29};
   auto at = [](int y, int m, int d) {
     return absl::FromCivil(absl::CivilDay(y, m, d), absl::UTCTimeZone());
   };

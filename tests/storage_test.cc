@@ -159,14 +159,16 @@ TEST(StoreTest, GetSubjectsKeepsOrderAndMarksMissing) {
   updates.push_back(SetJurisdiction("carol", "FR"));
   ASSERT_TRUE(Commit(*store, std::move(updates)).ok());
   std::vector<absl::string_view> ids = {"carol", "nobody", "alice", "carol"};
-  google::protobuf::Arena arena;
-  std::vector<const v1::Subject*> out;
+  SubjectViewArena arena;
+  std::vector<const SubjectView*> out;
   ASSERT_TRUE(store->GetSubjects(ids, &arena, &out).ok());
   ASSERT_EQ(out.size(), 4u);
-  EXPECT_EQ(out[0]->attributes().jurisdiction(), "FR");
+  EXPECT_EQ(out[0]->jurisdiction, "FR");
+  EXPECT_EQ(out[0]->revision, 2);
   EXPECT_EQ(out[1], nullptr);
-  EXPECT_EQ(out[2]->attributes().jurisdiction(), "GB");
-  EXPECT_EQ(out[3]->user_id(), "carol");
+  EXPECT_EQ(out[2]->jurisdiction, "GB");
+  EXPECT_EQ(out[2]->revision, 1);
+  EXPECT_EQ(out[3]->jurisdiction, "FR");
 }
 
 // What CommitAsync's callbacks saw, in the order they ran.
@@ -502,17 +504,16 @@ struct IndexedStore {
     if (store) store->Close().IgnoreError();
     EXPECT_EQ(load_reports.load(), 1);
   }
-  // The view GetSubjects gives of one user (nullopt: none).
-  std::optional<v1::Subject> Read(absl::string_view user) {
-    google::protobuf::Arena arena;
-    std::vector<const v1::Subject*> records;
+  // The view GetSubjects gives of one user (null: none), on `arena`.
+  const SubjectView* Read(absl::string_view user) {
+    std::vector<const SubjectView*> records;
     EXPECT_TRUE(store->GetSubjects({&user, 1}, &arena, &records).ok());
-    if (records.at(0) == nullptr) return std::nullopt;
-    return *records[0];
+    return records.at(0);
   }
   int64_t Ready() { return store->Stats()->index_ready; }
 
   std::unique_ptr<ConsentStore> store;
+  SubjectViewArena arena;
   absl::Notification snapshot_taken, resume;
   absl::Notification loaded;
   absl::Status load_status;
@@ -547,8 +548,8 @@ TEST(StoreTest, SubjectIndexBatchWithRepeatedUsersGivesEachItsOwnView) {
     names.push_back(u < kUsers ? absl::StrCat("user-", u) : absl::StrCat("nobody-", u));
   }
   const std::vector<absl::string_view> ids(names.begin(), names.end());
-  google::protobuf::Arena arena;
-  std::vector<const v1::Subject*> records;
+  SubjectViewArena arena;
+  std::vector<const SubjectView*> records;
   ASSERT_TRUE(store.GetSubjects(ids, &arena, &records).ok());
   ASSERT_EQ(records.size(), ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -556,7 +557,7 @@ TEST(StoreTest, SubjectIndexBatchWithRepeatedUsersGivesEachItsOwnView) {
       EXPECT_EQ(records[i], nullptr) << ids[i];
     } else {
       ASSERT_NE(records[i], nullptr) << ids[i];
-      EXPECT_EQ(records[i]->attributes().jurisdiction(), absl::StrCat("J", users[i])) << ids[i];
+      EXPECT_EQ(records[i]->jurisdiction, absl::StrCat("J", users[i])) << ids[i];
     }
   }
 }
@@ -576,22 +577,22 @@ TEST(StoreTest, SubjectIndexServesEveryAcknowledgedWriteAndIsRebuiltAtOpen) {
     ASSERT_TRUE(
         Commit(store, {SetJurisdiction("alice", "DE"), Object("alice", "ai_training")}).ok());
     // GetSubjects: the decision view, from the index.
-    google::protobuf::Arena arena;
-    std::vector<const v1::Subject*> records;
+    SubjectViewArena arena;
+    std::vector<const SubjectView*> records;
     const std::vector<absl::string_view> ids = {"bob", "alice"};
     ASSERT_TRUE(store.GetSubjects(ids, &arena, &records).ok());
     ASSERT_EQ(records.size(), 2u);
     EXPECT_EQ(records[0], nullptr);
     ASSERT_NE(records[1], nullptr);
-    EXPECT_EQ(records[1]->attributes().jurisdiction(), "DE");
-    EXPECT_EQ(records[1]->revision(), 3);
-    ASSERT_EQ(records[1]->preferences_size(), 1);
-    const v1::Preference& view = records[1]->preferences(0);
-    EXPECT_EQ(view.purpose(), "ai_training");
-    EXPECT_EQ(view.state(), v1::PREFERENCE_STATE_OBJECTED);
-    EXPECT_EQ(view.revision(), 3);
-    EXPECT_EQ(view.expire_time().seconds(), 1'900'000'000);
-    EXPECT_FALSE(view.has_source());  // not needed for decisions
+    EXPECT_EQ(records[1]->jurisdiction, "DE");
+    EXPECT_EQ(records[1]->revision, 3);
+    ASSERT_EQ(records[1]->preferences.size(), 1u);
+    const PreferenceView& view = records[1]->preferences[0];
+    EXPECT_EQ(view.purpose, "ai_training");
+    EXPECT_EQ(view.state, v1::PREFERENCE_STATE_OBJECTED);
+    EXPECT_EQ(view.revision, 3);
+    EXPECT_EQ(view.expire_time, absl::FromUnixSeconds(1'900'000'000));
+    EXPECT_EQ(view.effective_time, std::nullopt);
     // GetSubject: the whole record, from RocksDB.
     auto full = store.GetSubject("alice");
     ASSERT_TRUE(full.ok());
@@ -614,10 +615,10 @@ TEST(StoreTest, SubjectIndexServesEveryAcknowledgedWriteAndIsRebuiltAtOpen) {
   ASSERT_TRUE(indexed.load_status.ok()) << indexed.load_status;
   EXPECT_EQ(indexed.loaded_subjects, 2);
   EXPECT_EQ(indexed.Ready(), 1);
-  EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "DE");
-  EXPECT_EQ(indexed.Read("alice")->preferences(0).state(), v1::PREFERENCE_STATE_OBJECTED);
-  EXPECT_EQ(indexed.Read("carol")->attributes().jurisdiction(), "IE");
-  EXPECT_FALSE(indexed.Read("bob").has_value());
+  EXPECT_EQ(indexed.Read("alice")->jurisdiction, "DE");
+  EXPECT_EQ(indexed.Read("alice")->preferences[0].state, v1::PREFERENCE_STATE_OBJECTED);
+  EXPECT_EQ(indexed.Read("carol")->jurisdiction, "IE");
+  EXPECT_EQ(indexed.Read("bob"), nullptr);
 }
 
 // The index loads in the background from a snapshot. Writes made while it
@@ -640,8 +641,8 @@ TEST(StoreTest, WritesDuringTheIndexLoadAreKept) {
                               SetJurisdiction("carol", "IE")})
           .ok());
   // Not loaded yet: read from RocksDB.
-  EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "DE");
-  EXPECT_EQ(indexed.Read("carol")->attributes().jurisdiction(), "IE");
+  EXPECT_EQ(indexed.Read("alice")->jurisdiction, "DE");
+  EXPECT_EQ(indexed.Read("carol")->jurisdiction, "IE");
   indexed.resume.Notify();
   indexed.loaded.WaitForNotification();
   ASSERT_TRUE(indexed.load_status.ok()) << indexed.load_status;
@@ -649,11 +650,11 @@ TEST(StoreTest, WritesDuringTheIndexLoadAreKept) {
   EXPECT_EQ(indexed.Ready(), 1);
   EXPECT_EQ(indexed.store->Stats()->index_subjects, 3);
   const auto alice = indexed.Read("alice");
-  EXPECT_EQ(alice->attributes().jurisdiction(), "DE");
-  ASSERT_EQ(alice->preferences_size(), 1);
-  EXPECT_EQ(alice->revision(), 4);
-  EXPECT_EQ(indexed.Read("bob")->attributes().jurisdiction(), "GB");
-  EXPECT_EQ(indexed.Read("carol")->attributes().jurisdiction(), "IE");
+  EXPECT_EQ(alice->jurisdiction, "DE");
+  ASSERT_EQ(alice->preferences.size(), 1u);
+  EXPECT_EQ(alice->revision, 4);
+  EXPECT_EQ(indexed.Read("bob")->jurisdiction, "GB");
+  EXPECT_EQ(indexed.Read("carol")->jurisdiction, "IE");
 }
 
 // Closing while the index loads stops the load; it reports once.
@@ -732,11 +733,10 @@ TEST(StoreTest, AnUnreadableRecordLeavesReadsOnRocksDb) {
   indexed.loaded.WaitForNotification();
   EXPECT_EQ(indexed.load_status.code(), absl::StatusCode::kDataLoss) << indexed.load_status;
   EXPECT_EQ(indexed.Ready(), 0);
-  EXPECT_EQ(indexed.Read("alice")->attributes().jurisdiction(), "GB");
+  EXPECT_EQ(indexed.Read("alice")->jurisdiction, "GB");
   const absl::string_view mallory = "mallory";
-  google::protobuf::Arena arena;
-  std::vector<const v1::Subject*> records;
-  EXPECT_EQ(indexed.store->GetSubjects({&mallory, 1}, &arena, &records).code(),
+  std::vector<const SubjectView*> records;
+  EXPECT_EQ(indexed.store->GetSubjects({&mallory, 1}, &indexed.arena, &records).code(),
             absl::StatusCode::kDataLoss);
 }
 

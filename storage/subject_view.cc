@@ -1,0 +1,280 @@
+#include "storage/subject_view.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace consent::storage {
+namespace {
+
+// Protobuf's wire format (protobuf.dev/programming-guides/encoding).
+enum WireType : int {
+  kVarint = 0,
+  kFixed64 = 1,
+  kLengthDelimited = 2,
+  kStartGroup = 3,
+  kEndGroup = 4,
+  kFixed32 = 5,
+};
+
+// Reads one message's fields from its bytes.
+class WireReader {
+ public:
+  explicit WireReader(absl::string_view bytes)
+      : p_(bytes.data()), end_(bytes.data() + bytes.size()) {}
+
+  bool done() const { return p_ == end_; }
+
+  bool Varint(uint64_t* value) {
+    uint64_t result = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (p_ == end_) return false;
+      const uint8_t byte = static_cast<uint8_t>(*p_++);
+      result |= uint64_t{byte & 0x7fu} << shift;
+      if ((byte & 0x80u) == 0) {
+        *value = result;
+        return true;
+      }
+    }
+    return false;  // longer than 10 bytes
+  }
+
+  // The next field's number and wire type. As protobuf reads a tag: at
+  // most 5 bytes, the value's low 32 bits.
+  bool Tag(uint32_t* field, int* wire_type) {
+    uint32_t tag = 0;
+    for (int i = 0;; ++i) {
+      if (i == 5 || p_ == end_) return false;
+      const uint8_t byte = static_cast<uint8_t>(*p_++);
+      tag |= static_cast<uint32_t>(byte & 0x7fu) << (7 * i);
+      if ((byte & 0x80u) == 0) break;
+    }
+    if ((tag >> 3) == 0) return false;
+    *field = tag >> 3;
+    *wire_type = static_cast<int>(tag & 7);
+    return true;
+  }
+
+  bool LengthDelimited(absl::string_view* bytes) {
+    uint64_t size;
+    if (!Varint(&size) || size > static_cast<uint64_t>(end_ - p_)) return false;
+    *bytes = absl::string_view(p_, size);
+    p_ += size;
+    return true;
+  }
+
+  // Skips a field that is not read (after its tag). `depth` bounds nested
+  // groups.
+  bool Skip(uint32_t field, int wire_type, int depth = 0) {
+    switch (wire_type) {
+      case kVarint: {
+        uint64_t ignored;
+        return Varint(&ignored);
+      }
+      case kFixed64:
+        return Advance(8);
+      case kLengthDelimited: {
+        absl::string_view ignored;
+        return LengthDelimited(&ignored);
+      }
+      case kFixed32:
+        return Advance(4);
+      case kStartGroup: {
+        if (depth >= kMaxDepth) return false;
+        for (;;) {
+          uint32_t inner;
+          int inner_type;
+          if (!Tag(&inner, &inner_type)) return false;
+          if (inner_type == kEndGroup) return inner == field;
+          if (!Skip(inner, inner_type, depth + 1)) return false;
+        }
+      }
+      default:  // an end group without its start, or no wire type at all
+        return false;
+    }
+  }
+
+ private:
+  static constexpr int kMaxDepth = 100;  // as protobuf's parser
+  bool Advance(size_t n) {
+    if (static_cast<size_t>(end_ - p_) < n) return false;
+    p_ += n;
+    return true;
+  }
+
+  const char* p_;
+  const char* end_;
+};
+
+// Reads a message's fields: `read(field, wire_type, reader)` consumes the
+// field and returns true, or returns false without consuming it (not one
+// it reads: skipped as unknown). Fails on malformed bytes.
+template <typename ReadField>
+bool ForEachField(absl::string_view bytes, ReadField read) {
+  WireReader reader(bytes);
+  while (!reader.done()) {
+    uint32_t field;
+    int wire_type;
+    if (!reader.Tag(&field, &wire_type)) return false;
+    bool ok = true;
+    if (!read(field, wire_type, reader, &ok)) ok = reader.Skip(field, wire_type);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// A google.protobuf.Timestamp being read: fields of several occurrences
+// merge, so the time is made once all are read.
+struct TimestampFields {
+  bool present = false;
+  int64_t seconds = 0;
+  int32_t nanos = 0;
+
+  bool Merge(absl::string_view bytes) {
+    present = true;
+    return ForEachField(bytes, [this](uint32_t field, int type, WireReader& r, bool* ok) {
+      uint64_t v = 0;
+      if (type != kVarint || (field != 1 && field != 2)) return false;
+      *ok = r.Varint(&v);
+      if (field == 1) {
+        seconds = static_cast<int64_t>(v);
+      } else {
+        nanos = static_cast<int32_t>(v);
+      }
+      return true;
+    });
+  }
+  std::optional<absl::Time> time() const {
+    if (!present) return std::nullopt;
+    return TimeOf(seconds, nanos);
+  }
+};
+
+bool MergeDate(absl::string_view bytes, DateView* date) {
+  return ForEachField(bytes, [date](uint32_t field, int type, WireReader& r, bool* ok) {
+    if (type != kVarint || field < 1 || field > 3) return false;
+    uint64_t v = 0;
+    *ok = r.Varint(&v);
+    const auto value = static_cast<int32_t>(v);
+    (field == 1 ? date->year : field == 2 ? date->month : date->day) = value;
+    return true;
+  });
+}
+
+// v1::SubjectAttributes: jurisdiction = 1, birth_date = 2, account_state = 3.
+bool MergeAttributes(absl::string_view bytes, SubjectView* view) {
+  return ForEachField(bytes, [view](uint32_t field, int type, WireReader& r, bool* ok) {
+    if (field == 1 && type == kLengthDelimited) {
+      *ok = r.LengthDelimited(&view->jurisdiction);
+    } else if (field == 2 && type == kLengthDelimited) {
+      absl::string_view date;
+      if (!view->birth_date) view->birth_date.emplace();
+      *ok = r.LengthDelimited(&date) && MergeDate(date, &*view->birth_date);
+    } else if (field == 3 && type == kVarint) {
+      uint64_t v = 0;
+      *ok = r.Varint(&v);
+      view->account_state = static_cast<v1::AccountState>(static_cast<int32_t>(v));
+    } else {
+      return false;
+    }
+    return true;
+  });
+}
+
+// v1::Preference: purpose = 1, state = 2, effective_time = 3,
+// expire_time = 4, revision = 6.
+bool ReadPreference(absl::string_view bytes, PreferenceView* preference) {
+  TimestampFields effective, expire;
+  const bool ok = ForEachField(bytes, [&](uint32_t field, int type, WireReader& r, bool* field_ok) {
+    absl::string_view nested;
+    uint64_t v = 0;
+    if (field == 1 && type == kLengthDelimited) {
+      *field_ok = r.LengthDelimited(&preference->purpose);
+    } else if (field == 2 && type == kVarint) {
+      *field_ok = r.Varint(&v);
+      preference->state = static_cast<v1::PreferenceState>(static_cast<int32_t>(v));
+    } else if ((field == 3 || field == 4) && type == kLengthDelimited) {
+      *field_ok = r.LengthDelimited(&nested) && (field == 3 ? effective : expire).Merge(nested);
+    } else if (field == 6 && type == kVarint) {
+      *field_ok = r.Varint(&v);
+      preference->revision = static_cast<int64_t>(v);
+    } else {
+      return false;
+    }
+    return true;
+  });
+  preference->effective_time = effective.time();
+  preference->expire_time = expire.time();
+  return ok;
+}
+
+}  // namespace
+
+const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
+  // v1::Subject: attributes = 2, preferences = 3, exclusion_count = 4,
+  // revision = 5. Strings point into `bytes` until copied below.
+  SubjectView view;
+  preferences_.clear();
+  const bool ok = ForEachField(bytes, [&](uint32_t field, int type, WireReader& r, bool* field_ok) {
+    absl::string_view nested;
+    uint64_t v = 0;
+    if (field == 2 && type == kLengthDelimited) {
+      *field_ok = r.LengthDelimited(&nested) && MergeAttributes(nested, &view);
+    } else if (field == 3 && type == kLengthDelimited) {
+      *field_ok =
+          r.LengthDelimited(&nested) && ReadPreference(nested, &preferences_.emplace_back());
+    } else if ((field == 4 || field == 5) && type == kVarint) {
+      *field_ok = r.Varint(&v);
+      (field == 4 ? view.exclusion_count : view.revision) = static_cast<int64_t>(v);
+    } else {
+      return false;
+    }
+    return true;
+  });
+  if (!ok) return nullptr;
+
+  view.jurisdiction = Copy(view.jurisdiction);
+  if (!preferences_.empty()) {
+    auto* copied = static_cast<PreferenceView*>(
+        Allocate(preferences_.size() * sizeof(PreferenceView), alignof(PreferenceView)));
+    for (size_t i = 0; i < preferences_.size(); ++i) {
+      PreferenceView& p = preferences_[i];
+      p.purpose = Copy(p.purpose);
+      new (&copied[i]) PreferenceView(p);
+    }
+    view.preferences = absl::MakeConstSpan(copied, preferences_.size());
+  }
+  return new (Allocate(sizeof(SubjectView), alignof(SubjectView))) SubjectView(view);
+}
+
+const SubjectView* SubjectViewArena::Add(const v1::Subject& subject) {
+  // One reading of the fields for both: Decode's.
+  return Decode(subject.SerializeAsString());
+}
+
+void* SubjectViewArena::Allocate(size_t size, size_t align) {
+  size_t pad = (align - reinterpret_cast<uintptr_t>(next_) % align) % align;
+  if (pad + size > left_) {
+    // Blocks double from 16 KiB to 1 MiB: a batch of 1,000 takes a few.
+    constexpr size_t kFirst = 16 << 10, kLargest = 1 << 20;
+    block_size_ = block_size_ == 0 ? kFirst : std::min(kLargest, 2 * block_size_);
+    const size_t block = std::max(block_size_, size + align);
+    blocks_.emplace_back(new char[block]);  // not zeroed
+    next_ = blocks_.back().get();
+    left_ = block;
+    pad = (align - reinterpret_cast<uintptr_t>(next_) % align) % align;
+  }
+  void* p = next_ + pad;
+  next_ += pad + size;
+  left_ -= pad + size;
+  return p;
+}
+
+absl::string_view SubjectViewArena::Copy(absl::string_view s) {
+  if (s.empty()) return {};
+  char* p = static_cast<char*>(Allocate(s.size(), 1));
+  std::memcpy(p, s.data(), s.size());
+  return {p, s.size()};
+}
+
+}  // namespace consent::storage
