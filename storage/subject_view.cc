@@ -233,18 +233,28 @@ const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
   });
   if (!ok) return nullptr;
 
-  view.jurisdiction = Copy(view.jurisdiction);
-  if (!preferences_.empty()) {
-    auto* copied = static_cast<PreferenceView*>(
-        Allocate(preferences_.size() * sizeof(PreferenceView), alignof(PreferenceView)));
-    for (size_t i = 0; i < preferences_.size(); ++i) {
-      PreferenceView& p = preferences_[i];
-      p.purpose = Copy(p.purpose);
-      new (&copied[i]) PreferenceView(p);
-    }
-    view.preferences = absl::MakeConstSpan(copied, preferences_.size());
+  // One allocation: the view, its preferences, then their strings.
+  static_assert(sizeof(SubjectView) % alignof(PreferenceView) == 0);
+  const size_t n = preferences_.size();
+  size_t size = sizeof(SubjectView) + n * sizeof(PreferenceView) + view.jurisdiction.size();
+  for (const PreferenceView& p : preferences_) size += p.purpose.size();
+  char* memory = static_cast<char*>(Allocate(size));
+  auto* copied = reinterpret_cast<PreferenceView*>(memory + sizeof(SubjectView));
+  char* chars = memory + sizeof(SubjectView) + n * sizeof(PreferenceView);
+  auto copy = [&chars](absl::string_view s) {
+    if (s.empty()) return absl::string_view();  // no pointer into the source
+    std::memcpy(chars, s.data(), s.size());
+    chars += s.size();
+    return absl::string_view(chars - s.size(), s.size());
+  };
+  view.jurisdiction = copy(view.jurisdiction);
+  for (size_t i = 0; i < n; ++i) {
+    PreferenceView& p = preferences_[i];
+    p.purpose = copy(p.purpose);
+    new (&copied[i]) PreferenceView(p);
   }
-  return new (Allocate(sizeof(SubjectView), alignof(SubjectView))) SubjectView(view);
+  if (n > 0) view.preferences = absl::MakeConstSpan(copied, n);
+  return new (memory) SubjectView(view);
 }
 
 const SubjectView* SubjectViewArena::Add(const v1::Subject& subject) {
@@ -252,29 +262,22 @@ const SubjectView* SubjectViewArena::Add(const v1::Subject& subject) {
   return Decode(subject.SerializeAsString());
 }
 
-void* SubjectViewArena::Allocate(size_t size, size_t align) {
-  size_t pad = (align - reinterpret_cast<uintptr_t>(next_) % align) % align;
-  if (pad + size > left_) {
+void* SubjectViewArena::Allocate(size_t size) {
+  // Every allocation a multiple of kAlign, so each starts aligned.
+  size = (size + kAlign - 1) & ~(kAlign - 1);
+  if (size > left_) {
     // Blocks double from 16 KiB to 1 MiB: a batch of 1,000 takes a few.
     constexpr size_t kFirst = 16 << 10, kLargest = 1 << 20;
     block_size_ = block_size_ == 0 ? kFirst : std::min(kLargest, 2 * block_size_);
-    const size_t block = std::max(block_size_, size + align);
-    blocks_.emplace_back(new char[block]);  // not zeroed
+    const size_t block = std::max(block_size_, size);
+    blocks_.emplace_back(new char[block]);  // not zeroed; new[] aligns for any type
     next_ = blocks_.back().get();
     left_ = block;
-    pad = (align - reinterpret_cast<uintptr_t>(next_) % align) % align;
   }
-  void* p = next_ + pad;
-  next_ += pad + size;
-  left_ -= pad + size;
+  void* p = next_;
+  next_ += size;
+  left_ -= size;
   return p;
-}
-
-absl::string_view SubjectViewArena::Copy(absl::string_view s) {
-  if (s.empty()) return {};
-  char* p = static_cast<char*>(Allocate(s.size(), 1));
-  std::memcpy(p, s.data(), s.size());
-  return {p, s.size()};
 }
 
 }  // namespace consent::storage

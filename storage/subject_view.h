@@ -74,9 +74,10 @@ class SubjectViewArena {
   const SubjectView* Add(const v1::Subject& subject);
 
  private:
-  // `size` bytes at a multiple of `align`.
-  void* Allocate(size_t size, size_t align);
-  absl::string_view Copy(absl::string_view s);
+  // `size` bytes, aligned for a view.
+  static constexpr size_t kAlign = alignof(SubjectView);
+  static_assert(alignof(PreferenceView) <= kAlign && (kAlign & (kAlign - 1)) == 0);
+  void* Allocate(size_t size);
 
   std::vector<std::unique_ptr<char[]>> blocks_;
   char* next_ = nullptr;
