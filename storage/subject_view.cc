@@ -212,8 +212,11 @@ bool ReadPreference(absl::string_view bytes, PreferenceView* preference) {
 
 const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
   // v1::Subject: attributes = 2, preferences = 3, exclusion_count = 4,
-  // revision = 5. Strings point into `bytes` until copied below.
-  SubjectView view;
+  // revision = 5. Decoded in place: copying a finished view through the
+  // stack took most of Decode's samples (perf annotate: loads of 16 bytes
+  // after stores of 4), and Decode went from 7.5% to 4.8% of consentd's
+  // samples under BatchCheck. Strings point into `bytes` until copied.
+  SubjectView& view = *new (Allocate(sizeof(SubjectView))) SubjectView();
   preferences_.clear();
   const bool ok = ForEachField(bytes, [&](uint32_t field, int type, WireReader& r, bool* field_ok) {
     absl::string_view nested;
@@ -231,16 +234,16 @@ const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
     }
     return true;
   });
-  if (!ok) return nullptr;
+  if (!ok) return nullptr;  // its memory stays unused until the arena goes
 
-  // One allocation: the view, its preferences, then their strings.
-  static_assert(sizeof(SubjectView) % alignof(PreferenceView) == 0);
+  // Then the preferences, then the strings, in one allocation.
   const size_t n = preferences_.size();
-  size_t size = sizeof(SubjectView) + n * sizeof(PreferenceView) + view.jurisdiction.size();
+  size_t size = n * sizeof(PreferenceView) + view.jurisdiction.size();
   for (const PreferenceView& p : preferences_) size += p.purpose.size();
+  if (size == 0) return &view;
   char* memory = static_cast<char*>(Allocate(size));
-  auto* copied = reinterpret_cast<PreferenceView*>(memory + sizeof(SubjectView));
-  char* chars = memory + sizeof(SubjectView) + n * sizeof(PreferenceView);
+  auto* copied = reinterpret_cast<PreferenceView*>(memory);
+  char* chars = memory + n * sizeof(PreferenceView);
   auto copy = [&chars](absl::string_view s) {
     if (s.empty()) return absl::string_view();  // no pointer into the source
     std::memcpy(chars, s.data(), s.size());
@@ -254,7 +257,7 @@ const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
     new (&copied[i]) PreferenceView(p);
   }
   if (n > 0) view.preferences = absl::MakeConstSpan(copied, n);
-  return new (memory) SubjectView(view);
+  return &view;
 }
 
 const SubjectView* SubjectViewArena::Add(const v1::Subject& subject) {
