@@ -1,12 +1,13 @@
 // consent-empty-server: the gRPC floor for checks on this machine. The same
-// server set-up as consentd (Check and BatchCheck on the callback API, the
-// latter with its arena allocator, StreamCheck synchronous; health checking
-// and reflection on; the same message size limit and threads), but Check, BatchCheck and
-// StreamCheck answer a fixed decision per item at once: no validation,
-// storage or rules, only the messages' own parsing and serialization.
-// consent-bench run against it and against consentd in the same session
-// gives the share of a check's cost that is gRPC and protobuf itself
-// (docs/performance.md).
+// server set-up as consentd (Check on the callback API; BatchCheck on the
+// callback API's raw form, its request parsed onto an arena and its
+// response written by hand; StreamCheck synchronous, each message on an
+// arena; health checking and reflection on; the same message size limit
+// and threads), but Check, BatchCheck and StreamCheck answer a fixed
+// decision per item at once: no validation, storage or rules, only the
+// messages' own parsing and serialization. consent-bench run against it
+// and against consentd in the same session gives the share of a check's
+// cost that is gRPC and protobuf itself (docs/performance.md).
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -23,20 +24,20 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:0", "host:port; port 0 picks a free po
 
 namespace {
 
+constexpr char kVersion[] = "empty";
+
 void FixedDecision(consent::v1::Decision* decision) {
   decision->set_allowed(true);
   decision->set_reason(consent::v1::DECISION_REASON_ALLOWED_DEFAULT);
-  decision->set_policy_version("empty");
+  decision->set_policy_version(kVersion);
 }
 
 namespace v1 = consent::v1;
 
 class EmptyRegistry final
     : public v1::ConsentRegistry::WithCallbackMethod_Check<
-          v1::ConsentRegistry::WithCallbackMethod_BatchCheck<v1::ConsentRegistry::Service>> {
+          v1::ConsentRegistry::WithRawCallbackMethod_BatchCheck<v1::ConsentRegistry::Service>> {
  public:
-  EmptyRegistry() { SetMessageAllocatorFor_BatchCheck(&batch_arena_); }
-
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context, const v1::CheckRequest*,
                                   v1::CheckResponse* response) override {
     FixedDecision(response->mutable_decision());
@@ -46,11 +47,21 @@ class EmptyRegistry final
   }
 
   grpc::ServerUnaryReactor* BatchCheck(grpc::CallbackServerContext* context,
-                                       const v1::BatchCheckRequest* request,
-                                       v1::BatchCheckResponse* response) override {
-    response->mutable_decisions()->Reserve(request->items_size());
-    for (int i = 0; i < request->items_size(); ++i) FixedDecision(response->add_decisions());
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    google::protobuf::Arena arena(consent::BatchArenaOptions());
+    const v1::BatchCheckRequest* message = consent::ParseBatchCheck(*request, &arena);
+    if (message == nullptr) {
+      reactor->Finish(consent::BadBatchCheckRequest());
+      return reactor;
+    }
+    consent::EncodedDecisions decisions;
+    decisions.Reserve(message->items_size(), kVersion);
+    for (int i = 0; i < message->items_size(); ++i) {
+      decisions.Add(consent::Verdict{consent::v1::DECISION_REASON_ALLOWED_DEFAULT, 10}, 0);
+    }
+    consent::SetResponseBytes(decisions.bytes(), response);
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
@@ -59,19 +70,18 @@ class EmptyRegistry final
       grpc::ServerContext*,
       grpc::ServerReaderWriter<consent::v1::StreamCheckResponse, consent::v1::StreamCheckRequest>*
           stream) override {
-    consent::v1::StreamCheckRequest request;
-    consent::v1::StreamCheckResponse response;
-    while (stream->Read(&request)) {
-      response.Clear();
-      response.mutable_decisions()->Reserve(request.items_size());
-      for (int i = 0; i < request.items_size(); ++i) FixedDecision(response.add_decisions());
+    consent::StreamArena messages;
+    for (;;) {
+      google::protobuf::Arena* arena = messages.Next();
+      auto* request = google::protobuf::Arena::CreateMessage<v1::StreamCheckRequest>(arena);
+      if (!stream->Read(request)) break;
+      auto& response = *google::protobuf::Arena::CreateMessage<v1::StreamCheckResponse>(arena);
+      response.mutable_decisions()->Reserve(request->items_size());
+      for (int i = 0; i < request->items_size(); ++i) FixedDecision(response.add_decisions());
       if (!stream->Write(response)) break;
     }
     return grpc::Status::OK;
   }
-
- private:
-  consent::BatchCheckArena batch_arena_;
 };
 
 }  // namespace

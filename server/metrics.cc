@@ -222,9 +222,14 @@ void Metrics::CountDecisions(const std::string& purpose,
   for (const v1::Decision& d : decisions) {
     if (IsReason(d.reason())) ++tally[d.reason()];
   }
+  CountDecisions(purpose, tally);
+}
+
+void Metrics::CountDecisions(const std::string& purpose, absl::Span<const int64_t> tally) {
   ReasonCounters* counters = DecisionCounters(purpose);
-  for (int reason = 0; reason < kReasons; ++reason) {
-    if (tally[reason] > 0) (*counters)[reason].Add(tally[reason]);
+  const int n = std::min(kReasons, static_cast<int>(tally.size()));
+  for (int reason = 0; reason < n; ++reason) {
+    if (tally[reason] > 0 && IsReason(reason)) (*counters)[reason].Add(tally[reason]);
   }
 }
 

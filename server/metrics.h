@@ -28,6 +28,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
 #include "google/protobuf/repeated_field.h"
 #include "grpcpp/support/status.h"
@@ -130,6 +131,8 @@ class Metrics final : public prometheus::Collectable {
   void CountDecision(const std::string& purpose, v1::DecisionReason reason);
   void CountDecisions(const std::string& purpose,
                       const google::protobuf::RepeatedPtrField<v1::Decision>& decisions);
+  // Decisions already tallied: tally[r] decisions with reason r.
+  void CountDecisions(const std::string& purpose, absl::Span<const int64_t> tally);
 
   // consent_writes_total{kind,result}: `count` writes (a batch of
   // preferences counts each) ended with `code`: result "ok", "rejected"

@@ -636,9 +636,88 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
   return absl::OkStatus();
 }
 
-template <typename Request>
-absl::Status Registry::CheckItems(const Request& request,
-                                  google::protobuf::RepeatedPtrField<v1::Decision>* decisions) {
+namespace {
+
+// CheckItems' decisions as messages.
+class DecisionMessages {
+ public:
+  explicit DecisionMessages(google::protobuf::RepeatedPtrField<v1::Decision>* decisions)
+      : decisions_(decisions) {}
+  void Reserve(int n, const CompiledPolicy& policy) {
+    policy_ = &policy;
+    decisions_->Reserve(n);
+  }
+  void Add(const Verdict& verdict, int64_t revision) {
+    Fill(verdict, *policy_, revision, decisions_->Add());
+  }
+
+ private:
+  google::protobuf::RepeatedPtrField<v1::Decision>* decisions_;
+  const CompiledPolicy* policy_ = nullptr;
+};
+
+// Writes `value` as protobuf's varint at `out`; returns the end.
+char* PutVarint(uint64_t value, char* out) {
+  while (value >= 0x80) {
+    *out++ = static_cast<char>(value | 0x80);
+    value >>= 7;
+  }
+  *out++ = static_cast<char>(value);
+  return out;
+}
+
+}  // namespace
+
+void EncodedDecisions::Reserve(int n, absl::string_view version) {
+  // Decision.policy_version = 3, length-delimited (left out when empty, as
+  // proto3 leaves out default values).
+  version_field_.clear();
+  if (!version.empty()) {
+    char head[11];
+    head[0] = 0x1a;
+    version_field_.append(head, PutVarint(version.size(), head + 1));
+    version_field_.append(version.data(), version.size());
+  }
+  // A decision: tag and length, allowed, reason, version, revision.
+  bytes_.reserve(bytes_.size() + static_cast<size_t>(n) * (2 + 2 + 6 + version_field_.size() + 11));
+}
+
+void EncodedDecisions::Add(const Verdict& verdict, int64_t revision) {
+  // BatchCheckResponse.decisions = 1, each a Decision: allowed = 1,
+  // reason = 2, policy_version = 3, revision = 4; fields holding their
+  // default value left out, in field order, as protobuf writes them.
+  char head[2 + 11 + 2 + 11];  // the decision's tag and length, allowed, reason
+  char revision_field[11];
+  char* flags = head + 11;
+  char* flags_end = flags;
+  if (IsAllowed(verdict.reason)) {
+    *flags_end++ = 0x08;
+    *flags_end++ = 1;
+  }
+  if (verdict.reason != 0) {
+    *flags_end++ = 0x10;
+    flags_end = PutVarint(static_cast<uint64_t>(static_cast<int64_t>(verdict.reason)), flags_end);
+  }
+  char* revision_end = revision_field;
+  if (revision != 0) {
+    *revision_end++ = 0x20;
+    revision_end = PutVarint(static_cast<uint64_t>(revision), revision_end);
+  }
+  const size_t size = static_cast<size_t>(flags_end - flags) + version_field_.size() +
+                      static_cast<size_t>(revision_end - revision_field);
+  char tag[11];
+  tag[0] = 0x0a;
+  bytes_.append(tag, PutVarint(size, tag + 1));
+  bytes_.append(flags, flags_end);
+  bytes_.append(version_field_);
+  bytes_.append(revision_field, revision_end);
+  if (verdict.reason >= 0 && verdict.reason < static_cast<int>(tally_.size())) {
+    ++tally_[verdict.reason];
+  }
+}
+
+template <typename Request, typename Decisions>
+absl::Status Registry::CheckItems(const Request& request, Decisions* decisions) {
   Violations v;
   if (std::string p = PurposeProblem(request.purpose()); !p.empty()) v.Add("purpose", p);
   const int n = request.items_size();
@@ -656,7 +735,7 @@ absl::Status Registry::CheckItems(const Request& request,
   auto view = PrepareRead(request.has_as_of(), request.as_of(), request.min_revision());
   if (!view.ok()) return view.status();
   if (absl::Status s = CheckPurposeDefined(request.purpose(), *view->policy); !s.ok()) return s;
-  decisions->Reserve(n);
+  decisions->Reserve(n, *view->policy);
   RuleFinder rules(*view->policy, request.purpose());
 
   if (view->as_of) {
@@ -676,9 +755,9 @@ absl::Status Registry::CheckItems(const Request& request,
       }
       const CheckSubject subject{user.record,
                                  ExclusionsOf(user.state, item.content().content_id())};
-      Fill(Decide(*view->policy, subject, request.purpose(), item.content(), view->at,
-                  /*explanation=*/nullptr, &rules),
-           *view->policy, user.state.subject.revision(), decisions->Add());
+      decisions->Add(Decide(*view->policy, subject, request.purpose(), item.content(), view->at,
+                            /*explanation=*/nullptr, &rules),
+                     user.state.subject.revision());
     }
     return absl::OkStatus();
   }
@@ -700,9 +779,9 @@ absl::Status Registry::CheckItems(const Request& request,
       if (!purposes.ok()) return purposes.status();
       excluded = *std::move(purposes);
     }
-    Fill(Decide(*view->policy, CheckSubject{record, excluded}, request.purpose(), item.content(),
-                view->at, /*explanation=*/nullptr, &rules),
-         *view->policy, record ? std::max(revision, record->revision) : revision, decisions->Add());
+    decisions->Add(Decide(*view->policy, CheckSubject{record, excluded}, request.purpose(),
+                          item.content(), view->at, /*explanation=*/nullptr, &rules),
+                   record ? std::max(revision, record->revision) : revision);
   }
   return absl::OkStatus();
 }
@@ -716,12 +795,19 @@ google::protobuf::ArenaOptions BatchArenaOptions() {
 
 absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
                                   v1::BatchCheckResponse* response) {
-  return CheckItems(request, response->mutable_decisions());
+  DecisionMessages decisions(response->mutable_decisions());
+  return CheckItems(request, &decisions);
+}
+
+absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
+                                  EncodedDecisions* response) {
+  return CheckItems(request, response);
 }
 
 absl::Status Registry::StreamCheck(const v1::StreamCheckRequest& request,
                                    v1::StreamCheckResponse* response) {
-  return CheckItems(request, response->mutable_decisions());
+  DecisionMessages decisions(response->mutable_decisions());
+  return CheckItems(request, &decisions);
 }
 
 absl::Status Registry::CreateBackup(const v1::CreateBackupRequest& request,

@@ -131,12 +131,33 @@ class CallAccounting {
   std::array<MethodMetrics*, static_cast<int>(Rpc::kCount)> methods_{};
 };
 
-// Puts each BatchCheck call's request and response on one protobuf arena:
-// a 1,000-item call then costs a few blocks, not thousands of allocations.
-class BatchCheckArena final
-    : public grpc::MessageAllocator<v1::BatchCheckRequest, v1::BatchCheckResponse> {
+// A raw BatchCheck call's request parsed onto `arena`; null when the bytes
+// are not a well-formed request (BadBatchCheckRequest() is the status).
+v1::BatchCheckRequest* ParseBatchCheck(const grpc::ByteBuffer& bytes,
+                                       google::protobuf::Arena* arena);
+grpc::Status BadBatchCheckRequest();
+// `bytes` (copied) as a raw call's response.
+void SetResponseBytes(const std::string& bytes, grpc::ByteBuffer* response);
+
+// The arena of a StreamCheck stream: each message and its response on it,
+// reset between messages. Its first block, kept across resets, holds a
+// message of 1,000 items and its response (312,528 bytes by
+// Arena::SpaceUsed), so such a message costs no allocation. (Messages on
+// the heap, reused, still freed and reallocated every item's content and
+// create_time: docs/performance.md.) Not thread safe.
+class StreamArena {
  public:
-  grpc::MessageHolder<v1::BatchCheckRequest, v1::BatchCheckResponse>* AllocateMessages() override;
+  StreamArena();
+  // The arena, emptied: what was on it is gone.
+  google::protobuf::Arena* Next() {
+    arena_.Reset();
+    return &arena_;
+  }
+
+ private:
+  static constexpr size_t kFirstBlock = 512 << 10;
+  std::unique_ptr<char[]> first_block_;
+  google::protobuf::Arena arena_;
 };
 
 // The unary methods are served on gRPC's callback API. Check and BatchCheck
@@ -156,16 +177,14 @@ class RegistryService final
                       v1::ConsentRegistry::WithCallbackMethod_DeleteSubject<
                           v1::ConsentRegistry::WithCallbackMethod_GetSubject<
                               v1::ConsentRegistry::WithCallbackMethod_Check<
-                                  v1::ConsentRegistry::WithCallbackMethod_BatchCheck<
+                                  v1::ConsentRegistry::WithRawCallbackMethod_BatchCheck<
                                       v1::ConsentRegistry::WithCallbackMethod_ListHistory<
                                           v1::ConsentRegistry::Service>>>>>>>>> {
  public:
   // Calls are admitted through `calls`' gate: once it drains they get
   // UNAVAILABLE. `worker_threads` (>= 1) run GetSubject and ListHistory.
   RegistryService(Registry* registry, CallAccounting* calls, int worker_threads)
-      : registry_(registry), calls_(calls), workers_(worker_threads, "consent-worker") {
-    SetMessageAllocatorFor_BatchCheck(&batch_arena_);
-  }
+      : registry_(registry), calls_(calls), workers_(worker_threads, "consent-worker") {}
 
   grpc::ServerUnaryReactor* SetPreference(grpc::CallbackServerContext* context,
                                           const v1::SetPreferenceRequest* request,
@@ -188,9 +207,11 @@ class RegistryService final
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
                                   const v1::CheckRequest* request,
                                   v1::CheckResponse* response) override;
+  // Raw: the request parsed here onto an arena, the response written by
+  // hand (EncodedDecisions).
   grpc::ServerUnaryReactor* BatchCheck(grpc::CallbackServerContext* context,
-                                       const v1::BatchCheckRequest* request,
-                                       v1::BatchCheckResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::Status StreamCheck(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) override;
@@ -243,7 +264,6 @@ class RegistryService final
 
   Registry* registry_;
   CallAccounting* calls_;
-  BatchCheckArena batch_arena_;
   WorkerPool workers_;
   absl::Mutex streams_mu_;
   absl::flat_hash_set<grpc::ServerContext*> streams_ ABSL_GUARDED_BY(streams_mu_);

@@ -10,10 +10,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "client/consent_client.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
 
@@ -313,6 +315,43 @@ TEST_F(IntegrationTest, BatchCheckKeepsRequestOrder) {
       ElementsAre(v1::DECISION_REASON_ALLOWED_DEFAULT, v1::DECISION_REASON_DENIED_OBJECTION,
                   v1::DECISION_REASON_DENIED_MINOR, v1::DECISION_REASON_DENIED_NOT_PUBLIC,
                   v1::DECISION_REASON_DENIED_OBJECTION, v1::DECISION_REASON_ALLOWED_DEFAULT));
+  // Each decision whole (allowed, reason, policy version, revision; the
+  // batch's response is written by hand) is the one Check gives.
+  for (int i = 0; i < request.items_size(); ++i) {
+    v1::CheckRequest one;
+    one.set_purpose(request.purpose());
+    one.set_user_id(request.items(i).user_id());
+    *one.mutable_content() = request.items(i).content();
+    auto single = client_->Check(one);
+    ASSERT_TRUE(single.ok()) << single.status();
+    EXPECT_EQ(response->decisions(i).SerializeAsString(), single->decision().SerializeAsString())
+        << i << ": " << response->decisions(i).ShortDebugString() << " vs "
+        << single->decision().ShortDebugString();
+  }
+  EXPECT_FALSE(response->decisions(0).policy_version().empty());
+  EXPECT_GT(response->decisions(0).revision(), 0);
+}
+
+// Bytes that do not parse as a request are the caller's error.
+TEST_F(IntegrationTest, MalformedBatchCheckIsInvalidArgument) {
+  auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  // items (2), length 5, but only two bytes follow.
+  const std::string bytes("\x12\x05" "ab", 4);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1), response;
+  grpc::ClientContext context;
+  absl::Notification done;
+  grpc::Status status;
+  stub.UnaryCall(&context, "/consent.v1.ConsentRegistry/BatchCheck", grpc::StubOptions(), &request,
+                 &response, [&](grpc::Status s) {
+                   status = std::move(s);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "the request is not a well-formed consent.v1.BatchCheckRequest");
 }
 
 TEST_F(IntegrationTest, BatchLimitsAreEnforced) {
