@@ -337,7 +337,7 @@ TEST_F(IntegrationTest, MalformedBatchCheckIsInvalidArgument) {
   auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);
   // items (2), length 5, but only two bytes follow.
-  const std::string bytes("\x12\x05" "ab", 4);
+  const std::string bytes = std::string("\x12\x05", 2) + "ab";
   grpc::Slice slice(bytes);
   grpc::ByteBuffer request(&slice, 1), response;
   grpc::ClientContext context;
