@@ -8,7 +8,16 @@
 // messages' own parsing and serialization. consent-bench run against it
 // and against consentd in the same session gives the share of a check's
 // cost that is gRPC and protobuf itself (docs/performance.md).
+//
+// --api=cq serves Check and BatchCheck on gRPC's asynchronous
+// completion-queue API instead (--cq_threads threads, each polling its own
+// queue), the same messages and the same work otherwise: the comparison of
+// the two server APIs for the hot path (docs/performance.md, "The server
+// API: callback or completion queue").
 #include <iostream>
+#include <memory>
+#include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -21,18 +30,54 @@
 #include "server/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0", "host:port; port 0 picks a free port.");
+ABSL_FLAG(std::string, api, "callback",
+          "callback (as consentd) or cq: Check and BatchCheck on the completion-queue API.");
+ABSL_FLAG(int, cq_threads, 2, "With --api=cq: threads, each polling its own completion queue.");
 
 namespace {
 
-constexpr char kVersion[] = "empty";
+namespace v1 = consent::v1;
 
-void FixedDecision(consent::v1::Decision* decision) {
+constexpr char kVersion[] = "empty";
+// With --api=cq: calls of each method each queue waits for, so a burst of
+// arrivals does not wait for the next request to be posted.
+constexpr int kCallsWaitingPerQueue = 32;
+
+void FixedDecision(v1::Decision* decision) {
   decision->set_allowed(true);
-  decision->set_reason(consent::v1::DECISION_REASON_ALLOWED_DEFAULT);
+  decision->set_reason(v1::DECISION_REASON_ALLOWED_DEFAULT);
   decision->set_policy_version(kVersion);
 }
 
-namespace v1 = consent::v1;
+// A fixed decision per item of a raw BatchCheckRequest, as consentd parses
+// and answers one.
+grpc::Status AnswerBatch(const grpc::ByteBuffer& request, grpc::ByteBuffer* response) {
+  google::protobuf::Arena arena(consent::BatchArenaOptions());
+  const v1::BatchCheckRequest* message = consent::ParseBatchCheck(request, &arena);
+  if (message == nullptr) return consent::BadBatchCheckRequest();
+  consent::EncodedDecisions decisions;
+  decisions.Reserve(message->items_size(), kVersion);
+  for (int i = 0; i < message->items_size(); ++i) {
+    decisions.Add(consent::Verdict{v1::DECISION_REASON_ALLOWED_DEFAULT, 10}, 0);
+  }
+  consent::SetResponseBytes(decisions.bytes(), response);
+  return grpc::Status::OK;
+}
+
+grpc::Status AnswerStream(
+    grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) {
+  consent::StreamArena messages;
+  for (;;) {
+    google::protobuf::Arena* arena = messages.Next();
+    auto* request = google::protobuf::Arena::CreateMessage<v1::StreamCheckRequest>(arena);
+    if (!stream->Read(request)) break;
+    auto& response = *google::protobuf::Arena::CreateMessage<v1::StreamCheckResponse>(arena);
+    response.mutable_decisions()->Reserve(request->items_size());
+    for (int i = 0; i < request->items_size(); ++i) FixedDecision(response.add_decisions());
+    if (!stream->Write(response)) break;
+  }
+  return grpc::Status::OK;
+}
 
 class EmptyRegistry final
     : public v1::ConsentRegistry::WithCallbackMethod_Check<
@@ -50,46 +95,131 @@ class EmptyRegistry final
                                        const grpc::ByteBuffer* request,
                                        grpc::ByteBuffer* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    google::protobuf::Arena arena(consent::BatchArenaOptions());
-    const v1::BatchCheckRequest* message = consent::ParseBatchCheck(*request, &arena);
-    if (message == nullptr) {
-      reactor->Finish(consent::BadBatchCheckRequest());
-      return reactor;
-    }
-    consent::EncodedDecisions decisions;
-    decisions.Reserve(message->items_size(), kVersion);
-    for (int i = 0; i < message->items_size(); ++i) {
-      decisions.Add(consent::Verdict{consent::v1::DECISION_REASON_ALLOWED_DEFAULT, 10}, 0);
-    }
-    consent::SetResponseBytes(decisions.bytes(), response);
-    reactor->Finish(grpc::Status::OK);
+    reactor->Finish(AnswerBatch(*request, response));
     return reactor;
   }
 
   grpc::Status StreamCheck(
       grpc::ServerContext*,
-      grpc::ServerReaderWriter<consent::v1::StreamCheckResponse, consent::v1::StreamCheckRequest>*
-          stream) override {
-    consent::StreamArena messages;
-    for (;;) {
-      google::protobuf::Arena* arena = messages.Next();
-      auto* request = google::protobuf::Arena::CreateMessage<v1::StreamCheckRequest>(arena);
-      if (!stream->Read(request)) break;
-      auto& response = *google::protobuf::Arena::CreateMessage<v1::StreamCheckResponse>(arena);
-      response.mutable_decisions()->Reserve(request->items_size());
-      for (int i = 0; i < request->items_size(); ++i) FixedDecision(response.add_decisions());
-      if (!stream->Write(response)) break;
-    }
-    return grpc::Status::OK;
+      grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) override {
+    return AnswerStream(stream);
   }
 };
+
+// --api=cq: Check and BatchCheck requested on completion queues.
+class CqEmptyRegistry final
+    : public v1::ConsentRegistry::WithAsyncMethod_Check<
+          v1::ConsentRegistry::WithRawMethod_BatchCheck<v1::ConsentRegistry::Service>> {
+ public:
+  grpc::Status StreamCheck(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) override {
+    return AnswerStream(stream);
+  }
+};
+
+// One unary call on a completion queue, from its arrival to its answer.
+// Its tag is the call itself; the polling thread runs Proceed each time
+// the tag comes back, and the call deletes itself once answered. Each call
+// posts its successor when it arrives, so the queue always has calls
+// waiting.
+class CqCall {
+ public:
+  CqCall(CqEmptyRegistry* service, grpc::ServerCompletionQueue* queue)
+      : service_(service), queue_(queue) {}
+  virtual ~CqCall() = default;
+
+  void Proceed(bool ok) {
+    if (answered_ || !ok) {  // answered, or the queue shuts down
+      delete this;
+      return;
+    }
+    answered_ = true;
+    Next();
+    Answer();
+  }
+
+ protected:
+  virtual void Next() = 0;    // posts the successor
+  virtual void Answer() = 0;  // finishes this call (tag: this)
+
+  CqEmptyRegistry* service_;
+  grpc::ServerCompletionQueue* queue_;
+  grpc::ServerContext context_;
+
+ private:
+  bool answered_ = false;
+};
+
+class CqCheck final : public CqCall {
+ public:
+  CqCheck(CqEmptyRegistry* service, grpc::ServerCompletionQueue* queue)
+      : CqCall(service, queue), responder_(&context_) {
+    service_->RequestCheck(&context_, &request_, &responder_, queue_, queue_, this);
+  }
+
+ private:
+  void Next() override { new CqCheck(service_, queue_); }
+  void Answer() override {
+    FixedDecision(response_.mutable_decision());
+    responder_.Finish(response_, grpc::Status::OK, this);
+  }
+
+  v1::CheckRequest request_;
+  v1::CheckResponse response_;
+  grpc::ServerAsyncResponseWriter<v1::CheckResponse> responder_;
+};
+
+class CqBatchCheck final : public CqCall {
+ public:
+  CqBatchCheck(CqEmptyRegistry* service, grpc::ServerCompletionQueue* queue)
+      : CqCall(service, queue), responder_(&context_) {
+    service_->RequestBatchCheck(&context_, &request_, &responder_, queue_, queue_, this);
+  }
+
+ private:
+  void Next() override { new CqBatchCheck(service_, queue_); }
+  void Answer() override {
+    grpc::Status status = AnswerBatch(request_, &response_);
+    if (status.ok()) {
+      responder_.Finish(response_, status, this);
+    } else {
+      responder_.FinishWithError(status, this);
+    }
+  }
+
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
+};
+
+void PollQueue(CqEmptyRegistry* service, grpc::ServerCompletionQueue* queue) {
+  for (int i = 0; i < kCallsWaitingPerQueue; ++i) {
+    new CqCheck(service, queue);
+    new CqBatchCheck(service, queue);
+  }
+  void* tag = nullptr;
+  bool ok = false;
+  while (queue->Next(&tag, &ok)) static_cast<CqCall*>(tag)->Proceed(ok);
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);  // as consentd
-  EmptyRegistry service;
+  const std::string api = absl::GetFlag(FLAGS_api);
+  const int cq_threads = absl::GetFlag(FLAGS_cq_threads);
+  if (api != "callback" && api != "cq") {
+    std::cerr << "consent-empty-server: --api must be callback or cq, not \"" << api << "\"\n";
+    return 2;
+  }
+  if (cq_threads < 1 || cq_threads > 256) {
+    std::cerr << "consent-empty-server: --cq_threads must be 1 to 256, not " << cq_threads << "\n";
+    return 2;
+  }
+  EmptyRegistry callback_service;
+  CqEmptyRegistry cq_service;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -97,13 +227,23 @@ int main(int argc, char** argv) {
   const std::string listen = absl::GetFlag(FLAGS_listen);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   consent::ConfigureServerBuilder(consent::ServerOptions().max_receive_message_bytes, &builder);
-  builder.RegisterService(&service);
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues;
+  if (api == "cq") {
+    builder.RegisterService(&cq_service);
+    for (int i = 0; i < cq_threads; ++i) queues.push_back(builder.AddCompletionQueue());
+  } else {
+    builder.RegisterService(&callback_service);
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::cerr << "consent-empty-server: cannot listen on " << listen << "\n";
     return 1;
   }
+  std::vector<std::thread> pollers;
+  for (auto& queue : queues) pollers.emplace_back(PollQueue, &cq_service, queue.get());
   std::cout << "consentd listening on " << listen.substr(0, listen.rfind(':')) << ":" << port
             << std::endl;
   server->Wait();
+  for (auto& queue : queues) queue->Shutdown();
+  for (auto& poller : pollers) poller.join();
 }

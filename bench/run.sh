@@ -10,8 +10,9 @@
 #      keeps every JSON result in bench/results/<date>.jsonl.
 # Environment: SUBJECTS, DATA, RUNS, DURATION, WARMUP; CONSENTD_ARGS (extra
 # consentd flags, for experiments); CONSENTD (another consentd binary, e.g.
-# a copy of an earlier build, for before/after runs); ONLY (a grep -E
-# pattern) runs just the rows whose label matches.
+# a copy of an earlier build, for before/after runs); EMPTY_ARGS (extra
+# consent-empty-server flags, e.g. --api=cq); ONLY (a grep -E pattern)
+# runs just the rows whose label matches.
 set -euo pipefail
 
 name=run.sh
@@ -45,11 +46,13 @@ echo "run.sh: consentd on $target, $runs runs of $duration per row" >&2
 
 # The empty-handler server: the same gRPC set-up, checks doing nothing.
 empty_out=$(mktemp)
-"$root/build/bench/consent-empty-server" --listen=127.0.0.1:0 >"$empty_out" 2>&1 &
+# shellcheck disable=SC2086
+"$root/build/bench/consent-empty-server" --listen=127.0.0.1:0 ${EMPTY_ARGS:-} >"$empty_out" 2>&1 &
 empty=$!
 trap 'kill $server $empty 2>/dev/null; wait $server $empty 2>/dev/null || true; rm -f "$out" "$out.log" "$empty_out"' EXIT
 for _ in $(seq 1 100); do grep -q "listening on" "$empty_out" && break; sleep 0.1; done
 empty_target=$(sed -n 's/^consentd listening on //p' "$empty_out")
+[ -n "$empty_target" ] || { cat "$empty_out" >&2; exit 1; }
 
 # label | consent-bench arguments
 rows=(

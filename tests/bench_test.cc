@@ -1,6 +1,8 @@
 // consent-bench, the binary, against a real consentd on a preloaded store:
 // every mode runs, reports JSON, and finds no errors; mixed mode finds no
-// read-your-writes violations. (Speed is measured by bench/run.sh, not here.)
+// read-your-writes violations. consent-empty-server, on both of its server
+// APIs, answers the check modes. (Speed is measured by bench/run.sh, not
+// here.)
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -14,6 +16,26 @@ using ::consent::testing::ConsentdProcess;
 using ::consent::testing::RunCommand;
 using ::consent::testing::TempDir;
 using ::testing::HasSubstr;
+
+// Runs consent-bench in `mode` briefly against `target` (20,000 users, 8
+// in flight, batches of 50) and checks that it reported a JSON line with
+// calls and no errors; returns that line.
+std::string RunBench(const std::string& target, const std::string& mode,
+                     std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {CONSENT_BENCH_PATH, "--target=" + target, "--users=20000",
+                                   "--duration=1s",    "--warmup=200ms",     "--concurrency=8",
+                                   "--batch=50"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  args.push_back(mode);
+  CommandResult result = RunCommand(args);
+  EXPECT_EQ(result.exit_code, 0) << mode << ": " << result.err;
+  EXPECT_THAT(result.out, HasSubstr(absl::StrCat("{\"mode\":\"", mode, "\"")));
+  EXPECT_THAT(result.out, HasSubstr("\"errors\":{}"));
+  EXPECT_THAT(result.out, HasSubstr("\"read_your_writes_violations\":0"));
+  EXPECT_THAT(result.out, HasSubstr("\"latency_us\":{\"p50\":"));
+  EXPECT_THAT(result.out, ::testing::Not(HasSubstr("\"calls\":0,")));
+  return result.out;
+}
 
 class BenchTest : public ::testing::Test {
  protected:
@@ -36,20 +58,7 @@ class BenchTest : public ::testing::Test {
 
   // Runs one mode briefly; returns its JSON line.
   static std::string Bench(const std::string& mode, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {CONSENT_BENCH_PATH, "--target=" + server_->address(),
-                                     "--users=20000",    "--duration=1s",
-                                     "--warmup=200ms",   "--concurrency=8",
-                                     "--batch=50"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.push_back(mode);
-    CommandResult result = RunCommand(args);
-    EXPECT_EQ(result.exit_code, 0) << mode << ": " << result.err;
-    EXPECT_THAT(result.out, HasSubstr(absl::StrCat("{\"mode\":\"", mode, "\"")));
-    EXPECT_THAT(result.out, HasSubstr("\"errors\":{}"));
-    EXPECT_THAT(result.out, HasSubstr("\"read_your_writes_violations\":0"));
-    EXPECT_THAT(result.out, HasSubstr("\"latency_us\":{\"p50\":"));
-    EXPECT_THAT(result.out, ::testing::Not(HasSubstr("\"calls\":0,")));
-    return result.out;
+    return RunBench(server_->address(), mode, std::move(extra));
   }
 
   static TempDir* dir_;
@@ -97,6 +106,31 @@ TEST_F(BenchTest, MixedVerifiesReadYourWritesWithoutSubjectIndex) {
 TEST_F(BenchTest, BadUsage) {
   EXPECT_EQ(RunCommand({CONSENT_BENCH_PATH, "nonsense"}).exit_code, 2);
   EXPECT_EQ(RunCommand({CONSENT_BENCH_PATH, "--distribution=pareto", "unary"}).exit_code, 2);
+}
+
+// consent-empty-server, the floor bench/run.sh measures consentd against,
+// on each of its server APIs: every check mode it serves is answered, with
+// no errors.
+class EmptyServerTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EmptyServerTest, AnswersEveryCheckMode) {
+  TempDir dir;
+  ConsentdProcess::Options options;
+  options.data_dir = dir.Sub("empty");
+  options.command = {CONSENT_EMPTY_SERVER_PATH, "--listen=127.0.0.1:0", "--api=" + GetParam()};
+  auto server = ConsentdProcess::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string target = (*server)->address();
+  RunBench(target, "unary");
+  EXPECT_THAT(RunBench(target, "batch"), HasSubstr("\"batch\":50"));
+  RunBench(target, "stream");
+}
+
+INSTANTIATE_TEST_SUITE_P(Apis, EmptyServerTest, ::testing::Values("callback", "cq"));
+
+TEST(EmptyServerUsageTest, BadApiOrThreadsExitsWithUsageError) {
+  EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--api=sync"}).exit_code, 2);
+  EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--api=cq", "--cq_threads=0"}).exit_code, 2);
 }
 
 }  // namespace

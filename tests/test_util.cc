@@ -86,6 +86,7 @@ absl::StatusOr<std::unique_ptr<ConsentdProcess>> ConsentdProcess::Start(const Op
                                    "--metrics_listen=", "--data_dir=" + options.data_dir,
                                    "--policy=" + options.policy};
   args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
+  if (!options.command.empty()) args = options.command;
 
   int out_pipe[2];
   if (pipe(out_pipe) != 0) return absl::InternalError("pipe failed");

@@ -82,6 +82,10 @@ class ConsentdProcess {
     std::string data_dir;
     std::string policy = DefaultPolicyPath();
     std::vector<std::string> extra_args;
+    // When set, this command runs instead of consentd and the flags above
+    // (another server that prints consentd's address line, such as
+    // consent-empty-server); data_dir then only names the log file.
+    std::vector<std::string> command;
     // How long to wait for the address line before giving up.
     absl::Duration start_timeout = absl::Seconds(30);
   };
