@@ -118,69 +118,45 @@ class CqEmptyRegistry final
   }
 };
 
-// One unary call on a completion queue, from its arrival to its answer.
-// Its tag is the call itself; the polling thread runs Proceed each time
-// the tag comes back, and the call deletes itself once answered. Each call
-// posts its successor when it arrives, so the queue always has calls
-// waiting.
+// A call on a completion queue; its tag is the call itself, and the
+// polling thread runs Proceed each time the tag comes back.
 class CqCall {
  public:
-  CqCall(CqEmptyRegistry* service, grpc::ServerCompletionQueue* queue)
-      : service_(service), queue_(queue) {}
   virtual ~CqCall() = default;
+  virtual void Proceed(bool ok) = 0;
+};
 
-  void Proceed(bool ok) {
+// One unary call, from its arrival to its answer: `request_method` asks
+// the service for the next call, `answer` computes its answer. Each call
+// posts its successor when it arrives, so the queue always has calls
+// waiting; it deletes itself once answered.
+template <typename Request, typename Response>
+class CqUnaryCall final : public CqCall {
+ public:
+  using RequestMethod = void (CqEmptyRegistry::*)(grpc::ServerContext*, Request*,
+                                                  grpc::ServerAsyncResponseWriter<Response>*,
+                                                  grpc::CompletionQueue*,
+                                                  grpc::ServerCompletionQueue*, void*);
+  using Answer = grpc::Status (*)(const Request&, Response*);
+
+  CqUnaryCall(CqEmptyRegistry* service, grpc::ServerCompletionQueue* queue,
+              RequestMethod request_method, Answer answer)
+      : service_(service),
+        queue_(queue),
+        request_method_(request_method),
+        answer_(answer),
+        responder_(&context_) {
+    (service_->*request_method_)(&context_, &request_, &responder_, queue_, queue_, this);
+  }
+
+  void Proceed(bool ok) override {
     if (answered_ || !ok) {  // answered, or the queue shuts down
       delete this;
       return;
     }
     answered_ = true;
-    Next();
-    Answer();
-  }
-
- protected:
-  virtual void Next() = 0;    // posts the successor
-  virtual void Answer() = 0;  // finishes this call (tag: this)
-
-  CqEmptyRegistry* service_;
-  grpc::ServerCompletionQueue* queue_;
-  grpc::ServerContext context_;
-
- private:
-  bool answered_ = false;
-};
-
-class CqCheck final : public CqCall {
- public:
-  CqCheck(CqEmptyRegistry* service, grpc::ServerCompletionQueue* queue)
-      : CqCall(service, queue), responder_(&context_) {
-    service_->RequestCheck(&context_, &request_, &responder_, queue_, queue_, this);
-  }
-
- private:
-  void Next() override { new CqCheck(service_, queue_); }
-  void Answer() override {
-    FixedDecision(response_.mutable_decision());
-    responder_.Finish(response_, grpc::Status::OK, this);
-  }
-
-  v1::CheckRequest request_;
-  v1::CheckResponse response_;
-  grpc::ServerAsyncResponseWriter<v1::CheckResponse> responder_;
-};
-
-class CqBatchCheck final : public CqCall {
- public:
-  CqBatchCheck(CqEmptyRegistry* service, grpc::ServerCompletionQueue* queue)
-      : CqCall(service, queue), responder_(&context_) {
-    service_->RequestBatchCheck(&context_, &request_, &responder_, queue_, queue_, this);
-  }
-
- private:
-  void Next() override { new CqBatchCheck(service_, queue_); }
-  void Answer() override {
-    grpc::Status status = AnswerBatch(request_, &response_);
+    new CqUnaryCall(service_, queue_, request_method_, answer_);
+    grpc::Status status = answer_(request_, &response_);
     if (status.ok()) {
       responder_.Finish(response_, status, this);
     } else {
@@ -188,15 +164,29 @@ class CqBatchCheck final : public CqCall {
     }
   }
 
-  grpc::ByteBuffer request_;
-  grpc::ByteBuffer response_;
-  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
+ private:
+  CqEmptyRegistry* service_;
+  grpc::ServerCompletionQueue* queue_;
+  RequestMethod request_method_;
+  Answer answer_;
+  grpc::ServerContext context_;
+  Request request_;
+  Response response_;
+  grpc::ServerAsyncResponseWriter<Response> responder_;
+  bool answered_ = false;
 };
+
+grpc::Status AnswerCheck(const v1::CheckRequest&, v1::CheckResponse* response) {
+  FixedDecision(response->mutable_decision());
+  return grpc::Status::OK;
+}
 
 void PollQueue(CqEmptyRegistry* service, grpc::ServerCompletionQueue* queue) {
   for (int i = 0; i < kCallsWaitingPerQueue; ++i) {
-    new CqCheck(service, queue);
-    new CqBatchCheck(service, queue);
+    new CqUnaryCall<v1::CheckRequest, v1::CheckResponse>(
+        service, queue, &CqEmptyRegistry::RequestCheck, AnswerCheck);
+    new CqUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+        service, queue, &CqEmptyRegistry::RequestBatchCheck, AnswerBatch);
   }
   void* tag = nullptr;
   bool ok = false;
