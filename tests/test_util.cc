@@ -82,11 +82,12 @@ std::string DefaultPolicyPath() {
 absl::StatusOr<std::unique_ptr<ConsentdProcess>> ConsentdProcess::Start(const Options& options) {
   std::unique_ptr<ConsentdProcess> process(new ConsentdProcess());
   process->log_path_ = options.data_dir + ".log";
-  std::vector<std::string> args = {CONSENTD_PATH, "--listen=127.0.0.1:0",
-                                   "--metrics_listen=", "--data_dir=" + options.data_dir,
-                                   "--policy=" + options.policy};
-  args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
-  if (!options.command.empty()) args = options.command;
+  std::vector<std::string> args = options.command;
+  if (args.empty()) {
+    args = {CONSENTD_PATH, "--listen=127.0.0.1:0",
+            "--metrics_listen=", "--data_dir=" + options.data_dir, "--policy=" + options.policy};
+    args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
+  }
 
   int out_pipe[2];
   if (pipe(out_pipe) != 0) return absl::InternalError("pipe failed");
