@@ -91,7 +91,10 @@ bool MinorDenied(const v1::PurposeRule& rule, const storage::SubjectView* subjec
   }
   const storage::DateView& birth = *subject->birth_date;
   if (content.has_create_time()) {
-    const int age = AgeInYears(birth, FromProto(content.create_time()));
+    // A create_time after the evaluation time is refused by validation
+    // beyond a few minutes of clock skew (registry.cc); within them, the
+    // content is as old as it can be: made at the evaluation time.
+    const int age = AgeInYears(birth, std::min(FromProto(content.create_time()), at));
     if (explain) {
       *why = absl::StrCat(requirement(), "; author was ", age, " at create_time ",
                           FormatTime(content.create_time()));
@@ -269,23 +272,52 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
                : absl::StrCat("excluded only for ", absl::StrJoin(subject.excluded_purposes, ", "));
   });
 
-  // Rule 9: the most specific explicit preference in effect along the path.
+  // Rule 9: the most specific explicit preference in effect along the path
+  // decides, except that a consent is overridden by an objection on an
+  // ancestor purpose recorded later (at a higher revision): a broader
+  // objection is never narrowed by an older consent. An objection on a
+  // descendant is more specific than any ancestor's consent, so it decides.
   if (record != nullptr && !record->preferences.empty()) {
-    for (absl::string_view p = purpose; !p.empty(); p = ParentPurpose(p)) {
+    const storage::PreferenceView* decisive = nullptr;
+    absl::string_view p = purpose;
+    for (; !p.empty() && decisive == nullptr; p = ParentPurpose(p)) {
       for (const storage::PreferenceView& pref : record->preferences) {
-        if (pref.purpose != p || !InEffect(pref, at)) continue;
-        auto detail = [&] {
-          return absl::StrCat(
-              ShortName(v1::PreferenceState_descriptor(), pref.state, "PREFERENCE_STATE_"), " for ",
-              pref.purpose, ", set at revision ", pref.revision);
-        };
-        if (pref.state == v1::PREFERENCE_STATE_OBJECTED) {
-          return conclude(v1::DECISION_REASON_DENIED_OBJECTION, 9, "preference", detail);
-        }
-        if (pref.state == v1::PREFERENCE_STATE_CONSENTED) {
-          return conclude(v1::DECISION_REASON_ALLOWED_CONSENT, 9, "preference", detail);
+        if (pref.purpose == p && InEffect(pref, at) &&
+            (pref.state == v1::PREFERENCE_STATE_OBJECTED ||
+             pref.state == v1::PREFERENCE_STATE_CONSENTED)) {
+          decisive = &pref;
+          break;
         }
       }
+    }
+    if (decisive != nullptr && decisive->state == v1::PREFERENCE_STATE_CONSENTED) {
+      // `p` is now the decisive purpose's parent: look for a later objection
+      // on it or any ancestor.
+      for (; !p.empty(); p = ParentPurpose(p)) {
+        for (const storage::PreferenceView& pref : record->preferences) {
+          if (pref.purpose == p && pref.state == v1::PREFERENCE_STATE_OBJECTED &&
+              pref.revision > decisive->revision && InEffect(pref, at)) {
+            const storage::PreferenceView* consent = decisive;
+            return conclude(v1::DECISION_REASON_DENIED_OBJECTION, 9, "preference", [&pref, consent] {
+              return absl::StrCat("OBJECTED for ", pref.purpose, ", set at revision ",
+                                  pref.revision, ", overrides the earlier CONSENTED for ",
+                                  consent->purpose, " (revision ", consent->revision, ")");
+            });
+          }
+        }
+      }
+    }
+    if (decisive != nullptr) {
+      const storage::PreferenceView& pref = *decisive;
+      auto detail = [&] {
+        return absl::StrCat(
+            ShortName(v1::PreferenceState_descriptor(), pref.state, "PREFERENCE_STATE_"), " for ",
+            pref.purpose, ", set at revision ", pref.revision);
+      };
+      if (pref.state == v1::PREFERENCE_STATE_OBJECTED) {
+        return conclude(v1::DECISION_REASON_DENIED_OBJECTION, 9, "preference", detail);
+      }
+      return conclude(v1::DECISION_REASON_ALLOWED_CONSENT, 9, "preference", detail);
     }
   }
   pass(9, "preference",

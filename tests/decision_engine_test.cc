@@ -300,6 +300,10 @@ std::vector<Case> Cases() {
   c.created.reset();
   c.prefs = {Consented("ai_training")};
   add(In(c, "US"));
+  c = C("create_time_after_evaluation_time_counts_as_evaluation_time", kMinor, 7);
+  c.birth = Birth(2008, 6, 2);         // 18 the day after kAt
+  c.created = Ts(2026, 6, 2, 0, 1);   // after kAt: the age at kAt counts
+  add(c);
   c = C("minor_beats_objection", kMinor, 7);
   c.birth = Birth(2010, 1, 1);
   c.prefs = {Objected("ai_training")};
@@ -402,6 +406,35 @@ std::vector<Case> Cases() {
              {"ai_training.research", v1::PREFERENCE_STATE_CONSENTED, {}, Ts(2026, 1, 1)}};
   c.purpose = "ai_training.research";
   add(c);
+  // Recorded later (a higher revision: the prefs are recorded in list
+  // order) on an ancestor, an objection overrides a consent on a descendant;
+  // a later consent on an ancestor never overrides a descendant's objection.
+  c = C("later_general_objection_overrides_earlier_specific_consent", kObjection, 9);
+  c.prefs = {Consented("ai_training.research"), Objected("ai_training")};
+  c.purpose = "ai_training.research";
+  add(In(c, "JP"));
+  c = C("later_general_objection_overrides_earlier_specific_consent_uk", kObjection, 9);
+  c.prefs = {Consented("ai_training.research"), Objected("ai_training")};
+  c.purpose = "ai_training.research";
+  add(c);
+  c = C("later_general_consent_never_overrides_specific_objection", kObjection, 9);
+  c.prefs = {Objected("ai_training.generative"), Consented("ai_training")};
+  c.purpose = "ai_training.generative";
+  add(In(c, "US"));
+  c = C("later_general_objection_not_in_effect_leaves_consent", kConsent, 9);
+  c.prefs = {Consented("ai_training.research"),
+             {"ai_training", v1::PREFERENCE_STATE_OBJECTED, {}, Ts(2026, 5, 1)}};
+  c.purpose = "ai_training.research";
+  add(In(c, "JP"));
+  c = C("later_general_objection_not_yet_in_effect_leaves_consent", kConsent, 9);
+  c.prefs = {Consented("ai_training.research"),
+             {"ai_training", v1::PREFERENCE_STATE_OBJECTED, Ts(2026, 7, 1), {}}};
+  c.purpose = "ai_training.research";
+  add(In(c, "JP"));
+  c = C("later_sibling_objection_does_not_override_consent", kConsent, 9);
+  c.prefs = {Consented("ai_training.research"), Objected("ai_training.generative")};
+  c.purpose = "ai_training.research";
+  add(In(c, "JP"));
   c = C("objection_covers_old_content", kObjection, 9);
   c.prefs = {Objected("ai_training")};
   c.created = Ts(2012, 3, 4);
@@ -427,8 +460,10 @@ TEST_P(DecisionTableTest, Decides) {
   subject.mutable_attributes()->set_jurisdiction(c.jurisdiction);
   subject.mutable_attributes()->set_account_state(c.deleted ? v1::ACCOUNT_STATE_DELETED : c.state);
   if (c.birth) *subject.mutable_attributes()->mutable_birth_date() = *c.birth;
+  int64_t revision = 0;
   for (const Pref& p : c.prefs) {
     v1::Preference* pref = subject.add_preferences();
+    pref->set_revision(++revision);  // recorded in the table's order
     pref->set_purpose(p.purpose);
     pref->set_state(p.state);
     if (p.effective) *pref->mutable_effective_time() = *p.effective;

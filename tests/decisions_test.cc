@@ -277,6 +277,97 @@ TEST_F(DecisionsTest, AsOfOutsideHistoryIsRejected) {
   EXPECT_EQ(Reason("alice", "p1", "ai_training", clock_.Now()), v1::DECISION_REASON_DENIED_MINOR);
 }
 
+// A create_time in the future would make a minor of today old enough
+// (rule 7): more than 5 minutes after the evaluation time it is refused,
+// within them the evaluation time counts.
+TEST_F(DecisionsTest, CreateTimeAfterTheEvaluationTime) {
+  v1::UpdateSubjectRequest attributes;
+  attributes.set_user_id("minnie");
+  attributes.mutable_attributes()->set_jurisdiction("GB");
+  auto* birth = attributes.mutable_attributes()->mutable_birth_date();
+  birth->set_year(2008);  // 18 on 2026-01-02
+  birth->set_month(1);
+  birth->set_day(2);
+  attributes.mutable_update_mask()->add_paths("jurisdiction");
+  attributes.mutable_update_mask()->add_paths("birth_date");
+  ASSERT_TRUE(client_->UpdateSubject(attributes).ok());
+  clock_.Set(absl::FromCivil(absl::CivilSecond(2026, 1, 1, 23, 58, 0), absl::UTCTimeZone()));
+
+  auto check = [&](absl::Time created, std::optional<absl::Time> as_of = std::nullopt) {
+    v1::CheckRequest request;
+    request.set_purpose("ai_training");
+    request.set_user_id("minnie");
+    *request.mutable_content() = Post("p1");
+    *request.mutable_content()->mutable_create_time() = Ts(created);
+    if (as_of) *request.mutable_as_of() = Ts(*as_of);
+    return client_->Check(request);
+  };
+  // Three minutes ahead, past her birthday: the evaluation time counts.
+  auto skewed = check(clock_.Now() + absl::Minutes(3));
+  ASSERT_TRUE(skewed.ok()) << skewed.status();
+  EXPECT_EQ(skewed->decision().reason(), v1::DECISION_REASON_DENIED_MINOR);
+  auto future = check(clock_.Now() + absl::Minutes(5) + absl::Seconds(1));
+  EXPECT_EQ(future.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(FieldViolations(future.status()),
+              ElementsAre("content.create_time: is 2026-01-02T00:03:01+00:00, more than 5 "
+                          "minutes after the evaluation time 2026-01-01T23:58:00+00:00"));
+  // Against as_of, the same bound.
+  auto as_of = check(kStart + absl::Minutes(6), kStart);
+  EXPECT_EQ(as_of.status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_EQ(FieldViolations(as_of.status()).size(), 1u);
+  EXPECT_THAT(FieldViolations(as_of.status())[0], HasSubstr("content.create_time: is "));
+
+  // A batch names the item.
+  v1::BatchCheckRequest batch;
+  batch.set_purpose("ai_training");
+  for (absl::Duration ahead : {absl::Minutes(1), absl::Hours(24)}) {
+    v1::CheckItem* item = batch.add_items();
+    item->set_user_id("minnie");
+    *item->mutable_content() = Post("p1");
+    *item->mutable_content()->mutable_create_time() = Ts(clock_.Now() + ahead);
+  }
+  auto batched = client_->BatchCheck(batch);
+  EXPECT_EQ(batched.status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_EQ(FieldViolations(batched.status()).size(), 1u);
+  EXPECT_THAT(FieldViolations(batched.status())[0], HasSubstr("items[1].content.create_time: is "));
+  batch.mutable_items()->RemoveLast();
+  batched = client_->BatchCheck(batch);
+  ASSERT_TRUE(batched.ok()) << batched.status();
+  EXPECT_EQ(batched->decisions(0).reason(), v1::DECISION_REASON_DENIED_MINOR);
+}
+
+// Rule 9 over gRPC, now and as_of: an objection recorded later on an
+// ancestor overrides an earlier consent on a descendant; a later consent on
+// an ancestor never overrides a descendant's objection.
+TEST_F(DecisionsTest, LaterAncestorObjectionOverridesEarlierConsent) {
+  Attributes("alice", "GB", 1980);
+  Set("alice", v1::PREFERENCE_STATE_CONSENTED, "ai_training.safety");
+  EXPECT_EQ(Reason("alice", "p1", "ai_training.safety"), v1::DECISION_REASON_ALLOWED_CONSENT);
+  clock_.Advance(absl::Hours(1));
+  const absl::Time consented = clock_.Now();
+  clock_.Advance(absl::Hours(1));
+  Set("alice", v1::PREFERENCE_STATE_OBJECTED, "ai_training");
+  EXPECT_EQ(Reason("alice", "p1", "ai_training.safety"), v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_EQ(Reason("alice", "p1", "ai_training.safety", consented),
+            v1::DECISION_REASON_ALLOWED_CONSENT);
+  auto explained = Check("alice", "p1", "ai_training.safety", std::nullopt, /*explain=*/true);
+  ASSERT_TRUE(explained.ok()) << explained.status();
+  EXPECT_THAT(explained->explanation().rbegin()->detail(),
+              HasSubstr("OBJECTED for ai_training, set at revision 3, overrides the earlier "
+                        "CONSENTED for ai_training.safety (revision 2)"));
+  // Consenting to research again, after the objection: that consent stands.
+  Set("alice", v1::PREFERENCE_STATE_CONSENTED, "ai_training.safety");
+  EXPECT_EQ(Reason("alice", "p1", "ai_training.safety"), v1::DECISION_REASON_ALLOWED_CONSENT);
+  EXPECT_EQ(Reason("alice", "p1", "ai_training.generative"),
+            v1::DECISION_REASON_DENIED_OBJECTION);
+
+  Attributes("bob", "GB", 1980);
+  Set("bob", v1::PREFERENCE_STATE_OBJECTED, "ai_training.generative");
+  Set("bob", v1::PREFERENCE_STATE_CONSENTED, "ai_training");
+  EXPECT_EQ(Reason("bob", "p1", "ai_training.generative"), v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_EQ(Reason("bob", "p1", "ai_training.safety"), v1::DECISION_REASON_ALLOWED_CONSENT);
+}
+
 TEST_F(DecisionsTest, AsOfUsesThePolicyActiveThenAcrossRestarts) {
   Attributes("alice", "GB", 1980);
   clock_.Advance(absl::Hours(1));
@@ -398,6 +489,7 @@ TEST_F(DecisionsTest, ReloadsUnderConcurrentChecksAreNeverTorn) {
 struct ModelPref {
   v1::PreferenceState state;
   std::optional<absl::Time> effective, expire;
+  int64_t order = 0;  // when it was recorded, relative to the others
 };
 
 struct ModelSubject {
@@ -455,15 +547,29 @@ class Model {
         return v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED;
       }
     }
+    // The purpose and its ancestors, most specific first.
+    std::vector<const ModelPref*> path;
     for (std::string p = purpose; !p.empty();
          p = p.find('.') == std::string::npos ? "" : p.substr(0, p.rfind('.'))) {
       auto it = s->prefs.find(p);
-      if (it == s->prefs.end()) continue;
-      const ModelPref& pref = it->second;
-      if (pref.effective && at < *pref.effective) continue;
-      if (pref.expire && at >= *pref.expire) continue;
-      return pref.state == v1::PREFERENCE_STATE_OBJECTED ? v1::DECISION_REASON_DENIED_OBJECTION
-                                                         : v1::DECISION_REASON_ALLOWED_CONSENT;
+      const ModelPref* pref = it == s->prefs.end() ? nullptr : &it->second;
+      if (pref && pref->effective && at < *pref->effective) pref = nullptr;
+      if (pref && pref->expire && at >= *pref->expire) pref = nullptr;
+      path.push_back(pref);
+    }
+    for (size_t i = 0; i < path.size(); ++i) {
+      if (path[i] == nullptr) continue;
+      if (path[i]->state == v1::PREFERENCE_STATE_OBJECTED) {
+        return v1::DECISION_REASON_DENIED_OBJECTION;
+      }
+      // A consent stands unless an ancestor's objection was recorded later.
+      for (size_t k = i + 1; k < path.size(); ++k) {
+        if (path[k] != nullptr && path[k]->state == v1::PREFERENCE_STATE_OBJECTED &&
+            path[k]->order > path[i]->order) {
+          return v1::DECISION_REASON_DENIED_OBJECTION;
+        }
+      }
+      return v1::DECISION_REASON_ALLOWED_CONSENT;
     }
     return li ? v1::DECISION_REASON_ALLOWED_DEFAULT : v1::DECISION_REASON_DENIED_NO_CONSENT;
   }
@@ -542,7 +648,7 @@ TEST_F(DecisionsTest, RandomizedAgainstReferenceModel) {
       r.set_purpose(pick(purposes));
       const int state = 1 + static_cast<int>(random() % 3);
       r.set_state(static_cast<v1::PreferenceState>(state));
-      ModelPref pref{r.state(), std::nullopt, std::nullopt};
+      ModelPref pref{r.state(), std::nullopt, std::nullopt, op};
       if (r.state() != v1::PREFERENCE_STATE_CLEARED) {
         if (chance(0.3)) pref.effective = now - absl::Hours(120) + offset(240);
         if (chance(0.3)) pref.expire = pref.effective.value_or(now) + absl::Hours(1) + offset(240);
