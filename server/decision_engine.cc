@@ -298,11 +298,12 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
           if (pref.purpose == p && pref.state == v1::PREFERENCE_STATE_OBJECTED &&
               pref.revision > decisive->revision && InEffect(pref, at)) {
             const storage::PreferenceView* consent = decisive;
-            return conclude(v1::DECISION_REASON_DENIED_OBJECTION, 9, "preference", [&pref, consent] {
-              return absl::StrCat("OBJECTED for ", pref.purpose, ", set at revision ",
-                                  pref.revision, ", overrides the earlier CONSENTED for ",
-                                  consent->purpose, " (revision ", consent->revision, ")");
-            });
+            return conclude(
+                v1::DECISION_REASON_DENIED_OBJECTION, 9, "preference", [&pref, consent] {
+                  return absl::StrCat("OBJECTED for ", pref.purpose, ", set at revision ",
+                                      pref.revision, ", overrides the earlier CONSENTED for ",
+                                      consent->purpose, " (revision ", consent->revision, ")");
+                });
           }
         }
       }

@@ -21,6 +21,10 @@
 #include "consent/v1/types.pb.h"
 #include "storage/subject_view.h"
 
+namespace rocksdb {
+class FileSystem;
+}  // namespace rocksdb
+
 namespace consent::storage {
 
 struct StoreOptions {
@@ -74,6 +78,20 @@ struct StoreOptions {
   // commit, with how long the write (and its WAL sync) took. Must be thread
   // safe and quick; may be empty.
   std::function<void(absl::Duration)> on_synced_write;
+  // After a failed synced write (the WAL's append or sync) nothing more is
+  // acknowledged until the store has closed and reopened its database: a
+  // write that arrives then tries the reopen, at most once per this
+  // interval, and is refused (kUnavailable) while it fails. Reads go on
+  // meanwhile (docs/reliability.md).
+  absl::Duration reopen_interval = absl::Seconds(1);
+  // Called when the store starts refusing writes after a failed write
+  // (writable false, with the failure) and when it accepts them again
+  // after a reopen (true, OK). From the store's commit threads; must be
+  // thread safe and quick; may be empty.
+  std::function<void(bool writable, const absl::Status& cause)> on_write_state;
+  // The file system RocksDB works through; null: the local one. Tests only,
+  // to inject faults (tests/fault_file_system.h). Must outlive the store.
+  std::shared_ptr<rocksdb::FileSystem> file_system;
 };
 
 // Storage health, read on demand (a metrics scrape). -1: not available
@@ -107,6 +125,12 @@ struct StoreStats {
   int64_t history_pending = 0;
   int64_t history_write_failures = 0;
   int64_t history_runs = 0;
+  // 1 while writes are refused after a failed synced write (until the
+  // database is reopened); failed synced writes and reopens since the
+  // store opened.
+  int64_t writes_refused = 0;
+  int64_t write_failures = 0;
+  int64_t reopens = 0;
 };
 
 // Identifies a request for idempotency: a replay (same id, same

@@ -25,6 +25,8 @@
 #include "google/protobuf/arena.h"
 #include "google/protobuf/util/time_util.h"
 #include "rocksdb/db.h"
+#include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/listener.h"
 #include "rocksdb/options.h"
@@ -368,6 +370,80 @@ class SubjectIndex {
   std::atomic<bool> ready_{false};
 };
 
+std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(const StoreOptions& store_options);
+
+// Opens the database with every column family; read-only when asked (what
+// a store that cannot reopen for writing still serves reads from).
+absl::Status OpenDatabase(const StoreOptions& options, const rocksdb::DBOptions& db_options,
+                          bool read_only, std::unique_ptr<rocksdb::DB>* db,
+                          std::vector<rocksdb::ColumnFamilyHandle*>* handles) {
+  rocksdb::DB* raw_db = nullptr;
+  handles->clear();
+  const rocksdb::Status s =
+      read_only ? rocksdb::DB::OpenForReadOnly(db_options, options.data_dir,
+                                               ColumnFamilies(options), handles, &raw_db)
+                : rocksdb::DB::Open(db_options, options.data_dir, ColumnFamilies(options), handles,
+                                    &raw_db);
+  db->reset(raw_db);
+  return FromRocks(s, absl::StrCat(read_only ? "opening (read-only) " : "opening ",
+                                   "data directory ", options.data_dir));
+}
+
+// Destroys the column family handles and closes the database; errors are
+// ignored (the database is being given up).
+void CloseDatabase(std::unique_ptr<rocksdb::DB>* db,
+                   std::vector<rocksdb::ColumnFamilyHandle*>* handles) {
+  if (*db == nullptr) return;
+  for (rocksdb::ColumnFamilyHandle* h : *handles) {
+    (*db)->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  }
+  handles->clear();
+  (*db)->Close().PermitUncheckedError();
+  db->reset();
+}
+
+// What the database says of the last commit: its revision, the latest time
+// stamped, and the last event's hash (32 zero bytes before the first).
+struct DiskState {
+  int64_t revision = 0;
+  absl::Time last_time;
+  std::string last_hash;
+};
+
+absl::StatusOr<DiskState> ReadDiskState(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta,
+                                        rocksdb::ColumnFamilyHandle* events) {
+  DiskState state;
+  // An 8-byte big-endian number from meta; absent is 0.
+  auto read_number = [&](const char* key, int64_t* out) -> absl::Status {
+    *out = 0;
+    std::string value;
+    rocksdb::Status s = db->Get(rocksdb::ReadOptions(), meta, key, &value);
+    if (s.IsNotFound()) return absl::OkStatus();
+    if (!s.ok()) return FromRocks(s, absl::StrCat("reading meta ", key));
+    if (!DecodeRevision(value, out)) {
+      return absl::DataLossError(absl::StrCat("meta ", key, " has a bad encoding"));
+    }
+    return absl::OkStatus();
+  };
+  int64_t last_time_nanos = 0;
+  if (absl::Status s = read_number(kMetaRevision, &state.revision); !s.ok()) return s;
+  if (absl::Status s = read_number(kMetaLastTime, &last_time_nanos); !s.ok()) return s;
+  state.last_time = absl::FromUnixNanos(last_time_nanos);
+  // The chain continues from the last event's hash.
+  state.last_hash.assign(kHashBytes, '\0');
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), events));
+  it->SeekToLast();
+  if (it->Valid()) {
+    v1::ChangeEvent last;
+    if (!last.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("the last event does not parse");
+    }
+    if (!last.hash().empty()) state.last_hash = last.hash();
+  }
+  if (absl::Status s = FromRocks(it->status(), "reading the last event"); !s.ok()) return s;
+  return state;
+}
+
 class RocksDbStore final : public ConsentStore {
  public:
   RocksDbStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
@@ -498,14 +574,37 @@ class RocksDbStore final : public ConsentStore {
                                                            const std::string& id, absl::Time now)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
 
+  // Records that a synced write failed: from now on writes are refused
+  // until Reopen succeeds. Returns whether this is the first failure since
+  // writes were last accepted (then on_write_state is to be called).
+  bool MarkWriteFailed(const absl::Status& failure) ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_);
+  // OK when writes are accepted. After a failed write: tries Reopen (at
+  // most once per options_.reopen_interval) and returns why writes are
+  // refused while that fails.
+  absl::Status RecoverWrites() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Closes the database and opens it again (read-only when it cannot be
+  // opened for writing, so reads go on), then takes in whatever a failed
+  // write left on disk: the revision, the time and hash chain, the history
+  // index and the subject index continue from what RocksDB recovered.
+  absl::Status Reopen() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Adds what the events after `published` (on disk, never acknowledged)
+  // changed to the history tail and the subject index.
+  absl::Status AdoptUnpublished(int64_t published) ABSL_EXCLUSIVE_LOCKS_REQUIRED(open_mu_);
+
   // Reads one subject from the database (no pending writes). Sets `exists`.
   absl::Status ReadSubject(absl::string_view user_id, bool* exists, v1::Subject* subject)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
 
-  // Guards db_ against Close while calls are in flight: calls hold it
-  // shared, Close exclusively.
+  // The Env over options_.file_system (null for the default): it must
+  // outlive db_, so it comes first.
+  std::unique_ptr<rocksdb::Env> env_;
+  // Options db_ was opened with, to open it again (Reopen).
+  rocksdb::DBOptions db_options_;
+  // Guards db_ against Close and Reopen while calls are in flight: calls
+  // hold it shared, Close and Reopen exclusively.
   mutable absl::Mutex open_mu_;
   std::unique_ptr<rocksdb::DB> db_ ABSL_GUARDED_BY(open_mu_);
+  // Replaced only with db_, under open_mu_ held exclusively.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   // Held while a group is prepared, so revisions are assigned in commit
   // order, and by whatever must see no commit in progress (RecordPolicy,
@@ -514,6 +613,12 @@ class RocksDbStore final : public ConsentStore {
   // Guards the written state (what every completed write produced) and
   // the group being written.
   absl::Mutex flight_mu_ ABSL_ACQUIRED_AFTER(open_mu_);
+  // Set by a failed synced write: until Reopen succeeds, every write is
+  // refused with it (RecoverWrites).
+  absl::Status write_failure_ ABSL_GUARDED_BY(flight_mu_);
+  absl::Time last_reopen_attempt_ ABSL_GUARDED_BY(flight_mu_) = absl::InfinitePast();
+  int64_t write_failures_ ABSL_GUARDED_BY(flight_mu_) = 0;
+  int64_t reopens_ ABSL_GUARDED_BY(flight_mu_) = 0;
   std::atomic<int64_t> revision_;
   absl::Time last_time_ ABSL_GUARDED_BY(flight_mu_);
   // Hash of the last event (32 zero bytes before the first).
@@ -531,7 +636,7 @@ class RocksDbStore final : public ConsentStore {
   // Fills index_ from a snapshot of the subjects, then marks it ready.
   // Close stops and joins it before closing the database.
   void LoadIndex() ABSL_NO_THREAD_SAFETY_ANALYSIS;
-  absl::Mutex loader_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);
+  absl::Mutex loader_mu_ ABSL_ACQUIRED_AFTER(write_mu_);
   std::thread loader_ ABSL_GUARDED_BY(loader_mu_);
   std::atomic<bool> stop_loading_{false};
 
@@ -1019,6 +1124,10 @@ void RocksDbStore::AwaitNoWrite() {
 std::shared_ptr<RocksDbStore::Group> RocksDbStore::PrepareGroup(
     const std::vector<PendingCommit*>& commits) {
   absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status refused = RecoverWrites(); !refused.ok()) {
+    for (PendingCommit* c : commits) c->result = refused;
+    return nullptr;
+  }
   absl::ReaderMutexLock open_lock(&open_mu_);
   if (db_ == nullptr) {
     for (PendingCommit* c : commits) c->result = absl::FailedPreconditionError("store is closed");
@@ -1074,9 +1183,10 @@ std::shared_ptr<RocksDbStore::Group> RocksDbStore::PrepareGroup(
   if (group->base != nullptr && !group->base->status.ok()) {
     // Prepared on top of a write that failed: every result continues state
     // that does not exist (revisions, chain, replays), so none stands.
-    const absl::Status failed(
-        group->base->status.code(),
-        absl::StrCat("an earlier write in the pipeline failed: ", group->base->status.message()));
+    // Nothing of this group was written.
+    const absl::Status failed = absl::UnavailableError(
+        absl::StrCat("not written: an earlier write in the pipeline failed (",
+                     group->base->status.message(), "); retry once the store has recovered"));
     for (PendingCommit* c : commits) c->result = failed;
     return nullptr;
   }
@@ -1094,22 +1204,156 @@ void RocksDbStore::WriteGroup(Group& group, const std::vector<PendingCommit*>& c
   const absl::Time write_start = absl::Now();
   absl::Status s = FromRocks(db_->Write(options, &group.batch), "committing write");
   if (options_.on_synced_write) options_.on_synced_write(absl::Now() - write_start);
-  absl::MutexLock lock(&flight_mu_);
-  writing_ = nullptr;
-  group.status = s;
-  if (!s.ok()) {
-    for (PendingCommit* c : commits) {
-      if (c->wrote) c->result = s;
+  bool newly_failed = false;
+  {
+    absl::MutexLock lock(&flight_mu_);
+    writing_ = nullptr;
+    group.status = s;
+    if (s.ok()) {
+      // The index sees the write before anyone is acknowledged or the
+      // revision moves, so every read that starts afterwards sees it too.
+      for (const auto& [user_id, view] : group.views) index_->Put(user_id, view);
+      if (group.history != nullptr) AddHistory(group.history);
+      revision_.store(group.revision, std::memory_order_release);
+      last_time_ = group.last_time;
+      last_hash_ = group.last_hash;
+      return;
     }
-    return;
+    // A failed append or sync may still have reached the disk, and come
+    // back when the WAL is replayed: no caller of the group can be told
+    // either way, whether its changes were in the batch or it was answered
+    // from it (a replay of a request earlier in the group).
+    const absl::Status unknown = absl::UnavailableError(absl::StrCat(
+        "the outcome of this write is unknown: its synced write failed (", s.message(),
+        ") and may or may not have reached the disk; once the store has recovered, a retry with "
+        "the same request_id gives the definitive answer"));
+    for (PendingCommit* c : commits) {
+      if (c->result.ok()) c->result = unknown;
+    }
+    newly_failed = MarkWriteFailed(s);
   }
-  // The index sees the write before anyone is acknowledged or the revision
-  // moves, so every read that starts afterwards sees it too.
-  for (const auto& [user_id, view] : group.views) index_->Put(user_id, view);
-  if (group.history != nullptr) AddHistory(group.history);
-  revision_.store(group.revision, std::memory_order_release);
-  last_time_ = group.last_time;
-  last_hash_ = group.last_hash;
+  if (newly_failed && options_.on_write_state) options_.on_write_state(false, s);
+}
+
+bool RocksDbStore::MarkWriteFailed(const absl::Status& failure) {
+  ++write_failures_;
+  if (!write_failure_.ok()) return false;
+  write_failure_ = failure;
+  return true;
+}
+
+absl::Status RocksDbStore::RecoverWrites() {
+  absl::Status cause;
+  {
+    absl::MutexLock lock(&flight_mu_);
+    if (write_failure_.ok()) return absl::OkStatus();
+    // A failed group leaves no write in flight (WriteGroup), and the groups
+    // prepared on it wrote nothing; wait all the same.
+    AwaitNoWriteLocked();
+    cause = write_failure_;
+    const absl::Time now = absl::Now();
+    if (now - last_reopen_attempt_ < options_.reopen_interval) {
+      return absl::UnavailableError(absl::StrCat(
+          "writes are refused: a synced write failed (", cause.message(),
+          ") and the store has not reopened its database yet; checks still answer from what was "
+          "committed; retry later"));
+    }
+    last_reopen_attempt_ = now;
+  }
+  if (absl::Status reopened = Reopen(); !reopened.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("writes are refused: a synced write failed (", cause.message(),
+                     ") and reopening the database failed (", reopened.message(),
+                     "); checks still answer from what was committed; retry later"));
+  }
+  {
+    absl::MutexLock lock(&flight_mu_);
+    write_failure_ = absl::OkStatus();
+    ++reopens_;
+  }
+  if (options_.on_write_state) options_.on_write_state(true, absl::OkStatus());
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStore::Reopen() {
+  // The index loader reads db_ without open_mu_: stop it first, and load
+  // again afterwards if it had not finished.
+  bool reload_index = false;
+  {
+    absl::MutexLock lock(&loader_mu_);
+    if (loader_.joinable()) {
+      stop_loading_.store(true, std::memory_order_relaxed);
+      loader_.join();
+      stop_loading_.store(false, std::memory_order_relaxed);
+      reload_index = !index_->ready();
+    }
+  }
+  absl::Status status;
+  {
+    // Readers wait while the database is swapped.
+    absl::MutexLock open_lock(&open_mu_);
+    CloseDatabase(&db_, &handles_);
+    std::unique_ptr<rocksdb::DB> db;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    status = OpenDatabase(options_, db_options_, /*read_only=*/false, &db, &handles);
+    if (!status.ok()) {
+      // Keep serving reads from what is on disk while writes wait.
+      if (OpenDatabase(options_, db_options_, /*read_only=*/true, &db, &handles).ok()) {
+        db_ = std::move(db);
+        handles_ = std::move(handles);
+      }
+    } else {
+      db_ = std::move(db);
+      handles_ = std::move(handles);
+      status = AdoptUnpublished(revision_.load(std::memory_order_acquire));
+    }
+  }
+  if (reload_index) {
+    absl::MutexLock lock(&loader_mu_);
+    loader_ = std::thread([this] { LoadIndex(); });
+  }
+  return status;
+}
+
+absl::Status RocksDbStore::AdoptUnpublished(int64_t published) {
+  auto disk = ReadDiskState(db_.get(), meta(), events());
+  if (!disk.ok()) return disk.status();
+  if (disk->revision > published) {
+    // The failed write reached the disk after all. Its callers were told
+    // the outcome is unknown; what it wrote is now the registry's state,
+    // and the reads that bypass RocksDB must see it too.
+    std::vector<std::string> keys;
+    absl::flat_hash_set<std::string> users;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), events()));
+    for (it->Seek(EventKey(published + 1)); it->Valid(); it->Next()) {
+      v1::ChangeEvent event;
+      if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        return absl::DataLossError("an event written by the failed write does not parse");
+      }
+      keys.push_back(UserEventKey(event.user_id(), event.revision()));
+      users.insert(event.user_id());
+    }
+    if (absl::Status s = FromRocks(it->status(), "reading the failed write's events"); !s.ok()) {
+      return s;
+    }
+    if (!keys.empty()) {
+      std::sort(keys.begin(), keys.end());
+      AddHistory(std::make_shared<HistoryRun>(keys, disk->revision));
+    }
+    if (index_ != nullptr) {
+      for (const std::string& user : users) {
+        bool exists = false;
+        v1::Subject subject;
+        if (absl::Status s = ReadSubject(user, &exists, &subject); !s.ok()) return s;
+        if (exists) index_->Put(user, DecisionView(subject));
+      }
+    }
+  }
+  absl::MutexLock lock(&flight_mu_);
+  revision_.store(std::max(published, disk->revision), std::memory_order_release);
+  last_time_ = std::max(last_time_, disk->last_time);
+  if (disk->revision > published) last_hash_ = disk->last_hash;
+  return absl::OkStatus();
 }
 
 void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::WriteBatch& batch) {
@@ -1307,6 +1551,7 @@ absl::StatusOr<ChainReport> RocksDbStore::VerifyChain(int64_t start, int64_t end
 
 absl::StatusOr<int64_t> RocksDbStore::PurgeRequestIds(absl::Time before) {
   absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status refused = RecoverWrites(); !refused.ok()) return refused;
   AwaitNoWrite();
   absl::ReaderMutexLock open_lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
@@ -1401,10 +1646,11 @@ absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadUserEvents(absl::
 
 absl::StatusOr<absl::Time> RocksDbStore::RecordPolicy(absl::Time now, const std::string& text) {
   absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status refused = RecoverWrites(); !refused.ok()) return refused;
   AwaitNoWrite();
   absl::ReaderMutexLock open_lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
-  absl::MutexLock flight_lock(&flight_mu_);
+  absl::ReleasableMutexLock flight_lock(&flight_mu_);
   // The time to stamp: `now`, or the latest stamped so far if later. Two
   // policies activated in the same nanosecond: the later one wins the key,
   // so step past the last one.
@@ -1417,7 +1663,15 @@ absl::StatusOr<absl::Time> RocksDbStore::RecordPolicy(absl::Time now, const std:
   rocksdb::WriteOptions options;
   options.sync = true;
   absl::Status s = FromRocks(db_->Write(options, &batch), "recording the policy");
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    // Like a failed commit: the WAL can no longer be trusted.
+    const bool newly_failed = MarkWriteFailed(s);
+    flight_lock.Release();
+    if (newly_failed && options_.on_write_state) options_.on_write_state(false, s);
+    return absl::UnavailableError(
+        absl::StrCat("the outcome of recording the policy is unknown: its synced write failed (",
+                     s.message(), ")"));
+  }
   last_time_ = stamp;
   return stamp;
 }
@@ -1534,6 +1788,12 @@ absl::StatusOr<StoreStats> RocksDbStore::Stats() {
     stats.history_runs = static_cast<int64_t>(history_tail_.size());
     stats.history_write_failures = history_failures_;
   }
+  {
+    absl::MutexLock flight_lock(&flight_mu_);
+    stats.writes_refused = write_failure_.ok() ? 0 : 1;
+    stats.write_failures = write_failures_;
+    stats.reopens = reopens_;
+  }
   return stats;
 }
 
@@ -1588,7 +1848,8 @@ void RocksDbStore::LoadIndex() {
   v1::Subject subject;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     if (stop_loading_.load(std::memory_order_relaxed)) {
-      status = absl::CancelledError("the store closed while the subject index was loading");
+      status = absl::CancelledError(
+          "the subject index load was stopped: the store is closing or reopening its database");
       break;
     }
     if (!subject.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
@@ -1726,14 +1987,18 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
     db_options.statistics->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
   }
 
+  std::unique_ptr<rocksdb::Env> env;
+  if (options.file_system != nullptr) {
+    env = rocksdb::NewCompositeEnv(options.file_system);
+    db_options.env = env.get();
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw_db = nullptr;
+  std::unique_ptr<rocksdb::DB> db;
   const std::string context = absl::StrCat("opening data directory ", options.data_dir);
-  absl::Status s = FromRocks(
-      rocksdb::DB::Open(db_options, options.data_dir, ColumnFamilies(options), &handles, &raw_db),
-      context);
-  if (!s.ok()) return s;
-  std::unique_ptr<rocksdb::DB> db(raw_db);
+  if (absl::Status s = OpenDatabase(options, db_options, /*read_only=*/false, &db, &handles);
+      !s.ok()) {
+    return s;
+  }
   rocksdb::ColumnFamilyHandle* meta = handles[4];
 
   // A new database gets its format version; an old one must match it.
@@ -1744,63 +2009,42 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
     wo.sync = true;
     rs = db->Put(wo, meta, kMetaFormatVersion, kFormatVersion);
   } else if (rs.ok() && value != kFormatVersion) {
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    CloseDatabase(&db, &handles);
     return absl::FailedPreconditionError(absl::StrCat(context, ": storage format version ", value,
                                                       " is not supported (want ", kFormatVersion,
                                                       ")"));
   }
-  // Reads an 8-byte big-endian number from meta; absent is 0.
-  auto read_number = [&](const char* key, int64_t* out) {
-    *out = 0;
-    if (!rs.ok()) return;
-    rs = db->Get(rocksdb::ReadOptions(), meta, key, &value);
-    if (rs.IsNotFound()) {
-      rs = rocksdb::Status::OK();
-    } else if (rs.ok() && !DecodeRevision(value, out)) {
-      rs = rocksdb::Status::Corruption(absl::StrCat("meta ", key, " has a bad encoding"));
-    }
-  };
-  int64_t revision = 0, last_time_nanos = 0, history_indexed = -1;
-  read_number(kMetaRevision, &revision);
-  read_number(kMetaLastTime, &last_time_nanos);
-  if (rs.ok()) {
-    rs = db->Get(rocksdb::ReadOptions(), meta, kMetaHistoryIndexed, &value);
-    if (rs.IsNotFound()) {
-      // New, or written before the history index was written in bulk
-      // (every event has its entry). Recorded now: from here on the entries
-      // of new events are written later.
-      history_indexed = revision;
-      rocksdb::WriteOptions wo;
-      wo.sync = true;
-      rs = db->Put(wo, meta, kMetaHistoryIndexed, EncodeRevision(revision));
-    } else if (rs.ok() && !DecodeRevision(value, &history_indexed)) {
-      rs = rocksdb::Status::Corruption("meta history_indexed has a bad encoding");
-    }
+  absl::StatusOr<DiskState> disk = absl::InternalError("not read");
+  if (rs.ok()) disk = ReadDiskState(db.get(), meta, handles[2]);
+  if (!disk.ok()) {
+    CloseDatabase(&db, &handles);
+    return absl::Status(disk.status().code(), absl::StrCat(context, ": ", disk.status().message()));
+  }
+  int64_t history_indexed = -1;
+  rs = db->Get(rocksdb::ReadOptions(), meta, kMetaHistoryIndexed, &value);
+  if (rs.IsNotFound()) {
+    // New, or written before the history index was written in bulk (every
+    // event has its entry). Recorded now: from here on the entries of new
+    // events are written later.
+    history_indexed = disk->revision;
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    rs = db->Put(wo, meta, kMetaHistoryIndexed, EncodeRevision(disk->revision));
+  } else if (rs.ok() && !DecodeRevision(value, &history_indexed)) {
+    rs = rocksdb::Status::Corruption("meta history_indexed has a bad encoding");
   }
   if (!rs.ok()) {
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    CloseDatabase(&db, &handles);
     return FromRocks(rs, context);
   }
-  // The chain continues from the last event's hash.
-  std::string last_hash(kHashBytes, '\0');
-  {
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[2]));
-    it->SeekToLast();
-    if (it->Valid()) {
-      v1::ChangeEvent last;
-      if (!last.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-        for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-        return absl::DataLossError(absl::StrCat(context, ": the last event does not parse"));
-      }
-      if (!last.hash().empty()) last_hash = last.hash();
-    }
-  }
-  auto store = std::make_unique<RocksDbStore>(std::move(db), std::move(handles), revision,
-                                              absl::FromUnixNanos(last_time_nanos));
+  auto store = std::make_unique<RocksDbStore>(std::move(db), std::move(handles), disk->revision,
+                                              disk->last_time);
   {
     absl::MutexLock lock(&store->flight_mu_);
-    store->last_hash_ = std::move(last_hash);
+    store->last_hash_ = std::move(disk->last_hash);
   }
+  store->env_ = std::move(env);
+  store->db_options_ = db_options;
   store->options_ = options;
   store->statistics_ = db_options.statistics;
   store->stalls_ = std::move(stalls);

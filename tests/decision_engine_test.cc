@@ -301,8 +301,8 @@ std::vector<Case> Cases() {
   c.prefs = {Consented("ai_training")};
   add(In(c, "US"));
   c = C("create_time_after_evaluation_time_counts_as_evaluation_time", kMinor, 7);
-  c.birth = Birth(2008, 6, 2);         // 18 the day after kAt
-  c.created = Ts(2026, 6, 2, 0, 1);   // after kAt: the age at kAt counts
+  c.birth = Birth(2008, 6, 2);       // 18 the day after kAt
+  c.created = Ts(2026, 6, 2, 0, 1);  // after kAt: the age at kAt counts
   add(c);
   c = C("minor_beats_objection", kMinor, 7);
   c.birth = Birth(2010, 1, 1);

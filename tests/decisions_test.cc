@@ -358,8 +358,7 @@ TEST_F(DecisionsTest, LaterAncestorObjectionOverridesEarlierConsent) {
   // Consenting to research again, after the objection: that consent stands.
   Set("alice", v1::PREFERENCE_STATE_CONSENTED, "ai_training.safety");
   EXPECT_EQ(Reason("alice", "p1", "ai_training.safety"), v1::DECISION_REASON_ALLOWED_CONSENT);
-  EXPECT_EQ(Reason("alice", "p1", "ai_training.generative"),
-            v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_EQ(Reason("alice", "p1", "ai_training.generative"), v1::DECISION_REASON_DENIED_OBJECTION);
 
   Attributes("bob", "GB", 1980);
   Set("bob", v1::PREFERENCE_STATE_OBJECTED, "ai_training.generative");
