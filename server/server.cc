@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -104,6 +105,15 @@ class ScrapeCollector final : public prometheus::Collectable {
       add("consent_history_index_write_failures_total",
           "Bulk writes of the user history index that failed.", counter,
           static_cast<double>(stats->history_write_failures));
+      add("consent_store_writes_refused",
+          "1 while writes are refused after a failed synced write, until the database is "
+          "reopened.",
+          gauge, static_cast<double>(stats->writes_refused));
+      add("consent_store_write_failures_total", "Synced writes (WAL append or sync) that failed.",
+          counter, static_cast<double>(stats->write_failures));
+      add("consent_store_reopens_total",
+          "Times the store reopened its database to accept writes again after a failed write.",
+          counter, static_cast<double>(stats->reopens));
     }
 
     if (auto process = ReadProcessStats(); process.ok()) {
@@ -139,6 +149,25 @@ class ServerImpl final : public ConsentServer {
   absl::Status ReloadPolicy() override { return reloader_->Reload().status(); }
   absl::Status Shutdown() override;
 
+  // The store's on_write_state: health of consent.v1.ConsentRegistry
+  // follows whether writes are accepted, and the log says why.
+  void OnWriteState(bool writable, const absl::Status& cause) {
+    if (writable) {
+      LogInfo("the store reopened its database: writes are accepted again");
+    } else {
+      LogError(
+          "a synced write failed: writes are refused until the store reopens its database "
+          "(tried on the next write); checks go on",
+          {{"error", std::string(cause.message())}});
+    }
+    absl::MutexLock lock(&health_mu_);
+    registry_writable_ = writable;
+    if (grpc_server_ != nullptr && !shut_down_) {
+      grpc_server_->GetHealthCheckService()->SetServingStatus(
+          v1::ConsentRegistry::service_full_name(), writable);
+    }
+  }
+
   ServerOptions options_;
   RealClock real_clock_;
   // Before store_: the store's synced-write callback observes into it.
@@ -156,7 +185,10 @@ class ServerImpl final : public ConsentServer {
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::string listen_address_;
   std::string metrics_address_;
-  bool shut_down_ = false;
+  // Guards the health statuses against the store's threads (OnWriteState).
+  absl::Mutex health_mu_;
+  bool shut_down_ ABSL_GUARDED_BY(health_mu_) = false;
+  bool registry_writable_ ABSL_GUARDED_BY(health_mu_) = true;
   absl::Notification stop_maintenance_;
   std::thread maintenance_;
 
@@ -177,10 +209,13 @@ class ServerImpl final : public ConsentServer {
 };
 
 absl::Status ServerImpl::Shutdown() {
-  if (shut_down_) return absl::OkStatus();
-  shut_down_ = true;
+  {
+    absl::MutexLock lock(&health_mu_);
+    if (shut_down_) return absl::OkStatus();
+    shut_down_ = true;
+    if (grpc_server_ != nullptr) grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+  }
   if (grpc_server_ != nullptr) {
-    grpc_server_->GetHealthCheckService()->SetServingStatus(false);
     // New calls now get UNAVAILABLE; those in flight may finish within the
     // grace period. Then the server stops at once: whatever is still running
     // is cancelled and idle connections are closed.
@@ -297,6 +332,11 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
     store_options.collect_statistics = options.rocksdb_statistics;
     store_options.on_synced_write = [metrics](absl::Duration d) { metrics->ObserveWalSync(d); };
   }
+  ServerImpl* const serving = server.get();
+  store_options.on_write_state = [serving](bool writable, const absl::Status& cause) {
+    serving->OnWriteState(writable, cause);
+  };
+  if (options.adjust_store_options) options.adjust_store_options(store_options);
   auto store = storage::ConsentStore::Open(store_options);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
@@ -349,10 +389,14 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   }
   server->listen_address_ =
       absl::StrCat(options.listen.substr(0, options.listen.rfind(':')), ":", selected_port);
-  grpc::HealthCheckServiceInterface* health = server->grpc_server_->GetHealthCheckService();
-  health->SetServingStatus(true);
-  health->SetServingStatus(v1::ConsentRegistry::service_full_name(), true);
-  health->SetServingStatus(v1::ConsentAdmin::service_full_name(), true);
+  {
+    absl::MutexLock lock(&server->health_mu_);
+    grpc::HealthCheckServiceInterface* health = server->grpc_server_->GetHealthCheckService();
+    health->SetServingStatus(true);
+    // NOT_SERVING while the store refuses writes (OnWriteState).
+    health->SetServingStatus(v1::ConsentRegistry::service_full_name(), server->registry_writable_);
+    health->SetServingStatus(v1::ConsentAdmin::service_full_name(), true);
+  }
   return std::unique_ptr<ConsentServer>(std::move(server));
 }
 

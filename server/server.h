@@ -3,6 +3,7 @@
 #ifndef CONSENT_SERVER_SERVER_H_
 #define CONSENT_SERVER_SERVER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,10 @@
 namespace grpc {
 class ServerBuilder;
 }  // namespace grpc
+
+namespace consent::storage {
+struct StoreOptions;
+}  // namespace consent::storage
 
 namespace consent {
 
@@ -47,6 +52,9 @@ struct ServerOptions {
   absl::Duration watch_checkpoint_interval = absl::Seconds(5);
   // Largest request accepted, in bytes.
   int max_receive_message_bytes = 32 << 20;
+  // Tests only: changes the store's options before it opens (to give it a
+  // fault-injecting file system). May be empty.
+  std::function<void(storage::StoreOptions&)> adjust_store_options;
 };
 
 // Whether `listen` ("host:port") names a loopback address.

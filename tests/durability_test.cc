@@ -205,8 +205,11 @@ TEST_F(DurabilityTest, FailedAppendLeavesNothingAndTheRetryWritesAfresh) {
 
 // A group prepared on top of the failed one was not written, and says so.
 TEST_F(DurabilityTest, GroupsBehindAFailedWriteAreNotWritten) {
-  Open(absl::Hours(1));
+  Open();
   fs_->FailWal(WalFault::kSync);
+  // No reopen succeeds either, so a group prepared after the failure is
+  // refused rather than written after a reopen.
+  fs_->FailFileCreation(true);
   Results results;
   CommitBehindAGate(results, {{"alice", Key("a")}, {"bob", Key("b")}});
   EXPECT_THAT(results.Await("first").status().message(),

@@ -187,7 +187,7 @@ scrape_configs:
         while True:
             rules = [rule for group in self.api("rules")["groups"] for rule in group["rules"]]
             healthy = [r for r in rules if r["health"] == "ok"]
-            if len(rules) == 19 and len(healthy) == len(rules):
+            if len(rules) == 21 and len(healthy) == len(rules):
                 break
             if time.monotonic() > deadline:
                 self.fail("rules not all healthy: %s" % [
