@@ -41,6 +41,7 @@
 #include "storage/consent_store.h"
 #include "storage/history_runs.h"
 #include "storage/keys.h"
+#include "storage/rocksdb_log.h"
 
 namespace consent::storage {
 namespace {
@@ -1979,6 +1980,8 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   db_options.paranoid_checks = true;
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 5;
+  // Not RocksDB's own LOG writer: it aborts when the disk fills up.
+  db_options.info_log = NewRocksDbLog(options.data_dir);
   auto stalls = std::make_shared<StallListener>();
   db_options.listeners.push_back(stalls);
   if (options.collect_statistics) {

@@ -4,7 +4,12 @@
 // consent.v1.ConsentRegistry is NOT_SERVING and the gauge says why while
 // writes are refused, checks keep answering, and the retry with the same
 // request_id gives the definitive answer once the store has reopened.
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
 #include <memory>
 #include <string>
 
@@ -141,6 +146,181 @@ TEST_F(WriteFailureTest, CallersSeeOutcomeUnknownThenTheDefinitiveAnswer) {
   auto next = Object(*once_, "bob", "form-2");
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_EQ(next->revision(), 3);
+}
+
+// A small tmpfs, mounted for the test (CI runs as root) and unmounted after.
+class Tmpfs {
+ public:
+  Tmpfs(const std::string& path, const std::string& size) : path_(path) {
+    std::filesystem::create_directories(path);
+    auto mounted =
+        testing::RunCommand({"/bin/mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", path});
+    ok_ = mounted.exit_code == 0;
+    error_ = mounted.err;
+  }
+  ~Tmpfs() {
+    if (ok_) testing::RunCommand({"/bin/umount", "-l", path_});
+  }
+  bool ok() const { return ok_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string path_;
+  bool ok_ = false;
+  std::string error_;
+};
+
+// Fills the file system at `path` with a file of `bytes`, written for real
+// (tmpfs allocates pages as they are written).
+void Fill(const std::string& path, int64_t bytes) {
+  std::ofstream out(path, std::ios::binary);
+  const std::string block(1 << 20, 'x');
+  for (int64_t written = 0; written < bytes && out; written += static_cast<int64_t>(block.size())) {
+    out.write(block.data(), static_cast<std::streamsize>(block.size()));
+  }
+}
+
+// The data directory on a tmpfs that fills up: writes fail with a clear
+// message, checks keep answering, and once space is freed writes succeed
+// again without a restart, with nothing acknowledged lost.
+TEST(FullDiskTest, WritesFailChecksGoOnAndWritesResumeOnceSpaceIsFreed) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root (CI runs as root)";
+  TempDir dir;
+  Tmpfs disk(dir.Sub("disk"), "48m");
+  ASSERT_TRUE(disk.ok()) << disk.error();
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.metrics_listen = "";
+  options.data_dir = dir.Sub("disk/data");
+  options.policy_path = testing::DefaultPolicyPath();
+  options.adjust_store_options = [](storage::StoreOptions& store) {
+    store.reopen_interval = absl::ZeroDuration();
+  };
+  auto server = ConsentServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions once;
+  once.max_attempts = 1;
+  auto client = Client::Connect((*server)->listen_address(), once);
+  // Leave a few MiB: the next batches fill them.
+  Fill(dir.Sub("disk/filler"), 40 << 20);
+
+  // Batches of 1,000 objections with long sources, until the disk is full.
+  std::vector<std::string> acknowledged;
+  absl::Status failure;
+  for (int batch = 0; batch < 200 && failure.ok(); ++batch) {
+    v1::BatchSetPreferencesRequest request;
+    for (int i = 0; i < 1000; ++i) {
+      v1::SetPreferenceRequest* item = request.add_requests();
+      item->set_user_id(absl::StrCat("user-", batch, "-", i));
+      item->set_purpose("ai_training");
+      item->set_state(v1::PREFERENCE_STATE_OBJECTED);
+      item->mutable_source()->set_channel(std::string(200, 'c'));
+      item->mutable_source()->set_actor(std::string(200, 'a'));
+    }
+    auto response = client->BatchSetPreferences(request);
+    if (response.ok()) {
+      for (const auto& item : request.requests()) acknowledged.push_back(item.user_id());
+    } else {
+      failure = response.status();
+    }
+  }
+  ASSERT_FALSE(failure.ok()) << "the disk never filled up";
+  ASSERT_FALSE(acknowledged.empty());
+  EXPECT_TRUE(failure.code() == absl::StatusCode::kUnavailable ||
+              failure.code() == absl::StatusCode::kResourceExhausted)
+      << failure;
+  EXPECT_THAT(failure.message(), HasSubstr("No space left on device"));
+
+  // Checks answer from what was committed, while writes are refused.
+  auto check = [&](const std::string& user) {
+    v1::CheckRequest request;
+    request.set_purpose("ai_training");
+    request.set_user_id(user);
+    v1::Content* content = request.mutable_content();
+    content->set_content_id("p1");
+    content->set_content_type(v1::CONTENT_TYPE_POST);
+    content->set_visibility(v1::VISIBILITY_PUBLIC);
+    return client->Check(request);
+  };
+  auto denied = check(acknowledged.back());
+  ASSERT_TRUE(denied.ok()) << denied.status();
+  EXPECT_EQ(denied->decision().reason(), v1::DECISION_REASON_DENIED_MINOR);  // age unknown
+  v1::SetPreferenceRequest more;
+  more.set_user_id("after");
+  more.set_purpose("ai_training");
+  more.set_state(v1::PREFERENCE_STATE_OBJECTED);
+  // What the failed batch did not use is enough for a small write, so fill
+  // the disk to the last page: then no write fits, nor does a reopen.
+  // (The WAL may hold pages allocated ahead: small writes go on until
+  // those are used up.)
+  Fill(dir.Sub("disk/filler2"), int64_t{64} << 20);
+  // A failure reopens the database on the next write, and closing it
+  // frees the WAL's pages allocated ahead: writes may succeed again for a
+  // while. Go on until three fail in a row; each failure says why.
+  int small_writes = 0, failures = 0, in_a_row = 0;
+  for (; small_writes < 100'000 && in_a_row < 3; ++small_writes) {
+    more.set_user_id(absl::StrCat("small-", small_writes));
+    auto written = client->SetPreference(more);
+    if (written.ok()) {
+      acknowledged.push_back(more.user_id());
+      in_a_row = 0;
+      continue;
+    }
+    ++failures;
+    ++in_a_row;
+    EXPECT_EQ(written.status().code(), absl::StatusCode::kUnavailable) << written.status();
+    EXPECT_THAT(written.status().message(), HasSubstr("No space left on device"));
+  }
+  EXPECT_EQ(in_a_row, 3);
+  std::cout << "full disk: " << acknowledged.size() << " writes acknowledged, " << small_writes
+            << " single ones tried on the full disk, " << failures << " failed, the first with\n  "
+            << failure << "\n";
+  denied = check(acknowledged.front());
+  ASSERT_TRUE(denied.ok()) << denied.status();
+  EXPECT_EQ(denied->decision().reason(), v1::DECISION_REASON_DENIED_MINOR);
+
+  // Space is freed: the next write reopens the store, no restart.
+  std::filesystem::remove(dir.Sub("disk/filler"));
+  std::filesystem::remove(dir.Sub("disk/filler2"));
+  more.set_user_id("after");
+  auto resumed = client->SetPreference(more);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  // Nothing acknowledged was lost, here and after a restart.
+  for (const std::string& user : {acknowledged.front(), acknowledged.back()}) {
+    v1::GetSubjectRequest get;
+    get.set_user_id(user);
+    auto subject = client->GetSubject(get);
+    ASSERT_TRUE(subject.ok()) << user << ": " << subject.status();
+    EXPECT_EQ(subject->subject().preferences(0).state(), v1::PREFERENCE_STATE_OBJECTED);
+  }
+  const int64_t revision = resumed->revision();
+  ASSERT_TRUE((*server)->Shutdown().ok());
+  server->reset();
+  server = ConsentServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  client = Client::Connect((*server)->listen_address(), once);
+  v1::BatchCheckRequest batch;
+  batch.set_purpose("ai_training");
+  for (const std::string& user : acknowledged) {
+    if (batch.items_size() == 10000) break;
+    v1::CheckItem* item = batch.add_items();
+    item->set_user_id(user);
+    item->mutable_content()->set_content_id("p1");
+    item->mutable_content()->set_content_type(v1::CONTENT_TYPE_POST);
+    item->mutable_content()->set_visibility(v1::VISIBILITY_PUBLIC);
+  }
+  v1::GetSubjectRequest get;
+  get.set_user_id("after");
+  auto after = client->GetSubject(get);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->subject().revision(), revision);
+  for (size_t i = 0; i < acknowledged.size(); ++i) {
+    get.set_user_id(acknowledged[i]);
+    auto subject = client->GetSubject(get);
+    ASSERT_TRUE(subject.ok()) << acknowledged[i] << ": " << subject.status();
+    ASSERT_EQ(subject->subject().preferences_size(), 1);
+  }
+  ASSERT_TRUE((*server)->Shutdown().ok());
 }
 
 }  // namespace
