@@ -44,6 +44,9 @@ ABSL_FLAG(std::string, log_level, "info",
           "debug, info, warn or error. User ids appear only at debug (one line per write).");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
+ABSL_FLAG(int, max_receive_message_bytes, 8 << 20,
+          "Largest request message accepted, in bytes (a BatchCheck of 10,000 items is about "
+          "1 MB); larger ones get RESOURCE_EXHAUSTED. 4096 to 67108864.");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -91,6 +94,7 @@ int main(int argc, char** argv) {
   options.worker_threads = absl::GetFlag(FLAGS_worker_threads);
   options.request_id_retention = absl::GetFlag(FLAGS_request_id_retention);
   options.watch_checkpoint_interval = absl::GetFlag(FLAGS_watch_checkpoint_interval);
+  options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
   if (options.request_id_retention <= absl::ZeroDuration() ||
       options.watch_checkpoint_interval <= absl::ZeroDuration() ||
       options.shutdown_grace < absl::ZeroDuration()) {
@@ -102,6 +106,12 @@ int main(int argc, char** argv) {
   if (options.worker_threads < 1 || options.worker_threads > 1024) {
     consent::LogError("--worker_threads must be between 1 and 1024",
                       {{"worker_threads", absl::StrCat(options.worker_threads)}});
+    return 1;
+  }
+  if (options.max_receive_message_bytes < 4096 || options.max_receive_message_bytes > (64 << 20)) {
+    consent::LogError(
+        "--max_receive_message_bytes must be between 4096 and 67108864",
+        {{"max_receive_message_bytes", absl::StrCat(options.max_receive_message_bytes)}});
     return 1;
   }
   // The effective configuration, every setting, defaults included.
@@ -117,6 +127,7 @@ int main(int argc, char** argv) {
        {"shutdown_grace", absl::FormatDuration(options.shutdown_grace)},
        {"request_id_retention", absl::FormatDuration(options.request_id_retention)},
        {"watch_checkpoint_interval", absl::FormatDuration(options.watch_checkpoint_interval)},
+       {"max_receive_message_bytes", absl::StrCat(options.max_receive_message_bytes)},
        {"log_format", absl::GetFlag(FLAGS_log_format)},
        {"log_level", std::string(consent::LogLevelName(log_level))}});
 

@@ -287,10 +287,16 @@ void Registry::UpdateSubject(const v1::UpdateSubjectRequest& request, const Call
   Violations v;
   ValidateId(request.user_id(), "user_id", &v);
   const v1::SubjectAttributes& attrs = request.attributes();
+  // Three attributes can be set: a longer mask repeats one.
+  constexpr int kMaxMaskPaths = 3;
   if (!request.has_update_mask() || request.update_mask().paths_size() == 0) {
     v.Add("update_mask", "is required: name the attributes to set");
+  } else if (request.update_mask().paths_size() > kMaxMaskPaths) {
+    v.Add("update_mask.paths",
+          absl::StrCat(request.update_mask().paths_size(), " paths; at most ", kMaxMaskPaths,
+                       " (jurisdiction, birth_date, account_state) allowed"));
   }
-  for (int i = 0; i < request.update_mask().paths_size(); ++i) {
+  for (int i = 0; i < std::min(request.update_mask().paths_size(), kMaxMaskPaths); ++i) {
     const std::string& path = request.update_mask().paths(i);
     const std::string field = absl::StrCat("update_mask.paths[", i, "]");
     if (path == "jurisdiction") {

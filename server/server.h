@@ -50,8 +50,9 @@ struct ServerOptions {
   absl::Duration request_id_retention = absl::Hours(24);
   // WatchChanges sends a checkpoint after this long without an event.
   absl::Duration watch_checkpoint_interval = absl::Seconds(5);
-  // Largest request accepted, in bytes.
-  int max_receive_message_bytes = 32 << 20;
+  // Largest request message accepted, in bytes; larger ones get
+  // RESOURCE_EXHAUSTED from gRPC before any of it is parsed.
+  int max_receive_message_bytes = 8 << 20;
   // Tests only: changes the store's options before it opens (to give it a
   // fault-injecting file system). May be empty.
   std::function<void(storage::StoreOptions&)> adjust_store_options;

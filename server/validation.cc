@@ -44,21 +44,60 @@ size_t Utf8SequenceLength(absl::string_view s, size_t i) {
 
 }  // namespace
 
+namespace {
+
+// Cuts `s` to at most `max` bytes, at a UTF-8 character boundary, marking
+// the cut.
+std::string Bounded(std::string s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t end = max - 3;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xc0) == 0x80) --end;
+  s.resize(end);
+  s += "...";
+  return s;
+}
+
+constexpr size_t kMaxFieldBytes = 160;
+constexpr size_t kMaxDescriptionBytes = 320;
+
+}  // namespace
+
 void Violations::Add(std::string field, std::string description) {
-  items_.emplace_back(std::move(field), std::move(description));
+  if (items_.size() >= kMaxReportedViolations) {
+    ++more_;
+    return;
+  }
+  items_.emplace_back(Bounded(std::move(field), kMaxFieldBytes),
+                      Bounded(std::move(description), kMaxDescriptionBytes));
 }
 
 absl::Status Violations::ToStatus() const {
-  if (items_.empty()) return absl::OkStatus();
+  if (empty()) return absl::OkStatus();
+  // The message travels twice (grpc-message, and google.rpc.Status.message
+  // in the details trailer) and the violations once: 2 x 1,150 + 1,450
+  // bytes, with room for "and N more" and the framing.
+  constexpr size_t kMessageBudget = 1150;
+  constexpr size_t kDetailsBudget = 1450;
+  static_assert(2 * (kMessageBudget + 32) + kDetailsBudget + 128 < kMaxErrorBytes);
   google::rpc::BadRequest bad_request;
-  std::vector<std::string> parts;
+  std::string message;
+  size_t shown = 0;
   for (const auto& [field, description] : items_) {
+    const size_t message_bytes = message.size() + field.size() + description.size() + 4;
+    // A field violation's encoding: two length-delimited strings in a
+    // length-delimited message, a few bytes of tags and lengths each.
+    const size_t detail_bytes = bad_request.ByteSizeLong() + field.size() + description.size() + 8;
+    if (shown > 0 && (message_bytes > kMessageBudget || detail_bytes > kDetailsBudget)) break;
     auto* v = bad_request.add_field_violations();
     v->set_field(field);
     v->set_description(description);
-    parts.push_back(absl::StrCat(field, ": ", description));
+    if (!message.empty()) message += "; ";
+    absl::StrAppend(&message, field, ": ", description);
+    ++shown;
   }
-  absl::Status status = absl::InvalidArgumentError(absl::StrJoin(parts, "; "));
+  const size_t hidden = items_.size() - shown + more_;
+  if (hidden > 0) absl::StrAppend(&message, "; and ", hidden, " more");
+  absl::Status status = absl::InvalidArgumentError(message);
   AttachDetail(status, bad_request);
   return status;
 }
@@ -164,6 +203,12 @@ void ValidateContent(const v1::Content& content, absl::FunctionRef<std::string()
     if (std::string p = TimestampProblem(content.create_time()); !p.empty()) {
       violations->Add(prefix() + ".create_time", p);
     }
+  }
+  if (content.sensitive_categories_size() > kMaxSensitiveCategories) {
+    violations->Add(prefix() + ".sensitive_categories",
+                    absl::StrCat(content.sensitive_categories_size(), " categories; at most ",
+                                 kMaxSensitiveCategories, " (one of each) allowed"));
+    return;
   }
   for (int i = 0; i < content.sensitive_categories_size(); ++i) {
     int c = content.sensitive_categories(i);

@@ -18,17 +18,32 @@ namespace consent {
 inline constexpr size_t kMaxIdBytes = 128;
 inline constexpr size_t kMaxPurposeBytes = 64;
 inline constexpr size_t kMaxSourceFieldBytes = 256;
+// Content.sensitive_categories: at most one of each category.
+inline constexpr int kMaxSensitiveCategories = v1::SensitiveCategory_ARRAYSIZE - 1;
 
-// Collects field violations; one request may have several.
+// Violations reported in one error; the rest are counted ("and N more").
+inline constexpr size_t kMaxReportedViolations = 100;
+// The status message and its details together stay under this many bytes
+// on the wire (gRPC's default limit for metadata, which carries both, is
+// 8 KiB; the details, a google.rpc.Status, repeat the message).
+inline constexpr size_t kMaxErrorBytes = 4096;
+
+// Collects field violations; one request may have several. What it keeps
+// is bounded, whatever the request: kMaxReportedViolations, each field
+// name and description cut to a few hundred bytes.
 class Violations {
  public:
   void Add(std::string field, std::string description);
-  bool empty() const { return items_.empty(); }
-  // OK when empty; otherwise kInvalidArgument naming every field.
+  bool empty() const { return items_.empty() && more_ == 0; }
+  // OK when empty; otherwise kInvalidArgument naming the fields: as many
+  // as fit in kMaxErrorBytes (message and details together), then "and N
+  // more". The details (google.rpc.BadRequest) list the same violations
+  // as the message.
   absl::Status ToStatus() const;
 
  private:
   std::vector<std::pair<std::string, std::string>> items_;
+  size_t more_ = 0;  // violations past kMaxReportedViolations
 };
 
 // kInvalidArgument for one field.

@@ -1,5 +1,6 @@
 #include "server/validation.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -136,6 +137,35 @@ TEST(ValidationTest, StatusCarriesBadRequestThroughToGrpc) {
   ASSERT_EQ(bad_request.field_violations_size(), 1);
   EXPECT_EQ(bad_request.field_violations(0).field(), "user_id");
   EXPECT_EQ(bad_request.field_violations(0).description(), "is required");
+}
+
+// However many violations and however long their text, the error stays
+// under kMaxErrorBytes on the wire and says how many it left out.
+TEST(ValidationTest, ErrorsAreBoundedWhateverTheRequest) {
+  Violations v;
+  for (int i = 0; i < 1'000'000; ++i) {
+    v.Add(absl::StrCat("items[", i, "].user_id"), "is required");
+  }
+  grpc::Status status = ToGrpcStatus(v.ToStatus());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  google::rpc::Status details;
+  ASSERT_TRUE(details.ParseFromString(status.error_details()));
+  google::rpc::BadRequest bad_request;
+  ASSERT_TRUE(details.details(0).UnpackTo(&bad_request));
+  const int shown = bad_request.field_violations_size();
+  EXPECT_GT(shown, 20);
+  EXPECT_LE(shown, static_cast<int>(kMaxReportedViolations));
+  EXPECT_THAT(status.error_message(),
+              ::testing::EndsWith(absl::StrCat("; and ", 1'000'000 - shown, " more")));
+  EXPECT_LT(status.error_message().size() + status.error_details().size(), kMaxErrorBytes);
+
+  // One violation with a 1 MB field name and description: cut, marked.
+  Violations huge;
+  huge.Add(std::string(1 << 20, 'f'), std::string(1 << 20, 'd'));
+  status = ToGrpcStatus(huge.ToStatus());
+  EXPECT_EQ(status.error_message(),
+            std::string(157, 'f') + "...: " + std::string(317, 'd') + "...");
+  EXPECT_LT(status.error_message().size() + status.error_details().size(), kMaxErrorBytes);
 }
 
 TEST(ValidationTest, StatusWithoutDetailsMapsCodeAndMessage) {
