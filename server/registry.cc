@@ -220,15 +220,22 @@ void Registry::SetPreference(const v1::SetPreferenceRequest& request, const Call
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(PreferenceUpdate(request, context));
+  if (!request.request_id().empty()) {
+    // Kept with the request id, for a replay's answer.
+    updates.back().reply = [](const v1::Subject&, const v1::ChangeEvent& event) {
+      return event.preference().has_after() ? event.preference().after().SerializeAsString()
+                                            : std::string();
+    };
+  }
   CommitSingle(
       std::move(updates), response,
-      [this, &request, response](storage::CommitResult& result) -> absl::Status {
+      [&request, response](storage::CommitResult& result) -> absl::Status {
         if (result.replayed[0]) {
-          // A replay: answer as the first attempt did, from its event.
-          auto events = store_->ReadEvents(result.revisions[0], 1);
-          if (!events.ok()) return events.status();
-          if (!events->empty() && (*events)[0].preference().has_after()) {
-            *response->mutable_preference() = (*events)[0].preference().after();
+          // A replay: answer as the first attempt did (no preference: it
+          // cleared one).
+          const std::string& reply = result.replies[0];
+          if (!reply.empty() && !response->mutable_preference()->ParseFromString(reply)) {
+            return absl::DataLossError("the stored reply of a request id does not parse");
           }
         } else if (const v1::Preference* p =
                        FindPreference(result.subjects[0], request.purpose())) {
@@ -353,16 +360,20 @@ void Registry::UpdateSubject(const v1::UpdateSubjectRequest& request, const Call
         *change->mutable_after() = *target;
         return absl::OkStatus();
       }));
+  if (!request.request_id().empty()) {
+    // Kept with the request id, for a replay's answer.
+    updates.back().reply = [](const v1::Subject& subject, const v1::ChangeEvent&) {
+      return subject.SerializeAsString();
+    };
+  }
   CommitSingle(
       std::move(updates), response,
-      [this, &request, response](storage::CommitResult& result) -> absl::Status {
+      [response](storage::CommitResult& result) -> absl::Status {
         if (result.replayed[0]) {
           // A replay: the subject as the first attempt left it.
-          SubjectAsOf state;
-          absl::Status s =
-              LoadAsOf(request.user_id(), absl::InfiniteFuture(), &state, result.revisions[0]);
-          if (!s.ok()) return s;
-          *response->mutable_subject() = std::move(state.subject);
+          if (!response->mutable_subject()->ParseFromString(result.replies[0])) {
+            return absl::DataLossError("the stored reply of a request id does not parse");
+          }
         } else {
           *response->mutable_subject() = std::move(result.subjects[0]);
         }
@@ -528,8 +539,8 @@ absl::StatusOr<Registry::ReadView> Registry::PrepareRead(bool has_as_of,
   return view;
 }
 
-absl::Status Registry::LoadAsOf(absl::string_view user_id, absl::Time at, SubjectAsOf* state,
-                                int64_t max_revision) const {
+absl::Status Registry::LoadAsOf(absl::string_view user_id, absl::Time at,
+                                SubjectAsOf* state) const {
   constexpr size_t kPage = 1000;
   int64_t after = 0;
   while (true) {
@@ -540,7 +551,7 @@ absl::Status Registry::LoadAsOf(absl::string_view user_id, absl::Time at, Subjec
       // the prefix of events stamped at or before it.
       const absl::Time t = absl::FromUnixSeconds(event.event_time().seconds()) +
                            absl::Nanoseconds(event.event_time().nanos());
-      if (t > at || event.revision() > max_revision) return absl::OkStatus();
+      if (t > at) return absl::OkStatus();
       ApplyEvent(event, state);
       after = event.revision();
     }

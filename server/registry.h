@@ -168,10 +168,8 @@ class Registry {
   // Checks min_revision and as_of; picks the policy and evaluation time.
   absl::StatusOr<ReadView> PrepareRead(bool has_as_of, const google::protobuf::Timestamp& as_of,
                                        int64_t min_revision) const;
-  // Folds the user's events stamped at or before `at`, and with a revision
-  // of at most `max_revision`, into `state`.
-  absl::Status LoadAsOf(absl::string_view user_id, absl::Time at, SubjectAsOf* state,
-                        int64_t max_revision = INT64_MAX) const;
+  // Folds the user's events stamped at or before `at` into `state`.
+  absl::Status LoadAsOf(absl::string_view user_id, absl::Time at, SubjectAsOf* state) const;
 
   // Commits, wakes change-feed readers, then passes the result to `then`
   // (on the store's thread, see ConsentStore::CommitAsync). A request id

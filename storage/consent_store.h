@@ -181,6 +181,13 @@ struct SubjectUpdate {
   // Whether CommitResult::subjects gets a copy of the subject as written;
   // false leaves that entry empty (a bulk import needs only revisions).
   bool return_subject = true;
+  // With a request id: what a replay of this update answers besides its
+  // revision. Called once the update has applied, on the store's preparing
+  // thread, with the subject as written and its event (revision and times
+  // set); the bytes are kept with the request id and come back in
+  // CommitResult::replies, so a replay is answered without reading
+  // anything. May be empty (replays then get the revision only).
+  std::function<std::string(const v1::Subject& subject, const v1::ChangeEvent& event)> reply;
 };
 
 struct CommitResult {
@@ -206,6 +213,9 @@ struct CommitResult {
   // Each applied update's subject as written (empty for replayed ones and
   // for updates without return_subject).
   std::vector<v1::Subject> subjects;
+  // Per update: what its `reply` gave, for an applied update and for a
+  // replayed one alike (the first attempt's); empty without one.
+  std::vector<std::string> replies;
 };
 
 // The result of walking the audit hash chain.

@@ -37,30 +37,51 @@ std::string ExclusionPrefix(absl::string_view user_id, absl::string_view content
   return key;
 }
 
+namespace {
+// Set in the fingerprint size of a record that carries a revision count and
+// a reply.
+constexpr int64_t kReplyFlag = int64_t{1} << 62;
+}  // namespace
+
 std::string EncodeRequestRecord(const RequestRecord& record) {
   std::string out = EncodeRevision(record.time_nanos);
-  out += EncodeRevision(static_cast<int64_t>(record.fingerprint.size()));
+  out += EncodeRevision(static_cast<int64_t>(record.fingerprint.size()) | kReplyFlag);
   out += record.fingerprint;
+  out += EncodeRevision(static_cast<int64_t>(record.revisions.size()));
   for (int64_t r : record.revisions) out += EncodeRevision(r);
+  out += record.reply;
   return out;
 }
 
 bool DecodeRequestRecord(absl::string_view bytes, RequestRecord* record) {
   int64_t fingerprint_size = 0;
   if (bytes.size() < 16 || !DecodeRevision(bytes.substr(0, 8), &record->time_nanos) ||
-      !DecodeRevision(bytes.substr(8, 8), &fingerprint_size) || fingerprint_size < 0 ||
-      bytes.size() < 16 + static_cast<size_t>(fingerprint_size)) {
+      !DecodeRevision(bytes.substr(8, 8), &fingerprint_size) || fingerprint_size < 0) {
     return false;
   }
+  const bool with_reply = (fingerprint_size & kReplyFlag) != 0;
+  fingerprint_size &= ~kReplyFlag;
+  if (bytes.size() - 16 < static_cast<uint64_t>(fingerprint_size)) return false;
   record->fingerprint = std::string(bytes.substr(16, static_cast<size_t>(fingerprint_size)));
   absl::string_view rest = bytes.substr(16 + static_cast<size_t>(fingerprint_size));
-  if (rest.size() % 8 != 0) return false;
+  int64_t count = 0;
+  if (with_reply) {
+    if (rest.size() < 8 || !DecodeRevision(rest.substr(0, 8), &count) || count < 0 ||
+        static_cast<uint64_t>(count) > (rest.size() - 8) / 8) {
+      return false;
+    }
+    rest.remove_prefix(8);
+  } else {
+    if (rest.size() % 8 != 0) return false;
+    count = static_cast<int64_t>(rest.size() / 8);
+  }
   record->revisions.clear();
-  for (size_t i = 0; i < rest.size(); i += 8) {
+  for (int64_t i = 0; i < count; ++i) {
     int64_t r = 0;
-    DecodeRevision(rest.substr(i, 8), &r);
+    DecodeRevision(rest.substr(static_cast<size_t>(i) * 8, 8), &r);
     record->revisions.push_back(r);
   }
+  record->reply = std::string(rest.substr(static_cast<size_t>(count) * 8));
   return true;
 }
 

@@ -39,11 +39,17 @@ inline std::string ExclusionKey(absl::string_view user_id, absl::string_view con
 // big-endian (same encoding as revisions).
 inline std::string PolicyKey(int64_t unix_nanos) { return EncodeRevision(unix_nanos); }
 
-// requests: request_id -> RequestRecord.
+// requests: request_id -> RequestRecord. Encoded as the time, the
+// fingerprint's size and the fingerprint, then either (records written
+// before replies were kept) the revisions to the end, or, when the size has
+// kReplyFlag set, the number of revisions, the revisions and the reply.
 struct RequestRecord {
   int64_t time_nanos = 0;
   std::string fingerprint;
   std::vector<int64_t> revisions;
+  // What a replay answers besides its revisions (SubjectUpdate::reply);
+  // empty if nothing.
+  std::string reply;
 };
 std::string EncodeRequestRecord(const RequestRecord& record);
 bool DecodeRequestRecord(absl::string_view bytes, RequestRecord* record);

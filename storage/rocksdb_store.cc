@@ -1383,6 +1383,8 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
       result.outcome = CommitResult::Outcome::kReplayed;
       result.revisions = (*seen)->revisions;
       result.replayed.assign(result.revisions.size(), true);
+      result.subjects.resize(result.revisions.size());
+      result.replies.resize(result.revisions.size());
       return abandon(result);
     }
   }
@@ -1393,6 +1395,7 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
   result.revisions.reserve(updates.size());
   result.replayed.reserve(updates.size());
   result.subjects.reserve(updates.size());
+  result.replies.reserve(updates.size());
   bool applied = false;
   for (size_t i = 0; i < updates.size(); ++i) {
     SubjectUpdate& update = updates[i];
@@ -1411,6 +1414,7 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
         result.revisions.push_back((*seen)->revisions[0]);
         result.replayed.push_back(true);
         result.subjects.emplace_back();
+        result.replies.push_back((*seen)->reply);
         continue;
       }
     }
@@ -1446,8 +1450,9 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
       batch.Put(events(), EventKey(revision), event.SerializeAsString());
     }
     group.user_events.push_back(UserEventKey(update.user_id, revision));
+    result.replies.push_back(update.reply ? update.reply(subject, event) : std::string());
     if (!key.request_id.empty()) {
-      RequestRecord record{stamp_nanos, key.fingerprint, {revision}};
+      RequestRecord record{stamp_nanos, key.fingerprint, {revision}, result.replies.back()};
       batch.Put(requests(), key.request_id, EncodeRequestRecord(record));
       batch.Put(request_times(), RequestTimeKey(stamp_nanos, key.request_id), rocksdb::Slice());
       group.SetRequest(key.request_id, std::move(record));
@@ -1468,7 +1473,7 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
     return abandon(result);
   }
   if (!request.request_id.empty()) {
-    RequestRecord record{stamp_nanos, request.fingerprint, result.revisions};
+    RequestRecord record{stamp_nanos, request.fingerprint, result.revisions, {}};
     batch.Put(requests(), request.request_id, EncodeRequestRecord(record));
     batch.Put(request_times(), RequestTimeKey(stamp_nanos, request.request_id), rocksdb::Slice());
     group.SetRequest(request.request_id, std::move(record));

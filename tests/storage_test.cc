@@ -1162,5 +1162,70 @@ TEST(KeysTest, RevisionEncodingSortsNumerically) {
   EXPECT_LT(UserEventKey("a", 1LL << 50), UserEventKey("a!", 1));
 }
 
+TEST(KeysTest, RequestRecordsRoundTripAndOldOnesStillDecode) {
+  RequestRecord record{1'780'000'000'000'000'000, std::string(32, 'f'), {7, 9}, "reply bytes"};
+  RequestRecord decoded;
+  ASSERT_TRUE(DecodeRequestRecord(EncodeRequestRecord(record), &decoded));
+  EXPECT_EQ(decoded.time_nanos, record.time_nanos);
+  EXPECT_EQ(decoded.fingerprint, record.fingerprint);
+  EXPECT_THAT(decoded.revisions, ElementsAre(7, 9));
+  EXPECT_EQ(decoded.reply, "reply bytes");
+  // As written before replies were kept: time, size, fingerprint, revisions.
+  const std::string old = EncodeRevision(5) + EncodeRevision(3) + "abc" + EncodeRevision(11);
+  ASSERT_TRUE(DecodeRequestRecord(old, &decoded));
+  EXPECT_EQ(decoded.time_nanos, 5);
+  EXPECT_EQ(decoded.fingerprint, "abc");
+  EXPECT_THAT(decoded.revisions, ElementsAre(11));
+  EXPECT_EQ(decoded.reply, "");
+  // Truncated or lying about its sizes: refused, never read past the end.
+  const std::string good = EncodeRequestRecord(record);
+  for (size_t n = 0; n < 16 + 32 + 8; ++n) {
+    EXPECT_FALSE(DecodeRequestRecord(good.substr(0, n), &decoded)) << n;
+  }
+  std::string lying = good;
+  lying.replace(16 + 32, 8, EncodeRevision(1'000'000));
+  EXPECT_FALSE(DecodeRequestRecord(lying, &decoded));
+}
+
+// A replay is answered with what the first attempt's `reply` gave, kept
+// with the request id: in the same group, from the database, and after a
+// reopen; the replay's own `reply` is never called.
+TEST(StoreTest, ReplaysCarryTheFirstAttemptsReply) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  int calls = 0;
+  auto update = [&calls](const std::string& code) {
+    SubjectUpdate u = SetJurisdiction("alice", code);
+    u.request = RequestKey{"form-1", "fingerprint"};
+    u.reply = [&calls](const v1::Subject& subject, const v1::ChangeEvent& event) {
+      ++calls;
+      return absl::StrCat(subject.attributes().jurisdiction(), "@", event.revision());
+    };
+    return u;
+  };
+  std::vector<SubjectUpdate> updates;
+  updates.push_back(update("GB"));
+  updates.push_back(update("FR"));  // a replay of the first, in the same commit
+  auto first = store->Commit(std::move(updates), kNow);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(first->replies, ElementsAre("GB@1", "GB@1"));
+  EXPECT_THAT(first->replayed, ElementsAre(false, true));
+  std::vector<SubjectUpdate> again;
+  again.push_back(update("DE"));
+  auto replay = store->Commit(std::move(again), kNow);
+  ASSERT_TRUE(replay.ok());
+  EXPECT_THAT(replay->replies, ElementsAre("GB@1"));
+  ASSERT_TRUE(store->Close().ok());
+  store = OpenOrDie(dir.Sub("db"));
+  std::vector<SubjectUpdate> after_reopen;
+  after_reopen.push_back(update("DE"));
+  replay = store->Commit(std::move(after_reopen), kNow);
+  ASSERT_TRUE(replay.ok());
+  EXPECT_THAT(replay->replies, ElementsAre("GB@1"));
+  EXPECT_EQ(replay->outcome, CommitResult::Outcome::kReplayed);  // nothing written
+  EXPECT_EQ(store->CurrentRevision(), 1);
+  EXPECT_EQ(calls, 1);
+}
+
 }  // namespace
 }  // namespace consent::storage
