@@ -96,9 +96,9 @@ Commands:
   verify [--start_revision=N] [--end_revision=M]
                                walk the audit hash chain; exit 1 if broken
   policy get | policy reload
-  backup DIR                   consistent copy of the registry into DIR (a new directory
-                               on the server's machine; relative paths are made absolute
-                               here); restore: consentd --data_dir=<a copy of DIR>
+  backup NAME                  consistent copy of the registry into a new directory NAME
+                               under the server's --backup_dir; restore: consentd
+                               --data_dir=<a copy of that directory>
 
 Exit status: 0 on success, 1 on an error from the server or the input,
 2 on bad usage.)";
@@ -691,11 +691,8 @@ int PolicyCommand(Client& client, const std::vector<std::string>& args) {
 }
 
 int BackupCommand(Client& client, const std::vector<std::string>& args) {
-  if (args.size() != 2) Usage("backup takes DIR");
-  std::error_code ec;
-  const std::filesystem::path directory = std::filesystem::absolute(args[1], ec);
-  if (ec) Usage(absl::StrCat("backup: cannot resolve ", args[1], ": ", ec.message()));
-  auto response = client.CreateBackup(directory.lexically_normal().string());
+  if (args.size() != 2) Usage("backup takes NAME");
+  auto response = client.CreateBackup(args[1]);
   if (!response.ok()) return Fail(response.status());
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(*response);

@@ -44,6 +44,9 @@ ABSL_FLAG(std::string, log_level, "info",
           "debug, info, warn or error. User ids appear only at debug (one line per write).");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
+ABSL_FLAG(std::string, backup_dir, "",
+          "Directory CreateBackup writes into, each backup a new subdirectory named by the "
+          "request; created (mode 0700) if missing. Empty: backups are disabled.");
 ABSL_FLAG(int, max_receive_message_bytes, 8 << 20,
           "Largest request message accepted, in bytes (a BatchCheck of 10,000 items is about "
           "1 MB); larger ones get RESOURCE_EXHAUSTED. 4096 to 67108864.");
@@ -95,6 +98,7 @@ int main(int argc, char** argv) {
   options.request_id_retention = absl::GetFlag(FLAGS_request_id_retention);
   options.watch_checkpoint_interval = absl::GetFlag(FLAGS_watch_checkpoint_interval);
   options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
+  options.backup_dir = absl::GetFlag(FLAGS_backup_dir);
   if (options.request_id_retention <= absl::ZeroDuration() ||
       options.watch_checkpoint_interval <= absl::ZeroDuration() ||
       options.shutdown_grace < absl::ZeroDuration()) {
@@ -128,6 +132,7 @@ int main(int argc, char** argv) {
        {"request_id_retention", absl::FormatDuration(options.request_id_retention)},
        {"watch_checkpoint_interval", absl::FormatDuration(options.watch_checkpoint_interval)},
        {"max_receive_message_bytes", absl::StrCat(options.max_receive_message_bytes)},
+       {"backup_dir", options.backup_dir.empty() ? "(disabled)" : options.backup_dir},
        {"log_format", absl::GetFlag(FLAGS_log_format)},
        {"log_level", std::string(consent::LogLevelName(log_level))}});
 

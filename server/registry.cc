@@ -858,13 +858,25 @@ absl::Status Registry::StreamCheck(const v1::StreamCheckRequest& request,
 
 absl::Status Registry::CreateBackup(const v1::CreateBackupRequest& request,
                                     v1::CreateBackupResponse* response) {
-  const std::string& directory = request.directory();
-  if (directory.empty()) return FieldError("directory", "is required");
-  if (directory.front() != '/') {
+  // A name, not a path: a caller with the admin role can write backups
+  // under --backup_dir only, never elsewhere on the server's disk.
+  const std::string& name = request.directory();
+  if (name.empty()) return FieldError("directory", "is required");
+  const bool well_formed = name.size() <= 128 && name != "." && name != ".." &&
+                           std::all_of(name.begin(), name.end(), [](char c) {
+                             return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+                           });
+  if (!well_formed) {
     return FieldError("directory",
-                      "must be an absolute path on the server (a relative one would depend on "
-                      "consentd's working directory)");
+                      "must be the name of a new directory under the server's --backup_dir: "
+                      "1-128 of [A-Za-z0-9._-], not . or .. (a name, not a path)");
   }
+  if (backup_dir_.empty()) {
+    return absl::FailedPreconditionError(
+        "backups are disabled: consentd was started without --backup_dir");
+  }
+  const std::string directory = absl::StrCat(backup_dir_, "/", name);
   auto revision = store_->Checkpoint(directory);
   if (!revision.ok()) return revision.status();
   response->set_directory(directory);

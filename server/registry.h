@@ -83,6 +83,9 @@ class Registry {
 
   // WatchChanges sends a checkpoint after this long without an event.
   void set_checkpoint_interval(absl::Duration interval) { checkpoint_interval_ = interval; }
+  // Where CreateBackup writes (each backup a new subdirectory); empty
+  // disables CreateBackup. Set before serving.
+  void set_backup_dir(std::string directory) { backup_dir_ = std::move(directory); }
 
   // Loads every policy version kept in the store (for as_of), then
   // activates `file_policy` unless it is the latest already. Call once,
@@ -200,6 +203,7 @@ class Registry {
   absl::Mutex activate_mu_;
   RevisionNotifier notifier_;
   absl::Duration checkpoint_interval_ = absl::Seconds(5);
+  std::string backup_dir_;
 };
 
 }  // namespace consent

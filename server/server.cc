@@ -346,6 +346,13 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
       std::make_unique<Registry>(server->store_.get(), server->policies_.get(), clock);
   if (absl::Status s = server->registry_->Init(*std::move(policy)); !s.ok()) return s;
   server->registry_->set_checkpoint_interval(options.watch_checkpoint_interval);
+  if (!options.backup_dir.empty()) {
+    if (absl::Status s = storage::CreatePrivateDirectory(options.backup_dir); !s.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--backup_dir ", options.backup_dir, ": ", s.message()));
+    }
+    server->registry_->set_backup_dir(options.backup_dir);
+  }
   server->StartMaintenance(clock);
   server->reloader_ = std::make_unique<PolicyReloader>(options.policy_path, server->registry_.get(),
                                                        server->metrics_.get());

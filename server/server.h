@@ -50,6 +50,10 @@ struct ServerOptions {
   absl::Duration request_id_retention = absl::Hours(24);
   // WatchChanges sends a checkpoint after this long without an event.
   absl::Duration watch_checkpoint_interval = absl::Seconds(5);
+  // Where CreateBackup writes its backups, each in a new subdirectory
+  // named by the request; created (0700) at start if missing. Empty:
+  // CreateBackup is refused.
+  std::string backup_dir;
   // Largest request message accepted, in bytes; larger ones get
   // RESOURCE_EXHAUSTED from gRPC before any of it is parsed.
   int max_receive_message_bytes = 8 << 20;

@@ -89,6 +89,10 @@ struct StoreOptions {
   // after a reopen (true, OK). From the store's commit threads; must be
   // thread safe and quick; may be empty.
   std::function<void(bool writable, const absl::Status& cause)> on_write_state;
+  // Called by PurgeRequestIds after each chunk of ids it deleted, with the
+  // number purged so far, holding no lock of the store's (tests commit
+  // from it). May be empty.
+  std::function<void(int64_t purged)> on_purge_chunk;
   // The file system RocksDB works through; null: the local one. Tests only,
   // to inject faults (tests/fault_file_system.h). Must outlive the store.
   std::shared_ptr<rocksdb::FileSystem> file_system;
@@ -287,7 +291,9 @@ class ConsentStore {
   // revisions must be contiguous.
   virtual absl::StatusOr<ChainReport> VerifyChain(int64_t start, int64_t end) = 0;
 
-  // Forgets request ids recorded before `before`. Returns how many.
+  // Forgets request ids recorded before `before`. Returns how many. Works
+  // in chunks of 1,000 ids: commits wait for one chunk at most, never for
+  // the whole purge.
   virtual absl::StatusOr<int64_t> PurgeRequestIds(absl::Time before) = 0;
 
   // The purposes for which the user excluded `content_id`; empty when none.
@@ -337,6 +343,11 @@ class ConsentStore {
   // Also done by the destructor.
   virtual absl::Status Close() = 0;
 };
+
+// Creates `directory` (and missing parents) readable by its owner only
+// (0700): the registry's data is personal data. An existing directory is
+// left as it is; kFailedPrecondition when it cannot be made, or is a file.
+absl::Status CreatePrivateDirectory(const std::string& directory);
 
 }  // namespace consent::storage
 

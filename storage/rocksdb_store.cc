@@ -108,10 +108,9 @@ absl::Status CheckDataDir(const std::string& dir) {
     }
     return absl::OkStatus();
   }
-  fs::create_directories(dir, ec);
-  if (ec) {
+  if (absl::Status s = CreatePrivateDirectory(dir); !s.ok()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("cannot create data directory ", dir, ": ", ec.message()));
+        absl::StrCat("cannot create data directory ", dir, ": ", s.message()));
   }
   return absl::OkStatus();
 }
@@ -1556,33 +1555,63 @@ absl::StatusOr<ChainReport> RocksDbStore::VerifyChain(int64_t start, int64_t end
 }
 
 absl::StatusOr<int64_t> RocksDbStore::PurgeRequestIds(absl::Time before) {
-  absl::MutexLock write_lock(&write_mu_);
-  if (absl::Status refused = RecoverWrites(); !refused.ok()) return refused;
-  AwaitNoWrite();
-  absl::ReaderMutexLock open_lock(&open_mu_);
-  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  // In chunks, each under the write lock only while its ids are checked
+  // and deleted: a purge of a day of ids holds up no commit for more than
+  // one chunk (docs/reliability.md, "The request-id purge").
+  constexpr size_t kChunk = 1000;
   const std::string limit = EncodeRevision(absl::ToUnixNanos(before));
-  rocksdb::WriteBatch batch;
+  std::string from;  // the first request_times key of the next chunk
   int64_t purged = 0;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), request_times()));
-  for (it->SeekToFirst(); it->Valid() && it->key().compare(limit) < 0; it->Next()) {
-    batch.Delete(request_times(), it->key());
-    const rocksdb::Slice id(it->key().data() + 8, it->key().size() - 8);
-    // Only if the record is this one: an expired id may have been reused.
-    std::string value;
-    RequestRecord record;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), requests(), id, &value);
-    if (s.ok() && DecodeRequestRecord(value, &record) &&
-        EncodeRevision(record.time_nanos) == it->key().ToString().substr(0, 8)) {
-      batch.Delete(requests(), id);
-      ++purged;
+  while (true) {
+    // The chunk's keys, read without the write lock.
+    std::vector<std::string> keys;
+    {
+      absl::ReaderMutexLock open_lock(&open_mu_);
+      if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+      std::unique_ptr<rocksdb::Iterator> it(
+          db_->NewIterator(rocksdb::ReadOptions(), request_times()));
+      for (from.empty() ? it->SeekToFirst() : it->Seek(from);
+           it->Valid() && it->key().compare(limit) < 0 && keys.size() < kChunk; it->Next()) {
+        keys.push_back(it->key().ToString());
+      }
+      if (absl::Status s = FromRocks(it->status(), "reading request ids"); !s.ok()) return s;
     }
+    if (keys.empty()) return purged;
+    from = keys.back() + '\0';
+    // Checked and deleted under the write lock, with no write in flight:
+    // an expired id may be in use again by a commit, whose record must stay.
+    {
+      absl::MutexLock write_lock(&write_mu_);
+      if (absl::Status refused = RecoverWrites(); !refused.ok()) return refused;
+      AwaitNoWrite();
+      absl::ReaderMutexLock open_lock(&open_mu_);
+      if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+      std::vector<rocksdb::Slice> ids;
+      ids.reserve(keys.size());
+      for (const std::string& key : keys) ids.emplace_back(key.data() + 8, key.size() - 8);
+      std::vector<rocksdb::PinnableSlice> values(ids.size());
+      std::vector<rocksdb::Status> statuses(ids.size());
+      db_->MultiGet(rocksdb::ReadOptions(), requests(), ids.size(), ids.data(), values.data(),
+                    statuses.data());
+      rocksdb::WriteBatch batch;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        batch.Delete(request_times(), keys[i]);
+        // Only if the record is this one: an expired id may have been reused.
+        RequestRecord record;
+        if (statuses[i].ok() &&
+            DecodeRequestRecord(absl::string_view(values[i].data(), values[i].size()), &record) &&
+            EncodeRevision(record.time_nanos) == absl::string_view(keys[i]).substr(0, 8)) {
+          batch.Delete(requests(), ids[i]);
+          ++purged;
+        }
+      }
+      // Not synced: a purge lost in a crash is done again by the next one.
+      absl::Status s =
+          FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "purging request ids");
+      if (!s.ok()) return s;
+    }
+    if (options_.on_purge_chunk) options_.on_purge_chunk(purged);
   }
-  absl::Status s = FromRocks(it->status(), "reading request ids");
-  if (!s.ok()) return s;
-  s = FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "purging request ids");
-  if (!s.ok()) return s;
-  return purged;
 }
 
 absl::StatusOr<std::vector<std::string>> RocksDbStore::GetExclusions(absl::string_view user_id,
@@ -1835,6 +1864,9 @@ absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
   // checkpoint copies, and the copy replays it when opened.
   s = checkpoint->CreateCheckpoint(directory, std::numeric_limits<uint64_t>::max());
   if (!s.ok()) return FromRocks(s, absl::StrCat("writing the checkpoint to ", directory));
+  // Owner only, like the data directory (RocksDB creates it with the umask).
+  std::filesystem::permissions(directory, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
   return revision_.load(std::memory_order_acquire);
 }
 
@@ -1975,6 +2007,23 @@ std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(const StoreOptions& 
 }
 
 }  // namespace
+
+absl::Status CreatePrivateDirectory(const std::string& directory) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(directory, ec)) {
+    if (fs::is_directory(directory, ec)) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(directory, " exists and is not a directory"));
+  }
+  const fs::path parent = fs::path(directory).parent_path();
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  if (!ec && !fs::create_directory(directory, ec) && !ec) return absl::OkStatus();  // raced
+  if (!ec) {
+    fs::permissions(directory, fs::perms::owner_all, fs::perm_options::replace, ec);
+  }
+  if (ec) return absl::FailedPreconditionError(ec.message());
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOptions& options) {
   if (absl::Status s = CheckDataDir(options.data_dir); !s.ok()) return s;

@@ -335,7 +335,7 @@ TEST(LogFlagsTest, UnknownFormatOrLevelStopsStartUp) {
 }
 
 TEST_F(ObservabilityTest, BackupWhileWritingRestoresExactlyTheBackedUpRevision) {
-  Start({});
+  Start({"--backup_dir=" + dir_.Sub("backups")});
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(Object(absl::StrCat("before-", i)).ok());
   // Writers keep committing while the backup is taken.
   std::atomic<bool> stop{false};
@@ -346,9 +346,9 @@ TEST_F(ObservabilityTest, BackupWhileWritingRestoresExactlyTheBackedUpRevision) 
     }
   });
   while (written.load() < 5) std::this_thread::yield();
-  const std::string backup = dir_.Sub("backup");
+  const std::string backup = dir_.Sub("backups/nightly");
   auto ctl =
-      testing::RunCommand({CONSENTCTL_PATH, "--target=" + server_->address(), "backup", backup});
+      testing::RunCommand({CONSENTCTL_PATH, "--target=" + server_->address(), "backup", "nightly"});
   while (written.load() < 10) std::this_thread::yield();  // more writes after the backup
   stop.store(true);
   writer.join();
@@ -395,24 +395,44 @@ TEST_F(ObservabilityTest, BackupWhileWritingRestoresExactlyTheBackedUpRevision) 
   EXPECT_EQ(report->verified_count(), revision + 1);
 }
 
-TEST_F(ObservabilityTest, BackupRejectsBadDirectories) {
-  Start({});
+// A backup is a new subdirectory of --backup_dir named by the request,
+// never a path: nothing is written elsewhere on the server's disk. The
+// data directory, the backup directory and each backup are owner-only.
+TEST_F(ObservabilityTest, BackupsGoUnderTheBackupDirOnly) {
+  Start({"--backup_dir=" + dir_.Sub("backups")});
   ASSERT_TRUE(Object("alice").ok());
-  auto relative = client_->CreateBackup("relative/dir");
-  EXPECT_EQ(relative.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(relative.status().message(), HasSubstr("directory"));
-  EXPECT_THAT(relative.status().message(), HasSubstr("absolute"));
-  auto empty = client_->CreateBackup("");
-  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
-  auto exists = client_->CreateBackup(dir_.path());
-  EXPECT_EQ(exists.status().code(), absl::StatusCode::kAlreadyExists);
-  auto no_parent = client_->CreateBackup(dir_.Sub("missing/backup"));
-  EXPECT_EQ(no_parent.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(no_parent.status().message(), HasSubstr("does not exist"));
-  auto ok = client_->CreateBackup(dir_.Sub("backup"));
+  for (const std::string& bad :
+       {std::string("relative/dir"), dir_.Sub("elsewhere"), std::string(".."), std::string("."),
+        std::string(""), std::string(129, 'a'), std::string("a b")}) {
+    auto refused = client_->CreateBackup(bad);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    if (!bad.empty()) {
+      EXPECT_THAT(FieldViolations(refused.status()),
+                  ElementsAre(HasSubstr("directory: must be the name of a new directory under "
+                                        "the server's --backup_dir")))
+          << bad;
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_.Sub("elsewhere")));
+  auto ok = client_->CreateBackup("first");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->revision(), 1);
-  EXPECT_EQ(ok->directory(), dir_.Sub("backup"));
+  EXPECT_EQ(ok->directory(), dir_.Sub("backups/first"));
+  auto again = client_->CreateBackup("first");
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  namespace fs = std::filesystem;
+  for (const char* directory : {"data", "backups", "backups/first"}) {
+    EXPECT_EQ(fs::status(dir_.Sub(directory)).permissions() & fs::perms::all, fs::perms::owner_all)
+        << directory;
+  }
+}
+
+TEST_F(ObservabilityTest, BackupsAreRefusedWithoutABackupDir) {
+  Start({});
+  auto refused = client_->CreateBackup("first");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message(),
+            "backups are disabled: consentd was started without --backup_dir");
 }
 
 }  // namespace

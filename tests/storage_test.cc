@@ -1162,6 +1162,56 @@ TEST(KeysTest, RevisionEncodingSortsNumerically) {
   EXPECT_LT(UserEventKey("a", 1LL << 50), UserEventKey("a!", 1));
 }
 
+// 2,500 expired ids go in three chunks; a commit goes through between
+// chunks (from the hook, which would deadlock if the purge held the write
+// lock throughout); an expired id used again keeps its new record; ids
+// within the window stay.
+TEST(StoreTest, PurgeForgetsExpiredIdsInChunksLettingCommitsThrough) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.Sub("db");
+  options.request_id_retention = absl::Hours(24);
+  ConsentStore* store_for_hook = nullptr;
+  std::vector<int64_t> chunks;
+  options.on_purge_chunk = [&](int64_t purged) {
+    chunks.push_back(purged);
+    std::vector<SubjectUpdate> updates;
+    updates.push_back(SetJurisdiction(absl::StrCat("between-", chunks.size()), "GB"));
+    EXPECT_TRUE(store_for_hook->Commit(std::move(updates), kNow + absl::Hours(30)).ok());
+  };
+  auto opened = ConsentStore::Open(options);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<ConsentStore> store = *std::move(opened);
+  store_for_hook = store.get();
+  auto commit_with_id = [&](const std::string& id, absl::Time at) {
+    std::vector<SubjectUpdate> updates;
+    updates.push_back(SetJurisdiction("alice", "GB"));
+    updates.back().request = RequestKey{id, "fingerprint"};
+    return store->Commit(std::move(updates), at);
+  };
+  for (int i = 0; i < 2500; ++i) ASSERT_TRUE(commit_with_id(absl::StrCat("old-", i), kNow).ok());
+  ASSERT_TRUE(commit_with_id("recent", kNow + absl::Hours(20)).ok());
+  // "old-7" expired, then used again at a later time: a new write.
+  auto reused = commit_with_id("old-7", kNow + absl::Hours(25));
+  ASSERT_TRUE(reused.ok());
+  EXPECT_EQ(reused->outcome, CommitResult::Outcome::kApplied);
+
+  auto purged = store->PurgeRequestIds(kNow + absl::Hours(1));
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(*purged, 2499);                            // all but old-7, whose record is the new one
+  EXPECT_THAT(chunks, ElementsAre(1000, 2000, 2499));  // "old-7" sorts into the third
+  // Replays: old-7 and recent still answer; old-0 is a new write.
+  auto replay = commit_with_id("old-7", kNow + absl::Hours(26));
+  ASSERT_TRUE(replay.ok());
+  EXPECT_EQ(replay->outcome, CommitResult::Outcome::kReplayed);
+  EXPECT_EQ(replay->revisions, reused->revisions);
+  replay = commit_with_id("recent", kNow + absl::Hours(26));
+  ASSERT_TRUE(replay.ok());
+  EXPECT_EQ(replay->outcome, CommitResult::Outcome::kReplayed);
+  // A second purge finds the old-7 time key gone too, and nothing else.
+  EXPECT_EQ(*store->PurgeRequestIds(kNow + absl::Hours(1)), 0);
+}
+
 TEST(KeysTest, RequestRecordsRoundTripAndOldOnesStillDecode) {
   RequestRecord record{1'780'000'000'000'000'000, std::string(32, 'f'), {7, 9}, "reply bytes"};
   RequestRecord decoded;
