@@ -18,6 +18,7 @@
 #include "server/decision_engine.h"
 #include "server/errors.h"
 #include "server/history.h"
+#include "server/policy_change.h"
 #include "server/validation.h"
 #include "storage/audit_chain.h"
 
@@ -492,6 +493,14 @@ absl::StatusOr<PolicyChange> Registry::ActivatePolicy(std::shared_ptr<const Comp
         "the policy text changed but its version \"", next->version(),
         "\" is the active policy's; decisions record the version, so give the new policy a "
         "new version"));
+  }
+  if (current != nullptr) {
+    // A policy that allows more than the one in force must say so itself.
+    auto changes = LooseningChanges(
+        *current, *next,
+        [this](const std::vector<std::string>& dropped) { return store_->PurposesInUse(dropped); });
+    if (!changes.ok()) return changes.status();
+    if (absl::Status s = CheckLoosening(*current, *next, *changes); !s.ok()) return s;
   }
   auto at = store_->RecordPolicy(clock_->Now(), next->text());
   if (!at.ok()) return at.status();

@@ -324,6 +324,12 @@ class ConsentStore {
     absl::Time activate_time;
     std::string text;
   };
+  // Which of `purposes` a stored preference or exclusion names (a scan of
+  // every subject record and exclusion: for policy changes, not for the
+  // hot path). In the order given.
+  virtual absl::StatusOr<std::vector<std::string>> PurposesInUse(
+      const std::vector<std::string>& purposes) = 0;
+
   // Every policy ever recorded, oldest first.
   virtual absl::StatusOr<std::vector<PolicyRecord>> ListPolicies() = 0;
 

@@ -475,6 +475,8 @@ class RocksDbStore final : public ConsentStore {
                                                               size_t limit) override;
   absl::StatusOr<absl::Time> RecordPolicy(absl::Time now, const std::string& text) override;
   absl::StatusOr<std::vector<PolicyRecord>> ListPolicies() override;
+  absl::StatusOr<std::vector<std::string>> PurposesInUse(
+      const std::vector<std::string>& purposes) override;
   absl::StatusOr<StoreStats> Stats() override;
   absl::StatusOr<int64_t> Checkpoint(const std::string& directory) override;
   absl::Status Close() override;
@@ -1709,6 +1711,45 @@ absl::StatusOr<absl::Time> RocksDbStore::RecordPolicy(absl::Time now, const std:
   }
   last_time_ = stamp;
   return stamp;
+}
+
+absl::StatusOr<std::vector<std::string>> RocksDbStore::PurposesInUse(
+    const std::vector<std::string>& purposes) {
+  absl::ReaderMutexLock lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  absl::flat_hash_set<std::string> wanted(purposes.begin(), purposes.end());
+  absl::flat_hash_set<std::string> used;
+  rocksdb::ReadOptions read;
+  read.fill_cache = false;  // one pass over everything: keep the cache for checks
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read, subjects()));
+  v1::Subject subject;
+  for (it->SeekToFirst(); it->Valid() && used.size() < wanted.size(); it->Next()) {
+    if (!subject.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("a subject record does not parse");
+    }
+    for (const v1::Preference& p : subject.preferences()) {
+      if (wanted.contains(p.purpose())) used.insert(p.purpose());
+    }
+  }
+  if (absl::Status s = FromRocks(it->status(), "reading subjects"); !s.ok()) return s;
+  // Exclusion keys end with the purpose, after the second 0 byte.
+  it.reset(db_->NewIterator(read, exclusions()));
+  for (it->SeekToFirst(); it->Valid() && used.size() < wanted.size(); it->Next()) {
+    const absl::string_view key(it->key().data(), it->key().size());
+    const size_t first = key.find('\0');
+    const size_t second = first == absl::string_view::npos ? first : key.find('\0', first + 1);
+    if (second == absl::string_view::npos) {
+      return absl::DataLossError("an exclusion key has a bad encoding");
+    }
+    const absl::string_view purpose = key.substr(second + 1);
+    if (wanted.contains(purpose)) used.insert(std::string(purpose));
+  }
+  if (absl::Status s = FromRocks(it->status(), "reading exclusions"); !s.ok()) return s;
+  std::vector<std::string> out;
+  for (const std::string& p : purposes) {
+    if (used.contains(p)) out.push_back(p);
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<ConsentStore::PolicyRecord>> RocksDbStore::ListPolicies() {

@@ -400,6 +400,75 @@ TEST_F(DecisionsTest, AsOfUsesThePolicyActiveThenAcrossRestarts) {
             std::make_pair(std::string("uk-consent"), v1::DECISION_REASON_DENIED_NO_CONSENT));
 }
 
+// A policy that allows more than the one in force is activated only when
+// its own file says loosens_version: "<the active version>", by reload and
+// at start alike; the refusal names each change.
+TEST_F(DecisionsTest, ALooseningPolicyNeedsItsOwnPermission) {
+  Attributes("alice", "GB", 1980);
+  Set("alice", v1::PREFERENCE_STATE_OBJECTED, "ai_training.ranking");
+  const std::string original = testing::ReadFile(policy_path_);
+  auto with = [](std::string text, const std::string& version, const std::string& from,
+                 const std::string& to) {
+    const std::string current = "version: \"2026-11-27.1\"";
+    text.replace(text.find(current), current.size(), "version: \"" + version + "\"");
+    if (!from.empty()) text.replace(text.find(from), from.size(), to);
+    return text;
+  };
+  // Stricter: the UK on consent.
+  const std::string uk = "legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST";
+  testing::WriteFile(policy_path_,
+                     with(original, "strict", uk, "legal_basis: LEGAL_BASIS_CONSENT"));
+  ASSERT_TRUE(server_->ReloadPolicy().ok());
+  // Back to legitimate interest, without permission: refused, "strict" stays.
+  testing::WriteFile(policy_path_, with(original, "loose", "", ""));
+  absl::Status refused = server_->ReloadPolicy();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.message(),
+            "policy \"loose\" loosens the active policy \"strict\" and it does not say "
+            "loosens_version; to activate it, the new file must say loosens_version: \"strict\". "
+            "Changes: ai_training in GB: legal basis CONSENT becomes LEGITIMATE_INTEREST; "
+            "ai_training.generative in GB: legal basis CONSENT becomes LEGITIMATE_INTEREST; "
+            "ai_training.ranking in GB: legal basis CONSENT becomes LEGITIMATE_INTEREST; "
+            "ai_training.safety in GB: legal basis CONSENT becomes LEGITIMATE_INTEREST");
+  EXPECT_EQ(client_->GetPolicy()->version(), "strict");
+  // The same file is refused at start: consentd does not come up on it.
+  ASSERT_TRUE(server_->Shutdown().ok());
+  server_.reset();
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.metrics_listen = "";
+  options.data_dir = dir_.Sub("data");
+  options.policy_path = policy_path_;
+  auto refused_start = ConsentServer::Start(options, &clock_);
+  EXPECT_EQ(refused_start.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused_start.status().message(), HasSubstr("loosens the active policy \"strict\""));
+  // With the permission in the file: activated, and recorded with it.
+  testing::WriteFile(policy_path_,
+                     with(original, "loose", "", "") + "loosens_version: \"strict\"\n");
+  StartServer();
+  EXPECT_EQ(client_->GetPolicy()->version(), "loose");
+  EXPECT_THAT(client_->GetPolicy()->text(), HasSubstr("loosens_version: \"strict\""));
+
+  // Dropping a purpose that a stored preference names loosens too; one
+  // that nothing names does not.
+  const std::string ranking =
+      "purposes {\n  name: \"ai_training.ranking\"\n  description: \"Training ranking and "
+      "recommendation models\"\n}\n";
+  ASSERT_NE(original.find(ranking), std::string::npos);
+  testing::WriteFile(policy_path_, with(original, "no-ranking", ranking, ""));
+  refused = server_->ReloadPolicy();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.message(),
+              HasSubstr("Changes: purpose ai_training.ranking is dropped while stored "
+                        "preferences or exclusions name it"));
+  const std::string safety =
+      "purposes {\n  name: \"ai_training.safety\"\n  description: \"Training integrity and "
+      "safety classifiers\"\n}\n";
+  ASSERT_NE(original.find(safety), std::string::npos);
+  testing::WriteFile(policy_path_, with(original, "no-safety", safety, ""));
+  EXPECT_TRUE(server_->ReloadPolicy().ok());
+}
+
 TEST_F(DecisionsTest, ChangedPolicyTextNeedsANewVersion) {
   std::string text = testing::ReadFile(policy_path_);
   const std::string uk = "legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST";
@@ -433,7 +502,9 @@ TEST_F(DecisionsTest, EventTimesNeverGoBackwards) {
 
 TEST_F(DecisionsTest, ReloadsUnderConcurrentChecksAreNeverTorn) {
   Attributes("alice", "GB", 1980);
-  const std::string legit = testing::ReadFile(policy_path_);
+  // Going back to legitimate interest loosens "uk-consent": allowed by the
+  // file itself.
+  const std::string legit = testing::ReadFile(policy_path_) + "loosens_version: \"uk-consent\"\n";
   std::string consent = legit;
   const std::string version = "version: \"2026-11-27.1\"";
   consent.replace(consent.find(version), version.size(), "version: \"uk-consent\"");
