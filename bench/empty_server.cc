@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
   int port = 0;
   const std::string listen = absl::GetFlag(FLAGS_listen);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
-  consent::ConfigureServerBuilder(consent::ServerOptions().max_receive_message_bytes, &builder);
+  consent::ConfigureServerBuilder(consent::ServerOptions(), &builder);
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues;
   if (api == "cq") {
     builder.RegisterService(&cq_service);

@@ -47,6 +47,23 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
 ABSL_FLAG(std::string, backup_dir, "",
           "Directory CreateBackup writes into, each backup a new subdirectory named by the "
           "request; created (mode 0700) if missing. Empty: backups are disabled.");
+ABSL_FLAG(int, max_streams, 64,
+          "StreamCheck and WatchChanges streams open at once; more get RESOURCE_EXHAUSTED. "
+          "1 to 10000.");
+ABSL_FLAG(int64_t, max_queued_reads, 1024,
+          "GetSubject and ListHistory calls waiting for a worker thread; more get "
+          "RESOURCE_EXHAUSTED. At least 1.");
+ABSL_FLAG(int64_t, max_queued_writes, 10000,
+          "Writes waiting for the commit pipeline; more get RESOURCE_EXHAUSTED (nothing "
+          "written). At least 1.");
+ABSL_FLAG(absl::Duration, watch_idle_timeout, absl::Seconds(60),
+          "A WatchChanges client that reads nothing for this long has its stream ended.");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
+          "A connection with no call for this long is closed (clients reconnect on their next "
+          "call).");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(1),
+          "Ping a connection after this long without traffic; close it if the ping is not "
+          "answered within 20 s.");
 ABSL_FLAG(int, max_receive_message_bytes, 8 << 20,
           "Largest request message accepted, in bytes (a BatchCheck of 10,000 items is about "
           "1 MB); larger ones get RESOURCE_EXHAUSTED. 4096 to 67108864.");
@@ -99,6 +116,26 @@ int main(int argc, char** argv) {
   options.watch_checkpoint_interval = absl::GetFlag(FLAGS_watch_checkpoint_interval);
   options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
   options.backup_dir = absl::GetFlag(FLAGS_backup_dir);
+  options.max_streams = absl::GetFlag(FLAGS_max_streams);
+  options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  if (options.max_connection_idle <= absl::ZeroDuration() ||
+      options.keepalive_time < absl::Seconds(10)) {
+    consent::LogError("--max_connection_idle must be positive, --keepalive_time at least 10s");
+    return 1;
+  }
+  const int64_t max_queued_reads = absl::GetFlag(FLAGS_max_queued_reads);
+  const int64_t max_queued_writes = absl::GetFlag(FLAGS_max_queued_writes);
+  options.watch_idle_timeout = absl::GetFlag(FLAGS_watch_idle_timeout);
+  if (options.max_streams < 1 || options.max_streams > 10000 || max_queued_reads < 1 ||
+      max_queued_writes < 1 || options.watch_idle_timeout <= absl::ZeroDuration()) {
+    consent::LogError(
+        "--max_streams must be 1 to 10000, --max_queued_reads and --max_queued_writes at "
+        "least 1, --watch_idle_timeout positive");
+    return 1;
+  }
+  options.max_queued_reads = static_cast<size_t>(max_queued_reads);
+  options.max_queued_writes = static_cast<size_t>(max_queued_writes);
   if (options.request_id_retention <= absl::ZeroDuration() ||
       options.watch_checkpoint_interval <= absl::ZeroDuration() ||
       options.shutdown_grace < absl::ZeroDuration()) {
@@ -133,6 +170,12 @@ int main(int argc, char** argv) {
        {"watch_checkpoint_interval", absl::FormatDuration(options.watch_checkpoint_interval)},
        {"max_receive_message_bytes", absl::StrCat(options.max_receive_message_bytes)},
        {"backup_dir", options.backup_dir.empty() ? "(disabled)" : options.backup_dir},
+       {"max_streams", absl::StrCat(options.max_streams)},
+       {"max_queued_reads", absl::StrCat(options.max_queued_reads)},
+       {"max_queued_writes", absl::StrCat(options.max_queued_writes)},
+       {"watch_idle_timeout", absl::FormatDuration(options.watch_idle_timeout)},
+       {"max_connection_idle", absl::FormatDuration(options.max_connection_idle)},
+       {"keepalive_time", absl::FormatDuration(options.keepalive_time)},
        {"log_format", absl::GetFlag(FLAGS_log_format)},
        {"log_level", std::string(consent::LogLevelName(log_level))}});
 

@@ -239,6 +239,8 @@ void Metrics::CountWrites(WriteKind kind, grpc::StatusCode code, int count) {
 
 void Metrics::CountPolicyReload(bool ok) { reloads_[ok ? 0 : 1].Add(); }
 
+void Metrics::CountRejected(Rejection reason) { rejected_[static_cast<int>(reason)].Add(); }
+
 void Metrics::ObserveWalSync(absl::Duration duration) {
   wal_sync_.Observe(absl::ToInt64Nanoseconds(duration));
 }
@@ -264,6 +266,10 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
                        MetricType::Counter);
   auto reloads = Family("consent_policy_reloads_total",
                         "Policy reloads (SIGHUP or ReloadPolicy) by result.", MetricType::Counter);
+  auto rejected = Family("consent_rejected_total",
+                         "Calls turned away, or streams ended, by an admission limit "
+                         "(RESOURCE_EXHAUSTED), by reason.",
+                         MetricType::Counter);
   auto wal = Family("consent_wal_sync_seconds",
                     "Duration of one synced RocksDB write (a group of commits sharing one WAL "
                     "sync), in seconds.",
@@ -303,9 +309,15 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
   AddCounter(reloads, {{"result", "error"}}, reloads_[1]);
   AddCounter(reloads, {{"result", "ok"}}, reloads_[0]);
   AddHistogram(wal, {}, wal_sync_);
+  constexpr const char* kRejections[] = {"streams", "worker_queue", "commit_queue", "idle_watcher"};
+  static_assert(std::size(kRejections) == static_cast<size_t>(Rejection::kCount));
+  for (size_t r = 0; r < std::size(kRejections); ++r) {
+    AddCounter(rejected, {{"reason", kRejections[r]}}, rejected_[r]);
+  }
 
   std::vector<prometheus::MetricFamily> out;
-  for (auto* family : {&started, &handled, &seconds, &items, &decisions, &writes, &reloads, &wal}) {
+  for (auto* family :
+       {&started, &handled, &seconds, &items, &decisions, &writes, &reloads, &rejected, &wal}) {
     if (!family->metric.empty()) out.push_back(std::move(*family));
   }
   return out;

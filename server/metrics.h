@@ -109,6 +109,16 @@ class MethodMetrics {
 // What a write changed, the `kind` label of consent_writes_total.
 enum class WriteKind { kPreference, kAttributes, kExclusion, kDeletion };
 
+// Why a call was turned away or ended by an admission limit, the `reason`
+// label of consent_rejected_total.
+enum class Rejection {
+  kStreams,      // --max_streams open StreamCheck and WatchChanges streams
+  kWorkerQueue,  // the GetSubject/ListHistory queue is full
+  kCommitQueue,  // the store's commit queue is full
+  kIdleWatcher,  // a WatchChanges client read nothing for --watch_idle_timeout
+  kCount,
+};
+
 class Metrics final : public prometheus::Collectable {
  public:
   Metrics();
@@ -146,6 +156,9 @@ class Metrics final : public prometheus::Collectable {
   // consent_wal_sync_seconds: one synced RocksDB write (a group commit).
   void ObserveWalSync(absl::Duration duration);
 
+  // consent_rejected_total{reason}.
+  void CountRejected(Rejection reason);
+
  private:
   static constexpr int kReasons = v1::DecisionReason_ARRAYSIZE;
   using ReasonCounters = std::array<metrics_internal::Counter, kReasons>;
@@ -155,6 +168,7 @@ class Metrics final : public prometheus::Collectable {
   const uint64_t generation_;
   std::array<std::array<metrics_internal::Counter, 3>, 4> writes_;
   std::array<metrics_internal::Counter, 2> reloads_;
+  std::array<metrics_internal::Counter, static_cast<int>(Rejection::kCount)> rejected_;
   metrics_internal::Histogram wal_sync_;
 
   mutable absl::Mutex mu_;

@@ -765,8 +765,20 @@ void EncodedDecisions::Add(const Verdict& verdict, int64_t revision) {
   }
 }
 
+absl::Status CallControl::GaveUp(absl::string_view what) const {
+  if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("the call's deadline passed; ", what, " stopped"));
+  }
+  if (cancelled && cancelled()) {
+    return absl::CancelledError(absl::StrCat("the call was cancelled; ", what, " stopped"));
+  }
+  return absl::OkStatus();
+}
+
 template <typename Request, typename Decisions>
-absl::Status Registry::CheckItems(const Request& request, Decisions* decisions) {
+absl::Status Registry::CheckItems(const Request& request, Decisions* decisions,
+                                  const CallControl& control) {
   Violations v;
   if (std::string p = PurposeProblem(request.purpose()); !p.empty()) v.Add("purpose", p);
   const int n = request.items_size();
@@ -805,6 +817,9 @@ absl::Status Registry::CheckItems(const Request& request, Decisions* decisions) 
       auto [it, inserted] = folded.try_emplace(item.user_id());
       Folded& user = it->second;
       if (inserted) {
+        // Folding a user's history is the costly part: stop between users
+        // once the caller has given up.
+        if (absl::Status s = control.GaveUp("the as_of batch"); !s.ok()) return s;
         if (absl::Status s = LoadAsOf(item.user_id(), view->at, &user.state); !s.ok()) return s;
         if (user.state.exists) user.record = arena.Add(user.state.subject);
       }
@@ -826,6 +841,9 @@ absl::Status Registry::CheckItems(const Request& request, Decisions* decisions) 
   if (absl::Status s = store_->GetSubjects(ids, &arena, &records); !s.ok()) return s;
   std::vector<std::string> excluded;
   for (int i = 0; i < n; ++i) {
+    if (i % 256 == 255) {
+      if (absl::Status s = control.GaveUp("the batch"); !s.ok()) return s;
+    }
     const v1::CheckItem& item = request.items(i);
     const storage::SubjectView* record = records[i];
     excluded.clear();
@@ -849,20 +867,20 @@ google::protobuf::ArenaOptions BatchArenaOptions() {
 }
 
 absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
-                                  v1::BatchCheckResponse* response) {
+                                  v1::BatchCheckResponse* response, const CallControl& control) {
   DecisionMessages decisions(response->mutable_decisions());
-  return CheckItems(request, &decisions);
+  return CheckItems(request, &decisions, control);
 }
 
-absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
-                                  EncodedDecisions* response) {
-  return CheckItems(request, response);
+absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request, EncodedDecisions* response,
+                                  const CallControl& control) {
+  return CheckItems(request, response, control);
 }
 
 absl::Status Registry::StreamCheck(const v1::StreamCheckRequest& request,
-                                   v1::StreamCheckResponse* response) {
+                                   v1::StreamCheckResponse* response, const CallControl& control) {
   DecisionMessages decisions(response->mutable_decisions());
-  return CheckItems(request, &decisions);
+  return CheckItems(request, &decisions, control);
 }
 
 absl::Status Registry::CreateBackup(const v1::CreateBackupRequest& request,

@@ -27,6 +27,17 @@ struct CallContext {
   std::string caller;
 };
 
+// Whether a call's caller has given up, for work that can stop early.
+struct CallControl {
+  // The call's deadline (real time), InfiniteFuture for none.
+  absl::Time deadline = absl::InfiniteFuture();
+  // True once the call was cancelled; may be empty.
+  std::function<bool()> cancelled;
+  // kDeadlineExceeded or kCancelled once the caller has given up, naming
+  // what stopped; OK otherwise.
+  absl::Status GaveUp(absl::string_view what) const;
+};
+
 // The outcome of activating a policy.
 struct PolicyChange {
   std::string version;
@@ -120,12 +131,18 @@ class Registry {
   static absl::Status AwaitWrite(const std::function<void(WriteDone)>& start);
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response);
   absl::Status Check(const v1::CheckRequest& request, v1::CheckResponse* response);
-  absl::Status BatchCheck(const v1::BatchCheckRequest& request, v1::BatchCheckResponse* response);
+  // A batch stops as soon as `control` says the caller gave up (its
+  // deadline passed, or it cancelled): kDeadlineExceeded or kCancelled,
+  // the response left incomplete (not to be sent). Checked every 256
+  // items, and before each user's history is folded for as_of.
+  absl::Status BatchCheck(const v1::BatchCheckRequest& request, v1::BatchCheckResponse* response,
+                          const CallControl& control = {});
   // The same, the response encoded by hand (EncodedDecisions).
-  absl::Status BatchCheck(const v1::BatchCheckRequest& request, EncodedDecisions* response);
+  absl::Status BatchCheck(const v1::BatchCheckRequest& request, EncodedDecisions* response,
+                          const CallControl& control = {});
   // One message of a StreamCheck stream: a batch check.
-  absl::Status StreamCheck(const v1::StreamCheckRequest& request,
-                           v1::StreamCheckResponse* response);
+  absl::Status StreamCheck(const v1::StreamCheckRequest& request, v1::StreamCheckResponse* response,
+                           const CallControl& control = {});
 
   absl::Status ListHistory(const v1::ListHistoryRequest& request,
                            v1::ListHistoryResponse* response);
@@ -145,10 +162,11 @@ class Registry {
   absl::Status VerifyAuditLog(const v1::VerifyAuditLogRequest& request,
                               v1::VerifyAuditLogResponse* response);
 
-  // A consistent copy of the store in request.directory (an absolute path on
-  // the server that must not exist yet; its parent must). Writes wait while
-  // the copy is taken; reads go on. INVALID_ARGUMENT for a missing or
-  // relative path, ALREADY_EXISTS, FAILED_PRECONDITION for a missing parent.
+  // A consistent copy of the store in a new directory under the backup
+  // directory (set_backup_dir), named by request.directory. Writes wait
+  // while the copy is taken; reads go on. INVALID_ARGUMENT for a name that
+  // is not one (a path, "..", empty), ALREADY_EXISTS, FAILED_PRECONDITION
+  // when backups are disabled.
   absl::Status CreateBackup(const v1::CreateBackupRequest& request,
                             v1::CreateBackupResponse* response);
 
@@ -159,7 +177,7 @@ class Registry {
   // min_revision; decisions appended in item order.
   // `Decisions` is DecisionMessages or EncodedDecisions.
   template <typename Request, typename Decisions>
-  absl::Status CheckItems(const Request& request, Decisions* decisions);
+  absl::Status CheckItems(const Request& request, Decisions* decisions, const CallControl& control);
 
   // What reads are evaluated against.
   struct ReadView {

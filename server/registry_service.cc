@@ -1,5 +1,8 @@
 #include "server/registry_service.h"
 
+#include <pthread.h>
+
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -13,6 +16,17 @@ namespace {
 
 CallContext ContextOf(const grpc::ServerContextBase* context) {
   return CallContext{context->peer()};
+}
+
+// The call's deadline and cancellation, for work that can stop early.
+CallControl ControlOf(grpc::ServerContextBase* context) {
+  CallControl control;
+  const auto deadline = context->deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    control.deadline = absl::FromChrono(deadline);
+  }
+  control.cancelled = [context] { return context->IsCancelled(); };
+  return control;
 }
 
 struct RpcInfo {
@@ -84,8 +98,13 @@ grpc::Status CallAccounting::Finish(Rpc rpc, absl::string_view request_id, grpc:
 void RegistryService::AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view request_id,
                                    absl::string_view user_id, const grpc::Status& status,
                                    int64_t revision) {
-  if (calls_->metrics() != nullptr)
+  if (calls_->metrics() != nullptr) {
     calls_->metrics()->CountWrites(kind, status.error_code(), count);
+    // The store's only RESOURCE_EXHAUSTED: its commit queue is full.
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      Rejected(Rejection::kCommitQueue);
+    }
+  }
   if (!LogEnabled(LogLevel::kDebug)) return;
   LogFields fields = {{"method", InfoOf(rpc).method},
                       {"code", std::string(GrpcCodeLabel(status.error_code()))}};
@@ -229,7 +248,7 @@ grpc::ServerUnaryReactor* RegistryService::BatchCheck(grpc::CallbackServerContex
     const v1::BatchCheckRequest* message = ParseBatchCheck(*request, &arena);
     if (message == nullptr) return BadBatchCheckRequest();
     EncodedDecisions decisions;
-    absl::Status status = registry_->BatchCheck(*message, &decisions);
+    absl::Status status = registry_->BatchCheck(*message, &decisions, ControlOf(context));
     if (calls_->metrics() != nullptr) {
       calls_->method(Rpc::kBatchCheck)->ObserveItems(message->items_size());
       if (status.ok()) calls_->metrics()->CountDecisions(message->purpose(), decisions.tally());
@@ -244,6 +263,8 @@ grpc::Status RegistryService::StreamCheck(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) {
   return calls_->Serve(Rpc::kStreamCheck, "", [&] {
+    if (!EnterStream()) return TooManyStreams();
+    auto leave = absl::MakeCleanup([this] { LeaveStream(); });
     DrainGate* gate = calls_->gate();
     Metrics* metrics = calls_->metrics();
     // Registered so shutdown can cancel a stream idling in Read.
@@ -265,7 +286,7 @@ grpc::Status RegistryService::StreamCheck(
       if (!stream->Read(request)) break;
       if (gate->draining()) return CallAccounting::Draining();
       auto& response = *google::protobuf::Arena::CreateMessage<v1::StreamCheckResponse>(arena);
-      absl::Status status = registry_->StreamCheck(*request, &response);
+      absl::Status status = registry_->StreamCheck(*request, &response, ControlOf(context));
       if (metrics != nullptr) {
         calls_->method(Rpc::kStreamCheck)->ObserveItems(request->items_size());
         if (status.ok()) metrics->CountDecisions(request->purpose(), response.decisions());
@@ -287,6 +308,64 @@ grpc::Status RegistryService::StreamCheck(
   });
 }
 
+RegistryService::RegistryService(Registry* registry, CallAccounting* calls,
+                                 const AdmissionLimits& limits, const Clock* clock)
+    : registry_(registry),
+      calls_(calls),
+      limits_(limits),
+      clock_(clock),
+      workers_(limits.worker_threads, "consent-worker", limits.max_queued_reads) {
+  watchdog_ = std::thread([this] { WatchIdleWatchers(); });
+  pthread_setname_np(watchdog_.native_handle(), "consent-watchdog");
+}
+
+RegistryService::~RegistryService() {
+  {
+    absl::MutexLock lock(&streams_mu_);
+    stopping_ = true;
+  }
+  watchdog_.join();
+}
+
+bool RegistryService::EnterStream() {
+  if (open_streams_.fetch_add(1) < limits_.max_streams) return true;
+  open_streams_.fetch_sub(1);
+  Rejected(Rejection::kStreams);
+  return false;
+}
+
+grpc::Status RegistryService::TooManyStreams() const {
+  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      absl::StrCat(limits_.max_streams,
+                                   " StreamCheck and WatchChanges streams are open already "
+                                   "(--max_streams); retry later, or use BatchCheck"));
+}
+
+void RegistryService::WatchIdleWatchers() {
+  // Looks often enough that a watcher is ended within a quarter of the
+  // timeout (at least every second) after it expires.
+  const absl::Duration period =
+      std::min(absl::Seconds(1), std::max(absl::Milliseconds(10), limits_.watch_idle_timeout / 4));
+  absl::MutexLock lock(&streams_mu_);
+  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) { return stopping_; };
+  while (!streams_mu_.AwaitWithTimeout(absl::Condition(&stopping), period)) {
+    const int64_t now = absl::ToUnixNanos(clock_->Now());
+    for (Watcher* watcher : watchers_) {
+      const int64_t since = watcher->writing_since.load();
+      if (since == 0 || watcher->timed_out.load() ||
+          now - since < absl::ToInt64Nanoseconds(limits_.watch_idle_timeout)) {
+        continue;
+      }
+      watcher->timed_out.store(true);
+      Rejected(Rejection::kIdleWatcher);
+      LogWarning("ending a WatchChanges stream whose client has read nothing",
+                 {{"peer", watcher->context->peer()},
+                  {"watch_idle_timeout", absl::FormatDuration(limits_.watch_idle_timeout)}});
+      watcher->context->TryCancel();
+    }
+  }
+}
+
 void RegistryService::CancelStreams() {
   absl::MutexLock lock(&streams_mu_);
   for (grpc::ServerContext* context : streams_) context->TryCancel();
@@ -303,12 +382,39 @@ grpc::Status RegistryService::WatchChanges(grpc::ServerContext* context,
                                            const v1::WatchChangesRequest* request,
                                            grpc::ServerWriter<v1::WatchChangesResponse>* writer) {
   return calls_->Serve(Rpc::kWatchChanges, "", [&] {
+    if (!EnterStream()) return TooManyStreams();
+    auto leave = absl::MakeCleanup([this] { LeaveStream(); });
+    Watcher watcher{context};
+    {
+      absl::MutexLock lock(&streams_mu_);
+      watchers_.insert(&watcher);
+    }
+    auto unregister = absl::MakeCleanup([&] {
+      absl::MutexLock lock(&streams_mu_);
+      watchers_.erase(&watcher);
+    });
     // Write blocks while the client's flow-control window is full, so a slow
-    // watcher holds at most one read batch in memory.
-    return ToGrpcStatus(registry_->WatchChanges(
+    // watcher holds at most one read batch in memory; one that reads
+    // nothing for watch_idle_timeout is ended by the watchdog.
+    grpc::Status status = ToGrpcStatus(registry_->WatchChanges(
         *request,
-        [writer](const v1::WatchChangesResponse& message) { return writer->Write(message); },
+        [&](const v1::WatchChangesResponse& message) {
+          watcher.writing_since.store(absl::ToUnixNanos(clock_->Now()));
+          const bool written = writer->Write(message);
+          watcher.writing_since.store(0);
+          return written;
+        },
         [this, context] { return context->IsCancelled() || calls_->gate()->draining(); }));
+    if (watcher.timed_out.load()) {
+      // The client cannot read this (the stream is cancelled); the metric
+      // and the log line say it.
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("the watcher read nothing for ",
+                                       absl::FormatDuration(limits_.watch_idle_timeout),
+                                       " (--watch_idle_timeout); resume from the last revision "
+                                       "received"));
+    }
+    return status;
   });
 }
 

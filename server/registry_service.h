@@ -5,13 +5,16 @@
 #define CONSENT_SERVER_REGISTRY_SERVICE_H_
 
 #include <array>
+#include <atomic>
 #include <functional>
 #include <string>
+#include <thread>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "consent/v1/admin.grpc.pb.h"
 #include "consent/v1/registry.grpc.pb.h"
+#include "server/clock.h"
 #include "server/drain_gate.h"
 #include "server/metrics.h"
 #include "server/policy.h"
@@ -169,6 +172,19 @@ class StreamArena {
 // (Registry's asynchronous writes); no thread waits for them. GetSubject
 // and ListHistory wait for RocksDB and run on a fixed pool of worker
 // threads. The streams stay synchronous.
+// What many calls together may hold (docs/reliability.md, "Admission").
+struct AdmissionLimits {
+  // GetSubject and ListHistory threads, and calls waiting for one, at most.
+  int worker_threads = 16;
+  size_t max_queued_reads = 1024;
+  // StreamCheck and WatchChanges streams open at once (each holds a thread
+  // of the synchronous server).
+  int max_streams = 64;
+  // A WatchChanges stream whose client has read nothing for this long (a
+  // write blocked by flow control) is ended.
+  absl::Duration watch_idle_timeout = absl::Seconds(60);
+};
+
 class RegistryService final
     : public v1::ConsentRegistry::WithCallbackMethod_SetPreference<
           v1::ConsentRegistry::WithCallbackMethod_BatchSetPreferences<
@@ -182,9 +198,11 @@ class RegistryService final
                                           v1::ConsentRegistry::Service>>>>>>>>> {
  public:
   // Calls are admitted through `calls`' gate: once it drains they get
-  // UNAVAILABLE. `worker_threads` (>= 1) run GetSubject and ListHistory.
-  RegistryService(Registry* registry, CallAccounting* calls, int worker_threads)
-      : registry_(registry), calls_(calls), workers_(worker_threads, "consent-worker") {}
+  // UNAVAILABLE; past `limits`, RESOURCE_EXHAUSTED. `clock` times idle
+  // watchers; it must outlive the service.
+  RegistryService(Registry* registry, CallAccounting* calls, const AdmissionLimits& limits,
+                  const Clock* clock);
+  ~RegistryService() override;
 
   grpc::ServerUnaryReactor* SetPreference(grpc::CallbackServerContext* context,
                                           const v1::SetPreferenceRequest* request,
@@ -250,23 +268,57 @@ class RegistryService final
 
   // Serves the call (CallAccounting::Serve) on a worker thread and
   // finishes it with the handler's status. The time it waits for a worker
-  // counts in its handling time.
+  // counts in its handling time. A full queue answers RESOURCE_EXHAUSTED.
   template <typename Handler>
   grpc::ServerUnaryReactor* OnWorker(grpc::CallbackServerContext* context, Rpc rpc,
                                      absl::string_view request_id, Handler handler) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     const int64_t arrival = CallAccounting::NowNanos();
-    workers_.Schedule([this, reactor, rpc, request_id, handler, arrival]() {
-      reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, handler));
-    });
+    if (!workers_.TrySchedule([this, reactor, rpc, request_id, handler, arrival]() {
+          reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, handler));
+        })) {
+      Rejected(Rejection::kWorkerQueue);
+      const grpc::Status full(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              absl::StrCat(limits_.max_queued_reads,
+                                           " GetSubject and ListHistory calls are waiting "
+                                           "already (--max_queued_reads); retry later"));
+      reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, [&full] { return full; }));
+    }
     return reactor;
   }
 
+  // Counts a stream against --max_streams; false (and counted as
+  // rejected) when that many are open. LeaveStream when it ends.
+  bool EnterStream();
+  void LeaveStream() { open_streams_.fetch_sub(1); }
+  grpc::Status TooManyStreams() const;
+  void Rejected(Rejection reason) {
+    if (calls_->metrics() != nullptr) calls_->metrics()->CountRejected(reason);
+  }
+
+  // A WatchChanges stream, for the idle-watcher watchdog.
+  struct Watcher {
+    grpc::ServerContext* context;
+    // When the write now blocked began (the clock's time, in Unix
+    // nanoseconds), or 0 when no write is in progress.
+    std::atomic<int64_t> writing_since{0};
+    std::atomic<bool> timed_out{false};
+  };
+  // Ends (TryCancel) the watchers whose write has been blocked for
+  // watch_idle_timeout; runs on its own thread until the service goes.
+  void WatchIdleWatchers();
+
   Registry* registry_;
   CallAccounting* calls_;
+  const AdmissionLimits limits_;
+  const Clock* clock_;
   WorkerPool workers_;
+  std::atomic<int> open_streams_{0};
   absl::Mutex streams_mu_;
   absl::flat_hash_set<grpc::ServerContext*> streams_ ABSL_GUARDED_BY(streams_mu_);
+  absl::flat_hash_set<Watcher*> watchers_ ABSL_GUARDED_BY(streams_mu_);
+  bool stopping_ ABSL_GUARDED_BY(streams_mu_) = false;
+  std::thread watchdog_;
 };
 
 // Loads the policy file again (ReloadPolicy and SIGHUP): on success swaps it

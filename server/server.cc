@@ -269,8 +269,18 @@ bool IsLoopbackAddress(absl::string_view listen) {
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
 }
 
-void ConfigureServerBuilder(int max_receive_message_bytes, grpc::ServerBuilder* builder) {
-  builder->SetMaxReceiveMessageSize(max_receive_message_bytes);
+void ConfigureServerBuilder(const ServerOptions& options, grpc::ServerBuilder* builder) {
+  builder->SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  auto ms = [](absl::Duration d) {
+    return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d), INT32_MAX));
+  };
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, ms(options.max_connection_idle));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms(options.keepalive_time));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms(options.keepalive_timeout));
+  // Clients may keep idle connections alive with pings every 10 s or more
+  // (more often is answered with GOAWAY after two strikes).
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
   // With gRPC's defaults (a completion queue per core, at most 2 idle
   // pollers each) a handler thread that finishes a call while others poll
   // exits, and the next call starts a new one: hundreds of thread starts a
@@ -311,6 +321,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   store_options.data_dir = options.data_dir;
   store_options.request_id_retention = options.request_id_retention;
   store_options.subject_index = options.subject_index;
+  store_options.max_queued_commits = options.max_queued_writes;
   store_options.on_index_loaded = [](const absl::Status& status, int64_t subjects,
                                      absl::Duration took) {
     if (status.ok()) {
@@ -357,8 +368,13 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   server->reloader_ = std::make_unique<PolicyReloader>(options.policy_path, server->registry_.get(),
                                                        server->metrics_.get());
   server->calls_ = std::make_unique<CallAccounting>(&server->gate_, server->metrics_.get());
+  AdmissionLimits limits;
+  limits.worker_threads = options.worker_threads;
+  limits.max_queued_reads = options.max_queued_reads;
+  limits.max_streams = options.max_streams;
+  limits.watch_idle_timeout = options.watch_idle_timeout;
   server->registry_service_ = std::make_unique<RegistryService>(
-      server->registry_.get(), server->calls_.get(), options.worker_threads);
+      server->registry_.get(), server->calls_.get(), limits, clock);
   server->admin_service_ =
       std::make_unique<AdminService>(server->registry_.get(), server->policies_.get(),
                                      server->reloader_.get(), server->calls_.get());
@@ -385,7 +401,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   grpc::ServerBuilder builder;
   int selected_port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &selected_port);
-  ConfigureServerBuilder(options.max_receive_message_bytes, &builder);
+  ConfigureServerBuilder(options, &builder);
   builder.RegisterService(server->registry_service_.get());
   builder.RegisterService(server->admin_service_.get());
   server->grpc_server_ = builder.BuildAndStart();

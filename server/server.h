@@ -22,10 +22,13 @@ struct StoreOptions;
 
 namespace consent {
 
+struct ServerOptions;
+
 // gRPC settings consentd serves with, shared with the benchmark's empty
-// server so the two compare like for like: message size limit and the
-// synchronous server's threads (docs/performance.md, "Handler threads").
-void ConfigureServerBuilder(int max_receive_message_bytes, grpc::ServerBuilder* builder);
+// server so the two compare like for like: message size limit, connection
+// keepalive and idle limits, and the synchronous server's threads
+// (docs/performance.md, "Handler threads").
+void ConfigureServerBuilder(const ServerOptions& options, grpc::ServerBuilder* builder);
 
 struct ServerOptions {
   // host:port; port 0 picks a free port (see ConsentServer::listen_address).
@@ -50,6 +53,21 @@ struct ServerOptions {
   absl::Duration request_id_retention = absl::Hours(24);
   // WatchChanges sends a checkpoint after this long without an event.
   absl::Duration watch_checkpoint_interval = absl::Seconds(5);
+  // Admission: open streams (StreamCheck, WatchChanges), GetSubject and
+  // ListHistory calls waiting for a worker thread, writes waiting for the
+  // commit pipeline; past each, RESOURCE_EXHAUSTED. A watcher that reads
+  // nothing for watch_idle_timeout is ended.
+  int max_streams = 64;
+  size_t max_queued_reads = 1024;
+  size_t max_queued_writes = 10'000;
+  absl::Duration watch_idle_timeout = absl::Seconds(60);
+  // A connection with no call for this long is closed (GOAWAY; clients
+  // reconnect when they next call). Connections are pinged after
+  // keepalive_time without traffic and closed when no answer comes within
+  // keepalive_timeout: a peer that vanished does not hold its streams.
+  absl::Duration max_connection_idle = absl::Minutes(5);
+  absl::Duration keepalive_time = absl::Minutes(1);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
   // Where CreateBackup writes its backups, each in a new subdirectory
   // named by the request; created (0700) at start if missing. Empty:
   // CreateBackup is refused.

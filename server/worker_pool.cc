@@ -6,7 +6,8 @@
 
 namespace consent {
 
-WorkerPool::WorkerPool(int threads, const std::string& name) {
+WorkerPool::WorkerPool(int threads, const std::string& name, size_t max_queued)
+    : max_queued_(max_queued) {
   threads_.reserve(threads);
   for (int i = 0; i < threads; ++i) {
     threads_.emplace_back([this] { Run(); });
@@ -25,6 +26,13 @@ WorkerPool::~WorkerPool() {
 void WorkerPool::Schedule(std::function<void()> work) {
   absl::MutexLock lock(&mu_);
   queue_.push_back(std::move(work));
+}
+
+bool WorkerPool::TrySchedule(std::function<void()> work) {
+  absl::MutexLock lock(&mu_);
+  if (queue_.size() >= max_queued_) return false;
+  queue_.push_back(std::move(work));
+  return true;
 }
 
 void WorkerPool::Run() {

@@ -20,13 +20,17 @@ namespace consent {
 // everything already scheduled, then joins the threads.
 class WorkerPool {
  public:
-  // `threads` >= 1; `name` (at most 15 bytes) names them for ps and perf.
-  WorkerPool(int threads, const std::string& name);
+  // `threads` >= 1; `name` (at most 15 bytes) names them for ps and perf;
+  // at most `max_queued` functions wait for a thread (TrySchedule).
+  WorkerPool(int threads, const std::string& name, size_t max_queued = SIZE_MAX);
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
   void Schedule(std::function<void()> work);
+  // Schedule, unless max_queued functions are waiting already: then false,
+  // and `work` is not run.
+  bool TrySchedule(std::function<void()> work);
 
  private:
   void Run();
@@ -34,6 +38,7 @@ class WorkerPool {
   absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  const size_t max_queued_;
   std::vector<std::thread> threads_;
 };
 

@@ -89,6 +89,10 @@ struct StoreOptions {
   // after a reopen (true, OK). From the store's commit threads; must be
   // thread safe and quick; may be empty.
   std::function<void(bool writable, const absl::Status& cause)> on_write_state;
+  // Commits waiting to be prepared, at most; past it CommitAsync answers
+  // kResourceExhausted at once (the caller retries later) instead of
+  // queueing without bound. Each waiting commit holds its request.
+  size_t max_queued_commits = 10'000;
   // Called by PurgeRequestIds after each chunk of ids it deleted, with the
   // number purged so far, holding no lock of the store's (tests commit
   // from it). May be empty.
@@ -261,7 +265,8 @@ class ConsentStore {
   // Commit without waiting: returns at once, and `done` gets what Commit
   // would have returned once the commit is written (or has failed) — on a
   // thread of the store's, in commit order, one call at a time; or at once,
-  // on the calling thread, for an empty commit or a closed store. `done`
+  // on the calling thread, for an empty commit, a closed store or a full
+  // queue (kResourceExhausted: StoreOptions::max_queued_commits). `done`
   // answers the caller and returns: it must not block or commit, since the
   // results of later commits wait for it. The updates' `apply` runs on
   // another thread before `done`: what it refers to must live until then.

@@ -889,12 +889,20 @@ void RocksDbStore::CommitAsync(std::vector<SubjectUpdate> updates, absl::Time no
   commit->now = now;
   commit->request = std::move(request);
   commit->done = std::move(done);
+  bool full = false;
   {
     absl::MutexLock lock(&queue_mu_);
-    if (!stopping_) {
+    full = queue_.size() >= options_.max_queued_commits;
+    if (!stopping_ && !full) {
       queue_.push_back(std::move(commit));
       return;
     }
+  }
+  if (full) {
+    commit->done(absl::ResourceExhaustedError(
+        absl::StrCat("the commit queue is full (", options_.max_queued_commits,
+                     " writes waiting for the disk); nothing was written, retry later")));
+    return;
   }
   commit->done(absl::FailedPreconditionError("store is closed"));
 }

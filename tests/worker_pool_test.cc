@@ -51,5 +51,24 @@ TEST(WorkerPoolTest, OneThreadRunsInScheduleOrder) {
   for (int i = 0; i < 100; ++i) EXPECT_EQ(order[i], i);
 }
 
+TEST(WorkerPoolTest, TryScheduleRefusesWhenTheQueueIsFull) {
+  absl::Notification release;
+  std::atomic<int> ran{0};
+  {
+    WorkerPool pool(1, "test", /*max_queued=*/2);
+    absl::Notification started;
+    pool.Schedule([&] {
+      started.Notify();
+      release.WaitForNotification();
+    });
+    started.WaitForNotification();  // the one thread is busy
+    EXPECT_TRUE(pool.TrySchedule([&] { ran.fetch_add(1); }));
+    EXPECT_TRUE(pool.TrySchedule([&] { ran.fetch_add(1); }));
+    EXPECT_FALSE(pool.TrySchedule([&] { ran.fetch_add(100); }));
+    release.Notify();
+  }
+  EXPECT_EQ(ran.load(), 2);
+}
+
 }  // namespace
 }  // namespace consent

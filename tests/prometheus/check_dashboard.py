@@ -23,7 +23,7 @@ EXPORTED = {
     "consent_subject_index_ready", "consent_subject_index_subjects", "consent_subject_index_bytes",
     "consent_history_index_pending_entries", "consent_history_index_write_failures_total",
     "consent_store_writes_refused", "consent_store_write_failures_total",
-    "consent_store_reopens_total",
+    "consent_store_reopens_total", "consent_rejected_total",
     "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
     "process_max_fds",
 }
