@@ -3,9 +3,11 @@
 # present). Installs missing Debian packages first. Used by scripts/run.sh,
 # scripts/test.sh and the Dockerfile, so all build the same way.
 #
-# Usage: scripts/build.sh [--sanitize] [--build-dir DIR] [--no-tests] [TARGET...]
+# Usage: scripts/build.sh [--sanitize | --thread-safety] [--build-dir DIR] [--no-tests] [TARGET...]
 #   --sanitize   AddressSanitizer + UndefinedBehaviorSanitizer (Debug-ish
 #                RelWithDebInfo build in build-asan/ unless --build-dir)
+#   --thread-safety  clang with -Wthread-safety as errors (build-tsa/): the
+#                lock annotations checked
 #   --no-tests   do not configure the tests (runtime image builds)
 #   TARGET       build only these targets (default: everything)
 set -euo pipefail
@@ -13,22 +15,35 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=""
 sanitize=OFF
+thread_safety=OFF
 tests=ON
 deps_args=(--with-test-tools)
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --sanitize) sanitize=ON ;;
+    --thread-safety) thread_safety=ON ;;
     --build-dir) build_dir="$2"; shift ;;
     --no-tests) tests=OFF; deps_args=() ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1") ;;
   esac
   shift
 done
 if [ -z "$build_dir" ]; then
-  if [ "$sanitize" = ON ]; then build_dir="$root/build-asan"; else build_dir="$root/build"; fi
+  if [ "$sanitize" = ON ]; then
+    build_dir="$root/build-asan"
+  elif [ "$thread_safety" = ON ]; then
+    build_dir="$root/build-tsa"
+  else
+    build_dir="$root/build"
+  fi
+fi
+compiler=()
+if [ "$thread_safety" = ON ]; then
+  deps_args+=(--with-clang)
+  compiler=(-DCMAKE_CXX_COMPILER=clang++)
 fi
 build_type=Release
 if [ "$sanitize" = ON ]; then build_type=RelWithDebInfo; fi
@@ -36,9 +51,10 @@ if [ "$sanitize" = ON ]; then build_type=RelWithDebInfo; fi
 "$root/scripts/install-deps.sh" "${deps_args[@]}"
 
 echo "build: configuring $build_dir ($build_type, sanitizers $sanitize)"
-cmake -S "$root" -B "$build_dir" -G Ninja \
+cmake -S "$root" -B "$build_dir" -G Ninja "${compiler[@]}" \
   -DCMAKE_BUILD_TYPE="$build_type" \
   -DCONSENT_SANITIZE="$sanitize" \
+  -DCONSENT_THREAD_SAFETY="$thread_safety" \
   -DCONSENT_BUILD_TESTS="$tests" > "$build_dir.configure.log" 2>&1 || {
   cat "$build_dir.configure.log" >&2; exit 1; }
 

@@ -4,7 +4,7 @@
 # runs only when something is missing. Used by the README, .ci/run and the
 # Dockerfile, so all three build from the same set.
 #
-# Usage: scripts/install-deps.sh [--runtime-only] [--with-test-tools]
+# Usage: scripts/install-deps.sh [--runtime-only] [--with-test-tools] [--with-clang]
 set -euo pipefail
 
 build_pkgs=(
@@ -26,6 +26,8 @@ for arg in "$@"; do
   case "$arg" in
     --runtime-only) want=("${runtime_pkgs[@]}") ;;
     --with-test-tools) want+=("${test_pkgs[@]}") ;;
+    # clang for the thread-safety analysis and the fuzzers.
+    --with-clang) want+=(clang libclang-rt-14-dev) ;;
     *) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done

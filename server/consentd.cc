@@ -75,8 +75,10 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   // Debian's abseil keeps absl::Mutex deadlock detection on; gRPC's own
   // locks are absl::Mutex too, so every call paid for a lock-order graph
-  // update (GraphCycles in profiles). Lock order is checked statically by
-  // the thread-safety annotations and by the TSan run instead.
+  // update (GraphCycles in profiles). What the lock annotations state (which
+  // lock guards what, which functions need which lock held) is checked at
+  // compile time instead, by the clang -Wthread-safety build CI runs; the
+  // order in which locks are taken is not (docs/reliability.md).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   // Signals are taken synchronously by sigwait below; block them before any

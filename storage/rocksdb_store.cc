@@ -550,7 +550,7 @@ class RocksDbStore final : public ConsentStore {
   }
   // Puts the entries of the events after revision `indexed` (those not in
   // RocksDB's history index) in the tail (Open).
-  absl::Status LoadHistoryTail(int64_t indexed) ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  absl::Status LoadHistoryTail(int64_t indexed) ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
   void RunHistoryWriter();
   // Merges the newest of `runs` (the tail as it was) into one run, which
   // replaces them in the tail (history_runs.h, MergeFrom). On the history
@@ -637,7 +637,7 @@ class RocksDbStore final : public ConsentStore {
   std::unique_ptr<SubjectIndex> index_;
   // Fills index_ from a snapshot of the subjects, then marks it ready.
   // Close stops and joins it before closing the database.
-  void LoadIndex() ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  void LoadIndex() ABSL_LOCKS_EXCLUDED(open_mu_);
   absl::Mutex loader_mu_ ABSL_ACQUIRED_AFTER(write_mu_);
   std::thread loader_ ABSL_GUARDED_BY(loader_mu_);
   std::atomic<bool> stop_loading_{false};
@@ -800,8 +800,10 @@ class RocksDbStore::Context final : public UpdateContext {
   absl::Time time() const override { return time_; }
 
   absl::StatusOr<bool> IsExcluded(absl::string_view content_id,
-                                  absl::string_view purpose) override
-      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // runs inside a group commit, under open_mu_
+                                  absl::string_view purpose) override {
+    // Updates run inside a group commit, which holds open_mu_ shared; the
+    // analysis cannot follow that through std::function.
+    store_->open_mu_.AssertReaderHeld();
     const std::string key = ExclusionKey(user_id_, content_id, purpose);
     if (const bool* excluded = Group::Find(*group_, &Group::exclusions, key)) return *excluded;
     std::string value;
@@ -1920,8 +1922,10 @@ absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
 }
 
 void RocksDbStore::LoadIndex() {
-  // Runs without open_mu_ (holding it for the whole load would hold up
-  // Close, and with it every reader): Close joins this thread first.
+  // Holds open_mu_ shared for the whole load: Close and Reopen, its only
+  // exclusive holders, stop and join this thread before they ask for it,
+  // so no reader ever waits behind the load.
+  absl::ReaderMutexLock open_lock(&open_mu_);
   const absl::Time start = absl::Now();
   rocksdb::ReadOptions read;
   read.fill_cache = false;  // one pass over everything: keep the cache for checks
@@ -2154,14 +2158,22 @@ absl::StatusOr<std::unique_ptr<ConsentStore>> ConsentStore::Open(const StoreOpti
   store->options_ = options;
   store->statistics_ = db_options.statistics;
   store->stalls_ = std::move(stalls);
-  if (absl::Status loaded = store->LoadHistoryTail(history_indexed); !loaded.ok()) {
+  absl::Status loaded;
+  {
+    absl::ReaderMutexLock open_lock(&store->open_mu_);
+    loaded = store->LoadHistoryTail(history_indexed);
+  }
+  if (!loaded.ok()) {
     return absl::Status(loaded.code(), absl::StrCat(context, ": ", loaded.message()));
   }
   store->StartPipeline();
   if (options.subject_index) {
     uint64_t expected = 0;
-    store->db_->GetIntProperty(store->subjects(), rocksdb::DB::Properties::kEstimateNumKeys,
-                               &expected);
+    {
+      absl::ReaderMutexLock open_lock(&store->open_mu_);
+      store->db_->GetIntProperty(store->subjects(), rocksdb::DB::Properties::kEstimateNumKeys,
+                                 &expected);
+    }
     store->index_ = std::make_unique<SubjectIndex>(expected);
     RocksDbStore* loading = store.get();
     absl::MutexLock lock(&store->loader_mu_);

@@ -219,8 +219,7 @@ TEST(PolicyHolderTest, ActivateKeepsHistoryForAsOf) {
 }
 
 // Checks running while the policy is swapped must each see one whole
-// policy: the version and the rules of one text, never a mix. Run under
-// ThreadSanitizer too (docs/decisions.md, "Policy reloads").
+// policy: the version and the rules of one text, never a mix.
 TEST(PolicyHolderTest, ConcurrentReadersSeeWholePolicies) {
   // Version tN makes US-CA a consent jurisdiction when N is odd and leaves
   // it without an ai_training rule when N is even.
