@@ -4,25 +4,51 @@
 #      consentd, the Python interop client) through ctest.
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; every test again
 #      (the integration tests then drive a sanitized consentd).
-#   3. buf lint of the API and clang-format of the sources.
+#   3. clang with -Wthread-safety as errors: the lock annotations checked.
+#   4. The libFuzzer targets of tests/fuzz, 60 s each (scripts/fuzz.sh).
+#   5. buf lint of the API and clang-format of the sources.
 # Installs missing Debian packages first. Exits non-zero on any failure.
+#
+# scripts/test.sh --quick: the release build, the unit tests and
+# clang-format only (a minute or two once built), for iterating.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 jobs=$(nproc)
+quick=false
+if [ "${1:-}" = "--quick" ]; then quick=true; fi
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+format() {
+  step "clang-format"
+  (cd "$root" && git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror)
+  echo "clang-format: clean"
+}
 
 step "release build"
 "$root/scripts/build.sh"
+if [ "$quick" = true ]; then
+  step "unit tests (release; --quick)"
+  (cd "$root/build" && ctest -j"$jobs" -L unit --output-on-failure --timeout 300)
+  format
+  step "quick checks passed (the full suite: scripts/test.sh)"
+  exit 0
+fi
 step "all tests (release)"
-(cd "$root/build" && ctest -j"$jobs" --output-on-failure --timeout 300)
+(cd "$root/build" && ctest -j"$jobs" --output-on-failure --timeout 600)
 
 step "sanitizer build (ASan + UBSan)"
 "$root/scripts/build.sh" --sanitize
 step "all tests under ASan + UBSan"
 (cd "$root/build-asan" &&
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest -j"$jobs" --output-on-failure --timeout 300)
+  ctest -j"$jobs" --output-on-failure --timeout 600)
+
+step "thread-safety analysis (clang -Wthread-safety, as errors)"
+"$root/scripts/build.sh" --thread-safety --no-tests consentd consentctl consent-bench
+echo "thread-safety analysis: clean"
+
+step "fuzzing: each libFuzzer target for 60 s under ASan + UBSan"
+"$root/scripts/fuzz.sh" 60
 
 step "buf lint"
 if ! command -v npx >/dev/null 2>&1; then
@@ -32,7 +58,5 @@ fi
 (cd "$root/proto" && npx --yes @bufbuild/buf lint)
 echo "buf lint: clean"
 
-step "clang-format"
-(cd "$root" && git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror)
-echo "clang-format: clean"
+format
 step "all checks passed"
