@@ -20,14 +20,7 @@ std::string FormatTime(const google::protobuf::Timestamp& t) {
   return google::protobuf::util::TimeUtil::ToString(t);
 }
 
-std::string ShortName(const google::protobuf::EnumDescriptor* d, int value,
-                      absl::string_view prefix) {
-  const auto* v = d->FindValueByNumber(value);
-  if (v == nullptr) return absl::StrCat(value);
-  absl::string_view name = v->name();
-  absl::ConsumePrefix(&name, prefix);
-  return std::string(name);
-}
+constexpr auto ShortName = EnumValueName;
 
 // Records rule evaluations when asked to; free otherwise.
 class Trace {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "server/validation.h"
@@ -86,6 +87,15 @@ void ValidateRuleSet(const v1::RuleSet& rules, const std::string& where, const P
 }
 
 }  // namespace
+
+std::string EnumValueName(const google::protobuf::EnumDescriptor* type, int value,
+                          absl::string_view prefix) {
+  const auto* v = type->FindValueByNumber(value);
+  if (v == nullptr) return absl::StrCat(value);
+  absl::string_view name = v->name();
+  absl::ConsumePrefix(&name, prefix);
+  return std::string(name);
+}
 
 absl::string_view ParentPurpose(absl::string_view purpose) {
   size_t dot = purpose.rfind('.');

@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "consent/v1/policy.pb.h"
+#include "google/protobuf/descriptor.h"
 
 namespace consent {
 
@@ -121,6 +122,12 @@ class PolicyHolder {
   std::vector<std::pair<absl::Time, std::shared_ptr<const CompiledPolicy>>> history_
       ABSL_GUARDED_BY(mu_);
 };
+
+// The name of enum value `value` of `type` without `prefix`
+// (VISIBILITY_PUBLIC -> PUBLIC), or the number when `type` has no such
+// value: for explanations and messages.
+std::string EnumValueName(const google::protobuf::EnumDescriptor* type, int value,
+                          absl::string_view prefix);
 
 // "ai_training.generative.images" -> "ai_training.generative" -> "ai_training"
 // -> "" (done). Returns the parent of `purpose`, or "" for a root.

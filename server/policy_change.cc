@@ -10,14 +10,7 @@
 namespace consent {
 namespace {
 
-std::string Name(const google::protobuf::EnumDescriptor* type, int value,
-                 absl::string_view prefix) {
-  const auto* v = type->FindValueByNumber(value);
-  if (v == nullptr) return absl::StrCat(value);
-  absl::string_view name = v->name();
-  absl::ConsumePrefix(&name, prefix);
-  return std::string(name);
-}
+constexpr auto Name = EnumValueName;
 
 // How strongly a rule keeps sensitive content out: EXCLUDE_ALL > LISTED >
 // ALLOW (anything unknown is treated as EXCLUDE_ALL by the engine).

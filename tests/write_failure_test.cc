@@ -31,6 +31,18 @@ using ::consent::testing::TempDir;
 using ::testing::HasSubstr;
 using HealthStatus = grpc::health::v1::HealthCheckResponse;
 
+// A check of the user's public post "p1" for ai_training.
+v1::CheckRequest PostCheck(const std::string& user) {
+  v1::CheckRequest request;
+  request.set_purpose("ai_training");
+  request.set_user_id(user);
+  v1::Content* content = request.mutable_content();
+  content->set_content_id("p1");
+  content->set_content_type(v1::CONTENT_TYPE_POST);
+  content->set_visibility(v1::VISIBILITY_PUBLIC);
+  return request;
+}
+
 class WriteFailureTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -83,14 +95,8 @@ class WriteFailureTest : public ::testing::Test {
   }
 
   v1::DecisionReason Reason(const std::string& user) {
-    v1::CheckRequest request;
-    request.set_purpose("ai_training");
-    request.set_user_id(user);
-    v1::Content* content = request.mutable_content();
-    content->set_content_id("p1");
-    content->set_content_type(v1::CONTENT_TYPE_POST);
-    content->set_visibility(v1::VISIBILITY_PUBLIC);
-    content->mutable_create_time()->set_seconds(1'700'000'000);
+    v1::CheckRequest request = PostCheck(user);
+    request.mutable_content()->mutable_create_time()->set_seconds(1'700'000'000);
     auto response = client_->Check(request);
     EXPECT_TRUE(response.ok()) << response.status();
     return response.ok() ? response->decision().reason() : v1::DECISION_REASON_UNSPECIFIED;
@@ -232,16 +238,7 @@ TEST(FullDiskTest, WritesFailChecksGoOnAndWritesResumeOnceSpaceIsFreed) {
   EXPECT_THAT(failure.message(), HasSubstr("No space left on device"));
 
   // Checks answer from what was committed, while writes are refused.
-  auto check = [&](const std::string& user) {
-    v1::CheckRequest request;
-    request.set_purpose("ai_training");
-    request.set_user_id(user);
-    v1::Content* content = request.mutable_content();
-    content->set_content_id("p1");
-    content->set_content_type(v1::CONTENT_TYPE_POST);
-    content->set_visibility(v1::VISIBILITY_PUBLIC);
-    return client->Check(request);
-  };
+  auto check = [&](const std::string& user) { return client->Check(PostCheck(user)); };
   auto denied = check(acknowledged.back());
   ASSERT_TRUE(denied.ok()) << denied.status();
   EXPECT_EQ(denied->decision().reason(), v1::DECISION_REASON_DENIED_MINOR);  // age unknown
