@@ -338,7 +338,9 @@ class ConsentStore {
   // Every policy ever recorded, oldest first.
   virtual absl::StatusOr<std::vector<PolicyRecord>> ListPolicies() = 0;
 
-  // Storage health figures; kFailedPrecondition once closed.
+  // Storage health figures; kFailedPrecondition once closed. While writes
+  // are refused and not even a read-only reopen succeeded, only the write
+  // state (writes_refused, write_failures, reopens) is filled in.
   virtual absl::StatusOr<StoreStats> Stats() = 0;
 
   // Writes a consistent copy of the database (a RocksDB checkpoint: hard

@@ -1290,16 +1290,17 @@ absl::Status RocksDbStore::RecoverWrites() {
 absl::Status RocksDbStore::Reopen() {
   // The index loader reads db_ without open_mu_: stop it first, and load
   // again afterwards if it had not finished.
-  bool reload_index = false;
   {
     absl::MutexLock lock(&loader_mu_);
     if (loader_.joinable()) {
       stop_loading_.store(true, std::memory_order_relaxed);
       loader_.join();
       stop_loading_.store(false, std::memory_order_relaxed);
-      reload_index = !index_->ready();
     }
   }
+  // Loaded again below, from whatever database is open then (a later
+  // Reopen does it if none is).
+  bool reload_index = index_ != nullptr && !index_->ready();
   absl::Status status;
   {
     // Readers wait while the database is swapped.
@@ -1313,6 +1314,8 @@ absl::Status RocksDbStore::Reopen() {
       if (OpenDatabase(options_, db_options_, /*read_only=*/true, &db, &handles).ok()) {
         db_ = std::move(db);
         handles_ = std::move(handles);
+      } else {
+        reload_index = false;  // nothing to load from
       }
     } else {
       db_ = std::move(db);
@@ -1836,8 +1839,19 @@ absl::StatusOr<std::vector<v1::ChangeEvent>> RocksDbStore::ReadEvents(int64_t st
 
 absl::StatusOr<StoreStats> RocksDbStore::Stats() {
   absl::ReaderMutexLock open_lock(&open_mu_);
-  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
   StoreStats stats;
+  {
+    absl::MutexLock flight_lock(&flight_mu_);
+    stats.writes_refused = write_failure_.ok() ? 0 : 1;
+    stats.write_failures = write_failures_;
+    stats.reopens = reopens_;
+  }
+  if (db_ == nullptr) {
+    // Not even a read-only reopen succeeded: the write state is all there
+    // is to report (and the alert on it must still see it).
+    if (stats.writes_refused == 1) return stats;
+    return absl::FailedPreconditionError("store is closed");
+  }
   if (statistics_ != nullptr) {
     stats.block_cache_hits =
         static_cast<int64_t>(statistics_->getTickerCount(rocksdb::BLOCK_CACHE_HIT));
@@ -1873,12 +1887,6 @@ absl::StatusOr<StoreStats> RocksDbStore::Stats() {
     stats.history_pending = static_cast<int64_t>(history_tail_keys_);
     stats.history_runs = static_cast<int64_t>(history_tail_.size());
     stats.history_write_failures = history_failures_;
-  }
-  {
-    absl::MutexLock flight_lock(&flight_mu_);
-    stats.writes_refused = write_failure_.ok() ? 0 : 1;
-    stats.write_failures = write_failures_;
-    stats.reopens = reopens_;
   }
   return stats;
 }
