@@ -119,8 +119,16 @@ TEST_F(StreamCheckTest, ClientThatStopsReadingStopsTheServer) {
   // responses if the server read and answered them all without waiting.
   constexpr int kMessages = 400;
   const v1::StreamCheckRequest message = Message(1000);
+  // The client's receive windows stay at gRPC's initial size (BDP probing
+  // off): otherwise gRPC grows them with the bandwidth it measures, and on
+  // a loaded machine they could take every response unread, so the server
+  // never had to stop (the test then failed now and then).
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto stub = v1::ConsentRegistry::NewStub(
+      grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args));
   grpc::ClientContext context;
-  auto stream = stub_->StreamCheck(&context);
+  auto stream = stub->StreamCheck(&context);
   const int64_t rss_before = testing::ResidentBytes(server_->pid());
   std::atomic<int> sent{0};
   std::thread writer([&] {
