@@ -21,6 +21,7 @@
 #include "server/policy_change.h"
 #include "server/validation.h"
 #include "storage/audit_chain.h"
+#include "storage/subject_view.h"
 
 namespace consent {
 namespace {
@@ -605,8 +606,8 @@ constexpr absl::Duration kMaxCreateTimeSkew = absl::Minutes(5);
 void ValidateCreateTime(const v1::Content& content, absl::Time at,
                         absl::FunctionRef<std::string()> field, Violations* v) {
   if (!content.has_create_time()) return;
-  const google::protobuf::Timestamp& t = content.create_time();
-  const absl::Time created = absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+  const absl::Time created =
+      storage::TimeOf(content.create_time().seconds(), content.create_time().nanos());
   if (created > at + kMaxCreateTimeSkew) {
     v->Add(absl::StrCat(field(), ".create_time"),
            absl::StrCat("is ", absl::FormatTime(created, absl::UTCTimeZone()),
