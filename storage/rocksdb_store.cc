@@ -1133,6 +1133,14 @@ void RocksDbStore::AwaitNoWrite() {
   AwaitNoWriteLocked();
 }
 
+// Why a write is refused while a failed write has not been recovered from.
+absl::Status WritesRefused(const absl::Status& cause) {
+  return absl::UnavailableError(absl::StrCat(
+      "writes are refused: a synced write failed (", cause.message(),
+      ") and the store has not reopened its database yet; checks still answer from what was "
+      "committed; retry later"));
+}
+
 std::shared_ptr<RocksDbStore::Group> RocksDbStore::PrepareGroup(
     const std::vector<PendingCommit*>& commits) {
   absl::MutexLock write_lock(&write_mu_);
@@ -1148,6 +1156,14 @@ std::shared_ptr<RocksDbStore::Group> RocksDbStore::PrepareGroup(
   auto group = std::make_shared<Group>();
   {
     absl::MutexLock lock(&flight_mu_);
+    if (!write_failure_.ok()) {
+      // The group in flight failed after RecoverWrites looked: its revisions
+      // and chain may be on disk, so nothing may continue from what is
+      // published; refuse, as RecoverWrites will until the reopen.
+      const absl::Status refused = WritesRefused(write_failure_);
+      for (PendingCommit* c : commits) c->result = refused;
+      return nullptr;
+    }
     // Continue from the group being written, or from what is written.
     group->base = writing_;
     group->revision = writing_ ? writing_->revision : revision_.load(std::memory_order_relaxed);
@@ -1264,12 +1280,7 @@ absl::Status RocksDbStore::RecoverWrites() {
     AwaitNoWriteLocked();
     cause = write_failure_;
     const absl::Time now = absl::Now();
-    if (now - last_reopen_attempt_ < options_.reopen_interval) {
-      return absl::UnavailableError(absl::StrCat(
-          "writes are refused: a synced write failed (", cause.message(),
-          ") and the store has not reopened its database yet; checks still answer from what was "
-          "committed; retry later"));
-    }
+    if (now - last_reopen_attempt_ < options_.reopen_interval) return WritesRefused(cause);
     last_reopen_attempt_ = now;
   }
   if (absl::Status reopened = Reopen(); !reopened.ok()) {

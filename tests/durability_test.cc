@@ -221,7 +221,7 @@ TEST_F(DurabilityTest, GroupsBehindAFailedWriteAreNotWritten) {
     EXPECT_THAT(status.message(),
                 ::testing::AnyOf(HasSubstr("not written: an earlier write in the pipeline failed"),
                                  HasSubstr("writes are refused")))
-        << name;
+        << name << ": " << status;
   }
   EXPECT_EQ(store_->CurrentRevision(), 0);
 }
