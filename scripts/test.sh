@@ -5,8 +5,11 @@
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; every test again
 #      (the integration tests then drive a sanitized consentd).
 #   3. clang with -Wthread-safety as errors: the lock annotations checked.
-#   4. The libFuzzer targets of tests/fuzz, 60 s each (scripts/fuzz.sh).
-#   5. buf lint of the API and clang-format of the sources.
+#   4. ThreadSanitizer build (abseil rebuilt with TSan, cached): the store,
+#      history, stream, integration and failure tests and the TSan canaries;
+#      fails on any report, consentd's included (build-tsan/tsan-reports/).
+#   5. The libFuzzer targets of tests/fuzz, 60 s each (scripts/fuzz.sh).
+#   6. buf lint of the API and clang-format of the sources.
 # Installs missing Debian packages first. Exits non-zero on any failure.
 #
 # scripts/test.sh --quick: the release build, the unit tests and
@@ -46,6 +49,19 @@ step "all tests under ASan + UBSan"
 step "thread-safety analysis (clang -Wthread-safety, as errors)"
 "$root/scripts/build.sh" --thread-safety --no-tests consentd consentctl consent-bench
 echo "thread-safety analysis: clean"
+
+step "ThreadSanitizer build (clang; abseil rebuilt with TSan)"
+"$root/scripts/build.sh" --tsan tsan_tests
+step "store, history, stream and integration tests under ThreadSanitizer"
+reports="$root/build-tsan/tsan-reports"
+rm -rf "$reports" && mkdir -p "$reports"
+(cd "$root/build-tsan" && ctest -j"$jobs" -L tsan --output-on-failure --timeout 600)
+if [ -n "$(ls -A "$reports" 2>/dev/null)" ]; then
+  echo "ThreadSanitizer reported (files under $reports):" >&2
+  cat "$reports"/* >&2
+  exit 1
+fi
+echo "ThreadSanitizer: no report"
 
 step "fuzzing: each libFuzzer target for 60 s under ASan + UBSan"
 "$root/scripts/fuzz.sh" 60
