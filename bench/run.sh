@@ -104,5 +104,6 @@ for (label, dist), rs in rows.items():
           f"{med(lambda r: r['decisions_per_s']):,.0f} | {med(lambda r: r['latency_us']['p50']):,.0f} | "
           f"{med(lambda r: r['latency_us']['p99']):,.0f} | {med(lambda r: r['latency_us']['p99.9']):,.0f} | "
           f"{errors} | {sum(r['read_your_writes_violations'] for r in rs)} |")
-print(f"\n({len(rs)} runs per row, median; results in {sys.argv[1]})")
+runs = max((len(rs) for rs in rows.values()), default=0)
+print(f"\n({runs} runs per row, median; results in {sys.argv[1]})")
 PY

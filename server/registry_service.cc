@@ -18,13 +18,20 @@ CallContext ContextOf(const grpc::ServerContextBase* context) {
   return CallContext{context->peer()};
 }
 
-// The call's deadline and cancellation, for work that can stop early.
-CallControl ControlOf(grpc::ServerContextBase* context) {
+// The call's deadline, for work that can stop early.
+CallControl DeadlineOf(const grpc::ServerContextBase* context) {
   CallControl control;
   const auto deadline = context->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     control.deadline = absl::FromChrono(deadline);
   }
+  return control;
+}
+
+// The deadline and the cancellation of a callback-API call: there
+// IsCancelled reads a flag.
+CallControl ControlOf(grpc::CallbackServerContext* context) {
+  CallControl control = DeadlineOf(context);
   control.cancelled = [context] { return context->IsCancelled(); };
   return control;
 }
@@ -286,7 +293,11 @@ grpc::Status RegistryService::StreamCheck(
       if (!stream->Read(request)) break;
       if (gate->draining()) return CallAccounting::Draining();
       auto& response = *google::protobuf::Arena::CreateMessage<v1::StreamCheckResponse>(arena);
-      absl::Status status = registry_->StreamCheck(*request, &response, ControlOf(context));
+      // The deadline only: on the synchronous API IsCancelled polls the
+      // completion queue, blocking the handler in the poller (StreamCheck
+      // ran 10% slower asking every 256 items). A cancelled stream stops at
+      // its next Read or Write, within one message.
+      absl::Status status = registry_->StreamCheck(*request, &response, DeadlineOf(context));
       if (metrics != nullptr) {
         calls_->method(Rpc::kStreamCheck)->ObserveItems(request->items_size());
         if (status.ok()) metrics->CountDecisions(request->purpose(), response.decisions());
