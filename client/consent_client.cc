@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <sstream>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
@@ -37,11 +39,76 @@ std::vector<std::string> FieldViolations(const absl::Status& status) {
   return out;
 }
 
-std::unique_ptr<Client> Client::Connect(const std::string& target, ClientOptions options) {
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+grpc::ChannelArguments ChannelArgs(const ClientCredentials* credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
+  if (credentials != nullptr && !credentials->tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(credentials->tls_server_name);
+  }
+  return args;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const ClientCredentials& credentials) {
+  if (!credentials.tls()) {
+    if (!credentials.token.empty() || !credentials.tls_cert_file.empty() ||
+        !credentials.tls_key_file.empty()) {
+      return absl::InvalidArgumentError(
+          "a token or client certificate needs TLS: give the CA of the server's certificate "
+          "(tls_ca_file); a token is never sent in the clear");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  if (credentials.tls_cert_file.empty() != credentials.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate and its key go together: give both tls_cert_file and "
+        "tls_key_file");
+  }
+  grpc::SslCredentialsOptions ssl;
+  auto ca = ReadPem(credentials.tls_ca_file, "CA file");
+  if (!ca.ok()) return ca.status();
+  ssl.pem_root_certs = *std::move(ca);
+  if (!credentials.tls_cert_file.empty()) {
+    auto cert = ReadPem(credentials.tls_cert_file, "client certificate");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem(credentials.tls_key_file, "client key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  std::shared_ptr<grpc::ChannelCredentials> channel = grpc::SslCredentials(ssl);
+  if (!credentials.token.empty()) {
+    channel =
+        grpc::CompositeChannelCredentials(channel, grpc::AccessTokenCredentials(credentials.token));
+  }
+  return channel;
+}
+
+std::unique_ptr<Client> Client::Connect(const std::string& target, ClientOptions options) {
   return std::make_unique<Client>(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args),
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), ChannelArgs(nullptr)),
+      std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
+                                                        const ClientCredentials& credentials,
+                                                        ClientOptions options) {
+  auto channel_credentials = MakeChannelCredentials(credentials);
+  if (!channel_credentials.ok()) return channel_credentials.status();
+  return std::make_unique<Client>(
+      grpc::CreateCustomChannel(target, *channel_credentials, ChannelArgs(&credentials)),
       std::move(options));
 }
 
@@ -171,6 +238,10 @@ absl::StatusOr<v1::CreateBackupResponse> Client::CreateBackup(const std::string&
 
 absl::StatusOr<v1::ReloadPolicyResponse> Client::ReloadPolicy() {
   return Call(admin_.get(), &v1::ConsentAdmin::Stub::ReloadPolicy, v1::ReloadPolicyRequest(), true);
+}
+
+absl::StatusOr<v1::ReloadAuthResponse> Client::ReloadAuth() {
+  return Call(admin_.get(), &v1::ConsentAdmin::Stub::ReloadAuth, v1::ReloadAuthRequest(), true);
 }
 
 bool Client::IsAllowed(const v1::CheckRequest& request, v1::Decision* decision,

@@ -16,6 +16,7 @@
 #include "consent/v1/admin.grpc.pb.h"
 #include "consent/v1/registry.grpc.pb.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 
 namespace consent {
 
@@ -32,6 +33,29 @@ struct ClientOptions {
   std::function<void(absl::Duration)> sleep = [](absl::Duration d) { absl::SleepFor(d); };
 };
 
+// How a client proves who it is and checks the server (docs/security.md).
+struct ClientCredentials {
+  // PEM file of the CA that signed consentd's certificate; set for TLS.
+  std::string tls_ca_file;
+  // Client certificate and its key (PEM files), for mTLS; both or neither.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Bearer token, sent as "authorization: Bearer <token>"; needs TLS.
+  std::string token;
+  // The name the server's certificate must carry, when it differs from
+  // the target's host (a target given as an IP address, say).
+  std::string tls_server_name;
+
+  bool tls() const { return !tls_ca_file.empty(); }
+};
+
+// Channel credentials for `credentials`: plaintext when no TLS is asked
+// for. INVALID_ARGUMENT for a token or client certificate without TLS (a
+// token never travels in the clear) or a certificate without its key;
+// NOT_FOUND for a file that cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const ClientCredentials& credentials);
+
 // Thread safe; one Client can serve many threads (calls share the channel).
 //
 // Retries: reads (GetSubject, Check, BatchCheck, GetPolicy) always; writes
@@ -41,6 +65,10 @@ class Client {
  public:
   // A client over an insecure channel to `target` ("127.0.0.1:50051").
   static std::unique_ptr<Client> Connect(const std::string& target, ClientOptions options = {});
+  // A client with `credentials` (MakeChannelCredentials's errors).
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& target,
+                                                         const ClientCredentials& credentials,
+                                                         ClientOptions options = {});
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
 
   absl::StatusOr<v1::SetPreferenceResponse> SetPreference(const v1::SetPreferenceRequest& request);
@@ -68,6 +96,7 @@ class Client {
 
   absl::StatusOr<v1::GetPolicyResponse> GetPolicy();
   absl::StatusOr<v1::ReloadPolicyResponse> ReloadPolicy();
+  absl::StatusOr<v1::ReloadAuthResponse> ReloadAuth();
   // Not retried: a second attempt would find the directory already there.
   absl::StatusOr<v1::CreateBackupResponse> CreateBackup(const std::string& directory);
 

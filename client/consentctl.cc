@@ -1,5 +1,6 @@
 // consentctl: command-line client of consentd. `consentctl --help` lists
 // the commands; docs in README.md.
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -26,6 +27,16 @@
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "consentd address, host:port.");
 ABSL_FLAG(bool, json, false, "Print responses as JSON (one document per line).");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "Deadline of each call.");
+// Credentials (docs/security.md).
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "CA certificate (PEM) of consentd's certificate: connect with TLS.");
+ABSL_FLAG(std::string, tls_cert_file, "", "Client certificate (PEM) for mTLS.");
+ABSL_FLAG(std::string, tls_key_file, "", "The client certificate's key (PEM).");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name consentd's certificate must carry, when it is not the --target host.");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding a bearer token (trailing newline ignored); the environment variable "
+          "CONSENT_TOKEN is used when this is empty. Sent only over TLS.");
 // Writes.
 ABSL_FLAG(std::string, request_id, "", "Idempotency key of a write.");
 ABSL_FLAG(int64_t, expected_revision, -1,
@@ -707,7 +718,21 @@ int Run(const std::vector<std::string>& args) {
   if (args.empty()) Usage("no command given");
   ClientOptions options;
   options.timeout = absl::GetFlag(FLAGS_timeout);
-  auto client = Client::Connect(absl::GetFlag(FLAGS_target), options);
+  ClientCredentials credentials;
+  credentials.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  credentials.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  credentials.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  credentials.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
+    std::ifstream in(path);
+    if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot read --token_file ", path)));
+    std::getline(in, credentials.token);
+  } else if (const char* token = std::getenv("CONSENT_TOKEN"); token != nullptr) {
+    credentials.token = token;
+  }
+  auto connected = Client::Connect(absl::GetFlag(FLAGS_target), credentials, options);
+  if (!connected.ok()) return Fail(connected.status());
+  std::unique_ptr<Client> client = *std::move(connected);
   const std::string& command = args[0];
   if (command == "object") return SetPreference(*client, v1::PREFERENCE_STATE_OBJECTED, args);
   if (command == "consent") {

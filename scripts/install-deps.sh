@@ -13,9 +13,9 @@ build_pkgs=(
   librocksdb-dev libabsl-dev prometheus-cpp-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
-# Tools the test suite uses: an independent Python gRPC client and the
-# sanitizer runtime for the ASan/UBSan build.
-test_pkgs=(python3-grpcio python3-protobuf curl clang-format prometheus)
+# Tools the test suite uses: an independent Python gRPC client, Prometheus,
+# clang-format, and the openssl command line (certificates made at test time).
+test_pkgs=(python3-grpcio python3-protobuf curl clang-format prometheus openssl)
 runtime_pkgs=(
   libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-core1.0
   libprometheus-cpp-pull1.0 libabsl20220623 ca-certificates

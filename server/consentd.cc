@@ -13,9 +13,26 @@
 #include "server/log.h"
 #include "server/server.h"
 
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "Server certificate (PEM, with its chain) for TLS on --listen; with --tls_key_file. "
+          "Re-read every --tls_refresh_interval, so a renewed certificate needs no restart.");
+ABSL_FLAG(std::string, tls_key_file, "", "The server certificate's private key (PEM).");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "CA certificate(s) (PEM) that client certificates are verified against.");
+ABSL_FLAG(std::string, tls_client_auth, "none",
+          "Client certificates: none (not asked for), optional (verified when sent; token "
+          "callers share the port), require (every connection presents one).");
+ABSL_FLAG(absl::Duration, tls_refresh_interval, absl::Minutes(1),
+          "How often the TLS files are read again (certificate rotation).");
+ABSL_FLAG(std::string, auth_file, "",
+          "Callers and their roles (consent.v1.AuthConfig in text format); needs TLS. Reloaded "
+          "on SIGHUP and ConsentAdmin.ReloadAuth.");
+ABSL_FLAG(bool, insecure_listen_any, false,
+          "Serve a non-loopback --listen without authentication: every peer that can reach "
+          "the port may call every RPC. For trusted networks only.");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
-          "gRPC address, host:port (port 0 picks a free port). Without TLS and "
-          "authentication only loopback addresses are accepted.");
+          "gRPC address, host:port (port 0 picks a free port). Without --auth_file only "
+          "loopback addresses are accepted (see --insecure_listen_any).");
 ABSL_FLAG(std::string, data_dir, "./consent-data",
           "Directory of the RocksDB database; created if missing.");
 ABSL_FLAG(std::string, policy, "deploy/policy/default.textproto",
@@ -118,6 +135,17 @@ int main(int argc, char** argv) {
   options.watch_checkpoint_interval = absl::GetFlag(FLAGS_watch_checkpoint_interval);
   options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
   options.backup_dir = absl::GetFlag(FLAGS_backup_dir);
+  options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  options.tls.refresh_interval = absl::GetFlag(FLAGS_tls_refresh_interval);
+  if (!consent::ParseClientAuth(absl::GetFlag(FLAGS_tls_client_auth), &options.tls.client_auth)) {
+    consent::LogError("--tls_client_auth must be none, optional or require",
+                      {{"tls_client_auth", absl::GetFlag(FLAGS_tls_client_auth)}});
+    return 1;
+  }
+  options.auth_file = absl::GetFlag(FLAGS_auth_file);
+  options.insecure_listen_any = absl::GetFlag(FLAGS_insecure_listen_any);
   options.max_streams = absl::GetFlag(FLAGS_max_streams);
   options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
@@ -178,6 +206,9 @@ int main(int argc, char** argv) {
        {"watch_idle_timeout", absl::FormatDuration(options.watch_idle_timeout)},
        {"max_connection_idle", absl::FormatDuration(options.max_connection_idle)},
        {"keepalive_time", absl::FormatDuration(options.keepalive_time)},
+       {"tls", options.tls.enabled() ? options.tls.cert_file : "(off)"},
+       {"tls_client_auth", absl::GetFlag(FLAGS_tls_client_auth)},
+       {"auth_file", options.auth_file.empty() ? "(none)" : options.auth_file},
        {"log_format", absl::GetFlag(FLAGS_log_format)},
        {"log_level", std::string(consent::LogLevelName(log_level))}});
 
@@ -186,8 +217,23 @@ int main(int argc, char** argv) {
     consent::LogError("consentd cannot start", {{"error", server.status().ToString()}});
     return 1;
   }
-  consent::LogInfo(
-      "no TLS or authentication configured: serving on loopback only, to local callers");
+  if (options.auth_file.empty()) {
+    if (consent::IsLoopbackAddress(options.listen)) {
+      consent::LogInfo(
+          "no authentication configured (--auth_file): serving on loopback only, every local "
+          "process may call every RPC");
+    } else {
+      consent::LogWarning(
+          "--insecure_listen_any: serving a network address WITHOUT authentication; every "
+          "peer that reaches this port may record, clear and delete any user's choices",
+          {{"listen", options.listen}});
+    }
+  } else {
+    consent::LogInfo(
+        "authentication on: every call but health needs a known caller with the "
+        "RPC's role",
+        {{"auth_file", options.auth_file}});
+  }
   if (!(*server)->metrics_address().empty()) {
     consent::LogInfo("metrics endpoint ready",
                      {{"url", absl::StrCat("http://", (*server)->metrics_address(), "/metrics")}});
@@ -200,8 +246,9 @@ int main(int argc, char** argv) {
     int signal_number = 0;
     if (sigwait(&signals, &signal_number) != 0) continue;
     if (signal_number == SIGHUP) {
-      consent::LogInfo("SIGHUP: reloading the policy");
+      consent::LogInfo("SIGHUP: reloading the policy and the auth file");
       (*server)->ReloadPolicy().IgnoreError();  // logged by the reloader
+      (*server)->ReloadAuth().IgnoreError();    // logged by the holder
       continue;
     }
     consent::LogInfo("draining, then closing the store", {{"signal", absl::StrCat(signal_number)}});

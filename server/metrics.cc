@@ -241,6 +241,17 @@ void Metrics::CountPolicyReload(bool ok) { reloads_[ok ? 0 : 1].Add(); }
 
 void Metrics::CountRejected(Rejection reason) { rejected_[static_cast<int>(reason)].Add(); }
 
+void Metrics::CountAuthFailure(AuthFailure reason) {
+  auth_failures_[static_cast<int>(reason)].Add();
+}
+
+CallerCallCounter* Metrics::CallerCalls(absl::string_view caller, absl::string_view method) {
+  absl::MutexLock lock(&mu_);
+  auto& counter = callers_[{std::string(caller), std::string(method)}];
+  if (counter == nullptr) counter = std::make_unique<CallerCallCounter>();
+  return counter.get();
+}
+
 void Metrics::ObserveWalSync(absl::Duration duration) {
   wal_sync_.Observe(absl::ToInt64Nanoseconds(duration));
 }
@@ -270,6 +281,14 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
                          "Calls turned away, or streams ended, by an admission limit "
                          "(RESOURCE_EXHAUSTED), by reason.",
                          MetricType::Counter);
+  auto auth_failures = Family("consent_auth_failures_total",
+                              "Calls refused by authentication (UNAUTHENTICATED) or authorization "
+                              "(PERMISSION_DENIED), by reason. TLS handshake failures are not "
+                              "seen by the server and not counted.",
+                              MetricType::Counter);
+  auto by_caller = Family("consent_calls_by_caller_total",
+                          "Authorized calls by caller (a name from the auth file) and method.",
+                          MetricType::Counter);
   auto wal = Family("consent_wal_sync_seconds",
                     "Duration of one synced RocksDB write (a group of commits sharing one WAL "
                     "sync), in seconds.",
@@ -288,6 +307,9 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
       }
       AddHistogram(seconds, labels, m->seconds_);
       if (m->items_ != nullptr) AddHistogram(items, {{"grpc_method", m->method_}}, *m->items_);
+    }
+    for (const auto& [key, counter] : callers_) {
+      AddCounter(by_caller, {{"caller", key.first}, {"method", key.second}}, *counter);
     }
     std::vector<std::string> purposes;
     for (const auto& [purpose, counters] : purposes_) purposes.push_back(purpose);
@@ -315,9 +337,16 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
     AddCounter(rejected, {{"reason", kRejections[r]}}, rejected_[r]);
   }
 
+  constexpr const char* kAuthFailures[] = {"no_credentials", "unknown_token", "unknown_certificate",
+                                           "missing_role"};
+  static_assert(std::size(kAuthFailures) == static_cast<size_t>(AuthFailure::kCount));
+  for (size_t r = 0; r < std::size(kAuthFailures); ++r) {
+    AddCounter(auth_failures, {{"reason", kAuthFailures[r]}}, auth_failures_[r]);
+  }
+
   std::vector<prometheus::MetricFamily> out;
-  for (auto* family :
-       {&started, &handled, &seconds, &items, &decisions, &writes, &reloads, &rejected, &wal}) {
+  for (auto* family : {&started, &handled, &seconds, &items, &decisions, &writes, &reloads,
+                       &rejected, &auth_failures, &by_caller, &wal}) {
     if (!family->metric.empty()) out.push_back(std::move(*family));
   }
   return out;

@@ -19,6 +19,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -119,6 +120,19 @@ enum class Rejection {
   kCount,
 };
 
+// Why a call was refused by authentication or authorization, the `reason`
+// label of consent_auth_failures_total.
+enum class AuthFailure {
+  kNoCredentials,       // neither a token nor a client certificate
+  kUnknownToken,        // a bearer token not in the auth file (or malformed)
+  kUnknownCertificate,  // a verified certificate whose identity is not listed
+  kMissingRole,         // a known caller without the RPC's role
+  kCount,
+};
+
+// consent_calls_by_caller_total{caller,method}: one caller's calls of one method.
+using CallerCallCounter = metrics_internal::Counter;
+
 class Metrics final : public prometheus::Collectable {
  public:
   Metrics();
@@ -159,6 +173,14 @@ class Metrics final : public prometheus::Collectable {
   // consent_rejected_total{reason}.
   void CountRejected(Rejection reason);
 
+  // consent_auth_failures_total{reason}.
+  void CountAuthFailure(AuthFailure reason);
+
+  // consent_calls_by_caller_total{caller,method}: the counter of one pair,
+  // created on first use and kept (callers come from the auth file, so the
+  // label set is bounded). The pointer lives as long as this.
+  CallerCallCounter* CallerCalls(absl::string_view caller, absl::string_view method);
+
  private:
   static constexpr int kReasons = v1::DecisionReason_ARRAYSIZE;
   using ReasonCounters = std::array<metrics_internal::Counter, kReasons>;
@@ -169,11 +191,15 @@ class Metrics final : public prometheus::Collectable {
   std::array<std::array<metrics_internal::Counter, 3>, 4> writes_;
   std::array<metrics_internal::Counter, 2> reloads_;
   std::array<metrics_internal::Counter, static_cast<int>(Rejection::kCount)> rejected_;
+  std::array<metrics_internal::Counter, static_cast<int>(AuthFailure::kCount)> auth_failures_;
   metrics_internal::Histogram wal_sync_;
 
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<MethodMetrics>> methods_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<ReasonCounters>> purposes_ ABSL_GUARDED_BY(mu_);
+  // (caller, method) -> counter; std::map for a sorted exposition.
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<CallerCallCounter>> callers_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace consent

@@ -1,33 +1,17 @@
 #include "server/policy.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "server/text_proto.h"
 #include "server/validation.h"
 
 namespace consent {
 namespace {
-
-class ErrorCollector : public google::protobuf::io::ErrorCollector {
- public:
-  void AddError(int line, int column, const std::string& message) override {
-    // Lines and columns are 0-based in protobuf.
-    errors_.push_back(absl::StrCat("line ", line + 1, ":", column + 1, ": ", message));
-  }
-  void AddWarning(int line, int column, const std::string& message) override {
-    AddError(line, column, message);
-  }
-  const std::vector<std::string>& errors() const { return errors_; }
-
- private:
-  std::vector<std::string> errors_;
-};
 
 using ParseTree = google::protobuf::TextFormat::ParseInfoTree;
 
@@ -104,20 +88,16 @@ absl::string_view ParentPurpose(absl::string_view purpose) {
 
 absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromFile(
     const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot read policy file ", path));
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return FromText(buffer.str(), path);
+  absl::StatusOr<std::string> text = ReadTextFile(path, "policy file");
+  if (!text.ok()) return text.status();
+  return FromText(*std::move(text), path);
 }
 
 absl::StatusOr<std::shared_ptr<const CompiledPolicy>> CompiledPolicy::FromText(
     std::string text, absl::string_view source_name) {
   std::shared_ptr<CompiledPolicy> policy(new CompiledPolicy());
   google::protobuf::TextFormat::Parser parser;
-  ErrorCollector collector;
+  TextErrorCollector collector;
   parser.RecordErrorsTo(&collector);
   ParseTree tree;  // where each field was parsed, for error lines
   parser.WriteLocationsTo(&tree);

@@ -14,7 +14,10 @@
 namespace consent {
 namespace {
 
+// Who history records: the authenticated caller's name, or, without
+// authentication, the peer's address.
 CallContext ContextOf(const grpc::ServerContextBase* context) {
+  if (std::optional<AuthCaller> caller = CallerOf(*context)) return CallContext{caller->name};
   return CallContext{context->peer()};
 }
 
@@ -63,6 +66,7 @@ constexpr RpcInfo kRpcs[] = {
     {kAdmin, "ReloadPolicy", "unary", false},
     {kAdmin, "CreateBackup", "unary", false},
     {kAdmin, "VerifyAuditLog", "unary", false},
+    {kAdmin, "ReloadAuth", "unary", false},
 };
 static_assert(sizeof(kRpcs) / sizeof(kRpcs[0]) == static_cast<size_t>(Rpc::kCount));
 
@@ -404,14 +408,25 @@ grpc::Status RegistryService::WatchChanges(grpc::ServerContext* context,
       absl::MutexLock lock(&streams_mu_);
       watchers_.erase(&watcher);
     });
+    // Callers without the auditor role see what changed, for which user
+    // and purpose, but no attribute values (birth date, jurisdiction).
+    const std::optional<AuthCaller> caller = CallerOf(*context);
+    const bool redact = caller.has_value() && (caller->roles & RoleBit(v1::ROLE_AUDITOR)) == 0;
+    v1::WatchChangesResponse redacted;
     // Write blocks while the client's flow-control window is full, so a slow
     // watcher holds at most one read batch in memory; one that reads
     // nothing for watch_idle_timeout is ended by the watchdog.
     grpc::Status status = ToGrpcStatus(registry_->WatchChanges(
         *request,
         [&](const v1::WatchChangesResponse& message) {
+          const v1::WatchChangesResponse* out = &message;
+          if (redact && message.has_event() && message.event().has_attributes()) {
+            redacted = message;
+            redacted.mutable_event()->clear_attributes();
+            out = &redacted;
+          }
           watcher.writing_since.store(absl::ToUnixNanos(clock_->Now()));
-          const bool written = writer->Write(message);
+          const bool written = writer->Write(*out);
           watcher.writing_since.store(0);
           return written;
         },
@@ -462,6 +477,19 @@ grpc::Status AdminService::ReloadPolicy(grpc::ServerContext*, const v1::ReloadPo
     if (!versions.ok()) return ToGrpcStatus(versions.status());
     response->set_version(versions->version);
     response->set_previous_version(versions->previous_version);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::Status AdminService::ReloadAuth(grpc::ServerContext*, const v1::ReloadAuthRequest*,
+                                      v1::ReloadAuthResponse* response) {
+  return calls_->Serve(Rpc::kReloadAuth, "", [&] {
+    if (auth_ == nullptr) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "consentd runs without --auth_file: there is nothing to reload");
+    }
+    if (absl::Status s = auth_->Reload(); !s.ok()) return ToGrpcStatus(s);
+    response->set_caller_count(static_cast<int32_t>(auth_->Get()->config->caller_count()));
     return grpc::Status::OK;
   });
 }

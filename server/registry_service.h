@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "consent/v1/admin.grpc.pb.h"
 #include "consent/v1/registry.grpc.pb.h"
+#include "server/authenticator.h"
 #include "server/clock.h"
 #include "server/drain_gate.h"
 #include "server/metrics.h"
@@ -40,6 +41,7 @@ enum class Rpc {
   kReloadPolicy,
   kCreateBackup,
   kVerifyAuditLog,
+  kReloadAuth,
   kCount,
 };
 
@@ -353,12 +355,19 @@ class AdminService final : public v1::ConsentAdmin::Service {
   grpc::Status VerifyAuditLog(grpc::ServerContext* context,
                               const v1::VerifyAuditLogRequest* request,
                               v1::VerifyAuditLogResponse* response) override;
+  grpc::Status ReloadAuth(grpc::ServerContext* context, const v1::ReloadAuthRequest* request,
+                          v1::ReloadAuthResponse* response) override;
+
+  // The auth file ReloadAuth reloads; null (the default) without one. Set
+  // before serving.
+  void set_auth(AuthHolder* auth) { auth_ = auth; }
 
  private:
   Registry* registry_;
   PolicyHolder* policies_;
   PolicyReloader* reloader_;
   CallAccounting* calls_;
+  AuthHolder* auth_ = nullptr;
 };
 
 }  // namespace consent

@@ -16,6 +16,7 @@
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
 #include "prometheus/metric_family.h"
+#include "server/authenticator.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/policy.h"
@@ -147,6 +148,9 @@ class ServerImpl final : public ConsentServer {
   std::string listen_address() const override { return listen_address_; }
   std::string metrics_address() const override { return metrics_address_; }
   absl::Status ReloadPolicy() override { return reloader_->Reload().status(); }
+  absl::Status ReloadAuth() override {
+    return auth_ == nullptr ? absl::OkStatus() : auth_->Reload();
+  }
   absl::Status Shutdown() override;
 
   // The store's on_write_state: health of consent.v1.ConsentRegistry
@@ -175,6 +179,8 @@ class ServerImpl final : public ConsentServer {
   std::unique_ptr<storage::ConsentStore> store_;
   std::unique_ptr<PolicyHolder> policies_;
   std::unique_ptr<PolicyReloader> reloader_;
+  std::unique_ptr<AuthHolder> auth_;  // null without --auth_file
+  std::shared_ptr<CallerAuthProcessor> auth_processor_;
   std::unique_ptr<Registry> registry_;
   DrainGate gate_;
   std::unique_ptr<CallAccounting> calls_;
@@ -299,11 +305,18 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
     return absl::InvalidArgumentError(
         absl::StrCat("--listen \"", options.listen, "\" is not host:port"));
   }
-  if (!IsLoopbackAddress(options.listen)) {
+  if (absl::Status s = CheckTlsOptions(options.tls); !s.ok()) return s;
+  if (!options.auth_file.empty() && !options.tls.enabled()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--listen ", options.listen,
-                     " is not a loopback address; without TLS and authentication consentd "
-                     "listens on loopback only"));
+        "--auth_file needs TLS (--tls_cert_file, --tls_key_file): tokens and client "
+        "certificates travel only over TLS");
+  }
+  if (!IsLoopbackAddress(options.listen) && options.auth_file.empty() &&
+      !options.insecure_listen_any) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen ", options.listen,
+        " is not a loopback address; without authentication (--auth_file, with TLS) consentd "
+        "listens on loopback only (--insecure_listen_any overrides this, for trusted networks)"));
   }
   if (!options.metrics_listen.empty() && !SplitHostPort(options.metrics_listen, &host, &port)) {
     return absl::InvalidArgumentError(
@@ -396,11 +409,24 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
                      ports.empty() ? 0 : ports[0]);
   }
 
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (options.tls.enabled()) {
+    credentials = MakeTlsServerCredentials(options.tls);
+    if (!options.auth_file.empty()) {
+      server->auth_ = std::make_unique<AuthHolder>(options.auth_file, server->metrics_.get());
+      if (absl::Status s = server->auth_->Reload(); !s.ok()) return s;
+      server->auth_processor_ =
+          std::make_shared<CallerAuthProcessor>(server->auth_.get(), server->metrics_.get());
+      credentials->SetAuthMetadataProcessor(server->auth_processor_);
+    }
+  }
+  server->admin_service_->set_auth(server->auth_.get());
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &selected_port);
+  builder.AddListeningPort(options.listen, credentials, &selected_port);
   ConfigureServerBuilder(options, &builder);
   builder.RegisterService(server->registry_service_.get());
   builder.RegisterService(server->admin_service_.get());

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/clock.h"
+#include "server/tls.h"
 
 namespace grpc {
 class ServerBuilder;
@@ -75,6 +76,15 @@ struct ServerOptions {
   // Largest request message accepted, in bytes; larger ones get
   // RESOURCE_EXHAUSTED from gRPC before any of it is parsed.
   int max_receive_message_bytes = 8 << 20;
+  // TLS for the gRPC port (server/tls.h); off when no files are given.
+  TlsOptions tls;
+  // consent.v1.AuthConfig in text format: callers and their roles. Needs
+  // TLS (tokens travel only over TLS). Empty: no authentication, and then
+  // only loopback addresses are served unless insecure_listen_any.
+  std::string auth_file;
+  // Serve a non-loopback address without authentication: every local and
+  // network peer may call every RPC. For trusted networks only.
+  bool insecure_listen_any = false;
   // Tests only: changes the store's options before it opens (to give it a
   // fault-injecting file system). May be empty.
   std::function<void(storage::StoreOptions&)> adjust_store_options;
@@ -101,6 +111,9 @@ class ConsentServer {
 
   // Reloads the policy file (SIGHUP). Logs the outcome.
   virtual absl::Status ReloadPolicy() = 0;
+  // Reloads the auth file (SIGHUP); OK and nothing done without one. Logs
+  // the outcome; on error the file in force stays.
+  virtual absl::Status ReloadAuth() = 0;
 
   // Reports NOT_SERVING, stops accepting calls, lets in-flight ones finish
   // within the grace period, then closes the store. Idempotent.

@@ -46,15 +46,7 @@ class IntegrationTest : public ::testing::Test {
   // Sets jurisdiction GB and an adult birth date, so ai_training defaults to
   // allowed (legitimate interest).
   void MakeUkAdult(const std::string& user) {
-    v1::UpdateSubjectRequest request;
-    request.set_user_id(user);
-    request.mutable_attributes()->set_jurisdiction("GB");
-    request.mutable_attributes()->mutable_birth_date()->set_year(1990);
-    request.mutable_attributes()->mutable_birth_date()->set_month(5);
-    request.mutable_attributes()->mutable_birth_date()->set_day(17);
-    request.mutable_update_mask()->add_paths("jurisdiction");
-    request.mutable_update_mask()->add_paths("birth_date");
-    auto response = client_->UpdateSubject(request);
+    auto response = client_->UpdateSubject(testing::UkAdult(user));
     ASSERT_TRUE(response.ok()) << response.status();
   }
 

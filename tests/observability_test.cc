@@ -68,26 +68,11 @@ class ObservabilityTest : public ::testing::Test {
 
   // A UK adult: ai_training is decided by objections (legitimate interest).
   absl::Status MakeUkAdult(const std::string& user) {
-    v1::UpdateSubjectRequest request;
-    request.set_user_id(user);
-    request.mutable_attributes()->set_jurisdiction("GB");
-    request.mutable_attributes()->mutable_birth_date()->set_year(1990);
-    request.mutable_attributes()->mutable_birth_date()->set_month(5);
-    request.mutable_attributes()->mutable_birth_date()->set_day(17);
-    request.mutable_update_mask()->add_paths("jurisdiction");
-    request.mutable_update_mask()->add_paths("birth_date");
-    return client_->UpdateSubject(request).status();
+    return client_->UpdateSubject(testing::UkAdult(user)).status();
   }
 
   absl::StatusOr<v1::Decision> Check(const std::string& user) {
-    v1::CheckRequest request;
-    request.set_purpose("ai_training");
-    request.set_user_id(user);
-    request.mutable_content()->set_content_id("post-1");
-    request.mutable_content()->set_content_type(v1::CONTENT_TYPE_POST);
-    request.mutable_content()->set_visibility(v1::VISIBILITY_PUBLIC);
-    request.mutable_content()->mutable_create_time()->set_seconds(1'700'000'000);  // 2023
-    auto response = client_->Check(request);
+    auto response = client_->Check(testing::PublicPostCheck(user));
     if (!response.ok()) return response.status();
     return response->decision();
   }

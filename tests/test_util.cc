@@ -243,4 +243,27 @@ absl::StatusOr<double> SampleValue(const std::string& exposition, const std::str
   return absl::NotFoundError(absl::StrCat("no sample ", series));
 }
 
+v1::CheckRequest PublicPostCheck(const std::string& user, const std::string& purpose) {
+  v1::CheckRequest request;
+  request.set_purpose(purpose);
+  request.set_user_id(user);
+  request.mutable_content()->set_content_id("post-1");
+  request.mutable_content()->set_content_type(v1::CONTENT_TYPE_POST);
+  request.mutable_content()->set_visibility(v1::VISIBILITY_PUBLIC);
+  request.mutable_content()->mutable_create_time()->set_seconds(1'700'000'000);  // 2023-11-14
+  return request;
+}
+
+v1::UpdateSubjectRequest UkAdult(const std::string& user) {
+  v1::UpdateSubjectRequest request;
+  request.set_user_id(user);
+  request.mutable_attributes()->set_jurisdiction("GB");
+  request.mutable_attributes()->mutable_birth_date()->set_year(1990);
+  request.mutable_attributes()->mutable_birth_date()->set_month(5);
+  request.mutable_attributes()->mutable_birth_date()->set_day(17);
+  request.mutable_update_mask()->add_paths("jurisdiction");
+  request.mutable_update_mask()->add_paths("birth_date");
+  return request;
+}
+
 }  // namespace consent::testing

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "consent/v1/registry.pb.h"
 
 namespace consent::testing {
 
@@ -114,6 +115,14 @@ class ConsentdProcess {
   std::string address_;
   std::string log_path_;
 };
+
+// A Check of `purpose` for a public post of `user`'s created 2023-11-14.
+v1::CheckRequest PublicPostCheck(const std::string& user,
+                                 const std::string& purpose = "ai_training");
+
+// Sets `user`'s jurisdiction to GB and an adult birth date (1990-05-17), so
+// ai_training defaults to allowed (legitimate interest).
+v1::UpdateSubjectRequest UkAdult(const std::string& user);
 
 }  // namespace consent::testing
 
