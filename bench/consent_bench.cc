@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -37,6 +38,7 @@
 #include "absl/time/time.h"
 #include "bench/histogram.h"
 #include "bench/user_picker.h"
+#include "client/consent_client.h"
 #include "consent/v1/registry.grpc.pb.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/alarm.h"
@@ -44,6 +46,12 @@
 #include "storage/consent_store.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "consentd address.");
+ABSL_FLAG(std::string, tls_ca_file, "", "CA of consentd's certificate (PEM): connect with TLS.");
+ABSL_FLAG(std::string, tls_cert_file, "", "Client certificate (PEM) for mTLS.");
+ABSL_FLAG(std::string, tls_key_file, "", "The client certificate's key (PEM).");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name consentd's certificate carries, if not the host.");
+ABSL_FLAG(std::string, token_file, "", "File holding a bearer token (needs TLS).");
 ABSL_FLAG(int, concurrency, 32, "Calls (or streams) in flight.");
 ABSL_FLAG(int, connections, 4, "HTTP/2 connections the calls are spread over.");
 ABSL_FLAG(int, threads, 2, "Completion-queue threads.");
@@ -387,15 +395,36 @@ int Load(Mode mode, const std::string& mode_name) {
   }
   UserPicker picker(users, absl::GetFlag(FLAGS_distribution) == "zipf");
 
+  ClientCredentials credentials;
+  credentials.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  credentials.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  credentials.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  credentials.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
+    std::ifstream in(path);
+    if (!in) {
+      std::cerr << "consent-bench: cannot read --token_file " << path << "\n";
+      return 2;
+    }
+    std::getline(in, credentials.token);
+  }
+  auto channel_credentials = MakeChannelCredentials(credentials);
+  if (!channel_credentials.ok()) {
+    std::cerr << "consent-bench: " << channel_credentials.status().message() << "\n";
+    return 2;
+  }
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<std::unique_ptr<v1::ConsentRegistry::Stub>> stubs;
   for (int c = 0; c < connections; ++c) {
     grpc::ChannelArguments args;
+    if (!credentials.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(credentials.tls_server_name);
+    }
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one connection per channel
     args.SetInt("consent_bench.connection", c);
     args.SetMaxReceiveMessageSize(64 << 20);
-    channels.push_back(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target),
-                                                 grpc::InsecureChannelCredentials(), args));
+    channels.push_back(
+        grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), *channel_credentials, args));
     if (!channels.back()->WaitForConnected(std::chrono::system_clock::now() +
                                            std::chrono::seconds(10))) {
       std::cerr << "consent-bench: cannot connect to " << absl::GetFlag(FLAGS_target) << "\n";

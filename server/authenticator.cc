@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "server/log.h"
@@ -13,8 +12,6 @@
 namespace consent {
 namespace {
 
-constexpr char kCallerProperty[] = "consent_caller";
-constexpr char kRolesProperty[] = "consent_roles";
 constexpr absl::string_view kBearer = "Bearer ";
 
 absl::string_view View(const grpc::string_ref& ref) { return {ref.data(), ref.size()}; }
@@ -65,9 +62,56 @@ absl::Status AuthHolder::Reload() {
 CallerAuthProcessor::CallerAuthProcessor(const AuthHolder* holder, Metrics* metrics)
     : holder_(holder), metrics_(metrics) {}
 
+AuthHolder::Identified AuthHolder::Identify(const Active& active,
+                                            std::optional<absl::string_view> authorization,
+                                            const grpc::AuthContext* context) {
+  Identified out;
+  if (authorization.has_value()) {
+    if (!absl::StartsWith(*authorization, kBearer) || authorization->size() == kBearer.size()) {
+      out.failure = AuthFailure::kUnknownToken;
+      out.message = "the authorization metadata is not \"Bearer <token>\"";
+      return out;
+    }
+    out.caller = active.config->ByToken(authorization->substr(kBearer.size()));
+    if (out.caller == nullptr) {
+      out.failure = AuthFailure::kUnknownToken;
+      out.message = "the bearer token is not known to this server";
+    }
+    return out;
+  }
+  std::optional<std::string> identity;
+  if (context != nullptr) identity = CertificateIdentity(*context);
+  if (!identity.has_value()) {
+    out.failure = AuthFailure::kNoCredentials;
+    out.message = "no credentials: send a client certificate or \"authorization: Bearer <token>\"";
+    return out;
+  }
+  out.caller = active.config->ByCertificate(*identity);
+  if (out.caller == nullptr) {
+    // The identity is the caller's own certificate's: no secret in it.
+    out.failure = AuthFailure::kUnknownCertificate;
+    out.message = absl::StrCat("the client certificate's identity \"", *identity,
+                               "\" is not a caller of this server");
+  }
+  return out;
+}
+
+std::optional<AuthCaller> AuthHolder::CallerOf(const grpc::ServerContextBase& context) const {
+  const std::shared_ptr<const Active> active = Get();
+  std::optional<absl::string_view> authorization;
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    authorization = View(it->second);
+  }
+  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  Identified who = Identify(*active, authorization, auth.get());
+  if (who.caller == nullptr) return std::nullopt;
+  return *who.caller;
+}
+
 grpc::Status CallerAuthProcessor::Process(const InputMetadata& auth_metadata,
                                           grpc::AuthContext* context,
-                                          OutputMetadata* consumed_auth_metadata,
+                                          OutputMetadata* /*consumed_auth_metadata*/,
                                           OutputMetadata* /*response_metadata*/) {
   absl::string_view path;
   std::optional<grpc::string_ref> authorization;
@@ -76,68 +120,36 @@ grpc::Status CallerAuthProcessor::Process(const InputMetadata& auth_metadata,
     if (name == ":path") {
       path = View(value);
     } else if (name == "authorization") {
+      // Left in the call's metadata for AuthHolder::CallerOf; nothing logs
+      // client metadata.
       authorization = value;
-      // Consumed: the token goes no further (handlers, logs).
-      consumed_auth_metadata->insert(std::make_pair(std::string(name), std::string(View(value))));
     }
   }
   if (IsHealth(path)) return grpc::Status::OK;  // probes need no credentials
 
-  auto fail = [this](AuthFailure reason, grpc::StatusCode code, std::string message) {
-    if (metrics_ != nullptr) metrics_->CountAuthFailure(reason);
-    return grpc::Status(code, std::move(message));
-  };
   const std::shared_ptr<const AuthHolder::Active> active = holder_->Get();
-  const AuthCaller* caller = nullptr;
-  if (authorization.has_value()) {
-    const absl::string_view header = View(*authorization);
-    if (!absl::StartsWith(header, kBearer) || header.size() == kBearer.size()) {
-      return fail(AuthFailure::kUnknownToken, grpc::StatusCode::UNAUTHENTICATED,
-                  "the authorization metadata is not \"Bearer <token>\"");
-    }
-    caller = active->config->ByToken(header.substr(kBearer.size()));
-    if (caller == nullptr) {
-      return fail(AuthFailure::kUnknownToken, grpc::StatusCode::UNAUTHENTICATED,
-                  "the bearer token is not known to this server");
-    }
-  } else if (std::optional<std::string> identity = CertificateIdentity(*context)) {
-    caller = active->config->ByCertificate(*identity);
-    if (caller == nullptr) {
-      // The identity is the caller's own certificate's: no secret in it.
-      return fail(AuthFailure::kUnknownCertificate, grpc::StatusCode::UNAUTHENTICATED,
-                  absl::StrCat("the client certificate's identity \"", *identity,
-                               "\" is not a caller of this server"));
-    }
-  } else {
-    return fail(AuthFailure::kNoCredentials, grpc::StatusCode::UNAUTHENTICATED,
-                "no credentials: send a client certificate or \"authorization: Bearer <token>\"");
+  std::optional<absl::string_view> header;
+  if (authorization.has_value()) header = View(*authorization);
+  const AuthHolder::Identified who = AuthHolder::Identify(*active, header, context);
+  if (who.caller == nullptr) {
+    if (metrics_ != nullptr) metrics_->CountAuthFailure(who.failure);
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, who.message);
   }
-
+  const AuthCaller* caller = who.caller;
   const MethodRoles required = RolesForPath(path);
   if (required.roles != 0 && (caller->roles & required.roles) == 0) {
-    return fail(
-        AuthFailure::kMissingRole, grpc::StatusCode::PERMISSION_DENIED,
+    if (metrics_ != nullptr) metrics_->CountAuthFailure(AuthFailure::kMissingRole);
+    return grpc::Status(
+        grpc::StatusCode::PERMISSION_DENIED,
         absl::StrCat("caller \"", caller->name, "\" (", RoleNames(caller->roles), ") may not call ",
                      required.method, ": it needs one of ", RoleNames(required.roles)));
   }
   if (required.index >= 0 && !active->counters.empty()) {
     active->counters[caller->index][static_cast<size_t>(required.index)]->Add();
   }
-  context->AddProperty(kCallerProperty, caller->name);
-  context->AddProperty(kRolesProperty, absl::StrCat(caller->roles));
+  // Nothing is added to `context`: it is the connection's, shared by all
+  // its calls (handlers identify the caller again: AuthHolder::CallerOf).
   return grpc::Status::OK;
-}
-
-std::optional<AuthCaller> CallerOf(const grpc::ServerContextBase& context) {
-  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  if (auth == nullptr) return std::nullopt;
-  std::vector<grpc::string_ref> names = auth->FindPropertyValues(kCallerProperty);
-  std::vector<grpc::string_ref> roles = auth->FindPropertyValues(kRolesProperty);
-  if (names.empty() || roles.empty()) return std::nullopt;
-  AuthCaller caller;
-  caller.name = std::string(View(names.front()));
-  if (!absl::SimpleAtoi(View(roles.front()), &caller.roles)) return std::nullopt;
-  return caller;
 }
 
 }  // namespace consent

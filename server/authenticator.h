@@ -1,9 +1,11 @@
 // Authentication and authorization of every call over TLS: a gRPC
 // AuthMetadataProcessor that identifies the caller (bearer token or
-// verified client certificate), checks the role the RPC requires, and
-// leaves the caller's name and roles on the call's AuthContext for the
-// handlers (history records the name; WatchChanges redacts for callers
-// without the auditor role).
+// verified client certificate) and checks the role the RPC requires. It
+// changes nothing on the call: the AuthContext it is given belongs to the
+// connection and is shared by all its calls (properties added there would
+// pile up and race), so handlers that need the caller (history records its
+// name; WatchChanges redacts for callers without the auditor role) identify
+// it again with AuthHolder::CallerOf.
 //
 // It runs before any handler, so a refused caller learns nothing about
 // users or field validity. It is non-blocking: gRPC runs it inline on the
@@ -41,6 +43,22 @@ class AuthHolder {
   std::shared_ptr<const Active> Get() const { return std::atomic_load(&active_); }
   const std::string& path() const { return path_; }
 
+  // The caller of a call the processor let through, identified again from
+  // its metadata and connection (the same token or certificate), or nullopt
+  // when it no longer identifies one (the file was reloaded in between).
+  std::optional<AuthCaller> CallerOf(const grpc::ServerContextBase& context) const;
+
+  // Who `authorization` (the metadata value, if sent) or else the
+  // connection's verified certificate identifies in `active`; on failure
+  // caller is null, with the reason and a message for the caller.
+  struct Identified {
+    const AuthCaller* caller = nullptr;
+    AuthFailure failure = AuthFailure::kNoCredentials;
+    std::string message;
+  };
+  static Identified Identify(const Active& active, std::optional<absl::string_view> authorization,
+                             const grpc::AuthContext* context);
+
  private:
   const std::string path_;
   Metrics* const metrics_;
@@ -70,11 +88,6 @@ class CallerAuthProcessor final : public grpc::AuthMetadataProcessor {
   const AuthHolder* holder_;
   Metrics* metrics_;
 };
-
-// The authenticated caller of a call, as the processor left it, or nullopt
-// when the server runs without authentication (loopback without TLS or auth
-// file).
-std::optional<AuthCaller> CallerOf(const grpc::ServerContextBase& context);
 
 }  // namespace consent
 

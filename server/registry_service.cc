@@ -16,8 +16,12 @@ namespace {
 
 // Who history records: the authenticated caller's name, or, without
 // authentication, the peer's address.
-CallContext ContextOf(const grpc::ServerContextBase* context) {
-  if (std::optional<AuthCaller> caller = CallerOf(*context)) return CallContext{caller->name};
+CallContext ContextOf(const AuthHolder* auth, const grpc::ServerContextBase* context) {
+  if (auth != nullptr) {
+    if (std::optional<AuthCaller> caller = auth->CallerOf(*context)) {
+      return CallContext{caller->name};
+    }
+  }
   return CallContext{context->peer()};
 }
 
@@ -137,7 +141,7 @@ grpc::ServerUnaryReactor* RegistryService::ServeWrite(grpc::CallbackServerContex
     MethodMetrics* method = calls_->method(call.rpc);
     if (method != nullptr && InfoOf(call.rpc).batch) method->ObserveItems(call.items);
     // The caller's identity, for the write's history: kept until it is done.
-    auto caller = std::make_shared<const CallContext>(ContextOf(context));
+    auto caller = std::make_shared<const CallContext>(ContextOf(auth_, context));
     (registry_->*call.write)(*request, *caller, response, [=, caller = caller](absl::Status s) {
       grpc::Status status = ToGrpcStatus(s);
       AccountWrite(call.rpc, call.kind, call.items, request->request_id(), call.user_id, status,
@@ -410,8 +414,11 @@ grpc::Status RegistryService::WatchChanges(grpc::ServerContext* context,
     });
     // Callers without the auditor role see what changed, for which user
     // and purpose, but no attribute values (birth date, jurisdiction).
-    const std::optional<AuthCaller> caller = CallerOf(*context);
-    const bool redact = caller.has_value() && (caller->roles & RoleBit(v1::ROLE_AUDITOR)) == 0;
+    bool redact = false;
+    if (auth_ != nullptr) {
+      const std::optional<AuthCaller> caller = auth_->CallerOf(*context);
+      redact = !caller.has_value() || (caller->roles & RoleBit(v1::ROLE_AUDITOR)) == 0;
+    }
     v1::WatchChangesResponse redacted;
     // Write blocks while the client's flow-control window is full, so a slow
     // watcher holds at most one read batch in memory; one that reads

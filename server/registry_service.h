@@ -206,6 +206,11 @@ class RegistryService final
                   const Clock* clock);
   ~RegistryService() override;
 
+  // The auth file in force, to name the caller in history and to redact
+  // WatchChanges for callers without the auditor role; null (the default)
+  // without authentication. Set before serving.
+  void set_auth(const AuthHolder* auth) { auth_ = auth; }
+
   grpc::ServerUnaryReactor* SetPreference(grpc::CallbackServerContext* context,
                                           const v1::SetPreferenceRequest* request,
                                           v1::SetPreferenceResponse* response) override;
@@ -314,6 +319,7 @@ class RegistryService final
   CallAccounting* calls_;
   const AdmissionLimits limits_;
   const Clock* clock_;
+  const AuthHolder* auth_ = nullptr;
   WorkerPool workers_;
   std::atomic<int> open_streams_{0};
   absl::Mutex streams_mu_;

@@ -421,6 +421,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
     }
   }
   server->admin_service_->set_auth(server->auth_.get());
+  server->registry_service_->set_auth(server->auth_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
