@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -401,12 +400,12 @@ int Load(Mode mode, const std::string& mode_name) {
   credentials.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   credentials.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
   if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
-    std::ifstream in(path);
-    if (!in) {
-      std::cerr << "consent-bench: cannot read --token_file " << path << "\n";
+    auto token = ReadTokenFile(path);
+    if (!token.ok()) {
+      std::cerr << "consent-bench: " << token.status().message() << "\n";
       return 2;
     }
-    std::getline(in, credentials.token);
+    credentials.token = *std::move(token);
   }
   auto channel_credentials = MakeChannelCredentials(credentials);
   if (!channel_credentials.ok()) {

@@ -7,6 +7,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "grpcpp/client_context.h"
@@ -41,7 +42,7 @@ std::vector<std::string> FieldViolations(const absl::Status& status) {
 
 namespace {
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view what) {
+absl::StatusOr<std::string> ReadWhole(const std::string& path, absl::string_view what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
   std::stringstream buffer;
@@ -77,13 +78,13 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
         "tls_key_file");
   }
   grpc::SslCredentialsOptions ssl;
-  auto ca = ReadPem(credentials.tls_ca_file, "CA file");
+  auto ca = ReadWhole(credentials.tls_ca_file, "CA file");
   if (!ca.ok()) return ca.status();
   ssl.pem_root_certs = *std::move(ca);
   if (!credentials.tls_cert_file.empty()) {
-    auto cert = ReadPem(credentials.tls_cert_file, "client certificate");
+    auto cert = ReadWhole(credentials.tls_cert_file, "client certificate");
     if (!cert.ok()) return cert.status();
-    auto key = ReadPem(credentials.tls_key_file, "client key");
+    auto key = ReadWhole(credentials.tls_key_file, "client key");
     if (!key.ok()) return key.status();
     ssl.pem_cert_chain = *std::move(cert);
     ssl.pem_private_key = *std::move(key);
@@ -94,6 +95,12 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
         grpc::CompositeChannelCredentials(channel, grpc::AccessTokenCredentials(credentials.token));
   }
   return channel;
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  auto text = ReadWhole(path, "token file");
+  if (!text.ok()) return text.status();
+  return std::string(absl::StripTrailingAsciiWhitespace(*text));
 }
 
 std::unique_ptr<Client> Client::Connect(const std::string& target, ClientOptions options) {

@@ -56,6 +56,10 @@ struct ClientCredentials {
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
     const ClientCredentials& credentials);
 
+// The bearer token held in file `path`, without trailing whitespace (a
+// newline, say); NOT_FOUND "cannot read token file <path>".
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
 // Thread safe; one Client can serve many threads (calls share the channel).
 //
 // Retries: reads (GetSubject, Check, BatchCheck, GetPolicy) always; writes

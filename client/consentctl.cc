@@ -724,9 +724,9 @@ int Run(const std::vector<std::string>& args) {
   credentials.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   credentials.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
   if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
-    std::ifstream in(path);
-    if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot read --token_file ", path)));
-    std::getline(in, credentials.token);
+    auto token = ReadTokenFile(path);
+    if (!token.ok()) return Fail(token.status());
+    credentials.token = *std::move(token);
   } else if (const char* token = std::getenv("CONSENT_TOKEN"); token != nullptr) {
     credentials.token = token;
   }

@@ -41,7 +41,6 @@ class AuthHolder {
 
   struct Active;
   std::shared_ptr<const Active> Get() const { return std::atomic_load(&active_); }
-  const std::string& path() const { return path_; }
 
   // The caller of a call the processor let through, identified again from
   // its metadata and connection (the same token or certificate), or nullopt
@@ -69,7 +68,7 @@ class AuthHolder {
 // A loaded file with the call counters of its callers.
 struct AuthHolder::Active {
   std::shared_ptr<const AuthConfigSnapshot> config;
-  // counters[caller index][method index] (kPathRoles order), or empty
+  // counters[caller index][method index] (AuthMethodName's order), or empty
   // without metrics.
   std::vector<std::vector<CallerCallCounter*>> counters;
 };
