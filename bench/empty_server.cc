@@ -23,9 +23,9 @@
 #include "absl/flags/parse.h"
 #include "absl/synchronization/mutex.h"
 #include "consent/v1/registry.grpc.pb.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/reflection.h"
 #include "server/registry_service.h"
 #include "server/server.h"
 
@@ -211,12 +211,16 @@ int main(int argc, char** argv) {
   EmptyRegistry callback_service;
   CqEmptyRegistry cq_service;
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   const std::string listen = absl::GetFlag(FLAGS_listen);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   consent::ConfigureServerBuilder(consent::ServerOptions(), &builder);
+  consent::ReflectionService reflection(
+      {v1::ConsentRegistry::service_full_name(), "grpc.health.v1.Health",
+       grpc::reflection::v1alpha::ServerReflection::service_full_name()},
+      /*auth=*/nullptr);
+  builder.RegisterService(&reflection);
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues;
   if (api == "cq") {
     builder.RegisterService(&cq_service);

@@ -15,37 +15,6 @@
 namespace consent {
 namespace {
 
-constexpr RoleSet kChecker = RoleBit(v1::ROLE_CHECKER);
-constexpr RoleSet kWriter = RoleBit(v1::ROLE_WRITER);
-constexpr RoleSet kAuditor = RoleBit(v1::ROLE_AUDITOR);
-constexpr RoleSet kAdmin = RoleBit(v1::ROLE_ADMIN);
-
-struct PathRoles {
-  absl::string_view path;
-  absl::string_view method;
-  RoleSet roles;
-};
-
-// Each RPC and the roles that may call it (docs/security.md has the table).
-constexpr PathRoles kPathRoles[] = {
-    {"/consent.v1.ConsentRegistry/SetPreference", "SetPreference", kWriter},
-    {"/consent.v1.ConsentRegistry/BatchSetPreferences", "BatchSetPreferences", kWriter},
-    {"/consent.v1.ConsentRegistry/UpdateSubject", "UpdateSubject", kWriter},
-    {"/consent.v1.ConsentRegistry/SetContentExclusion", "SetContentExclusion", kWriter},
-    {"/consent.v1.ConsentRegistry/DeleteSubject", "DeleteSubject", kWriter},
-    {"/consent.v1.ConsentRegistry/GetSubject", "GetSubject", kWriter | kAuditor},
-    {"/consent.v1.ConsentRegistry/Check", "Check", kChecker},
-    {"/consent.v1.ConsentRegistry/BatchCheck", "BatchCheck", kChecker},
-    {"/consent.v1.ConsentRegistry/StreamCheck", "StreamCheck", kChecker},
-    {"/consent.v1.ConsentRegistry/ListHistory", "ListHistory", kAuditor},
-    {"/consent.v1.ConsentRegistry/WatchChanges", "WatchChanges", kChecker | kAuditor},
-    {"/consent.v1.ConsentAdmin/GetPolicy", "GetPolicy", kChecker | kAuditor | kAdmin},
-    {"/consent.v1.ConsentAdmin/ReloadPolicy", "ReloadPolicy", kAdmin},
-    {"/consent.v1.ConsentAdmin/ReloadAuth", "ReloadAuth", kAdmin},
-    {"/consent.v1.ConsentAdmin/CreateBackup", "CreateBackup", kAdmin},
-    {"/consent.v1.ConsentAdmin/VerifyAuditLog", "VerifyAuditLog", kAuditor | kAdmin},
-};
-
 bool ValidCallerName(absl::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {
@@ -92,18 +61,6 @@ std::string RoleNames(RoleSet roles) {
   }
   return names.empty() ? "none" : absl::StrJoin(names, ",");
 }
-
-MethodRoles RolesForPath(absl::string_view path) {
-  for (int i = 0; i < AuthMethodCount(); ++i) {
-    if (kPathRoles[i].path == path)
-      return MethodRoles{i, kPathRoles[i].method, kPathRoles[i].roles};
-  }
-  return MethodRoles{};
-}
-
-int AuthMethodCount() { return static_cast<int>(sizeof(kPathRoles) / sizeof(kPathRoles[0])); }
-
-absl::string_view AuthMethodName(int index) { return kPathRoles[index].method; }
 
 absl::StatusOr<std::shared_ptr<const AuthConfigSnapshot>> AuthConfigSnapshot::Parse(
     absl::string_view text) {

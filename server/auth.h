@@ -1,6 +1,6 @@
-// Callers and roles: the auth file (consent.v1.AuthConfig), the lookup of a
-// caller by bearer token or verified client certificate, and the role each
-// RPC requires.
+// Callers and roles: the auth file (consent.v1.AuthConfig) and the lookup of
+// a caller by bearer token or verified client certificate. The roles each
+// RPC requires are in server/rpc.h.
 #ifndef CONSENT_SERVER_AUTH_H_
 #define CONSENT_SERVER_AUTH_H_
 
@@ -30,20 +30,6 @@ struct AuthCaller {
   RoleSet roles = 0;
   size_t index = 0;  // in the file's order
 };
-
-// The roles that may call the RPC at gRPC path `path`
-// ("/consent.v1.ConsentRegistry/Check"). A path that is no method of the
-// project (reflection, an unknown method) has index -1 and roles 0: any
-// authenticated caller may call it. Health is never asked about: it is open.
-struct MethodRoles {
-  int index = -1;            // 0..AuthMethodCount()-1
-  absl::string_view method;  // "Check"; "" for index -1
-  RoleSet roles = 0;
-};
-MethodRoles RolesForPath(absl::string_view path);
-// The number of the project's methods, and the name of the one at `index`.
-int AuthMethodCount();
-absl::string_view AuthMethodName(int index);
 
 // A loaded auth file. Immutable, so shared freely between threads.
 class AuthConfigSnapshot {

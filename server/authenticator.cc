@@ -16,8 +16,6 @@ constexpr absl::string_view kBearer = "Bearer ";
 
 absl::string_view View(const grpc::string_ref& ref) { return {ref.data(), ref.size()}; }
 
-bool IsHealth(absl::string_view path) { return absl::StartsWith(path, "/grpc.health.v1.Health/"); }
-
 // The identity of the verified client certificate, if the peer presented
 // one: its first URI SAN, else its first DNS SAN, else its subject CN.
 std::optional<std::string> CertificateIdentity(const grpc::AuthContext& context) {
@@ -47,8 +45,8 @@ absl::Status AuthHolder::Reload() {
   if (metrics_ != nullptr) {
     for (const std::string& name : active->config->CallerNames()) {
       std::vector<CallerCallCounter*> row;
-      for (int m = 0; m < AuthMethodCount(); ++m) {
-        row.push_back(metrics_->CallerCalls(name, AuthMethodName(m)));
+      for (int rpc = 0; rpc < kRpcCount; ++rpc) {
+        row.push_back(metrics_->CallerCalls(name, InfoOf(rpc).method));
       }
       active->counters.push_back(std::move(row));
     }
@@ -59,97 +57,76 @@ absl::Status AuthHolder::Reload() {
   return absl::OkStatus();
 }
 
-CallerAuthProcessor::CallerAuthProcessor(const AuthHolder* holder, Metrics* metrics)
-    : holder_(holder), metrics_(metrics) {}
-
-AuthHolder::Identified AuthHolder::Identify(const Active& active,
-                                            std::optional<absl::string_view> authorization,
-                                            const grpc::AuthContext* context) {
-  Identified out;
-  if (authorization.has_value()) {
-    if (!absl::StartsWith(*authorization, kBearer) || authorization->size() == kBearer.size()) {
-      out.failure = AuthFailure::kUnknownToken;
-      out.message = "the authorization metadata is not \"Bearer <token>\"";
-      return out;
-    }
-    out.caller = active.config->ByToken(authorization->substr(kBearer.size()));
-    if (out.caller == nullptr) {
-      out.failure = AuthFailure::kUnknownToken;
-      out.message = "the bearer token is not known to this server";
-    }
-    return out;
-  }
-  std::optional<std::string> identity;
-  if (context != nullptr) identity = CertificateIdentity(*context);
-  if (!identity.has_value()) {
-    out.failure = AuthFailure::kNoCredentials;
-    out.message = "no credentials: send a client certificate or \"authorization: Bearer <token>\"";
-    return out;
-  }
-  out.caller = active.config->ByCertificate(*identity);
-  if (out.caller == nullptr) {
-    // The identity is the caller's own certificate's: no secret in it.
-    out.failure = AuthFailure::kUnknownCertificate;
-    out.message = absl::StrCat("the client certificate's identity \"", *identity,
-                               "\" is not a caller of this server");
-  }
-  return out;
+size_t AuthHolder::caller_count() const {
+  return std::atomic_load(&active_)->config->caller_count();
 }
 
-std::optional<AuthCaller> AuthHolder::CallerOf(const grpc::ServerContextBase& context) const {
-  const std::shared_ptr<const Active> active = Get();
-  std::optional<absl::string_view> authorization;
+absl::StatusOr<const AuthCaller*> AuthHolder::Identify(const Active& active,
+                                                       const grpc::ServerContextBase& context,
+                                                       AuthFailure* failure) {
   const auto& metadata = context.client_metadata();
   if (auto it = metadata.find("authorization"); it != metadata.end()) {
-    authorization = View(it->second);
+    const absl::string_view authorization = View(it->second);
+    *failure = AuthFailure::kUnknownToken;
+    if (!absl::StartsWith(authorization, kBearer) || authorization.size() == kBearer.size()) {
+      return absl::UnauthenticatedError("the authorization metadata is not \"Bearer <token>\"");
+    }
+    const AuthCaller* caller = active.config->ByToken(authorization.substr(kBearer.size()));
+    if (caller == nullptr) {
+      return absl::UnauthenticatedError("the bearer token is not known to this server");
+    }
+    return caller;
   }
-  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  Identified who = Identify(*active, authorization, auth.get());
-  if (who.caller == nullptr) return std::nullopt;
-  return *who.caller;
+  std::optional<std::string> identity;
+  if (const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context()) {
+    identity = CertificateIdentity(*auth);
+  }
+  if (!identity.has_value()) {
+    *failure = AuthFailure::kNoCredentials;
+    return absl::UnauthenticatedError(
+        "no credentials: send a client certificate or \"authorization: Bearer <token>\"");
+  }
+  const AuthCaller* caller = active.config->ByCertificate(*identity);
+  if (caller == nullptr) {
+    // The identity is the caller's own certificate's: no secret in it.
+    *failure = AuthFailure::kUnknownCertificate;
+    return absl::UnauthenticatedError(absl::StrCat("the client certificate's identity \"",
+                                                   *identity, "\" is not a caller of this server"));
+  }
+  return caller;
 }
 
-grpc::Status CallerAuthProcessor::Process(const InputMetadata& auth_metadata,
-                                          grpc::AuthContext* context,
-                                          OutputMetadata* /*consumed_auth_metadata*/,
-                                          OutputMetadata* /*response_metadata*/) {
-  absl::string_view path;
-  std::optional<grpc::string_ref> authorization;
-  for (const auto& [key, value] : auth_metadata) {
-    const absl::string_view name = View(key);
-    if (name == ":path") {
-      path = View(value);
-    } else if (name == "authorization") {
-      // Left in the call's metadata for AuthHolder::CallerOf; nothing logs
-      // client metadata.
-      authorization = value;
+absl::StatusOr<Authorized> AuthHolder::Check(const grpc::ServerContextBase& context,
+                                             std::optional<Rpc> rpc) const {
+  std::shared_ptr<const Active> active = std::atomic_load(&active_);
+  AuthFailure failure = AuthFailure::kNoCredentials;
+  absl::StatusOr<const AuthCaller*> caller = Identify(*active, context, &failure);
+  if (!caller.ok()) {
+    if (metrics_ != nullptr) metrics_->CountAuthFailure(failure);
+    return caller.status();
+  }
+  if (rpc.has_value()) {
+    const RpcInfo& info = InfoOf(*rpc);
+    if (((*caller)->roles & info.roles) == 0) {
+      if (metrics_ != nullptr) metrics_->CountAuthFailure(AuthFailure::kMissingRole);
+      return absl::PermissionDeniedError(absl::StrCat(
+          "caller \"", (*caller)->name, "\" (", RoleNames((*caller)->roles), ") may not call ",
+          info.method, ": it needs one of ", RoleNames(info.roles)));
+    }
+    if (!active->counters.empty()) {
+      active->counters[(*caller)->index][static_cast<size_t>(*rpc)]->Add();
     }
   }
-  if (IsHealth(path)) return grpc::Status::OK;  // probes need no credentials
+  return Authorized(std::move(active), *caller);
+}
 
-  const std::shared_ptr<const AuthHolder::Active> active = holder_->Get();
-  std::optional<absl::string_view> header;
-  if (authorization.has_value()) header = View(*authorization);
-  const AuthHolder::Identified who = AuthHolder::Identify(*active, header, context);
-  if (who.caller == nullptr) {
-    if (metrics_ != nullptr) metrics_->CountAuthFailure(who.failure);
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, who.message);
-  }
-  const AuthCaller* caller = who.caller;
-  const MethodRoles required = RolesForPath(path);
-  if (required.roles != 0 && (caller->roles & required.roles) == 0) {
-    if (metrics_ != nullptr) metrics_->CountAuthFailure(AuthFailure::kMissingRole);
-    return grpc::Status(
-        grpc::StatusCode::PERMISSION_DENIED,
-        absl::StrCat("caller \"", caller->name, "\" (", RoleNames(caller->roles), ") may not call ",
-                     required.method, ": it needs one of ", RoleNames(required.roles)));
-  }
-  if (required.index >= 0 && !active->counters.empty()) {
-    active->counters[caller->index][static_cast<size_t>(required.index)]->Add();
-  }
-  // Nothing is added to `context`: it is the connection's, shared by all
-  // its calls (handlers identify the caller again: AuthHolder::CallerOf).
-  return grpc::Status::OK;
+absl::StatusOr<Authorized> AuthHolder::Authorize(const grpc::ServerContextBase& context,
+                                                 Rpc rpc) const {
+  return Check(context, rpc);
+}
+
+absl::StatusOr<Authorized> AuthHolder::Authenticate(const grpc::ServerContextBase& context) const {
+  return Check(context, std::nullopt);
 }
 
 }  // namespace consent

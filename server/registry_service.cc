@@ -16,13 +16,9 @@ namespace {
 
 // Who history records: the authenticated caller's name, or, without
 // authentication, the peer's address.
-CallContext ContextOf(const AuthHolder* auth, const grpc::ServerContextBase* context) {
-  if (auth != nullptr) {
-    if (std::optional<AuthCaller> caller = auth->CallerOf(*context)) {
-      return CallContext{caller->name};
-    }
-  }
-  return CallContext{context->peer()};
+CallContext ContextOf(const Authorized& who, const grpc::ServerContextBase& context) {
+  if (who.caller() != nullptr) return CallContext{who.caller()->name};
+  return CallContext{context.peer()};
 }
 
 // The call's deadline, for work that can stop early.
@@ -43,46 +39,13 @@ CallControl ControlOf(grpc::CallbackServerContext* context) {
   return control;
 }
 
-struct RpcInfo {
-  const char* service;
-  const char* method;
-  const char* type;  // grpc-prometheus's grpc_type
-  bool batch;        // observes consent_batch_items
-};
-
-constexpr char kRegistry[] = "consent.v1.ConsentRegistry";
-constexpr char kAdmin[] = "consent.v1.ConsentAdmin";
-
-// In the order of enum Rpc.
-constexpr RpcInfo kRpcs[] = {
-    {kRegistry, "SetPreference", "unary", false},
-    {kRegistry, "BatchSetPreferences", "unary", true},
-    {kRegistry, "UpdateSubject", "unary", false},
-    {kRegistry, "SetContentExclusion", "unary", false},
-    {kRegistry, "DeleteSubject", "unary", false},
-    {kRegistry, "GetSubject", "unary", false},
-    {kRegistry, "Check", "unary", false},
-    {kRegistry, "BatchCheck", "unary", true},
-    {kRegistry, "StreamCheck", "bidi_stream", true},
-    {kRegistry, "ListHistory", "unary", false},
-    {kRegistry, "WatchChanges", "server_stream", false},
-    {kAdmin, "GetPolicy", "unary", false},
-    {kAdmin, "ReloadPolicy", "unary", false},
-    {kAdmin, "CreateBackup", "unary", false},
-    {kAdmin, "VerifyAuditLog", "unary", false},
-    {kAdmin, "ReloadAuth", "unary", false},
-};
-static_assert(sizeof(kRpcs) / sizeof(kRpcs[0]) == static_cast<size_t>(Rpc::kCount));
-
-const RpcInfo& InfoOf(Rpc rpc) { return kRpcs[static_cast<int>(rpc)]; }
-
 }  // namespace
 
 CallAccounting::CallAccounting(DrainGate* gate, Metrics* metrics) : gate_(gate), metrics_(metrics) {
   if (metrics_ == nullptr) return;
   for (int i = 0; i < static_cast<int>(Rpc::kCount); ++i) {
-    methods_[i] =
-        metrics_->Method(kRpcs[i].service, kRpcs[i].method, kRpcs[i].type, kRpcs[i].batch);
+    const RpcInfo& info = InfoOf(i);
+    methods_[i] = metrics_->Method(info.service, info.method, info.type, info.batch);
   }
 }
 
@@ -110,9 +73,9 @@ grpc::Status CallAccounting::Finish(Rpc rpc, absl::string_view request_id, grpc:
   return status;
 }
 
-void RegistryService::AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view request_id,
-                                   absl::string_view user_id, const grpc::Status& status,
-                                   int64_t revision) {
+void RegistryService::AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view caller,
+                                   absl::string_view request_id, absl::string_view user_id,
+                                   const grpc::Status& status, int64_t revision) {
   if (calls_->metrics() != nullptr) {
     calls_->metrics()->CountWrites(kind, status.error_code(), count);
     // The store's only RESOURCE_EXHAUSTED: its commit queue is full.
@@ -120,35 +83,42 @@ void RegistryService::AccountWrite(Rpc rpc, WriteKind kind, int count, absl::str
       Rejected(Rejection::kCommitQueue);
     }
   }
-  if (!LogEnabled(LogLevel::kDebug)) return;
+  if (!LogEnabled(LogLevel::kInfo)) return;
   LogFields fields = {{"method", InfoOf(rpc).method},
+                      {"caller", std::string(caller)},
                       {"code", std::string(GrpcCodeLabel(status.error_code()))}};
   if (!request_id.empty()) fields.emplace_back("request_id", std::string(request_id));
-  if (!user_id.empty()) fields.emplace_back("user_id", std::string(user_id));
   if (status.ok()) {
     fields.emplace_back("revision", absl::StrCat(revision));
   } else {
     fields.emplace_back("error", status.error_message());
   }
-  LogDebug("write", fields);
+  // The user id is personal data: at debug level only.
+  if (!user_id.empty() && LogEnabled(LogLevel::kDebug)) {
+    fields.emplace_back("user_id", std::string(user_id));
+    LogDebug("write", fields);
+  } else {
+    LogInfo("write", fields);
+  }
 }
 
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* RegistryService::ServeWrite(grpc::CallbackServerContext* context,
                                                       const WriteCall<Request, Response>& call,
                                                       const Request* request, Response* response) {
-  return calls_->ServeAsync(context, call.rpc, request->request_id(), [=](auto finish) {
-    MethodMetrics* method = calls_->method(call.rpc);
-    if (method != nullptr && InfoOf(call.rpc).batch) method->ObserveItems(call.items);
-    // The caller's identity, for the write's history: kept until it is done.
-    auto caller = std::make_shared<const CallContext>(ContextOf(auth_, context));
-    (registry_->*call.write)(*request, *caller, response, [=, caller = caller](absl::Status s) {
-      grpc::Status status = ToGrpcStatus(s);
-      AccountWrite(call.rpc, call.kind, call.items, request->request_id(), call.user_id, status,
-                   response->revision());
-      finish(std::move(status));
-    });
-  });
+  return calls_->ServeAsync(
+      context, call.rpc, request->request_id(), [=](const Authorized& who, auto finish) {
+        MethodMetrics* method = calls_->method(call.rpc);
+        if (method != nullptr && InfoOf(call.rpc).batch) method->ObserveItems(call.items);
+        // The caller's identity, for the write's history: kept until it is done.
+        auto caller = std::make_shared<const CallContext>(ContextOf(who, *context));
+        (registry_->*call.write)(*request, *caller, response, [=, caller = caller](absl::Status s) {
+          grpc::Status status = ToGrpcStatus(s);
+          AccountWrite(call.rpc, call.kind, call.items, caller->caller, request->request_id(),
+                       call.user_id, status, response->revision());
+          finish(std::move(status));
+        });
+      });
 }
 
 grpc::ServerUnaryReactor* RegistryService::SetPreference(grpc::CallbackServerContext* context,
@@ -204,15 +174,16 @@ grpc::ServerUnaryReactor* RegistryService::DeleteSubject(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* RegistryService::GetSubject(grpc::CallbackServerContext* context,
                                                       const v1::GetSubjectRequest* request,
                                                       v1::GetSubjectResponse* response) {
-  return OnWorker(context, Rpc::kGetSubject, "",
-                  [=] { return ToGrpcStatus(registry_->GetSubject(*request, response)); });
+  return OnWorker(context, Rpc::kGetSubject, "", [=](const Authorized&) {
+    return ToGrpcStatus(registry_->GetSubject(*request, response));
+  });
 }
 
 grpc::ServerUnaryReactor* RegistryService::Check(grpc::CallbackServerContext* context,
                                                  const v1::CheckRequest* request,
                                                  v1::CheckResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(calls_->Serve(Rpc::kCheck, "", [&] {
+  reactor->Finish(calls_->Serve(*context, Rpc::kCheck, "", [&](const Authorized&) {
     absl::Status status = registry_->Check(*request, response);
     if (status.ok() && calls_->metrics() != nullptr) {
       calls_->metrics()->CountDecision(request->purpose(), response->decision().reason());
@@ -256,7 +227,7 @@ grpc::ServerUnaryReactor* RegistryService::BatchCheck(grpc::CallbackServerContex
                                                       const grpc::ByteBuffer* request,
                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(calls_->Serve(Rpc::kBatchCheck, "", [&] {
+  reactor->Finish(calls_->Serve(*context, Rpc::kBatchCheck, "", [&](const Authorized&) {
     // The request on an arena: a 1,000-item call costs a few blocks, not
     // thousands of allocations.
     google::protobuf::Arena arena(BatchArenaOptions());
@@ -277,7 +248,7 @@ grpc::ServerUnaryReactor* RegistryService::BatchCheck(grpc::CallbackServerContex
 grpc::Status RegistryService::StreamCheck(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) {
-  return calls_->Serve(Rpc::kStreamCheck, "", [&] {
+  return calls_->Serve(*context, Rpc::kStreamCheck, "", [&](const Authorized&) {
     if (!EnterStream()) return TooManyStreams();
     auto leave = absl::MakeCleanup([this] { LeaveStream(); });
     DrainGate* gate = calls_->gate();
@@ -393,14 +364,15 @@ void RegistryService::CancelStreams() {
 grpc::ServerUnaryReactor* RegistryService::ListHistory(grpc::CallbackServerContext* context,
                                                        const v1::ListHistoryRequest* request,
                                                        v1::ListHistoryResponse* response) {
-  return OnWorker(context, Rpc::kListHistory, "",
-                  [=] { return ToGrpcStatus(registry_->ListHistory(*request, response)); });
+  return OnWorker(context, Rpc::kListHistory, "", [=](const Authorized&) {
+    return ToGrpcStatus(registry_->ListHistory(*request, response));
+  });
 }
 
 grpc::Status RegistryService::WatchChanges(grpc::ServerContext* context,
                                            const v1::WatchChangesRequest* request,
                                            grpc::ServerWriter<v1::WatchChangesResponse>* writer) {
-  return calls_->Serve(Rpc::kWatchChanges, "", [&] {
+  return calls_->Serve(*context, Rpc::kWatchChanges, "", [&](const Authorized& who) {
     if (!EnterStream()) return TooManyStreams();
     auto leave = absl::MakeCleanup([this] { LeaveStream(); });
     Watcher watcher{context};
@@ -414,11 +386,7 @@ grpc::Status RegistryService::WatchChanges(grpc::ServerContext* context,
     });
     // Callers without the auditor role see what changed, for which user
     // and purpose, but no attribute values (birth date, jurisdiction).
-    bool redact = false;
-    if (auth_ != nullptr) {
-      const std::optional<AuthCaller> caller = auth_->CallerOf(*context);
-      redact = !caller.has_value() || (caller->roles & RoleBit(v1::ROLE_AUDITOR)) == 0;
-    }
+    const bool redact = !who.HasRole(v1::ROLE_AUDITOR);
     v1::WatchChangesResponse redacted;
     // Write blocks while the client's flow-control window is full, so a slow
     // watcher holds at most one read batch in memory; one that reads
@@ -466,9 +434,9 @@ absl::StatusOr<PolicyChange> PolicyReloader::Reload() {
   return change;
 }
 
-grpc::Status AdminService::GetPolicy(grpc::ServerContext*, const v1::GetPolicyRequest*,
+grpc::Status AdminService::GetPolicy(grpc::ServerContext* context, const v1::GetPolicyRequest*,
                                      v1::GetPolicyResponse* response) {
-  return calls_->Serve(Rpc::kGetPolicy, "", [&] {
+  return calls_->Serve(*context, Rpc::kGetPolicy, "", [&](const Authorized&) {
     const auto policy = policies_->Get();
     response->set_version(policy->version());
     response->set_text(policy->text());
@@ -477,9 +445,10 @@ grpc::Status AdminService::GetPolicy(grpc::ServerContext*, const v1::GetPolicyRe
   });
 }
 
-grpc::Status AdminService::ReloadPolicy(grpc::ServerContext*, const v1::ReloadPolicyRequest*,
+grpc::Status AdminService::ReloadPolicy(grpc::ServerContext* context,
+                                        const v1::ReloadPolicyRequest*,
                                         v1::ReloadPolicyResponse* response) {
-  return calls_->Serve(Rpc::kReloadPolicy, "", [&] {
+  return calls_->Serve(*context, Rpc::kReloadPolicy, "", [&](const Authorized&) {
     auto versions = reloader_->Reload();
     if (!versions.ok()) return ToGrpcStatus(versions.status());
     response->set_version(versions->version);
@@ -488,23 +457,23 @@ grpc::Status AdminService::ReloadPolicy(grpc::ServerContext*, const v1::ReloadPo
   });
 }
 
-grpc::Status AdminService::ReloadAuth(grpc::ServerContext*, const v1::ReloadAuthRequest*,
+grpc::Status AdminService::ReloadAuth(grpc::ServerContext* context, const v1::ReloadAuthRequest*,
                                       v1::ReloadAuthResponse* response) {
-  return calls_->Serve(Rpc::kReloadAuth, "", [&] {
+  return calls_->Serve(*context, Rpc::kReloadAuth, "", [&](const Authorized&) {
     if (auth_ == nullptr) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                           "consentd runs without --auth_file: there is nothing to reload");
     }
     if (absl::Status s = auth_->Reload(); !s.ok()) return ToGrpcStatus(s);
-    response->set_caller_count(static_cast<int32_t>(auth_->Get()->config->caller_count()));
+    response->set_caller_count(static_cast<int32_t>(auth_->caller_count()));
     return grpc::Status::OK;
   });
 }
 
-grpc::Status AdminService::CreateBackup(grpc::ServerContext*,
+grpc::Status AdminService::CreateBackup(grpc::ServerContext* context,
                                         const v1::CreateBackupRequest* request,
                                         v1::CreateBackupResponse* response) {
-  return calls_->Serve(Rpc::kCreateBackup, "", [&] {
+  return calls_->Serve(*context, Rpc::kCreateBackup, "", [&](const Authorized&) {
     absl::Status status = registry_->CreateBackup(*request, response);
     if (status.ok()) {
       LogInfo("backup written", {{"directory", response->directory()},
@@ -514,11 +483,12 @@ grpc::Status AdminService::CreateBackup(grpc::ServerContext*,
   });
 }
 
-grpc::Status AdminService::VerifyAuditLog(grpc::ServerContext*,
+grpc::Status AdminService::VerifyAuditLog(grpc::ServerContext* context,
                                           const v1::VerifyAuditLogRequest* request,
                                           v1::VerifyAuditLogResponse* response) {
-  return calls_->Serve(Rpc::kVerifyAuditLog, "",
-                       [&] { return ToGrpcStatus(registry_->VerifyAuditLog(*request, response)); });
+  return calls_->Serve(*context, Rpc::kVerifyAuditLog, "", [&](const Authorized&) {
+    return ToGrpcStatus(registry_->VerifyAuditLog(*request, response));
+  });
 }
 
 }  // namespace consent

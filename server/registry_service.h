@@ -17,33 +17,14 @@
 #include "server/authenticator.h"
 #include "server/clock.h"
 #include "server/drain_gate.h"
+#include "server/errors.h"
 #include "server/metrics.h"
 #include "server/policy.h"
 #include "server/registry.h"
+#include "server/rpc.h"
 #include "server/worker_pool.h"
 
 namespace consent {
-
-// The methods of both services, for their metrics.
-enum class Rpc {
-  kSetPreference,
-  kBatchSetPreferences,
-  kUpdateSubject,
-  kSetContentExclusion,
-  kDeleteSubject,
-  kGetSubject,
-  kCheck,
-  kBatchCheck,
-  kStreamCheck,
-  kListHistory,
-  kWatchChanges,
-  kGetPolicy,
-  kReloadPolicy,
-  kCreateBackup,
-  kVerifyAuditLog,
-  kReloadAuth,
-  kCount,
-};
 
 // A unary call's reactor that leaves the drain gate when gRPC is done with
 // the call, then deletes itself.
@@ -60,33 +41,52 @@ class GatedReactor final : public grpc::ServerUnaryReactor {
 };
 
 // Per-call bookkeeping shared by both services: admission through the
-// drain gate, grpc_server_* metrics (when `metrics` is not null), and an
-// error line for failures that are the server's own (INTERNAL, DATA_LOSS,
-// UNKNOWN).
+// drain gate, authorization (when the server has an auth file),
+// grpc_server_* metrics (when `metrics` is not null), and an error line for
+// failures that are the server's own (INTERNAL, DATA_LOSS, UNKNOWN).
+//
+// Every handler runs through Serve, ServeFrom or ServeAsync and is given
+// the authorized caller; a call that is refused never reaches it, so a
+// refused caller learns nothing about the request's fields.
 class CallAccounting {
  public:
   CallAccounting(DrainGate* gate, Metrics* metrics);
 
-  // Runs `handler` (returning grpc::Status) if the gate admits the call.
-  // `request_id` (may be empty) goes into the error line.
-  template <typename Handler>
-  grpc::Status Serve(Rpc rpc, absl::string_view request_id, Handler&& handler) {
-    return ServeFrom(NowNanos(), rpc, request_id, handler);
+  // The auth file calls are authorized against; null (the default) serves
+  // every caller. Set before serving.
+  void set_auth(const AuthHolder* auth) { auth_ = auth; }
+
+  // The caller of `context`'s call, if it may call `rpc` (AuthHolder::Authorize).
+  absl::StatusOr<Authorized> Authorize(const grpc::ServerContextBase& context, Rpc rpc) const {
+    if (auth_ == nullptr) return Authorized();
+    return auth_->Authorize(context, rpc);
   }
-  // Serve for a call that arrived at `start` (NowNanos()) and has waited
-  // for a thread since: the wait counts in its handling time.
+
+  // Runs `handler(const Authorized&)` (returning grpc::Status) if the gate
+  // admits the call and its caller may make it. `request_id` (may be
+  // empty) goes into the error line.
   template <typename Handler>
-  grpc::Status ServeFrom(int64_t start, Rpc rpc, absl::string_view request_id, Handler&& handler) {
+  grpc::Status Serve(const grpc::ServerContextBase& context, Rpc rpc, absl::string_view request_id,
+                     Handler&& handler) {
+    const int64_t start = NowNanos();
+    return ServeFrom(start, rpc, request_id, Authorize(context, rpc), handler);
+  }
+  // Serve for a call that arrived at `start` (NowNanos()), was authorized
+  // then (`who`: the caller, or why it is refused) and has waited for a
+  // thread since: the wait counts in its handling time.
+  template <typename Handler>
+  grpc::Status ServeFrom(int64_t start, Rpc rpc, absl::string_view request_id,
+                         const absl::StatusOr<Authorized>& who, Handler&& handler) {
     MethodMetrics* method = methods_[static_cast<int>(rpc)];
-    if (method == nullptr) return Finish(rpc, request_id, Admit(handler));
+    if (method == nullptr) return Finish(rpc, request_id, Admit(who, handler));
     method->Started();
-    grpc::Status status = Admit(handler);
+    grpc::Status status = Admit(who, handler);
     method->Handled(status.error_code(), absl::Nanoseconds(NowNanos() - start));
     return Finish(rpc, request_id, std::move(status));
   }
 
-  // Serve for a unary call that finishes later: `start(finish)` begins it
-  // and `finish(status)`, called once from any thread, ends it (metrics,
+  // Serve for a unary call that finishes later: `start(who, finish)` begins
+  // it and `finish(status)`, called once from any thread, ends it (metrics,
   // error line, the answer). Returns the call's reactor. The call counts as
   // in flight until gRPC is done with it — its answer sent, or the call
   // cancelled — so a drain that ends does not cut answers off.
@@ -108,8 +108,15 @@ class CallAccounting {
       finish(refused, Draining());
       return refused;
     }
+    absl::StatusOr<Authorized> who = Authorize(*context, rpc);
+    if (!who.ok()) {
+      gate_->Exit();
+      grpc::ServerUnaryReactor* refused = context->DefaultReactor();
+      finish(refused, ToGrpcStatus(who.status()));
+      return refused;
+    }
     auto* reactor = new GatedReactor(gate_);
-    start([finish, reactor](grpc::Status status) { finish(reactor, std::move(status)); });
+    start(*who, [finish, reactor](grpc::Status status) { finish(reactor, std::move(status)); });
     return reactor;
   }
 
@@ -124,16 +131,18 @@ class CallAccounting {
 
  private:
   template <typename Handler>
-  grpc::Status Admit(Handler& handler) {
+  grpc::Status Admit(const absl::StatusOr<Authorized>& who, Handler& handler) {
     DrainGuard guard(gate_);
     if (!guard.admitted()) return Draining();
-    return handler();
+    if (!who.ok()) return ToGrpcStatus(who.status());
+    return handler(*who);
   }
   grpc::Status Finish(Rpc rpc, absl::string_view request_id, grpc::Status status);
 
   DrainGate* gate_;
   Metrics* metrics_;
-  std::array<MethodMetrics*, static_cast<int>(Rpc::kCount)> methods_{};
+  const AuthHolder* auth_ = nullptr;
+  std::array<MethodMetrics*, kRpcCount> methods_{};
 };
 
 // A raw BatchCheck call's request parsed onto `arena`; null when the bytes
@@ -206,11 +215,6 @@ class RegistryService final
                   const Clock* clock);
   ~RegistryService() override;
 
-  // The auth file in force, to name the caller in history and to redact
-  // WatchChanges for callers without the auditor role; null (the default)
-  // without authentication. Set before serving.
-  void set_auth(const AuthHolder* auth) { auth_ = auth; }
-
   grpc::ServerUnaryReactor* SetPreference(grpc::CallbackServerContext* context,
                                           const v1::SetPreferenceRequest* request,
                                           v1::SetPreferenceResponse* response) override;
@@ -251,10 +255,12 @@ class RegistryService final
   void CancelStreams();
 
  private:
-  // consent_writes_total, and a debug line per write (the only place a
-  // user id is logged).
-  void AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view request_id,
-                    absl::string_view user_id, const grpc::Status& status, int64_t revision);
+  // consent_writes_total, and a line per write naming its caller (history's
+  // caller: the auth file's name, or the peer address) at info; at debug
+  // the line also has the user id (the only place one is logged).
+  void AccountWrite(Rpc rpc, WriteKind kind, int count, absl::string_view caller,
+                    absl::string_view request_id, absl::string_view user_id,
+                    const grpc::Status& status, int64_t revision);
 
   // How one kind of write is served (ServeWrite).
   template <typename Request, typename Response>
@@ -273,23 +279,31 @@ class RegistryService final
                                        const WriteCall<Request, Response>& call,
                                        const Request* request, Response* response);
 
-  // Serves the call (CallAccounting::Serve) on a worker thread and
-  // finishes it with the handler's status. The time it waits for a worker
-  // counts in its handling time. A full queue answers RESOURCE_EXHAUSTED.
+  // Serves the call (CallAccounting::ServeFrom) on a worker thread and
+  // finishes it with the handler's status. The caller is authorized first,
+  // on gRPC's thread: a refused call takes no place in the queue. The time
+  // it waits for a worker counts in its handling time. A full queue answers
+  // RESOURCE_EXHAUSTED.
   template <typename Handler>
   grpc::ServerUnaryReactor* OnWorker(grpc::CallbackServerContext* context, Rpc rpc,
                                      absl::string_view request_id, Handler handler) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     const int64_t arrival = CallAccounting::NowNanos();
-    if (!workers_.TrySchedule([this, reactor, rpc, request_id, handler, arrival]() {
-          reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, handler));
+    absl::StatusOr<Authorized> who = calls_->Authorize(*context, rpc);
+    if (!who.ok()) {
+      reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, who, handler));
+      return reactor;
+    }
+    if (!workers_.TrySchedule([this, reactor, rpc, request_id, handler, arrival, who]() {
+          reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, who, handler));
         })) {
       Rejected(Rejection::kWorkerQueue);
       const grpc::Status full(grpc::StatusCode::RESOURCE_EXHAUSTED,
                               absl::StrCat(limits_.max_queued_reads,
                                            " GetSubject and ListHistory calls are waiting "
                                            "already (--max_queued_reads); retry later"));
-      reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, [&full] { return full; }));
+      reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, who,
+                                        [&full](const Authorized&) { return full; }));
     }
     return reactor;
   }
@@ -319,7 +333,6 @@ class RegistryService final
   CallAccounting* calls_;
   const AdmissionLimits limits_;
   const Clock* clock_;
-  const AuthHolder* auth_ = nullptr;
   WorkerPool workers_;
   std::atomic<int> open_streams_{0};
   absl::Mutex streams_mu_;

@@ -10,7 +10,6 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/collectable.h"
@@ -21,6 +20,7 @@
 #include "server/metrics.h"
 #include "server/policy.h"
 #include "server/process_stats.h"
+#include "server/reflection.h"
 #include "server/registry.h"
 #include "server/registry_service.h"
 #include "storage/consent_store.h"
@@ -180,12 +180,12 @@ class ServerImpl final : public ConsentServer {
   std::unique_ptr<PolicyHolder> policies_;
   std::unique_ptr<PolicyReloader> reloader_;
   std::unique_ptr<AuthHolder> auth_;  // null without --auth_file
-  std::shared_ptr<CallerAuthProcessor> auth_processor_;
   std::unique_ptr<Registry> registry_;
   DrainGate gate_;
   std::unique_ptr<CallAccounting> calls_;
   std::unique_ptr<RegistryService> registry_service_;
   std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<ReflectionService> reflection_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::shared_ptr<ScrapeCollector> collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;
@@ -415,22 +415,24 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
     if (!options.auth_file.empty()) {
       server->auth_ = std::make_unique<AuthHolder>(options.auth_file, server->metrics_.get());
       if (absl::Status s = server->auth_->Reload(); !s.ok()) return s;
-      server->auth_processor_ =
-          std::make_shared<CallerAuthProcessor>(server->auth_.get(), server->metrics_.get());
-      credentials->SetAuthMetadataProcessor(server->auth_processor_);
     }
   }
+  server->calls_->set_auth(server->auth_.get());
   server->admin_service_->set_auth(server->auth_.get());
-  server->registry_service_->set_auth(server->auth_.get());
+  server->reflection_service_ = std::make_unique<ReflectionService>(
+      std::vector<std::string>{v1::ConsentRegistry::service_full_name(),
+                               v1::ConsentAdmin::service_full_name(), "grpc.health.v1.Health",
+                               grpc::reflection::v1alpha::ServerReflection::service_full_name()},
+      server->auth_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int selected_port = 0;
   builder.AddListeningPort(options.listen, credentials, &selected_port);
   ConfigureServerBuilder(options, &builder);
   builder.RegisterService(server->registry_service_.get());
   builder.RegisterService(server->admin_service_.get());
+  builder.RegisterService(server->reflection_service_.get());
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || selected_port == 0) {
     server->grpc_server_.reset();

@@ -22,6 +22,7 @@ using ::consent::testing::SampleValue;
 using ::consent::testing::TempDir;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::StartsWith;
 
 constexpr char kCheck[] =
     "grpc_method=\"Check\",grpc_service=\"consent.v1.ConsentRegistry\",grpc_type=\"unary\"";
@@ -269,7 +270,16 @@ TEST_F(ObservabilityTest, JsonLogsAtInfoCarryConfigurationButNoUserIds) {
   ASSERT_NE(index, nullptr);
   EXPECT_EQ(Field(*index, "subjects"), "0");
   EXPECT_NE(FindLine(lines, "store closed cleanly"), nullptr);
-  EXPECT_EQ(FindLine(lines, "write"), nullptr);
+  // Each write is logged at info with its caller (history's: here, without
+  // authentication, the peer address), never with the user id.
+  const google::protobuf::Struct* write = FindLine(lines, "write");
+  ASSERT_NE(write, nullptr);
+  EXPECT_EQ(Field(*write, "level"), "info");
+  EXPECT_EQ(Field(*write, "method"), "SetPreference");
+  EXPECT_THAT(Field(*write, "caller"), StartsWith("ipv4:127.0.0.1:"));
+  EXPECT_EQ(Field(*write, "request_id"), "req-7");
+  EXPECT_EQ(Field(*write, "revision"), "1");
+  EXPECT_EQ(write->fields().count("user_id"), 0u);
   EXPECT_THAT(log, Not(HasSubstr("secret-user-42")));
 }
 
@@ -286,6 +296,7 @@ TEST_F(ObservabilityTest, DebugLogsEachWriteWithRequestAndUserId) {
   ASSERT_EQ(writes.size(), 2u);
   EXPECT_EQ(Field(*writes[0], "level"), "debug");
   EXPECT_EQ(Field(*writes[0], "method"), "SetPreference");
+  EXPECT_THAT(Field(*writes[0], "caller"), StartsWith("ipv4:127.0.0.1:"));
   EXPECT_EQ(Field(*writes[0], "code"), "OK");
   EXPECT_EQ(Field(*writes[0], "request_id"), "req-7");
   EXPECT_EQ(Field(*writes[0], "user_id"), "secret-user-42");
