@@ -24,99 +24,91 @@ void SetError(grpc::StatusCode code, std::string message,
   error->set_error_message(std::move(message));
 }
 
-// Answers one request on a stream that has already sent the files in `sent`.
-class Answerer {
- public:
-  explicit Answerer(const std::vector<std::string>* services) : services_(services) {}
-
-  void Answer(const reflection::ServerReflectionRequest& request,
-              reflection::ServerReflectionResponse* response) {
-    const DescriptorPool* pool = DescriptorPool::generated_pool();
-    response->set_valid_host(request.host());
-    *response->mutable_original_request() = request;
-    switch (request.message_request_case()) {
-      case reflection::ServerReflectionRequest::kFileByFilename: {
-        const FileDescriptor* file = pool->FindFileByName(request.file_by_filename());
-        if (file == nullptr) {
-          return SetError(grpc::StatusCode::NOT_FOUND,
-                          absl::StrCat("no file \"", request.file_by_filename(), "\""), response);
-        }
-        return SendFile(file, response);
-      }
-      case reflection::ServerReflectionRequest::kFileContainingSymbol: {
-        const FileDescriptor* file =
-            pool->FindFileContainingSymbol(request.file_containing_symbol());
-        if (file == nullptr) {
-          return SetError(grpc::StatusCode::NOT_FOUND,
-                          absl::StrCat("no symbol \"", request.file_containing_symbol(), "\""),
-                          response);
-        }
-        return SendFile(file, response);
-      }
-      case reflection::ServerReflectionRequest::kFileContainingExtension: {
-        const reflection::ExtensionRequest& ask = request.file_containing_extension();
-        const Descriptor* type = pool->FindMessageTypeByName(ask.containing_type());
-        const FieldDescriptor* extension =
-            type == nullptr ? nullptr : pool->FindExtensionByNumber(type, ask.extension_number());
-        if (extension == nullptr) {
-          return SetError(grpc::StatusCode::NOT_FOUND,
-                          absl::StrCat("no extension ", ask.extension_number(), " of \"",
-                                       ask.containing_type(), "\""),
-                          response);
-        }
-        return SendFile(extension->file(), response);
-      }
-      case reflection::ServerReflectionRequest::kAllExtensionNumbersOfType: {
-        const Descriptor* type =
-            pool->FindMessageTypeByName(request.all_extension_numbers_of_type());
-        if (type == nullptr) {
-          return SetError(
-              grpc::StatusCode::NOT_FOUND,
-              absl::StrCat("no message type \"", request.all_extension_numbers_of_type(), "\""),
-              response);
-        }
-        std::vector<const FieldDescriptor*> extensions;
-        pool->FindAllExtensions(type, &extensions);
-        reflection::ExtensionNumberResponse* numbers =
-            response->mutable_all_extension_numbers_response();
-        numbers->set_base_type_name(type->full_name());
-        for (const FieldDescriptor* extension : extensions) {
-          numbers->add_extension_number(extension->number());
-        }
-        return;
-      }
-      case reflection::ServerReflectionRequest::kListServices: {
-        reflection::ListServiceResponse* list = response->mutable_list_services_response();
-        for (const std::string& name : *services_) list->add_service()->set_name(name);
-        return;
-      }
-      case reflection::ServerReflectionRequest::MESSAGE_REQUEST_NOT_SET:
-        break;
-    }
-    SetError(grpc::StatusCode::INVALID_ARGUMENT, "the request asks for nothing (message_request)",
-             response);
+// `file` and each file it depends on, directly or not, each once. As
+// gRPC's own reflection does, every answer carries the whole closure,
+// whatever the stream sent before: a client may drop its cache.
+void SendFile(const FileDescriptor* file, reflection::ServerReflectionResponse* response) {
+  reflection::FileDescriptorResponse* files = response->mutable_file_descriptor_response();
+  absl::flat_hash_set<std::string> sent;
+  std::vector<const FileDescriptor*> pending = {file};
+  while (!pending.empty()) {
+    const FileDescriptor* next = pending.back();
+    pending.pop_back();
+    if (!sent.insert(next->name()).second) continue;
+    google::protobuf::FileDescriptorProto proto;
+    next->CopyTo(&proto);
+    files->add_file_descriptor_proto(proto.SerializeAsString());
+    for (int i = 0; i < next->dependency_count(); ++i) pending.push_back(next->dependency(i));
   }
+}
 
- private:
-  // `file` and each file it depends on, directly or not, that this stream
-  // has not sent yet.
-  void SendFile(const FileDescriptor* file, reflection::ServerReflectionResponse* response) {
-    reflection::FileDescriptorResponse* files = response->mutable_file_descriptor_response();
-    std::vector<const FileDescriptor*> pending = {file};
-    while (!pending.empty()) {
-      const FileDescriptor* next = pending.back();
-      pending.pop_back();
-      if (!sent_.insert(next->name()).second) continue;
-      google::protobuf::FileDescriptorProto proto;
-      next->CopyTo(&proto);
-      files->add_file_descriptor_proto(proto.SerializeAsString());
-      for (int i = 0; i < next->dependency_count(); ++i) pending.push_back(next->dependency(i));
+// The answer to `request` of a server offering `services`.
+void Answer(const std::vector<std::string>& services,
+            const reflection::ServerReflectionRequest& request,
+            reflection::ServerReflectionResponse* response) {
+  const DescriptorPool* pool = DescriptorPool::generated_pool();
+  response->set_valid_host(request.host());
+  *response->mutable_original_request() = request;
+  switch (request.message_request_case()) {
+    case reflection::ServerReflectionRequest::kFileByFilename: {
+      const FileDescriptor* file = pool->FindFileByName(request.file_by_filename());
+      if (file == nullptr) {
+        return SetError(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("no file \"", request.file_by_filename(), "\""), response);
+      }
+      return SendFile(file, response);
     }
+    case reflection::ServerReflectionRequest::kFileContainingSymbol: {
+      const FileDescriptor* file = pool->FindFileContainingSymbol(request.file_containing_symbol());
+      if (file == nullptr) {
+        return SetError(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("no symbol \"", request.file_containing_symbol(), "\""),
+                        response);
+      }
+      return SendFile(file, response);
+    }
+    case reflection::ServerReflectionRequest::kFileContainingExtension: {
+      const reflection::ExtensionRequest& ask = request.file_containing_extension();
+      const Descriptor* type = pool->FindMessageTypeByName(ask.containing_type());
+      const FieldDescriptor* extension =
+          type == nullptr ? nullptr : pool->FindExtensionByNumber(type, ask.extension_number());
+      if (extension == nullptr) {
+        return SetError(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("no extension ", ask.extension_number(), " of \"",
+                                     ask.containing_type(), "\""),
+                        response);
+      }
+      return SendFile(extension->file(), response);
+    }
+    case reflection::ServerReflectionRequest::kAllExtensionNumbersOfType: {
+      const Descriptor* type = pool->FindMessageTypeByName(request.all_extension_numbers_of_type());
+      if (type == nullptr) {
+        return SetError(
+            grpc::StatusCode::NOT_FOUND,
+            absl::StrCat("no message type \"", request.all_extension_numbers_of_type(), "\""),
+            response);
+      }
+      std::vector<const FieldDescriptor*> extensions;
+      pool->FindAllExtensions(type, &extensions);
+      reflection::ExtensionNumberResponse* numbers =
+          response->mutable_all_extension_numbers_response();
+      numbers->set_base_type_name(type->full_name());
+      for (const FieldDescriptor* extension : extensions) {
+        numbers->add_extension_number(extension->number());
+      }
+      return;
+    }
+    case reflection::ServerReflectionRequest::kListServices: {
+      reflection::ListServiceResponse* list = response->mutable_list_services_response();
+      for (const std::string& name : services) list->add_service()->set_name(name);
+      return;
+    }
+    case reflection::ServerReflectionRequest::MESSAGE_REQUEST_NOT_SET:
+      break;
   }
-
-  const std::vector<std::string>* services_;
-  absl::flat_hash_set<std::string> sent_;
-};
+  SetError(grpc::StatusCode::INVALID_ARGUMENT, "the request asks for nothing (message_request)",
+           response);
+}
 
 }  // namespace
 
@@ -132,11 +124,10 @@ grpc::Status ReflectionService::ServerReflectionInfo(
       return ToGrpcStatus(who.status());
     }
   }
-  Answerer answerer(&services_);
   reflection::ServerReflectionRequest request;
   while (stream->Read(&request)) {
     reflection::ServerReflectionResponse response;
-    answerer.Answer(request, &response);
+    Answer(services_, request, &response);
     if (!stream->Write(response)) break;
   }
   return grpc::Status::OK;

@@ -1,54 +1,40 @@
 // Callers over TLS: the auth file, tokens and client certificates, roles,
-// reload, and the start-up refusals. Certificates are made at test time with
-// the openssl command line: a CA, consentd's certificate, a client of that
-// CA, and a client of another CA.
+// reload, certificate rotation, reflection, and the start-up refusals.
+// Certificates are made at test time with the openssl command line: a CA,
+// consentd's certificate, a client of that CA, a client of another CA, and
+// consentd's next certificate from that other CA. tests/auth_matrix_test.cc
+// has every RPC × role × kind of credentials.
 #include "server/auth.h"
 
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "client/consent_client.h"
+#include "google/protobuf/descriptor.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "server/server.h"
+#include "tests/test_certs.h"
 #include "tests/test_util.h"
 
 namespace consent {
 namespace {
 
 using ::consent::testing::TempDir;
+using ::consent::testing::TestCertificates;
 using ::testing::HasSubstr;
 
 // printf %s TOKEN | sha256sum, for the tokens below.
 std::string Sha256Hex(const std::string& text) {
   auto result = testing::RunCommand({"/usr/bin/sha256sum"}, text);
   return result.out.substr(0, 64);
-}
-
-void Run(const std::vector<std::string>& args) {
-  auto result = testing::RunCommand(args);
-  ASSERT_EQ(result.exit_code, 0) << args[1] << ": " << result.err;
-}
-
-// A CA in `dir`/<name>-ca.{pem,key}, and certificates it signs.
-void MakeCa(const TempDir& dir, const std::string& name) {
-  Run({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", dir.Sub(name + "-ca.key"), "-out",
-       dir.Sub(name + "-ca.pem"), "-days", "30", "-subj", "/CN=" + name + "-ca"});
-}
-
-void MakeCert(const TempDir& dir, const std::string& ca, const std::string& name,
-              const std::string& extensions) {
-  Run({"/usr/bin/openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-       "-nodes", "-keyout", dir.Sub(name + ".key"), "-out", dir.Sub(name + ".csr"), "-subj",
-       "/CN=" + name});
-  testing::WriteFile(dir.Sub(name + ".ext"), extensions);
-  Run({"/usr/bin/openssl", "x509", "-req", "-in", dir.Sub(name + ".csr"), "-CA",
-       dir.Sub(ca + "-ca.pem"), "-CAkey", dir.Sub(ca + "-ca.key"), "-CAcreateserial", "-out",
-       dir.Sub(name + ".pem"), "-days", "30", "-extfile", dir.Sub(name + ".ext")});
 }
 
 constexpr char kCheckerToken[] = "checker-token-3f1e9a";
@@ -71,15 +57,16 @@ callers { name: "privacy" roles: [ROLE_AUDITOR, ROLE_ADMIN] token_sha256: ")",
 class AuthTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    certs_ = new TempDir();
-    MakeCa(*certs_, "test");
-    MakeCa(*certs_, "other");
-    MakeCert(*certs_, "test", "server",
-             "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-    MakeCert(*certs_, "test", "pipeline",
-             "subjectAltName=URI:spiffe://example.org/pipeline\nextendedKeyUsage=clientAuth\n");
-    MakeCert(*certs_, "other", "stranger",
-             "subjectAltName=URI:spiffe://example.org/pipeline\nextendedKeyUsage=clientAuth\n");
+    certs_ = new TestCertificates();
+    certs_->MakeCa("test");
+    certs_->MakeCa("other");
+    certs_->MakeCert("test", "server", testing::ServerExtensions());
+    certs_->MakeCert("test", "pipeline",
+                     testing::ClientExtensions("URI:spiffe://example.org/pipeline"));
+    certs_->MakeCert("other", "stranger",
+                     testing::ClientExtensions("URI:spiffe://example.org/pipeline"));
+    // consentd's next certificate, from another CA: rotation.
+    certs_->MakeCert("other", "server-next", testing::ServerExtensions());
   }
   static void TearDownTestSuite() {
     delete certs_;
@@ -92,9 +79,9 @@ class AuthTest : public ::testing::Test {
     options_.metrics_listen = "";
     options_.data_dir = dir_.Sub("data");
     options_.policy_path = testing::DefaultPolicyPath();
-    options_.tls.cert_file = certs_->Sub("server.pem");
-    options_.tls.key_file = certs_->Sub("server.key");
-    options_.tls.client_ca_file = certs_->Sub("test-ca.pem");
+    options_.tls.cert_file = certs_->Path("server.pem");
+    options_.tls.key_file = certs_->Path("server.key");
+    options_.tls.client_ca_file = certs_->Path("test-ca.pem");
     options_.tls.client_auth = ClientAuth::kOptional;
     options_.auth_file = dir_.Sub("auth.textproto");
   }
@@ -107,7 +94,7 @@ class AuthTest : public ::testing::Test {
 
   ClientCredentials Tls() const {
     ClientCredentials credentials;
-    credentials.tls_ca_file = certs_->Sub("test-ca.pem");
+    credentials.tls_ca_file = certs_->Path("test-ca.pem");
     credentials.tls_server_name = "localhost";
     return credentials;
   }
@@ -118,8 +105,8 @@ class AuthTest : public ::testing::Test {
   }
   ClientCredentials WithCertificate(const std::string& name) const {
     ClientCredentials credentials = Tls();
-    credentials.tls_cert_file = certs_->Sub(name + ".pem");
-    credentials.tls_key_file = certs_->Sub(name + ".key");
+    credentials.tls_cert_file = certs_->Path(name + ".pem");
+    credentials.tls_key_file = certs_->Path(name + ".key");
     return credentials;
   }
   std::unique_ptr<Client> Connect(const ClientCredentials& credentials) {
@@ -139,13 +126,13 @@ class AuthTest : public ::testing::Test {
     return request;
   }
 
-  static TempDir* certs_;
+  static TestCertificates* certs_;
   TempDir dir_;
   ServerOptions options_;
   std::unique_ptr<ConsentServer> server_;
 };
 
-TempDir* AuthTest::certs_ = nullptr;
+TestCertificates* AuthTest::certs_ = nullptr;
 
 TEST_F(AuthTest, EachCallNeedsAKnownCallerWithTheRole) {
   options_.metrics_listen = "127.0.0.1:0";
@@ -301,17 +288,149 @@ TEST_F(AuthTest, StartRefusesUnsafeSettings) {
   EXPECT_THAT(open.status().message(), HasSubstr("is not a loopback address"));
 
   options = options_;
-  options.tls.key_file = certs_->Sub("pipeline.key");  // not the server certificate's key
+  options.tls.key_file = certs_->Path("pipeline.key");  // not the server certificate's key
   auto mismatched = ConsentServer::Start(options);
   EXPECT_EQ(mismatched.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(mismatched.status().message(), HasSubstr("is not the key of the certificate"));
+}
+
+TEST_F(AuthTest, RequiredClientCertificatesRefuseTokenOnlyConnections) {
+  options_.tls.client_auth = ClientAuth::kRequire;
+  Start();
+  // No certificate: the handshake fails, whatever the token.
+  EXPECT_EQ(
+      Connect(WithToken(kCheckerToken))->Check(testing::PublicPostCheck("gina")).status().code(),
+      absl::StatusCode::kUnavailable);
+  auto pipeline = Connect(WithCertificate("pipeline"));
+  auto check = pipeline->Check(testing::PublicPostCheck("gina"));
+  EXPECT_TRUE(check.ok()) << check.status();
+}
+
+// A health call over a new connection that trusts only `ca`: whether the
+// handshake with consentd's certificate of the moment succeeds.
+grpc::Status HealthOverNewConnection(const std::string& address, const std::string& ca) {
+  ClientCredentials credentials;
+  credentials.tls_ca_file = ca;
+  auto channel_credentials = MakeChannelCredentials(credentials);
+  if (!channel_credentials.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, "credentials");
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride("localhost");
+  // Its own connection, not one shared with (or backing off like) an
+  // earlier channel to the same address.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateCustomChannel(address, *channel_credentials, args));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  return health->Check(&context, request, &response);
+}
+
+TEST_F(AuthTest, ServerCertificateRotatesWhileServing) {
+  // consentd's own copies, replaced below the way a Kubernetes Secret
+  // volume is: the new pair written beside, then renamed into place.
+  testing::WriteFile(dir_.Sub("tls.crt"), testing::ReadFile(certs_->Path("server.pem")));
+  testing::WriteFile(dir_.Sub("tls.key"), testing::ReadFile(certs_->Path("server.key")));
+  options_.tls.cert_file = dir_.Sub("tls.crt");
+  options_.tls.key_file = dir_.Sub("tls.key");
+  options_.tls.refresh_interval = absl::Seconds(1);
+  Start();
+  auto before = Connect(WithToken(kCheckerToken));
+  ASSERT_TRUE(before->Check(testing::PublicPostCheck("hana")).ok());
+  const std::string address = server_->listen_address();
+  EXPECT_EQ(HealthOverNewConnection(address, certs_->Path("other-ca.pem")).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+
+  testing::WriteFile(dir_.Sub("tls.key.new"), testing::ReadFile(certs_->Path("server-next.key")));
+  testing::WriteFile(dir_.Sub("tls.crt.new"), testing::ReadFile(certs_->Path("server-next.pem")));
+  ASSERT_EQ(std::rename(dir_.Sub("tls.key.new").c_str(), dir_.Sub("tls.key").c_str()), 0);
+  ASSERT_EQ(std::rename(dir_.Sub("tls.crt.new").c_str(), dir_.Sub("tls.crt").c_str()), 0);
+  // gRPC reads the files again every refresh interval (1 s here) on its own
+  // clock: wait for the new certificate to be served, 30 s at most.
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  grpc::Status next;
+  while (!(next = HealthOverNewConnection(address, certs_->Path("other-ca.pem"))).ok() &&
+         absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(next.ok()) << "the renewed certificate was not served: " << next.error_message();
+  // New connections get the new certificate only; the connection opened
+  // before the renewal goes on.
+  EXPECT_EQ(HealthOverNewConnection(address, certs_->Path("test-ca.pem")).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  auto check = before->Check(testing::PublicPostCheck("hana"));
+  EXPECT_TRUE(check.ok()) << check.status();
+}
+
+// Reflection over `channel` with `token`: the services listed, and the
+// files sent for the symbol consent.v1.ConsentRegistry.
+struct Reflected {
+  grpc::Status status;
+  std::vector<std::string> services;
+  std::vector<std::string> files;
+};
+Reflected Reflect(const std::shared_ptr<grpc::Channel>& channel, const std::string& token) {
+  namespace reflection = grpc::reflection::v1alpha;
+  auto stub = reflection::ServerReflection::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+  auto stream = stub->ServerReflectionInfo(&context);
+  reflection::ServerReflectionRequest list;
+  list.set_list_services("");
+  reflection::ServerReflectionRequest symbol;
+  symbol.set_file_containing_symbol("consent.v1.ConsentRegistry");
+  Reflected out;
+  reflection::ServerReflectionResponse response;
+  if (stream->Write(list) && stream->Read(&response)) {
+    for (const auto& service : response.list_services_response().service()) {
+      out.services.push_back(service.name());
+    }
+    if (stream->Write(symbol) && stream->Read(&response)) {
+      for (const std::string& bytes : response.file_descriptor_response().file_descriptor_proto()) {
+        google::protobuf::FileDescriptorProto file;
+        EXPECT_TRUE(file.ParseFromString(bytes));
+        out.files.push_back(file.name());
+      }
+    }
+  }
+  stream->WritesDone();
+  out.status = stream->Finish();
+  return out;
+}
+
+TEST_F(AuthTest, ReflectionAnswersAnyKnownCallerAndNobodyElse) {
+  Start();
+  auto credentials = MakeChannelCredentials(Tls());
+  ASSERT_TRUE(credentials.ok());
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride("localhost");
+  auto channel = grpc::CreateCustomChannel(server_->listen_address(), *credentials, args);
+  const Reflected refused = Reflect(channel, "");
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(refused.services.empty());
+  EXPECT_EQ(Reflect(channel, "not-a-known-token").status.error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // A writer holds no role reflection needs: any known caller may.
+  const Reflected reflected = Reflect(channel, kWriterToken);
+  ASSERT_TRUE(reflected.status.ok()) << reflected.status.error_message();
+  EXPECT_THAT(reflected.services,
+              ::testing::UnorderedElementsAre("consent.v1.ConsentRegistry",
+                                              "consent.v1.ConsentAdmin", "grpc.health.v1.Health",
+                                              "grpc.reflection.v1alpha.ServerReflection"));
+  // The file first, then what it imports, directly or not.
+  ASSERT_FALSE(reflected.files.empty());
+  EXPECT_EQ(reflected.files[0], "consent/v1/registry.proto");
+  EXPECT_THAT(reflected.files, ::testing::IsSupersetOf(
+                                   {"consent/v1/types.proto", "google/protobuf/timestamp.proto"}));
 }
 
 TEST_F(AuthTest, ConsentctlTakesTheSameCredentials) {
   Start();
   testing::WriteFile(dir_.Sub("writer.token"), std::string(kWriterToken) + "\n");
   const std::vector<std::string> tls = {CONSENTCTL_PATH, "--target=" + server_->listen_address(),
-                                        "--tls_ca_file=" + certs_->Sub("test-ca.pem"),
+                                        "--tls_ca_file=" + certs_->Path("test-ca.pem"),
                                         "--tls_server_name=localhost"};
   auto with = [&tls](std::vector<std::string> more) {
     std::vector<std::string> args = tls;
@@ -324,8 +443,8 @@ TEST_F(AuthTest, ConsentctlTakesTheSameCredentials) {
   auto written =
       with({"--token_file=" + dir_.Sub("writer.token"), "object", "dave", "ai_training"});
   EXPECT_EQ(written.exit_code, 0) << written.err;
-  auto checked = with({"--tls_cert_file=" + certs_->Sub("pipeline.pem"),
-                       "--tls_key_file=" + certs_->Sub("pipeline.key"), "check", "ai_training",
+  auto checked = with({"--tls_cert_file=" + certs_->Path("pipeline.pem"),
+                       "--tls_key_file=" + certs_->Path("pipeline.key"), "check", "ai_training",
                        "dave", "post-1", "--create_time=2024-05-01T12:00:00Z"});
   EXPECT_EQ(checked.exit_code, 0) << checked.err;
   // dave's age is unknown (rule 7 comes first); revision 1 is the objection.
