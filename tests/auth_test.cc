@@ -109,6 +109,17 @@ class AuthTest : public ::testing::Test {
     credentials.tls_key_file = certs_->Path(name + ".key");
     return credentials;
   }
+  // A channel to the server that trusts its CA and sends no credentials.
+  std::shared_ptr<grpc::Channel> TlsChannel() const {
+    auto credentials = MakeChannelCredentials(Tls());
+    if (!credentials.ok()) {
+      ADD_FAILURE() << credentials.status();
+      return nullptr;
+    }
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride("localhost");
+    return grpc::CreateCustomChannel(server_->listen_address(), *credentials, args);
+  }
   std::unique_ptr<Client> Connect(const ClientCredentials& credentials) {
     ClientOptions options;
     options.max_attempts = 1;
@@ -235,11 +246,7 @@ TEST_F(AuthTest, ClientCertificatesIdentifyCallersAndAForeignCaIsRefused) {
 
 TEST_F(AuthTest, HealthNeedsNoCredentials) {
   Start();
-  auto credentials = MakeChannelCredentials(Tls());
-  ASSERT_TRUE(credentials.ok());
-  grpc::ChannelArguments args;
-  args.SetSslTargetNameOverride("localhost");
-  auto channel = grpc::CreateCustomChannel(server_->listen_address(), *credentials, args);
+  auto channel = TlsChannel();
   auto health = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -402,11 +409,7 @@ Reflected Reflect(const std::shared_ptr<grpc::Channel>& channel, const std::stri
 
 TEST_F(AuthTest, ReflectionAnswersAnyKnownCallerAndNobodyElse) {
   Start();
-  auto credentials = MakeChannelCredentials(Tls());
-  ASSERT_TRUE(credentials.ok());
-  grpc::ChannelArguments args;
-  args.SetSslTargetNameOverride("localhost");
-  auto channel = grpc::CreateCustomChannel(server_->listen_address(), *credentials, args);
+  auto channel = TlsChannel();
   const Reflected refused = Reflect(channel, "");
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_TRUE(refused.services.empty());
