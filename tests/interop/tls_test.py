@@ -153,6 +153,23 @@ class TlsInteropTest(unittest.TestCase):
                                                                  timeout=10)
         self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAVAILABLE)
 
+    def test_log_names_callers_and_never_a_token(self):
+        from consent.v1 import registry_pb2, types_pb2
+        self.stub(token=WRITER_TOKEN).SetPreference(registry_pb2.SetPreferenceRequest(
+            user_id="cy", purpose="ai_training", state=types_pb2.PREFERENCE_STATE_CONSENTED,
+            request_id="python-tls-log"), timeout=10)
+        with self.assertRaises(self.grpc.RpcError):
+            self.stub(token="not-a-known-token-either").Check(self.check_request("cy"),
+                                                              timeout=10)
+        with open(self.server.log_path) as log:
+            text = log.read()
+        writes = [line for line in text.splitlines() if "request_id=python-tls-log" in line]
+        self.assertEqual(len(writes), 1, text)
+        self.assertIn(" INFO write method=SetPreference caller=settings code=OK", writes[0])
+        self.assertNotIn("user_id", writes[0])
+        for secret in (WRITER_TOKEN, "not-a-known-token-either"):
+            self.assertNotIn(secret, text)
+
 
 def set_args(args):
     global ARGS
