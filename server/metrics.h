@@ -1,4 +1,5 @@
-// consentd's Prometheus metrics (names fixed by DESIGN.md; reference in
+// consentd's Prometheus metrics. Their names are part of the service's
+// contract: dashboards and alerts rely on them (reference in
 // docs/operations.md).
 //
 // The hot path must not slow down measurably (docs/operations.md,
