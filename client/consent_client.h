@@ -62,9 +62,12 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 // Thread safe; one Client can serve many threads (calls share the channel).
 //
-// Retries: reads (GetSubject, Check, BatchCheck, GetPolicy) always; writes
-// only when they carry a request_id, since the server treats a replayed
-// request_id as the same write. Other calls are tried once.
+// Retries: reads (GetSubject, Check, BatchCheck, ListHistory, GetPolicy,
+// VerifyAuditLog) and the reloads (ReloadPolicy, ReloadAuth: a second one
+// loads the same file) always; writes only when they carry a request_id,
+// since the server treats a replayed request_id as the same write;
+// CreateBackup never. Watch reconnects on UNAVAILABLE from the revision
+// after the last one seen.
 class Client {
  public:
   // A client over an insecure channel to `target` ("127.0.0.1:50051").

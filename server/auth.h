@@ -39,8 +39,8 @@ class AuthConfigSnapshot {
   // duplicate name, identity or digest, a digest that is not 64 lowercase hex
   // digits, no roles or ROLE_UNSPECIFIED, a caller without credentials.
   static absl::StatusOr<std::shared_ptr<const AuthConfigSnapshot>> Parse(absl::string_view text);
-  // Reads `path` and parses it; NOT_FOUND / PERMISSION_DENIED for a file that
-  // cannot be read, with the path.
+  // Reads `path` and parses it; NOT_FOUND, with the path, for a file that
+  // cannot be read (missing or not readable).
   static absl::StatusOr<std::shared_ptr<const AuthConfigSnapshot>> Load(const std::string& path);
 
   // The caller whose token's SHA-256 digest is listed, or null. The digest

@@ -94,8 +94,10 @@ int main(int argc, char** argv) {
   // locks are absl::Mutex too, so every call paid for a lock-order graph
   // update (GraphCycles in profiles). What the lock annotations state (which
   // lock guards what, which functions need which lock held) is checked at
-  // compile time instead, by the clang -Wthread-safety build CI runs; the
-  // order in which locks are taken is not (docs/reliability.md).
+  // compile time instead, by the clang -Wthread-safety build CI runs, and
+  // the order in which locks are taken at run time by ThreadSanitizer's
+  // lock-order-inversion detection in the TSan tests CI runs
+  // (docs/reliability.md).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   // Signals are taken synchronously by sigwait below; block them before any

@@ -28,7 +28,8 @@ class CompiledPolicy {
   // `source_name`, the line (for parse errors) and the reason.
   static absl::StatusOr<std::shared_ptr<const CompiledPolicy>> FromText(
       std::string text, absl::string_view source_name);
-  // Reads `path`; kNotFound / kPermissionDenied when it cannot be read.
+  // Reads `path`; kNotFound, naming it, when it cannot be read (missing or
+  // not readable).
   static absl::StatusOr<std::shared_ptr<const CompiledPolicy>> FromFile(const std::string& path);
 
   const std::string& version() const { return proto_.version(); }

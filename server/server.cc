@@ -287,11 +287,13 @@ void ConfigureServerBuilder(const ServerOptions& options, grpc::ServerBuilder* b
   // (more often is answered with GOAWAY after two strikes).
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
-  // With gRPC's defaults (a completion queue per core, at most 2 idle
-  // pollers each) a handler thread that finishes a call while others poll
-  // exits, and the next call starts a new one: hundreds of thread starts a
-  // second under load, each with a cold malloc cache. One queue with 4 to
-  // 32 pollers keeps the threads: +20-30% single checks here.
+  // The synchronous API serves the streams (StreamCheck, WatchChanges) and
+  // ConsentAdmin. With gRPC's defaults (a completion queue per core, at
+  // most 2 idle pollers each) a handler thread that finishes a call while
+  // others poll exits, and the next call starts a new one, with a cold
+  // malloc cache. One queue with 4 to 32 pollers keeps the threads: +20-30%
+  // single checks when Check was served on this API (docs/performance.md,
+  // "Handler threads").
   using Option = grpc::ServerBuilder::SyncServerOption;
   builder->SetSyncServerOption(Option::NUM_CQS, 1);
   builder->SetSyncServerOption(Option::MIN_POLLERS, 4);

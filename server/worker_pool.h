@@ -1,5 +1,5 @@
-// A fixed set of threads for work that blocks (a synced write waiting for
-// its group commit), so gRPC's callback threads never wait on it.
+// A fixed set of threads for calls that wait on RocksDB (GetSubject and
+// ListHistory read it), so gRPC's callback threads never wait on disk.
 #ifndef CONSENT_SERVER_WORKER_POOL_H_
 #define CONSENT_SERVER_WORKER_POOL_H_
 

@@ -9,9 +9,13 @@
 //                      unguarded while both are in flight: must be reported
 //                      (the handlers run on gRPC's threads, whose code is
 //                      ignored; the project's handler code must not be)
+//   tsan_canary order  two absl::Mutexes taken in one order by one thread,
+//                      then in the other by another (never at the same
+//                      time, so nothing deadlocks): the lock-order
+//                      inversion must be reported
 //
-// ctest expects a report from the first and third, and a clean exit from
-// the second (TSan exits 66 after a report).
+// ctest expects a report from race, grpc and order, and a clean exit from
+// mutex (TSan exits 66 after a report).
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -60,6 +64,22 @@ int Mutex() {
   a.join();
   b.join();
   return shared == 3 ? 0 : 1;
+}
+
+int LockOrder() {
+  absl::Mutex first;
+  absl::Mutex second;
+  std::thread a([&] {
+    absl::MutexLock outer(&first);
+    absl::MutexLock inner(&second);
+  });
+  a.join();
+  std::thread b([&] {
+    absl::MutexLock outer(&second);
+    absl::MutexLock inner(&first);
+  });
+  b.join();
+  return 0;
 }
 
 // Health.Check with an unguarded counter; each call waits (on a relaxed
@@ -122,6 +142,7 @@ int main(int argc, char** argv) {
   if (mode == "race") return Race();
   if (mode == "mutex") return Mutex();
   if (mode == "grpc") return Grpc();
-  std::fprintf(stderr, "usage: tsan_canary race|mutex|grpc\n");
+  if (mode == "order") return LockOrder();
+  std::fprintf(stderr, "usage: tsan_canary race|mutex|grpc|order\n");
   return 2;
 }
