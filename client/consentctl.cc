@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "client/consent_client.h"
+#include "core/enum_names.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -208,16 +209,11 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-std::string ShortEnum(const google::protobuf::EnumDescriptor* d, int value,
-                      absl::string_view prefix) {
-  const auto* v = d->FindValueByNumber(value);
-  return v == nullptr ? absl::StrCat(value) : std::string(absl::StripPrefix(v->name(), prefix));
-}
-
 std::string DescribeDecision(const v1::Decision& d) {
-  return absl::StrCat(d.allowed() ? "ALLOWED " : "DENIED  ",
-                      ShortEnum(v1::DecisionReason_descriptor(), d.reason(), "DECISION_REASON_"),
-                      "  (policy ", d.policy_version(), ", revision ", d.revision(), ")");
+  return absl::StrCat(
+      d.allowed() ? "ALLOWED " : "DENIED  ",
+      EnumValueName(v1::DecisionReason_descriptor(), d.reason(), "DECISION_REASON_"), "  (policy ",
+      d.policy_version(), ", revision ", d.revision(), ")");
 }
 
 int SetPreference(Client& client, v1::PreferenceState state, const std::vector<std::string>& args) {
@@ -275,11 +271,11 @@ int SubjectCommand(Client& client, const std::vector<std::string>& args) {
                                      absl::Dec(a.birth_date().day(), absl::kZeroPad2))
                       : "(unknown)")
               << "\n  account_state "
-              << ShortEnum(v1::AccountState_descriptor(), a.account_state(), "ACCOUNT_STATE_")
+              << EnumValueName(v1::AccountState_descriptor(), a.account_state(), "ACCOUNT_STATE_")
               << "\n";
     for (const v1::Preference& p : s.preferences()) {
       std::cout << "  " << p.purpose() << ": "
-                << ShortEnum(v1::PreferenceState_descriptor(), p.state(), "PREFERENCE_STATE_")
+                << EnumValueName(v1::PreferenceState_descriptor(), p.state(), "PREFERENCE_STATE_")
                 << " (revision " << p.revision() << ")\n";
     }
     return 0;
@@ -570,8 +566,8 @@ std::string DescribeEvent(const v1::ChangeEvent& e) {
       const auto& p = e.preference();
       auto state = [](const v1::Preference* pref) {
         return pref == nullptr ? std::string("none")
-                               : ShortEnum(v1::PreferenceState_descriptor(), pref->state(),
-                                           "PREFERENCE_STATE_");
+                               : EnumValueName(v1::PreferenceState_descriptor(), pref->state(),
+                                               "PREFERENCE_STATE_");
       };
       what = absl::StrCat("preference ", p.purpose(), ": ",
                           state(p.has_before() ? &p.before() : nullptr), " -> ",

@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/enum_names.h"
 #include "google/protobuf/text_format.h"
 #include "server/policy.h"
 #include "server/text_proto.h"

@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/civil_time.h"
+#include "core/enum_names.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace consent {
@@ -19,8 +20,6 @@ absl::Time FromProto(const google::protobuf::Timestamp& t) {
 std::string FormatTime(const google::protobuf::Timestamp& t) {
   return google::protobuf::util::TimeUtil::ToString(t);
 }
-
-constexpr auto ShortName = EnumValueName;
 
 // Records rule evaluations when asked to; free otherwise.
 class Trace {
@@ -200,12 +199,12 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
   pass(3, "policy rule", [&] {
     return absl::StrCat(
         where(), ", rule for ", rule->purpose(), ": ",
-        ShortName(v1::LegalBasis_descriptor(), rule->legal_basis(), "LEGAL_BASIS_"));
+        EnumValueName(v1::LegalBasis_descriptor(), rule->legal_basis(), "LEGAL_BASIS_"));
   });
 
   // Rule 4: private messages never; other types as the rule says.
   auto type_name = [&] {
-    return ShortName(v1::ContentType_descriptor(), content.content_type(), "CONTENT_TYPE_");
+    return EnumValueName(v1::ContentType_descriptor(), content.content_type(), "CONTENT_TYPE_");
   };
   if (content.content_type() == v1::CONTENT_TYPE_MESSAGE) {
     return conclude(v1::DECISION_REASON_DENIED_CONTENT_TYPE, 4, "content type",
@@ -221,7 +220,7 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
 
   // Rule 5: visibility.
   auto visibility_name = [&] {
-    return ShortName(v1::Visibility_descriptor(), content.visibility(), "VISIBILITY_");
+    return EnumValueName(v1::Visibility_descriptor(), content.visibility(), "VISIBILITY_");
   };
   const auto& visibilities = rule->allowed_visibilities();
   if (std::find(visibilities.begin(), visibilities.end(), content.visibility()) ==
@@ -235,8 +234,9 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
   if (const v1::SensitiveCategory c = ExcludedSensitive(*rule, content);
       c != v1::SENSITIVE_CATEGORY_UNSPECIFIED) {
     return conclude(v1::DECISION_REASON_DENIED_SENSITIVE, 6, "sensitive data", [&] {
-      return absl::StrCat(ShortName(v1::SensitiveCategory_descriptor(), c, "SENSITIVE_CATEGORY_"),
-                          " is excluded by the rule");
+      return absl::StrCat(
+          EnumValueName(v1::SensitiveCategory_descriptor(), c, "SENSITIVE_CATEGORY_"),
+          " is excluded by the rule");
     });
   }
   pass(6, "sensitive data", [&] {
@@ -305,8 +305,8 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
       const storage::PreferenceView& pref = *decisive;
       auto detail = [&] {
         return absl::StrCat(
-            ShortName(v1::PreferenceState_descriptor(), pref.state, "PREFERENCE_STATE_"), " for ",
-            pref.purpose, ", set at revision ", pref.revision);
+            EnumValueName(v1::PreferenceState_descriptor(), pref.state, "PREFERENCE_STATE_"),
+            " for ", pref.purpose, ", set at revision ", pref.revision);
       };
       if (pref.state == v1::PREFERENCE_STATE_OBJECTED) {
         return conclude(v1::DECISION_REASON_DENIED_OBJECTION, 9, "preference", detail);

@@ -72,15 +72,6 @@ void ValidateRuleSet(const v1::RuleSet& rules, const std::string& where, const P
 
 }  // namespace
 
-std::string EnumValueName(const google::protobuf::EnumDescriptor* type, int value,
-                          absl::string_view prefix) {
-  const auto* v = type->FindValueByNumber(value);
-  if (v == nullptr) return absl::StrCat(value);
-  absl::string_view name = v->name();
-  absl::ConsumePrefix(&name, prefix);
-  return std::string(name);
-}
-
 absl::string_view ParentPurpose(absl::string_view purpose) {
   size_t dot = purpose.rfind('.');
   return dot == absl::string_view::npos ? absl::string_view() : purpose.substr(0, dot);

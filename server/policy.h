@@ -124,12 +124,6 @@ class PolicyHolder {
       ABSL_GUARDED_BY(mu_);
 };
 
-// The name of enum value `value` of `type` without `prefix`
-// (VISIBILITY_PUBLIC -> PUBLIC), or the number when `type` has no such
-// value: for explanations and messages.
-std::string EnumValueName(const google::protobuf::EnumDescriptor* type, int value,
-                          absl::string_view prefix);
-
 // "ai_training.generative.images" -> "ai_training.generative" -> "ai_training"
 // -> "" (done). Returns the parent of `purpose`, or "" for a root.
 absl::string_view ParentPurpose(absl::string_view purpose);

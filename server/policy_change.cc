@@ -6,11 +6,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "core/enum_names.h"
 
 namespace consent {
 namespace {
-
-constexpr auto Name = EnumValueName;
 
 // How strongly a rule keeps sensitive content out: EXCLUDE_ALL > LISTED >
 // ALLOW (anything unknown is treated as EXCLUDE_ALL by the engine).
@@ -44,15 +43,15 @@ void CompareRules(const v1::PurposeRule* current, const v1::PurposeRule* next,
   }
   if (current->legal_basis() == v1::LEGAL_BASIS_CONSENT &&
       next->legal_basis() != v1::LEGAL_BASIS_CONSENT) {
-    out->push_back(
-        absl::StrCat(where, ": legal basis CONSENT becomes ",
-                     Name(v1::LegalBasis_descriptor(), next->legal_basis(), "LEGAL_BASIS_")));
+    out->push_back(absl::StrCat(
+        where, ": legal basis CONSENT becomes ",
+        EnumValueName(v1::LegalBasis_descriptor(), next->legal_basis(), "LEGAL_BASIS_")));
   }
   const std::set<int> visibilities = AsSet(current->allowed_visibilities());
   for (int v : AsSet(next->allowed_visibilities())) {
     if (!visibilities.count(v)) {
       out->push_back(absl::StrCat(where, ": visibility ",
-                                  Name(v1::Visibility_descriptor(), v, "VISIBILITY_"),
+                                  EnumValueName(v1::Visibility_descriptor(), v, "VISIBILITY_"),
                                   " is allowed now"));
     }
   }
@@ -60,7 +59,7 @@ void CompareRules(const v1::PurposeRule* current, const v1::PurposeRule* next,
   for (int t : AsSet(current->excluded_content_types())) {
     if (!excluded_types.count(t)) {
       out->push_back(absl::StrCat(where, ": content type ",
-                                  Name(v1::ContentType_descriptor(), t, "CONTENT_TYPE_"),
+                                  EnumValueName(v1::ContentType_descriptor(), t, "CONTENT_TYPE_"),
                                   " is no longer excluded"));
     }
   }
@@ -68,19 +67,19 @@ void CompareRules(const v1::PurposeRule* current, const v1::PurposeRule* next,
   const int is = Strength(next->sensitive_handling());
   if (is < was) {
     out->push_back(absl::StrCat(where, ": sensitive handling ",
-                                Name(v1::SensitiveHandling_descriptor(),
-                                     current->sensitive_handling(), "SENSITIVE_HANDLING_"),
+                                EnumValueName(v1::SensitiveHandling_descriptor(),
+                                              current->sensitive_handling(), "SENSITIVE_HANDLING_"),
                                 " becomes ",
-                                Name(v1::SensitiveHandling_descriptor(), next->sensitive_handling(),
-                                     "SENSITIVE_HANDLING_")));
+                                EnumValueName(v1::SensitiveHandling_descriptor(),
+                                              next->sensitive_handling(), "SENSITIVE_HANDLING_")));
   } else if (is == 1 && was == 1) {
     const std::set<int> listed = AsSet(next->excluded_sensitive_categories());
     for (int c : AsSet(current->excluded_sensitive_categories())) {
       if (!listed.count(c)) {
-        out->push_back(
-            absl::StrCat(where, ": sensitive category ",
-                         Name(v1::SensitiveCategory_descriptor(), c, "SENSITIVE_CATEGORY_"),
-                         " is no longer excluded"));
+        out->push_back(absl::StrCat(
+            where, ": sensitive category ",
+            EnumValueName(v1::SensitiveCategory_descriptor(), c, "SENSITIVE_CATEGORY_"),
+            " is no longer excluded"));
       }
     }
   }
