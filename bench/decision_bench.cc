@@ -13,11 +13,11 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "server/clock.h"
 #include "server/decision_engine.h"
 #include "server/policy.h"
 #include "server/registry.h"
 #include "storage/consent_store.h"
+#include "tests/fake_clock.h"
 
 namespace consent {
 namespace {

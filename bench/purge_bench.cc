@@ -21,10 +21,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "server/clock.h"
 #include "server/policy.h"
 #include "server/registry.h"
 #include "storage/consent_store.h"
+#include "tests/fake_clock.h"
 
 ABSL_FLAG(int64_t, ids, 1'000'000, "request ids to fill the store with");
 ABSL_FLAG(int, writers, 16, "threads writing SetPreference, one call in flight each");

@@ -15,11 +15,11 @@
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
-#include "server/clock.h"
 #include "server/policy.h"
 #include "server/registry.h"
 #include "server/server.h"
 #include "storage/consent_store.h"
+#include "tests/fake_clock.h"
 #include "tests/test_util.h"
 
 namespace consent {

@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
+#include "tests/fake_clock.h"
 #include "tests/test_util.h"
 
 namespace consent {

@@ -15,6 +15,7 @@
 #include "server/server.h"
 #include "storage/audit_chain.h"
 #include "storage/keys.h"
+#include "tests/fake_clock.h"
 #include "tests/test_util.h"
 
 namespace consent {

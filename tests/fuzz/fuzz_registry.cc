@@ -5,9 +5,9 @@
 #include <memory>
 #include <string>
 
-#include "server/clock.h"
 #include "server/policy.h"
 #include "storage/consent_store.h"
+#include "tests/fake_clock.h"
 
 namespace consent::fuzzing {
 namespace {
