@@ -867,12 +867,6 @@ google::protobuf::ArenaOptions BatchArenaOptions() {
   return options;
 }
 
-absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request,
-                                  v1::BatchCheckResponse* response, const CallControl& control) {
-  DecisionMessages decisions(response->mutable_decisions());
-  return CheckItems(request, &decisions, control);
-}
-
 absl::Status Registry::BatchCheck(const v1::BatchCheckRequest& request, EncodedDecisions* response,
                                   const CallControl& control) {
   return CheckItems(request, response, control);

@@ -135,9 +135,7 @@ class Registry {
   // deadline passed, or it cancelled): kDeadlineExceeded or kCancelled,
   // the response left incomplete (not to be sent). Checked every 256
   // items, and before each user's history is folded for as_of.
-  absl::Status BatchCheck(const v1::BatchCheckRequest& request, v1::BatchCheckResponse* response,
-                          const CallControl& control = {});
-  // The same, the response encoded by hand (EncodedDecisions).
+  // The response is encoded by hand (EncodedDecisions).
   absl::Status BatchCheck(const v1::BatchCheckRequest& request, EncodedDecisions* response,
                           const CallControl& control = {});
   // One message of a StreamCheck stream: a batch check.
@@ -169,8 +167,6 @@ class Registry {
   // when backups are disabled.
   absl::Status CreateBackup(const v1::CreateBackupRequest& request,
                             v1::CreateBackupResponse* response);
-
-  int64_t CurrentRevision() const { return store_->CurrentRevision(); }
 
  private:
   // BatchCheck and StreamCheck: requests with purpose, items, as_of and
