@@ -38,6 +38,7 @@
 #include "bench/histogram.h"
 #include "bench/user_picker.h"
 #include "client/consent_client.h"
+#include "client/credential_flags.h"
 #include "consent/v1/registry.grpc.pb.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/alarm.h"
@@ -45,12 +46,6 @@
 #include "storage/consent_store.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "consentd address.");
-ABSL_FLAG(std::string, tls_ca_file, "", "CA of consentd's certificate (PEM): connect with TLS.");
-ABSL_FLAG(std::string, tls_cert_file, "", "Client certificate (PEM) for mTLS.");
-ABSL_FLAG(std::string, tls_key_file, "", "The client certificate's key (PEM).");
-ABSL_FLAG(std::string, tls_server_name, "",
-          "Name consentd's certificate carries, if not the host.");
-ABSL_FLAG(std::string, token_file, "", "File holding a bearer token (needs TLS).");
 ABSL_FLAG(int, concurrency, 32, "Calls (or streams) in flight.");
 ABSL_FLAG(int, connections, 4, "HTTP/2 connections the calls are spread over.");
 ABSL_FLAG(int, threads, 2, "Completion-queue threads.");
@@ -394,19 +389,12 @@ int Load(Mode mode, const std::string& mode_name) {
   }
   UserPicker picker(users, absl::GetFlag(FLAGS_distribution) == "zipf");
 
-  ClientCredentials credentials;
-  credentials.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
-  credentials.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
-  credentials.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
-  credentials.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
-  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
-    auto token = ReadTokenFile(path);
-    if (!token.ok()) {
-      std::cerr << "consent-bench: " << token.status().message() << "\n";
-      return 2;
-    }
-    credentials.token = *std::move(token);
+  absl::StatusOr<ClientCredentials> flag_credentials = CredentialsFromFlags();
+  if (!flag_credentials.ok()) {
+    std::cerr << "consent-bench: " << flag_credentials.status().message() << "\n";
+    return 2;
   }
+  const ClientCredentials& credentials = *flag_credentials;
   auto channel_credentials = MakeChannelCredentials(credentials);
   if (!channel_credentials.ok()) {
     std::cerr << "consent-bench: " << channel_credentials.status().message() << "\n";

@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "client/consent_client.h"
+#include "client/credential_flags.h"
 #include "core/enum_names.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -28,16 +29,7 @@
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "consentd address, host:port.");
 ABSL_FLAG(bool, json, false, "Print responses as JSON (one document per line).");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "Deadline of each call.");
-// Credentials (docs/security.md).
-ABSL_FLAG(std::string, tls_ca_file, "",
-          "CA certificate (PEM) of consentd's certificate: connect with TLS.");
-ABSL_FLAG(std::string, tls_cert_file, "", "Client certificate (PEM) for mTLS.");
-ABSL_FLAG(std::string, tls_key_file, "", "The client certificate's key (PEM).");
-ABSL_FLAG(std::string, tls_server_name, "",
-          "Name consentd's certificate must carry, when it is not the --target host.");
-ABSL_FLAG(std::string, token_file, "",
-          "File holding a bearer token (trailing newline ignored); the environment variable "
-          "CONSENT_TOKEN is used when this is empty. Sent only over TLS.");
+// Credentials: client/credential_flags.h.
 // Writes.
 ABSL_FLAG(std::string, request_id, "", "Idempotency key of a write.");
 ABSL_FLAG(int64_t, expected_revision, -1,
@@ -714,16 +706,11 @@ int Run(const std::vector<std::string>& args) {
   if (args.empty()) Usage("no command given");
   ClientOptions options;
   options.timeout = absl::GetFlag(FLAGS_timeout);
-  ClientCredentials credentials;
-  credentials.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
-  credentials.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
-  credentials.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
-  credentials.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
-  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
-    auto token = ReadTokenFile(path);
-    if (!token.ok()) return Fail(token.status());
-    credentials.token = *std::move(token);
-  } else if (const char* token = std::getenv("CONSENT_TOKEN"); token != nullptr) {
+  absl::StatusOr<ClientCredentials> flag_credentials = CredentialsFromFlags();
+  if (!flag_credentials.ok()) return Fail(flag_credentials.status());
+  ClientCredentials credentials = *std::move(flag_credentials);
+  if (const char* token = std::getenv("CONSENT_TOKEN");
+      token != nullptr && absl::GetFlag(FLAGS_token_file).empty()) {
     credentials.token = token;
   }
   auto connected = Client::Connect(absl::GetFlag(FLAGS_target), credentials, options);
