@@ -26,3 +26,23 @@ fi
 
 # Whether the row labelled $1 is selected by ONLY.
 selected() { [ -z "${ONLY:-}" ] || grep -qE "$ONLY" <<<"$1"; }
+
+# Waits for a consentd started in the background as PID $1, its stdout in
+# $2 and stderr in $3: sets `target` from its "listening on" line (exits
+# with its log when there is none), then waits for its subject index to
+# load, so that rows measure the steady state (consentd logs its settings
+# first, subject_index=true or false).
+await_consentd() {
+  local pid=$1 out=$2 log=$3 i
+  for _ in $(seq 1 300); do grep -q "listening on" "$out" && break; sleep 0.1; done
+  target=$(sed -n 's/^consentd listening on //p' "$out")
+  [ -n "$target" ] || { cat "$log" >&2; exit 1; }
+  grep -q "subject_index=true" "$log" || return 0
+  for i in $(seq 1 6000); do
+    grep -q "subject index" "$log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    [ $((i % 100)) -eq 0 ] && echo "$name: waiting for the subject index to load ($((i / 10)) s)" >&2
+    sleep 0.1
+  done
+  grep "subject index" "$log" >&2 || echo "$name: no subject index loaded (an older consentd?)" >&2
+}

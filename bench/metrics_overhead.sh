@@ -44,9 +44,7 @@ for run in $(seq 1 "$runs"); do
       --metrics_listen="$listen" --policy="$root/deploy/policy/default.textproto" \
       >"$out" 2>"$out.log" &
     server=$!
-    for _ in $(seq 1 300); do grep -q "listening on" "$out" && break; sleep 0.1; done
-    target=$(sed -n 's/^consentd listening on //p' "$out")
-    [ -n "$target" ] || { cat "$out.log" >&2; exit 1; }
+    await_consentd "$server" "$out" "$out.log"
     if [ "$metrics" = on ] && [ "${SCRAPE:-1}" = 1 ]; then
       url=$(grep -o 'http://[^ ]*/metrics' "$out.log")
       # One long-lived process, as a Prometheus server would be: a shell

@@ -28,20 +28,7 @@ out=$(mktemp)
   --policy="$root/deploy/policy/default.textproto" ${CONSENTD_ARGS:-} >"$out" 2>"$out.log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$out" "$out.log"' EXIT
-for _ in $(seq 1 300); do grep -q "listening on" "$out" && break; sleep 0.1; done
-target=$(sed -n 's/^consentd listening on //p' "$out")
-[ -n "$target" ] || { cat "$out.log" >&2; exit 1; }
-# Rows measure the steady state: wait for the subject index's background
-# load (consentd logs its settings first, subject_index=true or false).
-if grep -q "subject_index=true" "$out.log"; then
-  for i in $(seq 1 6000); do
-    grep -q "subject index" "$out.log" && break
-    kill -0 $server 2>/dev/null || break
-    [ $((i % 100)) -eq 0 ] && echo "run.sh: waiting for the subject index to load ($((i / 10)) s)" >&2
-    sleep 0.1
-  done
-  grep "subject index" "$out.log" >&2 || echo "run.sh: no subject index loaded (an older consentd?)" >&2
-fi
+await_consentd "$server" "$out" "$out.log"
 echo "run.sh: consentd on $target, $runs runs of $duration per row" >&2
 
 # The empty-handler server: the same gRPC set-up, checks doing nothing.

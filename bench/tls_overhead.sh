@@ -85,9 +85,7 @@ for run in $(seq 1 "$runs"); do
       --policy="$root/deploy/policy/default.textproto" ${server_args[@]+"${server_args[@]}"} \
       >"$out" 2>"$out.log" &
     server=$!
-    for _ in $(seq 1 300); do grep -q "listening on" "$out" && break; sleep 0.1; done
-    target=$(sed -n 's/^consentd listening on //p' "$out")
-    [ -n "$target" ] || { cat "$out.log" >&2; exit 1; }
+    await_consentd "$server" "$out" "$out.log"
     for row in "${rows[@]}"; do
       label=${row%%|*}
       selected "$label" || continue
