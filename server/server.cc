@@ -70,24 +70,24 @@ class ScrapeCollector final : public prometheus::Collectable {
         {{"version", policies_->Get()->version()}});
 
     if (auto stats = store_->Stats(); stats.ok()) {
-      if (stats->block_cache_hits >= 0) {
+      if (stats->rocksdb.block_cache_hits >= 0) {
         add("consent_rocksdb_block_cache_hits_total", "RocksDB block cache hits.", counter,
-            static_cast<double>(stats->block_cache_hits));
+            static_cast<double>(stats->rocksdb.block_cache_hits));
         add("consent_rocksdb_block_cache_misses_total", "RocksDB block cache misses.", counter,
-            static_cast<double>(stats->block_cache_misses));
+            static_cast<double>(stats->rocksdb.block_cache_misses));
       }
       add("consent_rocksdb_write_stall_seconds_total",
           "Time RocksDB delayed or stopped writes, in seconds.", counter,
-          static_cast<double>(stats->write_stall_micros) / 1e6);
+          static_cast<double>(stats->rocksdb.write_stall_micros) / 1e6);
       add("consent_rocksdb_write_stopped", "1 while RocksDB stops writes.", gauge,
-          static_cast<double>(stats->write_stopped));
+          static_cast<double>(stats->rocksdb.write_stopped));
       add("consent_rocksdb_live_sst_bytes", "Bytes of live SST files.", gauge,
-          static_cast<double>(stats->live_sst_bytes));
+          static_cast<double>(stats->rocksdb.live_sst_bytes));
       add("consent_rocksdb_memtable_bytes", "Bytes of all memtables.", gauge,
-          static_cast<double>(stats->memtable_bytes));
+          static_cast<double>(stats->rocksdb.memtable_bytes));
       add("consent_rocksdb_pending_compaction_bytes",
           "Bytes RocksDB estimates compaction must rewrite.", gauge,
-          static_cast<double>(stats->pending_compaction_bytes));
+          static_cast<double>(stats->rocksdb.pending_compaction_bytes));
       add("consent_rocksdb_estimated_subjects", "RocksDB's estimate of the subject records.", gauge,
           static_cast<double>(stats->estimated_subjects));
       if (stats->index_ready >= 0) {
@@ -355,7 +355,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
         {{"error", status.ToString()}, {"entries", absl::StrCat(entries)}});
   };
   if (Metrics* metrics = server->metrics_.get()) {
-    store_options.collect_statistics = options.rocksdb_statistics;
+    store_options.rocksdb.collect_statistics = options.rocksdb_statistics;
     store_options.on_synced_write = [metrics](absl::Duration d) { metrics->ObserveWalSync(d); };
   }
   ServerImpl* const serving = server.get();

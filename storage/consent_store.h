@@ -1,5 +1,6 @@
 // The registry's durable state behind a narrow interface. The RocksDB
-// implementation lives in rocksdb_store.cc; nothing outside storage/ sees it.
+// implementation (rocksdb_store.h) is internal to storage/: nothing outside
+// it sees RocksDB.
 //
 // Layout on disk: docs/storage.md.
 #ifndef CONSENT_STORAGE_CONSENT_STORE_H_
@@ -27,15 +28,28 @@ class FileSystem;
 
 namespace consent::storage {
 
-struct StoreOptions {
-  // Directory holding the database; created (with parents) if missing.
-  std::string data_dir;
+// Tuning of the RocksDB engine underneath: what a store on another engine
+// would not have. The rest of StoreOptions is engine-neutral.
+struct RocksDbTuning {
   // Size of the shared block cache for point reads, in bytes.
   size_t block_cache_bytes = 256 << 20;
   // Keys between restart points in the data blocks of point-read column
   // families: a lookup scans at most this many keys after the block's hash
   // index. Applies to files written from now on.
   int block_restart_interval = 4;
+  // Keep RocksDB's ticker statistics, for the block cache hits and misses
+  // of StoreStats::rocksdb. Off by default: they cost about 3% of
+  // single-check throughput (docs/operations.md, "Overhead").
+  bool collect_statistics = false;
+  // The file system RocksDB works through; null: the local one. Tests only,
+  // to inject faults (tests/fault_file_system.h). Must outlive the store.
+  std::shared_ptr<rocksdb::FileSystem> file_system;
+};
+
+struct StoreOptions {
+  // Directory holding the database; created (with parents) if missing.
+  std::string data_dir;
+  RocksDbTuning rocksdb;
   // Keep the decision view of every subject (GetSubjects) in memory and
   // serve GetSubjects from it instead of RocksDB. It is loaded in the
   // background after Open returns (reads use RocksDB until it is complete)
@@ -57,10 +71,6 @@ struct StoreOptions {
   // Chain each event's SHA-256 to the previous one. Only benchmarks turn
   // this off, to measure what the chain costs; consentd always chains.
   bool hash_chain = true;
-  // Keep RocksDB's ticker statistics, for the block cache hits and misses
-  // of Stats(). Off by default: they cost about 3% of single-check
-  // throughput (docs/operations.md, "Overhead").
-  bool collect_statistics = false;
   // The user history index (user_events) of the newest events is kept in
   // memory and written to RocksDB in bulk, as one sorted file, once it has
   // this many entries (and by Close). After a crash it is rebuilt from the
@@ -97,14 +107,11 @@ struct StoreOptions {
   // number purged so far, holding no lock of the store's (tests commit
   // from it). May be empty.
   std::function<void(int64_t purged)> on_purge_chunk;
-  // The file system RocksDB works through; null: the local one. Tests only,
-  // to inject faults (tests/fault_file_system.h). Must outlive the store.
-  std::shared_ptr<rocksdb::FileSystem> file_system;
 };
 
-// Storage health, read on demand (a metrics scrape). -1: not available
-// (block cache figures need StoreOptions::collect_statistics).
-struct StoreStats {
+// The RocksDB engine's own figures (the consent_rocksdb_* metrics). -1:
+// not available (block cache figures need RocksDbTuning::collect_statistics).
+struct RocksDbStats {
   int64_t block_cache_hits = -1;
   int64_t block_cache_misses = -1;
   // Time RocksDB spent delaying or stopping writes (any column family), in
@@ -118,6 +125,11 @@ struct StoreStats {
   int64_t memtable_bytes = 0;
   // Bytes compaction estimates it must rewrite, all column families.
   int64_t pending_compaction_bytes = 0;
+};
+
+// Storage health, read on demand (a metrics scrape). -1: not available.
+struct StoreStats {
+  RocksDbStats rocksdb;
   // RocksDB's estimate of the number of subject records.
   int64_t estimated_subjects = 0;
   // The subject index (StoreOptions::subject_index), -1 without one: 1 once

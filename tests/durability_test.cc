@@ -82,7 +82,7 @@ class DurabilityTest : public ::testing::Test {
     StoreOptions options;
     options.data_dir = dir_.Sub("db");
     options.subject_index = true;
-    options.file_system = fs_;
+    options.rocksdb.file_system = fs_;
     options.reopen_interval = reopen_interval;
     options.on_write_state = [this](bool writable, const absl::Status& cause) {
       absl::MutexLock lock(&mu_);

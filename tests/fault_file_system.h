@@ -1,6 +1,6 @@
 // A RocksDB file system for tests that fails the write-ahead log's writes
 // on command: librocksdb-dev ships no fault-injection file system. Given to
-// the store through StoreOptions::file_system.
+// the store through StoreOptions::rocksdb.file_system.
 #ifndef CONSENT_TESTS_FAULT_FILE_SYSTEM_H_
 #define CONSENT_TESTS_FAULT_FILE_SYSTEM_H_
 

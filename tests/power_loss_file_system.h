@@ -3,7 +3,7 @@
 // entries by a sync of their directory) and, after a simulated crash,
 // drops everything else from the real files.
 //
-// Use: give it to the store (StoreOptions::file_system), call Crash() at
+// Use: give it to the store (StoreOptions::rocksdb.file_system), call Crash() at
 // the moment power goes: from then on no sync completes (each waits until
 // Teardown(), then fails), so nothing more can be acknowledged. Tear the
 // store down after Teardown(), then DropUnsynced() truncates each file

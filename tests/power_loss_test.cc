@@ -88,7 +88,7 @@ TEST(PowerLossTest, AcknowledgedWritesSurviveAPowerLossAtRandomPoints) {
     auto fs = std::make_shared<PowerLossFileSystem>();
     StoreOptions options;
     options.data_dir = data;
-    options.file_system = fs;
+    options.rocksdb.file_system = fs;
     // The power goes at a random sync from the open on: about one point in
     // ten falls inside the open itself (a new WAL, MANIFEST, OPTIONS file,
     // CURRENT renamed), the rest among the commits. Not inside the open

@@ -434,7 +434,7 @@ TEST(StoreTest, StatsReportStorageHealthAndSyncedWrites) {
   TempDir dir;
   StoreOptions options;
   options.data_dir = dir.Sub("db");
-  options.collect_statistics = true;
+  options.rocksdb.collect_statistics = true;
   std::atomic<int> synced{0};
   options.on_synced_write = [&synced](absl::Duration d) {
     EXPECT_GT(d, absl::ZeroDuration());
@@ -447,18 +447,18 @@ TEST(StoreTest, StatsReportStorageHealthAndSyncedWrites) {
   EXPECT_EQ(synced.load(), 2);
   auto stats = (*store)->Stats();
   ASSERT_TRUE(stats.ok()) << stats.status();
-  EXPECT_GE(stats->block_cache_hits, 0);
-  EXPECT_GE(stats->block_cache_misses, 0);
-  EXPECT_EQ(stats->write_stall_micros, 0);
-  EXPECT_EQ(stats->write_stopped, 0);
-  EXPECT_GT(stats->memtable_bytes, 0);
+  EXPECT_GE(stats->rocksdb.block_cache_hits, 0);
+  EXPECT_GE(stats->rocksdb.block_cache_misses, 0);
+  EXPECT_EQ(stats->rocksdb.write_stall_micros, 0);
+  EXPECT_EQ(stats->rocksdb.write_stopped, 0);
+  EXPECT_GT(stats->rocksdb.memtable_bytes, 0);
   EXPECT_EQ(stats->estimated_subjects, 2);
 
   auto plain = OpenOrDie(dir.Sub("plain"));
   auto without = plain->Stats();
   ASSERT_TRUE(without.ok());
-  EXPECT_EQ(without->block_cache_hits, -1);   // statistics off
-  EXPECT_EQ(without->write_stall_micros, 0);  // from stall notifications, always kept
+  EXPECT_EQ(without->rocksdb.block_cache_hits, -1);   // statistics off
+  EXPECT_EQ(without->rocksdb.write_stall_micros, 0);  // from stall notifications, always kept
 }
 
 // An update that records an objection to `purpose`, with its source.

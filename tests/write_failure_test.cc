@@ -52,7 +52,7 @@ class WriteFailureTest : public ::testing::Test {
     options.data_dir = dir_.Sub("data");
     options.policy_path = testing::DefaultPolicyPath();
     options.adjust_store_options = [this](storage::StoreOptions& store) {
-      store.file_system = fs_;
+      store.rocksdb.file_system = fs_;
       store.reopen_interval = absl::ZeroDuration();
     };
     auto server = ConsentServer::Start(options);
