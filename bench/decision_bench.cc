@@ -13,8 +13,8 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "server/decision_engine.h"
-#include "server/policy.h"
+#include "core/decision_engine.h"
+#include "core/policy.h"
 #include "server/registry.h"
 #include "storage/consent_store.h"
 #include "tests/fake_clock.h"
@@ -143,8 +143,8 @@ BENCHMARK(BM_CheckAsOf);
 // The rules alone, on a record already in memory.
 void BM_DecideOnly(benchmark::State& state) {
   Fixture& f = Shared();
-  storage::SubjectViewArena arena;
-  const storage::SubjectView* subject = arena.Add(*f.store->GetSubject("user-1"));
+  SubjectViewArena arena;
+  const SubjectView* subject = arena.Add(*f.store->GetSubject("user-1"));
   const v1::CheckRequest request = Request(1);
   const auto policy = f.policies.Get();
   const absl::Time at = f.clock.Now();

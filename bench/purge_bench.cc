@@ -21,7 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "server/policy.h"
+#include "core/policy.h"
 #include "server/registry.h"
 #include "storage/consent_store.h"
 #include "tests/fake_clock.h"

@@ -12,8 +12,8 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "server/clock.h"
-#include "server/policy.h"
+#include "core/clock.h"
+#include "core/policy.h"
 #include "server/registry.h"
 #include "storage/consent_store.h"
 

@@ -9,9 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/enum_names.h"
+#include "core/policy.h"
+#include "core/text_proto.h"
 #include "google/protobuf/text_format.h"
-#include "server/policy.h"
-#include "server/text_proto.h"
 
 namespace consent {
 namespace {

@@ -7,15 +7,6 @@
 
 namespace consent {
 
-namespace {
-constexpr char kTypeUrlPrefix[] = "type.googleapis.com/";
-}  // namespace
-
-void AttachDetail(absl::Status& status, const google::protobuf::Message& detail) {
-  status.SetPayload(kTypeUrlPrefix + detail.GetDescriptor()->full_name(),
-                    absl::Cord(detail.SerializeAsString()));
-}
-
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   // absl and gRPC share the canonical code numbers.

@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/policy.h"
+#include "core/policy.h"
 
 namespace consent {
 

@@ -11,26 +11,20 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/civil_time.h"
+#include "core/decision_engine.h"
+#include "core/proto_time.h"
+#include "core/subject_view.h"
+#include "core/validation.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
-#include "google/protobuf/util/time_util.h"
 #include "google/rpc/error_details.pb.h"
-#include "server/decision_engine.h"
 #include "server/errors.h"
 #include "server/history.h"
 #include "server/policy_change.h"
-#include "server/validation.h"
 #include "storage/audit_chain.h"
-#include "storage/subject_view.h"
 
 namespace consent {
 namespace {
-
-using google::protobuf::util::TimeUtil;
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
-}
 
 // The idempotency key of a request: its id and a digest of its kind and
 // payload (deterministic protobuf bytes).
@@ -535,7 +529,7 @@ absl::StatusOr<Registry::ReadView> Registry::PrepareRead(bool has_as_of,
   }
   if (std::string p = TimestampProblem(as_of); !p.empty()) return FieldError("as_of", p);
   view.as_of = true;
-  view.at = absl::FromUnixSeconds(as_of.seconds()) + absl::Nanoseconds(as_of.nanos());
+  view.at = FromProto(as_of);
   if (view.at > now) {
     return FieldError("as_of", absl::StrCat("is in the future (the server's time is ",
                                             absl::FormatTime(now), ")"));
@@ -559,8 +553,7 @@ absl::Status Registry::LoadAsOf(absl::string_view user_id, absl::Time at,
     for (const v1::ChangeEvent& event : *events) {
       // Event times never decrease with revisions, so the state at `at` is
       // the prefix of events stamped at or before it.
-      const absl::Time t = absl::FromUnixSeconds(event.event_time().seconds()) +
-                           absl::Nanoseconds(event.event_time().nanos());
+      const absl::Time t = FromProto(event.event_time());
       if (t > at) return absl::OkStatus();
       ApplyEvent(event, state);
       after = event.revision();
@@ -606,8 +599,7 @@ constexpr absl::Duration kMaxCreateTimeSkew = absl::Minutes(5);
 void ValidateCreateTime(const v1::Content& content, absl::Time at,
                         absl::FunctionRef<std::string()> field, Violations* v) {
   if (!content.has_create_time()) return;
-  const absl::Time created =
-      storage::TimeOf(content.create_time().seconds(), content.create_time().nanos());
+  const absl::Time created = FromProto(content.create_time());
   if (created > at + kMaxCreateTimeSkew) {
     v->Add(absl::StrCat(field(), ".create_time"),
            absl::StrCat("is ", absl::FormatTime(created, absl::UTCTimeZone()),
@@ -653,7 +645,7 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
   if (view->as_of) {
     SubjectAsOf state;
     if (absl::Status s = LoadAsOf(request.user_id(), view->at, &state); !s.ok()) return s;
-    storage::SubjectViewArena arena;
+    SubjectViewArena arena;
     const CheckSubject subject{state.exists ? arena.Add(state.subject) : nullptr,
                                ExclusionsOf(state, request.content().content_id())};
     verdict =
@@ -663,10 +655,10 @@ absl::Status Registry::Check(const v1::CheckRequest& request, v1::CheckResponse*
     revision = store_->CurrentRevision();
     // The decision view (the subject index when there is one).
     const absl::string_view id = request.user_id();
-    storage::SubjectViewArena arena;
-    std::vector<const storage::SubjectView*> records;
+    SubjectViewArena arena;
+    std::vector<const SubjectView*> records;
     if (absl::Status s = store_->GetSubjects({&id, 1}, &arena, &records); !s.ok()) return s;
-    const storage::SubjectView* record = records[0];
+    const SubjectView* record = records[0];
     std::vector<std::string> excluded;
     if (record) {
       revision = std::max(revision, record->revision);
@@ -810,10 +802,10 @@ absl::Status Registry::CheckItems(const Request& request, Decisions* decisions,
     // Each user's history is folded once, however many of their items.
     struct Folded {
       SubjectAsOf state;
-      const storage::SubjectView* record = nullptr;  // null: no record then
+      const SubjectView* record = nullptr;  // null: no record then
     };
     absl::flat_hash_map<std::string, Folded> folded;
-    storage::SubjectViewArena arena;
+    SubjectViewArena arena;
     for (const v1::CheckItem& item : request.items()) {
       auto [it, inserted] = folded.try_emplace(item.user_id());
       Folded& user = it->second;
@@ -837,8 +829,8 @@ absl::Status Registry::CheckItems(const Request& request, Decisions* decisions,
   std::vector<absl::string_view> ids;
   ids.reserve(n);
   for (const v1::CheckItem& item : request.items()) ids.push_back(item.user_id());
-  storage::SubjectViewArena arena;
-  std::vector<const storage::SubjectView*> records;
+  SubjectViewArena arena;
+  std::vector<const SubjectView*> records;
   if (absl::Status s = store_->GetSubjects(ids, &arena, &records); !s.ok()) return s;
   std::vector<std::string> excluded;
   for (int i = 0; i < n; ++i) {
@@ -846,7 +838,7 @@ absl::Status Registry::CheckItems(const Request& request, Decisions* decisions,
       if (absl::Status s = control.GaveUp("the batch"); !s.ok()) return s;
     }
     const v1::CheckItem& item = request.items(i);
-    const storage::SubjectView* record = records[i];
+    const SubjectView* record = records[i];
     excluded.clear();
     if (record != nullptr && record->exclusion_count > 0) {
       auto purposes = store_->GetExclusions(item.user_id(), item.content().content_id());

@@ -12,10 +12,10 @@
 #include "absl/status/status.h"
 #include "consent/v1/admin.pb.h"
 #include "consent/v1/registry.pb.h"
-#include "server/clock.h"
-#include "server/decision_engine.h"
+#include "core/clock.h"
+#include "core/decision_engine.h"
+#include "core/policy.h"
 #include "server/history.h"
-#include "server/policy.h"
 #include "server/revision_notifier.h"
 #include "storage/consent_store.h"
 

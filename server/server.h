@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/clock.h"
+#include "core/clock.h"
 #include "server/tls.h"
 
 namespace grpc {

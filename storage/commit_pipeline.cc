@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "core/proto_time.h"
 #include "google/protobuf/arena.h"
 #include "rocksdb/write_batch.h"
 #include "storage/audit_chain.h"

@@ -20,7 +20,7 @@
 #include "absl/types/optional.h"
 #include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
-#include "storage/subject_view.h"
+#include "core/subject_view.h"
 
 namespace rocksdb {
 class FileSystem;

@@ -12,7 +12,6 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "google/protobuf/util/time_util.h"
 #include "rocksdb/file_system.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/listener.h"
@@ -42,10 +41,6 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
     return absl::UnavailableError(msg);
   }
   return absl::InternalError(msg);
-}
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
 }
 
 // Accounts for the time writes are delayed or stopped, from RocksDB's

@@ -29,7 +29,6 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "google/protobuf/timestamp.pb.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
 #include "rocksdb/options.h"
@@ -56,8 +55,6 @@ inline constexpr char kHistoryFile[] = "history-index.sst.tmp";
 
 // The single place where rocksdb::Status becomes absl::Status.
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context);
-
-google::protobuf::Timestamp ToProto(absl::Time t);
 
 // Why a write is refused while a failed write has not been recovered from.
 absl::Status WritesRefused(const absl::Status& cause);

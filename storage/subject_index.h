@@ -20,7 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
-#include "storage/subject_view.h"
+#include "core/subject_view.h"
 
 namespace consent::storage {
 

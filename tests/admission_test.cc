@@ -15,7 +15,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
-#include "server/policy.h"
+#include "core/policy.h"
 #include "server/registry.h"
 #include "server/server.h"
 #include "storage/consent_store.h"

@@ -1,6 +1,6 @@
 // Table-driven tests of the decision rules: every reason, and for each pair
 // of adjacent rules, which one wins when both would deny.
-#include "server/decision_engine.h"
+#include "core/decision_engine.h"
 
 #include <optional>
 
@@ -477,7 +477,7 @@ TEST_P(DecisionTableTest, Decides) {
   if (c.created) *content.mutable_create_time() = *c.created;
 
   // The record as the store gives it: decoded from its bytes.
-  storage::SubjectViewArena arena;
+  SubjectViewArena arena;
   const Verdict verdict =
       Decide(**policy_, CheckSubject{c.has_record ? arena.Add(subject) : nullptr, c.excluded},
              c.purpose, content, kAt);
@@ -510,7 +510,7 @@ TEST(DecisionEngineTest, ExplanationEndsWithTheDecidingRule) {
   content.set_content_type(v1::CONTENT_TYPE_POST);
   content.set_visibility(v1::VISIBILITY_FRIENDS);
   std::vector<v1::RuleEvaluation> explanation;
-  storage::SubjectViewArena arena;
+  SubjectViewArena arena;
   const Verdict verdict = Decide(**compiled, CheckSubject{arena.Add(subject), {}}, "ai_training",
                                  content, kAt, &explanation);
   EXPECT_EQ(verdict.reason, kNotPublic);
@@ -530,7 +530,7 @@ TEST(DecisionEngineTest, CoversPurpose) {
 }
 
 TEST(DecisionEngineTest, AgeInYears) {
-  const storage::DateView birth{2000, 2, 29};
+  const DateView birth{2000, 2, 29};
   auto at = [](int y, int m, int d) {
     return absl::FromCivil(absl::CivilDay(y, m, d), absl::UTCTimeZone());
   };

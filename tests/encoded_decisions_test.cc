@@ -5,7 +5,7 @@
 
 #include "consent/v1/registry.pb.h"
 #include "gtest/gtest.h"
-#include "server/decision_engine.h"
+#include "core/decision_engine.h"
 #include "server/registry.h"
 
 namespace consent {

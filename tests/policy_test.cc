@@ -1,4 +1,4 @@
-#include "server/policy.h"
+#include "core/policy.h"
 
 #include <atomic>
 #include <thread>

@@ -1,4 +1,4 @@
-#include "storage/subject_view.h"
+#include "core/subject_view.h"
 
 #include <cstdint>
 #include <random>

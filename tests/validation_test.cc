@@ -1,4 +1,4 @@
-#include "server/validation.h"
+#include "core/validation.h"
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"

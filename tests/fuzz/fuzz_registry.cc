@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "server/policy.h"
+#include "core/policy.h"
 #include "storage/consent_store.h"
 #include "tests/fake_clock.h"
 

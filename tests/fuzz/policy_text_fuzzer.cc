@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "server/policy.h"
+#include "core/policy.h"
 #include "server/policy_change.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -6,11 +6,11 @@
 #include <cstdlib>
 
 #include "consent/v1/types.pb.h"
-#include "storage/subject_view.h"
+#include "core/subject_view.h"
 
 namespace {
 
-bool Same(const consent::storage::SubjectView& a, const consent::storage::SubjectView& b) {
+bool Same(const consent::SubjectView& a, const consent::SubjectView& b) {
   if (a.jurisdiction != b.jurisdiction || a.account_state != b.account_state ||
       a.exclusion_count != b.exclusion_count || a.revision != b.revision ||
       a.birth_date.has_value() != b.birth_date.has_value() ||
@@ -37,8 +37,8 @@ bool Same(const consent::storage::SubjectView& a, const consent::storage::Subjec
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view bytes(reinterpret_cast<const char*>(data), size);
-  consent::storage::SubjectViewArena arena;
-  const consent::storage::SubjectView* decoded = arena.Decode(bytes);
+  consent::SubjectViewArena arena;
+  const consent::SubjectView* decoded = arena.Decode(bytes);
   consent::v1::Subject parsed;
   if (decoded == nullptr || !parsed.ParseFromArray(data, static_cast<int>(size))) return 0;
   if (!Same(*decoded, *arena.Add(parsed))) std::abort();

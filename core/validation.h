@@ -1,8 +1,8 @@
 // Validation of request fields. Errors are absl::Status values of code
 // kInvalidArgument carrying a google.rpc.BadRequest payload that names the
 // field, which ToGrpcStatus (errors.h) turns into the status details.
-#ifndef CONSENT_SERVER_VALIDATION_H_
-#define CONSENT_SERVER_VALIDATION_H_
+#ifndef CONSENT_CORE_VALIDATION_H_
+#define CONSENT_CORE_VALIDATION_H_
 
 #include <string>
 #include <vector>
@@ -76,4 +76,4 @@ void ValidateSource(const v1::Source& source, const std::string& prefix, Violati
 
 }  // namespace consent
 
-#endif  // CONSENT_SERVER_VALIDATION_H_
+#endif  // CONSENT_CORE_VALIDATION_H_

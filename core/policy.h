@@ -1,8 +1,8 @@
 // The consent policy: a consent.v1.Policy in text format, validated and
 // compiled into lookup tables. A CompiledPolicy is immutable; the active one
 // is swapped atomically by PolicyHolder, so a check sees one whole policy.
-#ifndef CONSENT_SERVER_POLICY_H_
-#define CONSENT_SERVER_POLICY_H_
+#ifndef CONSENT_CORE_POLICY_H_
+#define CONSENT_CORE_POLICY_H_
 
 #include <algorithm>
 #include <array>
@@ -130,4 +130,4 @@ absl::string_view ParentPurpose(absl::string_view purpose);
 
 }  // namespace consent
 
-#endif  // CONSENT_SERVER_POLICY_H_
+#endif  // CONSENT_CORE_POLICY_H_

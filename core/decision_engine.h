@@ -2,8 +2,8 @@
 // the subject's record, the user's exclusions of the content and the
 // content itself. Rule 1 (unknown purpose) is the caller's: it is a request
 // error, not a decision.
-#ifndef CONSENT_SERVER_DECISION_ENGINE_H_
-#define CONSENT_SERVER_DECISION_ENGINE_H_
+#ifndef CONSENT_CORE_DECISION_ENGINE_H_
+#define CONSENT_CORE_DECISION_ENGINE_H_
 
 #include <cstdint>
 #include <string>
@@ -13,8 +13,8 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
-#include "server/policy.h"
-#include "storage/subject_view.h"
+#include "core/policy.h"
+#include "core/subject_view.h"
 
 namespace consent {
 
@@ -26,7 +26,7 @@ struct Verdict {
 
 struct CheckSubject {
   // nullptr when nothing was ever recorded for the user.
-  const storage::SubjectView* record = nullptr;
+  const SubjectView* record = nullptr;
   // Purposes for which the user excluded the content being checked.
   absl::Span<const std::string> excluded_purposes;
 };
@@ -61,15 +61,15 @@ CivilDate UtcDate(absl::Time at);
 
 // Whole years between `birth` and `at` (UTC); negative if `at` is before
 // `birth`.
-int AgeInYears(const storage::DateView& birth, absl::Time at);
+int AgeInYears(const DateView& birth, absl::Time at);
 
 // Whether `preference` is in effect at `at`: effective_time <= at <
 // expire_time, an unset bound being open.
-bool InEffect(const storage::PreferenceView& preference, absl::Time at);
+bool InEffect(const PreferenceView& preference, absl::Time at);
 
 // Whether `ancestor` is `purpose` or one of its ancestors on the dotted path.
 bool CoversPurpose(absl::string_view ancestor, absl::string_view purpose);
 
 }  // namespace consent
 
-#endif  // CONSENT_SERVER_DECISION_ENGINE_H_
+#endif  // CONSENT_CORE_DECISION_ENGINE_H_

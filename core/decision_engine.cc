@@ -1,4 +1,4 @@
-#include "server/decision_engine.h"
+#include "core/decision_engine.h"
 
 #include <algorithm>
 
@@ -8,14 +8,11 @@
 #include "absl/strings/strip.h"
 #include "absl/time/civil_time.h"
 #include "core/enum_names.h"
+#include "core/proto_time.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace consent {
 namespace {
-
-absl::Time FromProto(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-}
 
 std::string FormatTime(const google::protobuf::Timestamp& t) {
   return google::protobuf::util::TimeUtil::ToString(t);
@@ -65,7 +62,7 @@ v1::SensitiveCategory ExcludedSensitive(const v1::PurposeRule& rule, const v1::C
 // Rule 7. The author's age at the content's create_time; when create_time is
 // unknown the age now is an upper bound for it, so a subject under min_age
 // now is certainly a minor then. Sets `why`.
-bool MinorDenied(const v1::PurposeRule& rule, const storage::SubjectView* subject,
+bool MinorDenied(const v1::PurposeRule& rule, const SubjectView* subject,
                  const v1::Content& content, absl::Time at, std::string* why, bool explain) {
   if (rule.min_age() <= 0 && !rule.require_known_age()) {
     if (explain) *why = "the rule sets no minimum age";
@@ -81,7 +78,7 @@ bool MinorDenied(const v1::PurposeRule& rule, const storage::SubjectView* subjec
     if (explain) *why = absl::StrCat(requirement(), "; birth date unknown");
     return rule.require_known_age();
   }
-  const storage::DateView& birth = *subject->birth_date;
+  const DateView& birth = *subject->birth_date;
   if (content.has_create_time()) {
     // A create_time after the evaluation time is refused by validation
     // beyond a few minutes of clock skew (registry.cc); within them, the
@@ -129,7 +126,7 @@ CivilDate UtcDate(absl::Time at) {
   return {year_of_era + era * 400 + (month <= 2 ? 1 : 0), month, day};
 }
 
-int AgeInYears(const storage::DateView& birth, absl::Time at) {
+int AgeInYears(const DateView& birth, absl::Time at) {
   const CivilDate day = UtcDate(at);
   int age = static_cast<int>(day.year) - birth.year;
   if (day.month < birth.month || (day.month == birth.month && day.day < birth.day)) {
@@ -138,7 +135,7 @@ int AgeInYears(const storage::DateView& birth, absl::Time at) {
   return age;
 }
 
-bool InEffect(const storage::PreferenceView& preference, absl::Time at) {
+bool InEffect(const PreferenceView& preference, absl::Time at) {
   if (preference.effective_time && at < *preference.effective_time) return false;
   if (preference.expire_time && at >= *preference.expire_time) return false;
   return true;
@@ -154,7 +151,7 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
                const v1::Content& content, absl::Time at,
                std::vector<v1::RuleEvaluation>* explanation, RuleFinder* rules) {
   Trace trace(explanation);
-  const storage::SubjectView* record = subject.record;
+  const SubjectView* record = subject.record;
   Verdict v;
   // Records the deciding rule and ends evaluation.
   auto conclude = [&](v1::DecisionReason reason, int rule, absl::string_view name, auto&& detail) {
@@ -271,10 +268,10 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
   // objection is never narrowed by an older consent. An objection on a
   // descendant is more specific than any ancestor's consent, so it decides.
   if (record != nullptr && !record->preferences.empty()) {
-    const storage::PreferenceView* decisive = nullptr;
+    const PreferenceView* decisive = nullptr;
     absl::string_view p = purpose;
     for (; !p.empty() && decisive == nullptr; p = ParentPurpose(p)) {
-      for (const storage::PreferenceView& pref : record->preferences) {
+      for (const PreferenceView& pref : record->preferences) {
         if (pref.purpose == p && InEffect(pref, at) &&
             (pref.state == v1::PREFERENCE_STATE_OBJECTED ||
              pref.state == v1::PREFERENCE_STATE_CONSENTED)) {
@@ -287,10 +284,10 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
       // `p` is now the decisive purpose's parent: look for a later objection
       // on it or any ancestor.
       for (; !p.empty(); p = ParentPurpose(p)) {
-        for (const storage::PreferenceView& pref : record->preferences) {
+        for (const PreferenceView& pref : record->preferences) {
           if (pref.purpose == p && pref.state == v1::PREFERENCE_STATE_OBJECTED &&
               pref.revision > decisive->revision && InEffect(pref, at)) {
-            const storage::PreferenceView* consent = decisive;
+            const PreferenceView* consent = decisive;
             return conclude(
                 v1::DECISION_REASON_DENIED_OBJECTION, 9, "preference", [&pref, consent] {
                   return absl::StrCat("OBJECTED for ", pref.purpose, ", set at revision ",
@@ -302,7 +299,7 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
       }
     }
     if (decisive != nullptr) {
-      const storage::PreferenceView& pref = *decisive;
+      const PreferenceView& pref = *decisive;
       auto detail = [&] {
         return absl::StrCat(
             EnumValueName(v1::PreferenceState_descriptor(), pref.state, "PREFERENCE_STATE_"),

@@ -1,14 +1,14 @@
-#include "server/policy.h"
+#include "core/policy.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "core/text_proto.h"
+#include "core/validation.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
-#include "server/text_proto.h"
-#include "server/validation.h"
 
 namespace consent {
 namespace {

@@ -1,7 +1,7 @@
 // Time source for the server, injected so tests never sleep to make time
 // pass (tests/fake_clock.h).
-#ifndef CONSENT_SERVER_CLOCK_H_
-#define CONSENT_SERVER_CLOCK_H_
+#ifndef CONSENT_CORE_CLOCK_H_
+#define CONSENT_CORE_CLOCK_H_
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -22,4 +22,4 @@ class RealClock final : public Clock {
 
 }  // namespace consent
 
-#endif  // CONSENT_SERVER_CLOCK_H_
+#endif  // CONSENT_CORE_CLOCK_H_

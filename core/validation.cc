@@ -1,10 +1,10 @@
-#include "server/validation.h"
+#include "core/validation.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/civil_time.h"
+#include "core/status_details.h"
 #include "google/rpc/error_details.pb.h"
-#include "server/errors.h"
 
 namespace consent {
 namespace {

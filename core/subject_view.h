@@ -2,8 +2,8 @@
 // plain structs instead of protobuf messages: a batch check reads one per
 // item, and parsing each into a v1::Subject on an arena cost about 15% of
 // consentd's CPU under BatchCheck (docs/performance.md).
-#ifndef CONSENT_STORAGE_SUBJECT_VIEW_H_
-#define CONSENT_STORAGE_SUBJECT_VIEW_H_
+#ifndef CONSENT_CORE_SUBJECT_VIEW_H_
+#define CONSENT_CORE_SUBJECT_VIEW_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -17,7 +17,7 @@
 #include "absl/types/span.h"
 #include "consent/v1/types.pb.h"
 
-namespace consent::storage {
+namespace consent {
 
 // A v1::Date's fields.
 struct DateView {
@@ -86,11 +86,6 @@ class SubjectViewArena {
   std::vector<PreferenceView> preferences_;  // Decode's, until copied
 };
 
-// The time a google.protobuf.Timestamp stands for.
-inline absl::Time TimeOf(int64_t seconds, int32_t nanos) {
-  return absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
-}
+}  // namespace consent
 
-}  // namespace consent::storage
-
-#endif  // CONSENT_STORAGE_SUBJECT_VIEW_H_
+#endif  // CONSENT_CORE_SUBJECT_VIEW_H_

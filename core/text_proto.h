@@ -1,7 +1,7 @@
 // Reading protobuf text-format files (the policy, the auth file): the file's
 // bytes, and parse errors with their lines.
-#ifndef CONSENT_SERVER_TEXT_PROTO_H_
-#define CONSENT_SERVER_TEXT_PROTO_H_
+#ifndef CONSENT_CORE_TEXT_PROTO_H_
+#define CONSENT_CORE_TEXT_PROTO_H_
 
 #include <fstream>
 #include <sstream>
@@ -43,4 +43,4 @@ inline absl::StatusOr<std::string> ReadTextFile(const std::string& path, absl::s
 
 }  // namespace consent
 
-#endif  // CONSENT_SERVER_TEXT_PROTO_H_
+#endif  // CONSENT_CORE_TEXT_PROTO_H_
