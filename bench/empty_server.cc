@@ -28,6 +28,7 @@
 #include "server/reflection.h"
 #include "server/registry_service.h"
 #include "server/server.h"
+#include "server/wire.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0", "host:port; port 0 picks a free port.");
 ABSL_FLAG(std::string, api, "callback",

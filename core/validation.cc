@@ -236,4 +236,23 @@ void ValidateSource(const v1::Source& source, const std::string& prefix, Violati
   check(source.actor(), "actor");
 }
 
+void ValidateId(absl::string_view id, const std::string& field, Violations* v) {
+  if (std::string problem = IdProblem(id); !problem.empty()) v->Add(field, problem);
+}
+
+void ValidateOptionalId(absl::string_view id, const std::string& field, Violations* v) {
+  if (!id.empty()) ValidateId(id, field, v);
+}
+
+// Rule 1 of docs/decisions.md: a purpose must be well formed and defined.
+void ValidatePurpose(absl::string_view purpose, const std::string& field,
+                     const CompiledPolicy& policy, Violations* v) {
+  if (std::string problem = PurposeProblem(purpose); !problem.empty()) {
+    v->Add(field, problem);
+  } else if (!policy.HasPurpose(purpose)) {
+    v->Add(field,
+           absl::StrCat("\"", purpose, "\" is not defined by policy version ", policy.version()));
+  }
+}
+
 }  // namespace consent

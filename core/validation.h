@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "consent/v1/types.pb.h"
+#include "core/policy.h"
 #include "google/protobuf/timestamp.pb.h"
 
 namespace consent {
@@ -73,6 +74,15 @@ void ValidateContent(const v1::Content& content, absl::FunctionRef<std::string()
                      Violations* violations);
 
 void ValidateSource(const v1::Source& source, const std::string& prefix, Violations* violations);
+
+// An id field (IdProblem); ValidateOptionalId accepts an empty one.
+void ValidateId(absl::string_view id, const std::string& field, Violations* violations);
+void ValidateOptionalId(absl::string_view id, const std::string& field, Violations* violations);
+
+// Rule 1 of docs/decisions.md, for a purpose field: well formed
+// (PurposeProblem) and defined by `policy`.
+void ValidatePurpose(absl::string_view purpose, const std::string& field,
+                     const CompiledPolicy& policy, Violations* violations);
 
 }  // namespace consent
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/errors.h"
 #include "server/log.h"
+#include "server/wire.h"
 
 namespace consent {
 namespace {
@@ -192,36 +193,6 @@ grpc::ServerUnaryReactor* RegistryService::Check(grpc::CallbackServerContext* co
   }));
   return reactor;
 }
-
-v1::BatchCheckRequest* ParseBatchCheck(const grpc::ByteBuffer& bytes,
-                                       google::protobuf::Arena* arena) {
-  auto* message = google::protobuf::Arena::CreateMessage<v1::BatchCheckRequest>(arena);
-  grpc::ByteBuffer copy(bytes);  // shares the slices; Deserialize clears it
-  if (!grpc::SerializationTraits<v1::BatchCheckRequest>::Deserialize(&copy, message).ok()) {
-    return nullptr;
-  }
-  return message;
-}
-
-grpc::Status BadBatchCheckRequest() {
-  // The client's bytes (gRPC's generated handlers say INTERNAL).
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                      "the request is not a well-formed consent.v1.BatchCheckRequest");
-}
-
-void SetResponseBytes(const std::string& bytes, grpc::ByteBuffer* response) {
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer buffer(&slice, 1);
-  response->Swap(&buffer);
-}
-
-StreamArena::StreamArena()
-    : first_block_(new char[kFirstBlock]), arena_([this] {
-        google::protobuf::ArenaOptions options = BatchArenaOptions();
-        options.initial_block = first_block_.get();
-        options.initial_block_size = kFirstBlock;
-        return options;
-      }()) {}
 
 grpc::ServerUnaryReactor* RegistryService::BatchCheck(grpc::CallbackServerContext* context,
                                                       const grpc::ByteBuffer* request,

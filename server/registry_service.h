@@ -145,35 +145,6 @@ class CallAccounting {
   std::array<MethodMetrics*, kRpcCount> methods_{};
 };
 
-// A raw BatchCheck call's request parsed onto `arena`; null when the bytes
-// are not a well-formed request (BadBatchCheckRequest() is the status).
-v1::BatchCheckRequest* ParseBatchCheck(const grpc::ByteBuffer& bytes,
-                                       google::protobuf::Arena* arena);
-grpc::Status BadBatchCheckRequest();
-// `bytes` (copied) as a raw call's response.
-void SetResponseBytes(const std::string& bytes, grpc::ByteBuffer* response);
-
-// The arena of a StreamCheck stream: each message and its response on it,
-// reset between messages. Its first block, kept across resets, holds a
-// message of 1,000 items and its response (312,528 bytes by
-// Arena::SpaceUsed), so such a message costs no allocation. (Messages on
-// the heap, reused, still freed and reallocated every item's content and
-// create_time: docs/performance.md.) Not thread safe.
-class StreamArena {
- public:
-  StreamArena();
-  // The arena, emptied: what was on it is gone.
-  google::protobuf::Arena* Next() {
-    arena_.Reset();
-    return &arena_;
-  }
-
- private:
-  static constexpr size_t kFirstBlock = 512 << 10;
-  std::unique_ptr<char[]> first_block_;
-  google::protobuf::Arena arena_;
-};
-
 // The unary methods are served on gRPC's callback API. Check and BatchCheck
 // run inline on gRPC's threads: they wait for nothing but memory (the
 // subject index) or, with the index off or loading, RocksDB reads, and so
@@ -237,7 +208,7 @@ class RegistryService final
                                   const v1::CheckRequest* request,
                                   v1::CheckResponse* response) override;
   // Raw: the request parsed here onto an arena, the response written by
-  // hand (EncodedDecisions).
+  // hand (wire.h: EncodedDecisions).
   grpc::ServerUnaryReactor* BatchCheck(grpc::CallbackServerContext* context,
                                        const grpc::ByteBuffer* request,
                                        grpc::ByteBuffer* response) override;

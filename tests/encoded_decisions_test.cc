@@ -4,9 +4,10 @@
 #include <vector>
 
 #include "consent/v1/registry.pb.h"
-#include "gtest/gtest.h"
 #include "core/decision_engine.h"
+#include "gtest/gtest.h"
 #include "server/registry.h"
+#include "server/wire.h"
 
 namespace consent {
 namespace {

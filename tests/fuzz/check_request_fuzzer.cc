@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "server/registry.h"
+#include "server/wire.h"
 #include "tests/fuzz/fuzz_registry.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -1,0 +1,320 @@
+#include "server/registry_checks.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "core/proto_time.h"
+#include "core/status_details.h"
+#include "core/subject_view.h"
+#include "core/validation.h"
+#include "google/rpc/error_details.pb.h"
+
+namespace consent {
+
+absl::StatusOr<RegistryChecks::ReadView> RegistryChecks::PrepareRead(
+    bool has_as_of, const google::protobuf::Timestamp& as_of, int64_t min_revision) const {
+  if (min_revision < 0) return FieldError("min_revision", "must not be negative");
+  const int64_t current = store_->CurrentRevision();
+  if (min_revision > current) {
+    absl::Status status = absl::FailedPreconditionError(absl::StrCat(
+        "min_revision ", min_revision, " is ahead of the registry's revision ", current));
+    google::rpc::PreconditionFailure failure;
+    auto* violation = failure.add_violations();
+    violation->set_type("REVISION_NOT_REACHED");
+    violation->set_subject("min_revision");
+    violation->set_description(absl::StrCat("current revision is ", current));
+    AttachDetail(status, failure);
+    return status;
+  }
+  ReadView view;
+  const absl::Time now = clock_->Now();
+  if (!has_as_of) {
+    view.policy = policies_->Get();
+    view.at = now;
+    return view;
+  }
+  if (std::string p = TimestampProblem(as_of); !p.empty()) return FieldError("as_of", p);
+  view.as_of = true;
+  view.at = FromProto(as_of);
+  if (view.at > now) {
+    return FieldError("as_of", absl::StrCat("is in the future (the server's time is ",
+                                            absl::FormatTime(now), ")"));
+  }
+  view.policy = policies_->ActiveAt(view.at);
+  if (view.policy == nullptr) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "as_of ", absl::FormatTime(view.at), " is before the registry's first policy, active from ",
+        absl::FormatTime(policies_->first_activation())));
+  }
+  return view;
+}
+
+absl::Status RegistryChecks::LoadAsOf(absl::string_view user_id, absl::Time at,
+                                      SubjectAsOf* state) const {
+  constexpr size_t kPage = 1000;
+  int64_t after = 0;
+  while (true) {
+    auto events = store_->ReadUserEvents(user_id, after, kPage);
+    if (!events.ok()) return events.status();
+    for (const v1::ChangeEvent& event : *events) {
+      // Event times never decrease with revisions, so the state at `at` is
+      // the prefix of events stamped at or before it.
+      const absl::Time t = FromProto(event.event_time());
+      if (t > at) return absl::OkStatus();
+      ApplyEvent(event, state);
+      after = event.revision();
+    }
+    if (events->size() < kPage) return absl::OkStatus();
+  }
+}
+
+namespace {
+
+// Rule 1, for reads: the purpose must be defined by the policy in force at
+// the evaluation time.
+absl::Status CheckPurposeDefined(absl::string_view purpose, const CompiledPolicy& policy) {
+  if (policy.HasPurpose(purpose)) return absl::OkStatus();
+  return FieldError("purpose", absl::StrCat("\"", purpose, "\" is not defined by policy version ",
+                                            policy.version()));
+}
+
+// Validates one check: the request's own fields (index -1) or those of
+// items[index]. Field names are built only for violations: a batch of
+// 10,000 valid items builds none.
+void ValidateCheckItem(const std::string& user_id, bool has_content, const v1::Content& content,
+                       int index, Violations* v) {
+  auto field = [index](absl::string_view name) {
+    return index < 0 ? std::string(name) : absl::StrCat("items[", index, "].", name);
+  };
+  if (std::string p = IdProblem(user_id); !p.empty()) v->Add(field("user_id"), p);
+  if (!has_content) {
+    v->Add(field("content"), "is required");
+  } else {
+    ValidateContent(
+        content, [&] { return field("content"); }, v);
+  }
+}
+
+// A create_time later than the evaluation time would make a minor of today
+// old enough (rule 7). Up to this much later is clock skew between the
+// caller and the server: the decision then takes the evaluation time.
+constexpr absl::Duration kMaxCreateTimeSkew = absl::Minutes(5);
+
+// The content's create_time against the evaluation time `at` (now, or
+// as_of). `field` names the content, built only for a violation.
+void ValidateCreateTime(const v1::Content& content, absl::Time at,
+                        absl::FunctionRef<std::string()> field, Violations* v) {
+  if (!content.has_create_time()) return;
+  const absl::Time created = FromProto(content.create_time());
+  if (created > at + kMaxCreateTimeSkew) {
+    v->Add(absl::StrCat(field(), ".create_time"),
+           absl::StrCat("is ", absl::FormatTime(created, absl::UTCTimeZone()),
+                        ", more than 5 minutes after the evaluation time ",
+                        absl::FormatTime(at, absl::UTCTimeZone())));
+  }
+}
+
+void Fill(const Verdict& verdict, const CompiledPolicy& policy, int64_t revision,
+          v1::Decision* decision) {
+  decision->set_allowed(IsAllowed(verdict.reason));
+  decision->set_reason(verdict.reason);
+  decision->set_policy_version(policy.version());
+  decision->set_revision(revision);
+}
+
+const std::vector<std::string> kNoExclusions;
+
+const std::vector<std::string>& ExclusionsOf(const SubjectAsOf& state,
+                                             const std::string& content_id) {
+  auto it = state.exclusions.find(content_id);
+  return it == state.exclusions.end() ? kNoExclusions : it->second;
+}
+
+}  // namespace
+
+absl::Status RegistryChecks::Check(const v1::CheckRequest& request,
+                                   v1::CheckResponse* response) const {
+  Violations v;
+  if (std::string p = PurposeProblem(request.purpose()); !p.empty()) v.Add("purpose", p);
+  ValidateCheckItem(request.user_id(), request.has_content(), request.content(), -1, &v);
+  if (!v.empty()) return v.ToStatus();
+  auto view = PrepareRead(request.has_as_of(), request.as_of(), request.min_revision());
+  if (!view.ok()) return view.status();
+  if (absl::Status s = CheckPurposeDefined(request.purpose(), *view->policy); !s.ok()) return s;
+  ValidateCreateTime(
+      request.content(), view->at, [] { return std::string("content"); }, &v);
+  if (!v.empty()) return v.ToStatus();
+
+  std::vector<v1::RuleEvaluation> explanation;
+  auto* explain = request.explain() ? &explanation : nullptr;
+  Verdict verdict;
+  int64_t revision;
+  if (view->as_of) {
+    SubjectAsOf state;
+    if (absl::Status s = LoadAsOf(request.user_id(), view->at, &state); !s.ok()) return s;
+    SubjectViewArena arena;
+    const CheckSubject subject{state.exists ? arena.Add(state.subject) : nullptr,
+                               ExclusionsOf(state, request.content().content_id())};
+    verdict =
+        Decide(*view->policy, subject, request.purpose(), request.content(), view->at, explain);
+    revision = state.subject.revision();
+  } else {
+    revision = store_->CurrentRevision();
+    // The decision view (the subject index when there is one).
+    const absl::string_view id = request.user_id();
+    SubjectViewArena arena;
+    std::vector<const SubjectView*> records;
+    if (absl::Status s = store_->GetSubjects({&id, 1}, &arena, &records); !s.ok()) return s;
+    const SubjectView* record = records[0];
+    std::vector<std::string> excluded;
+    if (record) {
+      revision = std::max(revision, record->revision);
+      // Only users who excluded something pay for the extra read.
+      if (record->exclusion_count > 0) {
+        auto purposes = store_->GetExclusions(request.user_id(), request.content().content_id());
+        if (!purposes.ok()) return purposes.status();
+        excluded = *std::move(purposes);
+      }
+    }
+    const CheckSubject subject{record, excluded};
+    verdict =
+        Decide(*view->policy, subject, request.purpose(), request.content(), view->at, explain);
+  }
+  Fill(verdict, *view->policy, revision, response->mutable_decision());
+  for (auto& e : explanation) *response->add_explanation() = std::move(e);
+  return absl::OkStatus();
+}
+
+namespace {
+
+// CheckItems' decisions as messages (StreamCheck).
+class DecisionMessages final : public DecisionSink {
+ public:
+  explicit DecisionMessages(google::protobuf::RepeatedPtrField<v1::Decision>* decisions)
+      : decisions_(decisions) {}
+  void Reserve(int n, const CompiledPolicy& policy) override {
+    policy_ = &policy;
+    decisions_->Reserve(n);
+  }
+  void Add(const Verdict& verdict, int64_t revision) override {
+    Fill(verdict, *policy_, revision, decisions_->Add());
+  }
+
+ private:
+  google::protobuf::RepeatedPtrField<v1::Decision>* decisions_;
+  const CompiledPolicy* policy_ = nullptr;
+};
+
+}  // namespace
+
+absl::Status CallControl::GaveUp(absl::string_view what) const {
+  if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("the call's deadline passed; ", what, " stopped"));
+  }
+  if (cancelled && cancelled()) {
+    return absl::CancelledError(absl::StrCat("the call was cancelled; ", what, " stopped"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Request>
+absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* decisions,
+                                        const CallControl& control) const {
+  Violations v;
+  if (std::string p = PurposeProblem(request.purpose()); !p.empty()) v.Add("purpose", p);
+  const int n = request.items_size();
+  if (n == 0) {
+    v.Add("items", "at least one item is required");
+  } else if (n > kMaxBatchCheckItems) {
+    v.Add("items", absl::StrCat(n, " items; at most ", kMaxBatchCheckItems, " allowed per batch"));
+  } else {
+    for (int i = 0; i < n; ++i) {
+      const v1::CheckItem& item = request.items(i);
+      ValidateCheckItem(item.user_id(), item.has_content(), item.content(), i, &v);
+    }
+  }
+  if (!v.empty()) return v.ToStatus();
+  auto view = PrepareRead(request.has_as_of(), request.as_of(), request.min_revision());
+  if (!view.ok()) return view.status();
+  if (absl::Status s = CheckPurposeDefined(request.purpose(), *view->policy); !s.ok()) return s;
+  for (int i = 0; i < n; ++i) {
+    ValidateCreateTime(
+        request.items(i).content(), view->at,
+        [i] { return absl::StrCat("items[", i, "].content"); }, &v);
+  }
+  if (!v.empty()) return v.ToStatus();
+  decisions->Reserve(n, *view->policy);
+  RuleFinder rules(*view->policy, request.purpose());
+
+  if (view->as_of) {
+    // Each user's history is folded once, however many of their items.
+    struct Folded {
+      SubjectAsOf state;
+      const SubjectView* record = nullptr;  // null: no record then
+    };
+    absl::flat_hash_map<std::string, Folded> folded;
+    SubjectViewArena arena;
+    for (const v1::CheckItem& item : request.items()) {
+      auto [it, inserted] = folded.try_emplace(item.user_id());
+      Folded& user = it->second;
+      if (inserted) {
+        // Folding a user's history is the costly part: stop between users
+        // once the caller has given up.
+        if (absl::Status s = control.GaveUp("the as_of batch"); !s.ok()) return s;
+        if (absl::Status s = LoadAsOf(item.user_id(), view->at, &user.state); !s.ok()) return s;
+        if (user.state.exists) user.record = arena.Add(user.state.subject);
+      }
+      const CheckSubject subject{user.record,
+                                 ExclusionsOf(user.state, item.content().content_id())};
+      decisions->Add(Decide(*view->policy, subject, request.purpose(), item.content(), view->at,
+                            /*explanation=*/nullptr, &rules),
+                     user.state.subject.revision());
+    }
+    return absl::OkStatus();
+  }
+
+  const int64_t revision = store_->CurrentRevision();
+  std::vector<absl::string_view> ids;
+  ids.reserve(n);
+  for (const v1::CheckItem& item : request.items()) ids.push_back(item.user_id());
+  SubjectViewArena arena;
+  std::vector<const SubjectView*> records;
+  if (absl::Status s = store_->GetSubjects(ids, &arena, &records); !s.ok()) return s;
+  std::vector<std::string> excluded;
+  for (int i = 0; i < n; ++i) {
+    if (i % 256 == 255) {
+      if (absl::Status s = control.GaveUp("the batch"); !s.ok()) return s;
+    }
+    const v1::CheckItem& item = request.items(i);
+    const SubjectView* record = records[i];
+    excluded.clear();
+    if (record != nullptr && record->exclusion_count > 0) {
+      auto purposes = store_->GetExclusions(item.user_id(), item.content().content_id());
+      if (!purposes.ok()) return purposes.status();
+      excluded = *std::move(purposes);
+    }
+    decisions->Add(Decide(*view->policy, CheckSubject{record, excluded}, request.purpose(),
+                          item.content(), view->at, /*explanation=*/nullptr, &rules),
+                   record ? std::max(revision, record->revision) : revision);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegistryChecks::BatchCheck(const v1::BatchCheckRequest& request,
+                                        DecisionSink* decisions, const CallControl& control) const {
+  return CheckItems(request, decisions, control);
+}
+
+absl::Status RegistryChecks::StreamCheck(const v1::StreamCheckRequest& request,
+                                         v1::StreamCheckResponse* response,
+                                         const CallControl& control) const {
+  DecisionMessages decisions(response->mutable_decisions());
+  return CheckItems(request, &decisions, control);
+}
+
+}  // namespace consent

@@ -1,0 +1,101 @@
+// The registry's checks (training pipelines): Check, BatchCheck and
+// StreamCheck, evaluated by the decision engine (core/decision_engine.h)
+// against the current state (the subject index or RocksDB) or, with
+// as_of, against the state folded from the user's history.
+#ifndef CONSENT_SERVER_REGISTRY_CHECKS_H_
+#define CONSENT_SERVER_REGISTRY_CHECKS_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "consent/v1/registry.pb.h"
+#include "core/clock.h"
+#include "core/decision_engine.h"
+#include "core/policy.h"
+#include "server/history.h"
+#include "storage/consent_store.h"
+
+namespace consent {
+
+inline constexpr int kMaxBatchCheckItems = 10000;
+
+// Whether a call's caller has given up, for work that can stop early.
+struct CallControl {
+  // The call's deadline (real time), InfiniteFuture for none.
+  absl::Time deadline = absl::InfiniteFuture();
+  // True once the call was cancelled; may be empty.
+  std::function<bool()> cancelled;
+  // kDeadlineExceeded or kCancelled once the caller has given up, naming
+  // what stopped; OK otherwise.
+  absl::Status GaveUp(absl::string_view what) const;
+};
+
+// Where a batch's decisions go, in item order: Reserve once, then Add per
+// item. The service layer's hand-written encoder (wire.h,
+// EncodedDecisions) is one; StreamCheck's messages another.
+class DecisionSink {
+ public:
+  virtual ~DecisionSink() = default;
+  // `n` decisions under `policy` follow.
+  virtual void Reserve(int n, const CompiledPolicy& policy) = 0;
+  virtual void Add(const Verdict& verdict, int64_t revision) = 0;
+};
+
+// Thread safe. Does not own its collaborators, which must outlive it.
+//
+// Errors: kInvalidArgument with a google.rpc.BadRequest naming each bad
+// field (purpose unknown to the policy in force at the evaluation time,
+// items, ids, content, a create_time more than 5 minutes after the
+// evaluation time, min_revision < 0, as_of in the future);
+// kFailedPrecondition (PreconditionFailure REVISION_NOT_REACHED) for a
+// min_revision beyond the registry's revision; kOutOfRange for an as_of
+// before the first policy. Storage failures pass through.
+class RegistryChecks {
+ public:
+  RegistryChecks(storage::ConsentStore* store, PolicyHolder* policies, const Clock* clock)
+      : store_(store), policies_(policies), clock_(clock) {}
+
+  absl::Status Check(const v1::CheckRequest& request, v1::CheckResponse* response) const;
+  // A batch stops as soon as `control` says the caller gave up (its
+  // deadline passed, or it cancelled): kDeadlineExceeded or kCancelled,
+  // the decisions left incomplete (not to be sent). Checked every 256
+  // items, and before each user's history is folded for as_of.
+  absl::Status BatchCheck(const v1::BatchCheckRequest& request, DecisionSink* decisions,
+                          const CallControl& control = {}) const;
+  // One message of a StreamCheck stream: a batch check.
+  absl::Status StreamCheck(const v1::StreamCheckRequest& request, v1::StreamCheckResponse* response,
+                           const CallControl& control = {}) const;
+
+ private:
+  // BatchCheck and StreamCheck: requests with purpose, items, as_of and
+  // min_revision; decisions added in item order.
+  template <typename Request>
+  absl::Status CheckItems(const Request& request, DecisionSink* decisions,
+                          const CallControl& control) const;
+
+  // What reads are evaluated against.
+  struct ReadView {
+    std::shared_ptr<const CompiledPolicy> policy;
+    absl::Time at;
+    // Evaluate from history (as_of) rather than current state.
+    bool as_of = false;
+  };
+  // Checks min_revision and as_of; picks the policy and evaluation time.
+  absl::StatusOr<ReadView> PrepareRead(bool has_as_of, const google::protobuf::Timestamp& as_of,
+                                       int64_t min_revision) const;
+  // Folds the user's events stamped at or before `at` into `state`.
+  absl::Status LoadAsOf(absl::string_view user_id, absl::Time at, SubjectAsOf* state) const;
+
+  storage::ConsentStore* const store_;
+  PolicyHolder* const policies_;
+  const Clock* const clock_;
+};
+
+}  // namespace consent
+
+#endif  // CONSENT_SERVER_REGISTRY_CHECKS_H_

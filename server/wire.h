@@ -1,0 +1,81 @@
+// The service layer's wire-level code, for the hot check paths: a
+// BatchCheck request parsed onto an arena, its response written by hand
+// (EncodedDecisions), and StreamCheck's per-stream arena. Everything else
+// goes through gRPC's generated (de)serialization.
+#ifndef CONSENT_SERVER_WIRE_H_
+#define CONSENT_SERVER_WIRE_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "consent/v1/registry.pb.h"
+#include "google/protobuf/arena.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/status.h"
+#include "server/registry_checks.h"
+
+namespace consent {
+
+// Arena block sizes for a batch of checks (1,000 items: a few blocks).
+google::protobuf::ArenaOptions BatchArenaOptions();
+
+// A batch's decisions as the bytes of a BatchCheckResponse (the same as a
+// StreamCheckResponse's), written directly: building a v1::Decision each
+// (and a copy of the policy version each) and serializing them took about
+// 9% of consentd's CPU under BatchCheck (docs/performance.md). The bytes
+// are what protobuf would write for the same decisions
+// (tests/encoded_decisions_test.cc compares them, and check_request_fuzzer
+// parses them). Not thread safe.
+class EncodedDecisions final : public DecisionSink {
+ public:
+  const std::string& bytes() const { return bytes_; }
+  // Decisions by reason (index: the reason's number), for metrics.
+  absl::Span<const int64_t> tally() const { return tally_; }
+
+  // `n` decisions under `policy` (its version) follow, each added by Add.
+  void Reserve(int n, const CompiledPolicy& policy) override { Reserve(n, policy.version()); }
+  void Reserve(int n, absl::string_view policy_version);
+  void Add(const Verdict& verdict, int64_t revision) override;
+
+ private:
+  std::string bytes_;
+  std::string version_field_;  // policy_version's tag, length and bytes
+  std::array<int64_t, v1::DecisionReason_ARRAYSIZE> tally_{};
+};
+
+// A raw BatchCheck call's request parsed onto `arena`; null when the bytes
+// are not a well-formed request (BadBatchCheckRequest() is the status).
+v1::BatchCheckRequest* ParseBatchCheck(const grpc::ByteBuffer& bytes,
+                                       google::protobuf::Arena* arena);
+grpc::Status BadBatchCheckRequest();
+// `bytes` (copied) as a raw call's response.
+void SetResponseBytes(const std::string& bytes, grpc::ByteBuffer* response);
+
+// The arena of a StreamCheck stream: each message and its response on it,
+// reset between messages. Its first block, kept across resets, holds a
+// message of 1,000 items and its response (312,528 bytes by
+// Arena::SpaceUsed), so such a message costs no allocation. (Messages on
+// the heap, reused, still freed and reallocated every item's content and
+// create_time: docs/performance.md.) Not thread safe.
+class StreamArena {
+ public:
+  StreamArena();
+  // The arena, emptied: what was on it is gone.
+  google::protobuf::Arena* Next() {
+    arena_.Reset();
+    return &arena_;
+  }
+
+ private:
+  static constexpr size_t kFirstBlock = 512 << 10;
+  std::unique_ptr<char[]> first_block_;
+  google::protobuf::Arena arena_;
+};
+
+}  // namespace consent
+
+#endif  // CONSENT_SERVER_WIRE_H_
