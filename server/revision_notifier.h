@@ -27,6 +27,11 @@ class RevisionNotifier {
     mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
     return !closed_;
   }
+  // The highest revision notified so far (0 before any).
+  int64_t revision() const {
+    absl::MutexLock lock(&mu_);
+    return revision_;
+  }
   // Wakes every waiter for good (shutdown).
   void Close() {
     absl::MutexLock lock(&mu_);
@@ -34,7 +39,7 @@ class RevisionNotifier {
   }
 
  private:
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   int64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -28,7 +28,7 @@ google::protobuf::ArenaOptions BatchArenaOptions();
 // (and a copy of the policy version each) and serializing them took about
 // 9% of consentd's CPU under BatchCheck (docs/performance.md). The bytes
 // are what protobuf would write for the same decisions
-// (tests/encoded_decisions_test.cc compares them, and check_request_fuzzer
+// (tests/server/encoded_decisions_test.cc compares them, and check_request_fuzzer
 // parses them). Not thread safe.
 class EncodedDecisions final : public DecisionSink {
  public:

@@ -42,7 +42,7 @@ struct RocksDbTuning {
   // single-check throughput (docs/operations.md, "Overhead").
   bool collect_statistics = false;
   // The file system RocksDB works through; null: the local one. Tests only,
-  // to inject faults (tests/fault_file_system.h). Must outlive the store.
+  // to inject faults (tests/storage/fault_file_system.h). Must outlive the store.
   std::shared_ptr<rocksdb::FileSystem> file_system;
 };
 

@@ -1,5 +1,5 @@
 // Power loss, not just kill -9 (which keeps the page cache): commits run
-// against the real RocksDB through tests/power_loss_file_system.h, power
+// against the real RocksDB through tests/storage/power_loss_file_system.h, power
 // "goes" at a random sync, everything not synced is dropped from the files
 // (and unsynced creations and renames undone), and the store is reopened
 // and checked, at 1,000 random crash points (50 in a row on each data
@@ -20,7 +20,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "storage/consent_store.h"
-#include "tests/power_loss_file_system.h"
+#include "tests/storage/power_loss_file_system.h"
 #include "tests/test_util.h"
 
 namespace consent::storage {

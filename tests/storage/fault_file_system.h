@@ -1,8 +1,8 @@
 // A RocksDB file system for tests that fails the write-ahead log's writes
 // on command: librocksdb-dev ships no fault-injection file system. Given to
 // the store through StoreOptions::rocksdb.file_system.
-#ifndef CONSENT_TESTS_FAULT_FILE_SYSTEM_H_
-#define CONSENT_TESTS_FAULT_FILE_SYSTEM_H_
+#ifndef CONSENT_TESTS_STORAGE_FAULT_FILE_SYSTEM_H_
+#define CONSENT_TESTS_STORAGE_FAULT_FILE_SYSTEM_H_
 
 #include <atomic>
 #include <cstdint>
@@ -73,4 +73,4 @@ class FaultFileSystem : public rocksdb::FileSystemWrapper {
 
 }  // namespace consent::testing
 
-#endif  // CONSENT_TESTS_FAULT_FILE_SYSTEM_H_
+#endif  // CONSENT_TESTS_STORAGE_FAULT_FILE_SYSTEM_H_

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "server/server.h"
 #include "tests/fake_clock.h"
+#include "tests/in_process_server.h"
 #include "tests/test_util.h"
 
 namespace consent {
@@ -46,11 +47,7 @@ class DecisionsTest : public ::testing::Test {
   }
 
   void StartServer() {
-    ServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.metrics_listen = "";
-    options.data_dir = dir_.Sub("data");
-    options.policy_path = policy_path_;
+    ServerOptions options = testing::InProcessOptions(dir_.Sub("data"), policy_path_);
     auto server = ConsentServer::Start(options, &clock_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -435,11 +432,7 @@ TEST_F(DecisionsTest, ALooseningPolicyNeedsItsOwnPermission) {
   // The same file is refused at start: consentd does not come up on it.
   ASSERT_TRUE(server_->Shutdown().ok());
   server_.reset();
-  ServerOptions options;
-  options.listen = "127.0.0.1:0";
-  options.metrics_listen = "";
-  options.data_dir = dir_.Sub("data");
-  options.policy_path = policy_path_;
+  ServerOptions options = testing::InProcessOptions(dir_.Sub("data"), policy_path_);
   auto refused_start = ConsentServer::Start(options, &clock_);
   EXPECT_EQ(refused_start.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(refused_start.status().message(), HasSubstr("loosens the active policy \"strict\""));

@@ -12,8 +12,8 @@
 // durable at once (a deleted file that a crash would bring back is one
 // RocksDB has stopped using). Files that existed before it saw them count
 // as durable. CrashAfterSyncs(n) crashes at the n-th sync from now.
-#ifndef CONSENT_TESTS_POWER_LOSS_FILE_SYSTEM_H_
-#define CONSENT_TESTS_POWER_LOSS_FILE_SYSTEM_H_
+#ifndef CONSENT_TESTS_STORAGE_POWER_LOSS_FILE_SYSTEM_H_
+#define CONSENT_TESTS_STORAGE_POWER_LOSS_FILE_SYSTEM_H_
 
 #include <cstdint>
 #include <map>
@@ -100,4 +100,4 @@ class PowerLossFileSystem : public rocksdb::FileSystemWrapper {
 
 }  // namespace consent::testing
 
-#endif  // CONSENT_TESTS_POWER_LOSS_FILE_SYSTEM_H_
+#endif  // CONSENT_TESTS_STORAGE_POWER_LOSS_FILE_SYSTEM_H_

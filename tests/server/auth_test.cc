@@ -2,7 +2,7 @@
 // reload, certificate rotation, reflection, and the start-up refusals.
 // Certificates are made at test time with the openssl command line: a CA,
 // consentd's certificate, a client of that CA, a client of another CA, and
-// consentd's next certificate from that other CA. tests/auth_matrix_test.cc
+// consentd's next certificate from that other CA. tests/server/auth_matrix_test.cc
 // has every RPC × role × kind of credentials.
 #include "server/auth.h"
 

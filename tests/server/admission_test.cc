@@ -21,6 +21,7 @@
 #include "server/wire.h"
 #include "storage/consent_store.h"
 #include "tests/fake_clock.h"
+#include "tests/in_process_server.h"
 #include "tests/test_util.h"
 
 namespace consent {
@@ -33,11 +34,13 @@ const absl::Time kStart = absl::FromUnixSeconds(1'780'000'000);
 
 class AdmissionTest : public ::testing::Test {
  protected:
+  // `options` (the admission limits under test) started in process.
   void Start(ServerOptions options) {
-    options.listen = "127.0.0.1:0";
+    const ServerOptions in_process = testing::InProcessOptions(dir_.Sub("data"));
+    options.listen = in_process.listen;
+    options.data_dir = in_process.data_dir;
+    options.policy_path = in_process.policy_path;
     options.metrics_listen = "127.0.0.1:0";
-    options.data_dir = dir_.Sub("data");
-    options.policy_path = testing::DefaultPolicyPath();
     auto server = ConsentServer::Start(options, &clock_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);

@@ -16,6 +16,7 @@
 #include "storage/audit_chain.h"
 #include "storage/keys.h"
 #include "tests/fake_clock.h"
+#include "tests/in_process_server.h"
 #include "tests/test_util.h"
 
 namespace consent {
@@ -38,11 +39,7 @@ class HistoryTest : public ::testing::Test {
   }
 
   void StartServer() {
-    ServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.metrics_listen = "";
-    options.data_dir = dir_.Sub("data");
-    options.policy_path = testing::DefaultPolicyPath();
+    ServerOptions options = testing::InProcessOptions(dir_.Sub("data"));
     options.request_id_retention = absl::Hours(1);
     options.watch_checkpoint_interval = absl::Milliseconds(100);
     auto server = ConsentServer::Start(options, &clock_);

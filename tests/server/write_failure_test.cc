@@ -20,7 +20,8 @@
 #include "gtest/gtest.h"
 #include "server/server.h"
 #include "storage/consent_store.h"
-#include "tests/fault_file_system.h"
+#include "tests/in_process_server.h"
+#include "tests/storage/fault_file_system.h"
 #include "tests/test_util.h"
 
 namespace consent {
@@ -46,11 +47,8 @@ v1::CheckRequest PostCheck(const std::string& user) {
 class WriteFailureTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ServerOptions options;
-    options.listen = "127.0.0.1:0";
+    ServerOptions options = testing::InProcessOptions(dir_.Sub("data"));
     options.metrics_listen = "127.0.0.1:0";
-    options.data_dir = dir_.Sub("data");
-    options.policy_path = testing::DefaultPolicyPath();
     options.adjust_store_options = [this](storage::StoreOptions& store) {
       store.rocksdb.file_system = fs_;
       store.reopen_interval = absl::ZeroDuration();
@@ -194,11 +192,7 @@ TEST(FullDiskTest, WritesFailChecksGoOnAndWritesResumeOnceSpaceIsFreed) {
   TempDir dir;
   Tmpfs disk(dir.Sub("disk"), "48m");
   ASSERT_TRUE(disk.ok()) << disk.error();
-  ServerOptions options;
-  options.listen = "127.0.0.1:0";
-  options.metrics_listen = "";
-  options.data_dir = dir.Sub("disk/data");
-  options.policy_path = testing::DefaultPolicyPath();
+  ServerOptions options = testing::InProcessOptions(dir.Sub("disk/data"));
   options.adjust_store_options = [](storage::StoreOptions& store) {
     store.reopen_interval = absl::ZeroDuration();
   };

@@ -1,4 +1,4 @@
-#include "tests/fault_file_system.h"
+#include "tests/storage/fault_file_system.h"
 
 #include <utility>
 

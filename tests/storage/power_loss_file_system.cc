@@ -1,4 +1,4 @@
-#include "tests/power_loss_file_system.h"
+#include "tests/storage/power_loss_file_system.h"
 
 #include <unistd.h>
 

@@ -24,6 +24,7 @@
 #include "client/consent_client.h"
 #include "consent/v1/registry.pb.h"
 #include "server/server.h"
+#include "tests/in_process_server.h"
 #include "tests/test_certs.h"
 #include "tests/test_util.h"
 
@@ -208,11 +209,7 @@ TEST(AuthMatrixTest, EveryRpcRoleAndCredentialGetsItsExactCode) {
   testing::TempDir dir;
   testing::WriteFile(dir.Sub("auth.textproto"), auth_file);
 
-  ServerOptions options;
-  options.listen = "127.0.0.1:0";
-  options.metrics_listen = "";
-  options.data_dir = dir.Sub("data");
-  options.policy_path = testing::DefaultPolicyPath();
+  ServerOptions options = testing::InProcessOptions(dir.Sub("data"));
   options.tls.cert_file = certs.Path("server.pem");
   options.tls.key_file = certs.Path("server.key");
   options.tls.client_ca_file = certs.Path("test-ca.pem");

@@ -2,7 +2,7 @@
 // append or sync fails every commit of its group (replays included), says
 // the outcome is unknown, stops writes until the database is reopened, and
 // a retry with the same request id then gives the definitive answer. The
-// faults come from tests/fault_file_system.h over the real RocksDB.
+// faults come from tests/storage/fault_file_system.h over the real RocksDB.
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,7 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/consent_store.h"
-#include "tests/fault_file_system.h"
+#include "tests/storage/fault_file_system.h"
 #include "tests/test_util.h"
 
 namespace consent::storage {
