@@ -15,6 +15,7 @@ class Clock {
   virtual absl::Time Now() const = 0;
 };
 
+// The system clock (absl::Now), what consentd runs on.
 class RealClock final : public Clock {
  public:
   absl::Time Now() const override { return absl::Now(); }

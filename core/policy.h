@@ -22,6 +22,10 @@
 
 namespace consent {
 
+// A validated consent.v1.Policy with what decisions look up precomputed
+// (purposes, the rule of each jurisdiction and purpose). Immutable once
+// built, so shared freely between threads; PolicyHolder swaps the active
+// one atomically.
 class CompiledPolicy {
  public:
   // Parses and validates `text`. Errors are kInvalidArgument naming

@@ -49,6 +49,9 @@ inline constexpr int kShards = 8;
 // This thread's shard, fixed for the thread's life.
 int ShardOfThisThread();
 
+// A counter sharded by thread (kShards cache lines), so that threads
+// counting at once do not share a line. Add is wait-free; Value sums the
+// shards (a scrape's view, not a snapshot of one instant). Thread safe.
 class Counter {
  public:
   void Add(int64_t n = 1) {
@@ -134,6 +137,11 @@ enum class AuthFailure {
 // consent_calls_by_caller_total{caller,method}: one caller's calls of one method.
 using CallerCallCounter = metrics_internal::Counter;
 
+// Every metric consentd exports (docs/operations.md lists them), collected
+// by prometheus-cpp's Exposer on each scrape. Series are created once and
+// their pointers live as long as this object; recording is lock-free
+// (sharded counters and histograms), so the hot paths never wait for a
+// scrape. Thread safe.
 class Metrics final : public prometheus::Collectable {
  public:
   Metrics();

@@ -167,6 +167,14 @@ struct AdmissionLimits {
   absl::Duration watch_idle_timeout = absl::Seconds(60);
 };
 
+// consent.v1.ConsentRegistry over Registry: each handler authorizes its
+// caller (the RPC's role, rpc.h), admits the call, hands it to Registry
+// and translates the outcome (ToGrpcStatus), counting metrics and logging
+// writes. Unary calls on gRPC's callback API: checks inline, writes
+// answered by the store's commit pipeline, reads that may wait on disk on
+// a worker pool. Streams on gRPC's synchronous API, bounded by
+// AdmissionLimits. Thread safe; outlives no call (the server drains them
+// before destroying it).
 class RegistryService final
     : public v1::ConsentRegistry::WithCallbackMethod_SetPreference<
           v1::ConsentRegistry::WithCallbackMethod_BatchSetPreferences<
@@ -330,6 +338,9 @@ class PolicyReloader {
   Metrics* metrics_;
 };
 
+// consent.v1.ConsentAdmin: policy, backups, the audit chain and the auth
+// file, for callers with the admin role (GetPolicy also for checkers and
+// auditors, VerifyAuditLog also for auditors). Thread safe.
 class AdminService final : public v1::ConsentAdmin::Service {
  public:
   AdminService(Registry* registry, PolicyHolder* policies, PolicyReloader* reloader,

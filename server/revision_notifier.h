@@ -11,6 +11,8 @@
 
 namespace consent {
 
+// The highest revision committed, and waiters for a later one. Thread
+// safe; Close is for good.
 class RevisionNotifier {
  public:
   // A commit up to `revision` is visible to reads.

@@ -93,6 +93,9 @@ struct ServerOptions {
 // Whether `listen` ("host:port") names a loopback address.
 bool IsLoopbackAddress(absl::string_view listen);
 
+// consentd, in a process: the store, the policy, the gRPC services,
+// health and the metrics endpoint, started together and stopped in
+// order. Implemented in server.cc; thread safe.
 class ConsentServer {
  public:
   // Opens the store, loads the policy, binds both ports and starts serving;
