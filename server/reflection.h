@@ -19,8 +19,8 @@ namespace consent {
 // file_containing_symbol, file_containing_extension,
 // all_extension_numbers_of_type) from the generated descriptor pool; what
 // it does not hold gets NOT_FOUND, an empty request INVALID_ARGUMENT, in the
-// stream's error_response. A caller
-// the auth file does not know gets UNAUTHENTICATED. Thread safe.
+// stream's error_response. A caller the auth file does not know gets
+// UNAUTHENTICATED. Thread safe.
 class ReflectionService final : public grpc::reflection::v1alpha::ServerReflection::Service {
  public:
   // `services`: the full names list_services answers with. `auth` (not
