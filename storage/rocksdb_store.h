@@ -3,13 +3,16 @@
 // its Open. The key and value layout is documented in docs/storage.md;
 // keep the two in step.
 //
-// The implementation is in three files, one subsystem each:
-//   rocksdb_store.cc    opening, reopening, reads, checkpoints, closing;
-//   commit_pipeline.cc  the group commit's stages: prepare (apply each
-//                       commit's updates to a group), write (one synced
-//                       WriteBatch), publish;
-//   history_index.cc    the user history index: bulk writes of its
-//                       in-memory tail, its rebuild at Open, reads through it.
+// The implementation is in four files, one subsystem each:
+//   rocksdb_store.cc        opening, reopening, reads, statistics, closing;
+//   commit_pipeline.cc      the group commit's stages: prepare (apply each
+//                           commit's updates to a group), write (one synced
+//                           WriteBatch), publish;
+//   history_index.cc        the user history index: bulk writes of its
+//                           in-memory tail, its rebuild at Open, reads
+//                           through it;
+//   rocksdb_maintenance.cc  what runs beside the pipeline: policy records,
+//                           the request-id purge, checkpoints, chain checks.
 // The in-memory subject index is subject_index.{h,cc}.
 #ifndef CONSENT_STORAGE_ROCKSDB_STORE_H_
 #define CONSENT_STORAGE_ROCKSDB_STORE_H_

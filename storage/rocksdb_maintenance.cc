@@ -1,0 +1,203 @@
+// RocksDbStore (rocksdb_store.h): what runs beside the commit pipeline —
+// recording policies, the request-id purge, checkpoints (backups), and
+// walking the audit hash chain. Each takes the write lock when it must
+// see no commit in progress.
+#include <algorithm>
+#include <filesystem>
+#include <limits>
+#include <system_error>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/write_batch.h"
+#include "storage/audit_chain.h"
+#include "storage/rocksdb_store.h"
+
+namespace consent::storage {
+
+absl::StatusOr<ChainReport> RocksDbStore::VerifyChain(int64_t start, int64_t end) {
+  absl::ReaderMutexLock lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  if (end <= 0) end = revision_.load(std::memory_order_acquire);
+  ChainReport report;
+  auto broken = [&report](int64_t revision, std::string detail) {
+    report.ok = false;
+    report.first_broken_revision = revision;
+    report.detail = std::move(detail);
+    return report;
+  };
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), events()));
+  it->Seek(EventKey(std::max<int64_t>(start, 1)));
+  int64_t expected = -1;  // the next revision the chain must have
+  std::string previous_hash;
+  for (; it->Valid(); it->Next()) {
+    v1::ChangeEvent event;
+    int64_t key_revision = 0;
+    DecodeRevision(absl::string_view(it->key().data(), it->key().size()), &key_revision);
+    if (key_revision > end) break;
+    if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return broken(key_revision, "the stored event does not parse");
+    }
+    if (event.revision() != key_revision) {
+      return broken(key_revision, absl::StrCat("the event under revision ", key_revision,
+                                               " says revision ", event.revision()));
+    }
+    if (expected < 0) {
+      // The first event checked: the chain starts from its stored link,
+      // which must be zeros for revision 1.
+      if (key_revision == 1 && event.previous_hash() != std::string(kHashBytes, '\0')) {
+        return broken(1, "the first event does not start the chain from zero");
+      }
+      previous_hash = event.previous_hash();
+    } else if (key_revision != expected) {
+      return broken(expected, absl::StrCat("revision ", expected, " is missing"));
+    } else if (event.previous_hash() != previous_hash) {
+      return broken(key_revision, "previous_hash does not match the previous event's hash");
+    }
+    if (EventHash(previous_hash, event) != event.hash()) {
+      return broken(key_revision, "the event's hash does not match its contents");
+    }
+    previous_hash = event.hash();
+    expected = key_revision + 1;
+    ++report.verified;
+  }
+  absl::Status s = FromRocks(it->status(), "reading events");
+  if (!s.ok()) return s;
+  if (expected >= 0 && expected <= end) {
+    return broken(expected, absl::StrCat("revision ", expected, " is missing"));
+  }
+  return report;
+}
+
+absl::StatusOr<int64_t> RocksDbStore::PurgeRequestIds(absl::Time before) {
+  // In chunks, each under the write lock only while its ids are checked
+  // and deleted: a purge of a day of ids holds up no commit for more than
+  // one chunk (docs/reliability.md, "The request-id purge").
+  constexpr size_t kChunk = 1000;
+  const std::string limit = EncodeRevision(absl::ToUnixNanos(before));
+  std::string from;  // the first request_times key of the next chunk
+  int64_t purged = 0;
+  while (true) {
+    // The chunk's keys, read without the write lock.
+    std::vector<std::string> keys;
+    {
+      absl::ReaderMutexLock open_lock(&open_mu_);
+      if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+      std::unique_ptr<rocksdb::Iterator> it(
+          db_->NewIterator(rocksdb::ReadOptions(), request_times()));
+      for (from.empty() ? it->SeekToFirst() : it->Seek(from);
+           it->Valid() && it->key().compare(limit) < 0 && keys.size() < kChunk; it->Next()) {
+        keys.push_back(it->key().ToString());
+      }
+      if (absl::Status s = FromRocks(it->status(), "reading request ids"); !s.ok()) return s;
+    }
+    if (keys.empty()) return purged;
+    from = keys.back() + '\0';
+    // Checked and deleted under the write lock, with no write in flight:
+    // an expired id may be in use again by a commit, whose record must stay.
+    {
+      absl::MutexLock write_lock(&write_mu_);
+      if (absl::Status refused = RecoverWrites(); !refused.ok()) return refused;
+      AwaitNoWrite();
+      absl::ReaderMutexLock open_lock(&open_mu_);
+      if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+      std::vector<rocksdb::Slice> ids;
+      ids.reserve(keys.size());
+      for (const std::string& key : keys) ids.emplace_back(key.data() + 8, key.size() - 8);
+      std::vector<rocksdb::PinnableSlice> values(ids.size());
+      std::vector<rocksdb::Status> statuses(ids.size());
+      db_->MultiGet(rocksdb::ReadOptions(), requests(), ids.size(), ids.data(), values.data(),
+                    statuses.data());
+      rocksdb::WriteBatch batch;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        batch.Delete(request_times(), keys[i]);
+        // Only if the record is this one: an expired id may have been reused.
+        RequestRecord record;
+        if (statuses[i].ok() &&
+            DecodeRequestRecord(absl::string_view(values[i].data(), values[i].size()), &record) &&
+            EncodeRevision(record.time_nanos) == absl::string_view(keys[i]).substr(0, 8)) {
+          batch.Delete(requests(), ids[i]);
+          ++purged;
+        }
+      }
+      // Not synced: a purge lost in a crash is done again by the next one.
+      absl::Status s =
+          FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "purging request ids");
+      if (!s.ok()) return s;
+    }
+    if (options_.on_purge_chunk) options_.on_purge_chunk(purged);
+  }
+}
+
+absl::StatusOr<absl::Time> RocksDbStore::RecordPolicy(absl::Time now, const std::string& text) {
+  absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status refused = RecoverWrites(); !refused.ok()) return refused;
+  AwaitNoWrite();
+  absl::ReaderMutexLock open_lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  absl::ReleasableMutexLock flight_lock(&flight_mu_);
+  // The time to stamp: `now`, or the latest stamped so far if later. Two
+  // policies activated in the same nanosecond: the later one wins the key,
+  // so step past the last one.
+  absl::Time stamp = std::max(now, last_time_);
+  if (stamp == last_time_) stamp += absl::Nanoseconds(1);
+  const int64_t stamp_nanos = absl::ToUnixNanos(stamp);
+  rocksdb::WriteBatch batch;
+  batch.Put(policies(), PolicyKey(stamp_nanos), text);
+  batch.Put(meta(), kMetaLastTime, EncodeRevision(stamp_nanos));
+  rocksdb::WriteOptions options;
+  options.sync = true;
+  absl::Status s = FromRocks(db_->Write(options, &batch), "recording the policy");
+  if (!s.ok()) {
+    // Like a failed commit: the WAL can no longer be trusted.
+    const bool newly_failed = MarkWriteFailed(s);
+    flight_lock.Release();
+    if (newly_failed && options_.on_write_state) options_.on_write_state(false, s);
+    return absl::UnavailableError(
+        absl::StrCat("the outcome of recording the policy is unknown: its synced write failed (",
+                     s.message(), ")"));
+  }
+  last_time_ = stamp;
+  return stamp;
+}
+
+absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path path(directory);
+  if (fs::exists(path, ec)) {
+    return absl::AlreadyExistsError(absl::StrCat(directory, " already exists"));
+  }
+  const fs::path parent = path.parent_path();
+  if (!parent.empty() && !fs::is_directory(parent, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("parent directory ", parent.string(), " does not exist"));
+  }
+  {
+    // Most of the memtables go to SST files first, outside the write lock,
+    // so commits wait only for the links and a short WAL copy below.
+    absl::ReaderMutexLock open_lock(&open_mu_);
+    if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+    rocksdb::Status s = db_->Flush(rocksdb::FlushOptions(), handles_);
+    if (!s.ok()) return FromRocks(s, "flushing before the checkpoint");
+  }
+  absl::MutexLock write_lock(&write_mu_);  // no commit runs until the copy is taken
+  AwaitNoWrite();
+  absl::ReaderMutexLock open_lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  if (!s.ok()) return FromRocks(s, "creating a checkpoint");
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  // No flush here: what the memtables hold is in the synced WAL, which the
+  // checkpoint copies, and the copy replays it when opened.
+  s = checkpoint->CreateCheckpoint(directory, std::numeric_limits<uint64_t>::max());
+  if (!s.ok()) return FromRocks(s, absl::StrCat("writing the checkpoint to ", directory));
+  // Owner only, like the data directory (RocksDB creates it with the umask).
+  std::filesystem::permissions(directory, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+  return revision_.load(std::memory_order_acquire);
+}
+
+}  // namespace consent::storage
