@@ -17,6 +17,7 @@
 #include "prometheus/exposer.h"
 #include "prometheus/metric_family.h"
 #include "server/authenticator.h"
+#include "server/build_info.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/process_stats.h"
@@ -24,13 +25,6 @@
 #include "server/registry.h"
 #include "server/registry_service.h"
 #include "storage/consent_store.h"
-
-#ifndef CONSENT_VERSION
-#define CONSENT_VERSION "dev"
-#endif
-#ifndef CONSENT_GIT_REVISION
-#define CONSENT_GIT_REVISION "unknown"
-#endif
 
 namespace consent {
 namespace {
@@ -63,7 +57,7 @@ class ScrapeCollector final : public prometheus::Collectable {
     const auto gauge = prometheus::MetricType::Gauge;
     const auto counter = prometheus::MetricType::Counter;
     add("consent_build_info", "Build of consentd; the value is always 1.", gauge, 1,
-        {{"version", CONSENT_VERSION}, {"revision", CONSENT_GIT_REVISION}});
+        {{"version", kBuildVersion}, {"revision", kBuildRevision}});
     add("consent_registry_revision", "Revision of the last acknowledged write.", gauge,
         static_cast<double>(store_->CurrentRevision()));
     add("consent_policy_info", "Active policy; the value is always 1.", gauge, 1,
