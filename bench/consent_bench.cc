@@ -40,7 +40,7 @@
 #include "client/consent_client.h"
 #include "client/credential_flags.h"
 #include "consent/v1/registry.grpc.pb.h"
-#include "google/protobuf/util/time_util.h"
+#include "core/proto_time.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "storage/consent_store.h"
@@ -557,8 +557,7 @@ int Preload() {
           p->set_purpose("ai_training");
           p->set_state(v1::PREFERENCE_STATE_OBJECTED);
           p->set_revision(context.revision());
-          *p->mutable_update_time() = google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
-              absl::ToUnixNanos(context.time()));
+          *p->mutable_update_time() = ToProto(context.time());
           event.mutable_preference()->set_purpose("ai_training");
           *event.mutable_preference()->mutable_after() = *p;
           event.set_kind(v1::CHANGE_KIND_PREFERENCE);

@@ -4,6 +4,7 @@
 
 #include <optional>
 
+#include "core/proto_time.h"
 #include "gtest/gtest.h"
 
 namespace consent {
@@ -75,10 +76,7 @@ const absl::Time kAt =
     absl::FromCivil(absl::CivilSecond(2026, 6, 1, 12, 0, 0), absl::UTCTimeZone());
 
 google::protobuf::Timestamp Ts(int y, int m, int d, int hh = 0, int mm = 0, int ss = 0) {
-  google::protobuf::Timestamp t;
-  t.set_seconds(absl::ToUnixSeconds(
-      absl::FromCivil(absl::CivilSecond(y, m, d, hh, mm, ss), absl::UTCTimeZone())));
-  return t;
+  return ToProto(absl::FromCivil(absl::CivilSecond(y, m, d, hh, mm, ss), absl::UTCTimeZone()));
 }
 
 struct Pref {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "core/proto_time.h"
 #include "google/protobuf/stubs/logging.h"
 #include "gtest/gtest.h"
 
@@ -28,9 +29,6 @@ void ExpectSameFields(const SubjectView& view, const v1::Subject& subject) {
   EXPECT_EQ(view.exclusion_count, subject.exclusion_count());
   EXPECT_EQ(view.revision, subject.revision());
   ASSERT_EQ(view.preferences.size(), static_cast<size_t>(subject.preferences_size()));
-  auto time = [](const google::protobuf::Timestamp& t) {
-    return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-  };
   for (int i = 0; i < subject.preferences_size(); ++i) {
     const v1::Preference& want = subject.preferences(i);
     const PreferenceView& got = view.preferences[static_cast<size_t>(i)];
@@ -39,11 +37,11 @@ void ExpectSameFields(const SubjectView& view, const v1::Subject& subject) {
     EXPECT_EQ(got.revision, want.revision()) << i;
     ASSERT_EQ(got.effective_time.has_value(), want.has_effective_time()) << i;
     if (got.effective_time) {
-      EXPECT_EQ(*got.effective_time, time(want.effective_time())) << i;
+      EXPECT_EQ(*got.effective_time, FromProto(want.effective_time())) << i;
     }
     ASSERT_EQ(got.expire_time.has_value(), want.has_expire_time()) << i;
     if (got.expire_time) {
-      EXPECT_EQ(*got.expire_time, time(want.expire_time())) << i;
+      EXPECT_EQ(*got.expire_time, FromProto(want.expire_time())) << i;
     }
   }
 }

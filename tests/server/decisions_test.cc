@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "client/consent_client.h"
+#include "core/proto_time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
@@ -24,14 +25,6 @@ using ::testing::HasSubstr;
 
 const absl::Time kStart =
     absl::FromCivil(absl::CivilSecond(2026, 1, 1, 0, 0, 0), absl::UTCTimeZone());
-
-google::protobuf::Timestamp Ts(absl::Time t) {
-  google::protobuf::Timestamp ts;
-  ts.set_seconds(absl::ToUnixSeconds(t));
-  ts.set_nanos(
-      static_cast<int32_t>((t - absl::FromUnixSeconds(ts.seconds())) / absl::Nanoseconds(1)));
-  return ts;
-}
 
 class DecisionsTest : public ::testing::Test {
  protected:
@@ -102,7 +95,7 @@ class DecisionsTest : public ::testing::Test {
     content.set_content_id(id);
     content.set_content_type(v1::CONTENT_TYPE_POST);
     content.set_visibility(v1::VISIBILITY_PUBLIC);
-    *content.mutable_create_time() = Ts(absl::FromUnixSeconds(1'700'000'000));  // 2023-11-14
+    *content.mutable_create_time() = ToProto(absl::FromUnixSeconds(1'700'000'000));  // 2023-11-14
     return content;
   }
 
@@ -114,7 +107,7 @@ class DecisionsTest : public ::testing::Test {
     request.set_purpose(purpose);
     request.set_user_id(user);
     *request.mutable_content() = Post(content_id);
-    if (as_of) *request.mutable_as_of() = Ts(*as_of);
+    if (as_of) *request.mutable_as_of() = ToProto(*as_of);
     request.set_explain(explain);
     return client_->Check(request);
   }
@@ -203,8 +196,8 @@ TEST_F(DecisionsTest, ExpiryAndEffectiveTimesFollowTheClock) {
   request.set_user_id("alice");
   request.set_purpose("ai_training");
   request.set_state(v1::PREFERENCE_STATE_OBJECTED);
-  *request.mutable_effective_time() = Ts(kStart + absl::Hours(24));
-  *request.mutable_expire_time() = Ts(kStart + absl::Hours(48));
+  *request.mutable_effective_time() = ToProto(kStart + absl::Hours(24));
+  *request.mutable_expire_time() = ToProto(kStart + absl::Hours(48));
   ASSERT_TRUE(client_->SetPreference(request).ok());
   EXPECT_EQ(Reason("alice", "p1"), v1::DECISION_REASON_ALLOWED_DEFAULT);
   clock_.Advance(absl::Hours(24));
@@ -249,7 +242,7 @@ TEST_F(DecisionsTest, AsOfAnswersFromHistory) {
   // BatchCheck answers as_of too, in order.
   v1::BatchCheckRequest batch;
   batch.set_purpose("ai_training");
-  *batch.mutable_as_of() = Ts(kStart + absl::Minutes(150));
+  *batch.mutable_as_of() = ToProto(kStart + absl::Minutes(150));
   for (const char* id : {"p1", "p9", "p1"}) {
     v1::CheckItem* item = batch.add_items();
     item->set_user_id("alice");
@@ -296,8 +289,8 @@ TEST_F(DecisionsTest, CreateTimeAfterTheEvaluationTime) {
     request.set_purpose("ai_training");
     request.set_user_id("minnie");
     *request.mutable_content() = Post("p1");
-    *request.mutable_content()->mutable_create_time() = Ts(created);
-    if (as_of) *request.mutable_as_of() = Ts(*as_of);
+    *request.mutable_content()->mutable_create_time() = ToProto(created);
+    if (as_of) *request.mutable_as_of() = ToProto(*as_of);
     return client_->Check(request);
   };
   // Three minutes ahead, past her birthday: the evaluation time counts.
@@ -322,7 +315,7 @@ TEST_F(DecisionsTest, CreateTimeAfterTheEvaluationTime) {
     v1::CheckItem* item = batch.add_items();
     item->set_user_id("minnie");
     *item->mutable_content() = Post("p1");
-    *item->mutable_content()->mutable_create_time() = Ts(clock_.Now() + ahead);
+    *item->mutable_content()->mutable_create_time() = ToProto(clock_.Now() + ahead);
   }
   auto batched = client_->BatchCheck(batch);
   EXPECT_EQ(batched.status().code(), absl::StatusCode::kInvalidArgument);
@@ -665,7 +658,7 @@ TEST_F(DecisionsTest, RandomizedAgainstReferenceModel) {
     for (const std::string& purpose : purposes) {
       v1::BatchCheckRequest batch;
       batch.set_purpose(purpose);
-      if (as_of) *batch.mutable_as_of() = Ts(*as_of);
+      if (as_of) *batch.mutable_as_of() = ToProto(*as_of);
       std::vector<v1::DecisionReason> expected;
       for (int u = 0; u < kUsers; ++u) {
         for (const std::string& content_id : contents) {
@@ -676,7 +669,7 @@ TEST_F(DecisionsTest, RandomizedAgainstReferenceModel) {
           c->set_content_type(chance(0.05) ? v1::CONTENT_TYPE_MESSAGE : v1::CONTENT_TYPE_POST);
           c->set_visibility(chance(0.05) ? v1::VISIBILITY_FRIENDS : v1::VISIBILITY_PUBLIC);
           if (chance(0.03)) c->add_sensitive_categories(v1::SENSITIVE_CATEGORY_HEALTH);
-          *c->mutable_create_time() = Ts(absl::FromCivil(
+          *c->mutable_create_time() = ToProto(absl::FromCivil(
               absl::CivilDay(2000 + random() % 26, 1 + random() % 12, 1 + random() % 28),
               absl::UTCTimeZone()));
           expected.push_back(Model::Decide(model.At(item->user_id(), at), purpose, *c, at));
@@ -716,8 +709,8 @@ TEST_F(DecisionsTest, RandomizedAgainstReferenceModel) {
       if (r.state() != v1::PREFERENCE_STATE_CLEARED) {
         if (chance(0.3)) pref.effective = now - absl::Hours(120) + offset(240);
         if (chance(0.3)) pref.expire = pref.effective.value_or(now) + absl::Hours(1) + offset(240);
-        if (pref.effective) *r.mutable_effective_time() = Ts(*pref.effective);
-        if (pref.expire) *r.mutable_expire_time() = Ts(*pref.expire);
+        if (pref.effective) *r.mutable_effective_time() = ToProto(*pref.effective);
+        if (pref.expire) *r.mutable_expire_time() = ToProto(*pref.expire);
       }
       status = client_->SetPreference(r).status();
       if (r.state() == v1::PREFERENCE_STATE_CLEARED) {
