@@ -7,6 +7,7 @@
 //     stream       StreamCheck, --batch items per message
 //     write        SetPreference, each acknowledged (synced) before the next
 //     write-batch  BatchSetPreferences of --batch items
+//     notices      BatchRecordNotices of --batch items
 //     mixed        Check and SetPreference by --read_ratio; verifies
 //                  read-your-writes: after each acknowledged write, the
 //                  next check of that user must reflect it
@@ -52,7 +53,8 @@ ABSL_FLAG(int, threads, 2, "Completion-queue threads.");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(10), "Measured time.");
 ABSL_FLAG(absl::Duration, warmup, absl::Seconds(2), "Unmeasured time before it.");
 ABSL_FLAG(double, rate, 0, "Calls per second, fixed arrival rate; 0: closed loop.");
-ABSL_FLAG(int, batch, 100, "Items per BatchCheck, StreamCheck message or BatchSetPreferences.");
+ABSL_FLAG(int, batch, 100,
+          "Items per BatchCheck, StreamCheck message, BatchSetPreferences or BatchRecordNotices.");
 ABSL_FLAG(int64_t, users, 1000000, "User ids are user-0 .. user-(N-1).");
 ABSL_FLAG(double, objecting, 0.1, "preload: fraction of subjects that objected to ai_training.");
 ABSL_FLAG(std::string, distribution, "uniform", "How users are picked: uniform or zipf.");
@@ -109,7 +111,7 @@ struct Stats {
   std::map<std::string, int64_t> errors;
 };
 
-enum class Mode { kUnary, kBatch, kStream, kWrite, kWriteBatch, kMixed };
+enum class Mode { kUnary, kBatch, kStream, kWrite, kWriteBatch, kNotices, kMixed };
 
 struct Run {
   Mode mode;
@@ -229,12 +231,14 @@ class Slot {
     }
     context_ = std::make_unique<grpc::ClientContext>();
     context_->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    bool write = mode == Mode::kWrite || mode == Mode::kWriteBatch;
+    bool write = mode == Mode::kWrite || mode == Mode::kWriteBatch || mode == Mode::kNotices;
     if (mode == Mode::kMixed) {
       // After a write, the next call checks that user: read-your-writes.
       write = !verify_user_ && absl::Bernoulli(random_, 1.0 - run_->read_ratio);
     }
-    kind_ = write ? (mode == Mode::kWriteBatch ? 3 : 2) : (mode == Mode::kBatch ? 1 : 0);
+    kind_ = mode == Mode::kNotices ? 4
+            : write                ? (mode == Mode::kWriteBatch ? 3 : 2)
+                                   : (mode == Mode::kBatch ? 1 : 0);
     switch (kind_) {
       case 0: {
         check_.set_purpose("ai_training");
@@ -283,6 +287,23 @@ class Slot {
         set_batch_rpc_->Finish(&set_batch_response_, &status_, &tags_[kDone]);
         break;
       }
+      case 4: {
+        // A platform notifying its users: one notice covering ai_training,
+        // delivered now, by email.
+        for (int i = 0; i < run_->batch; ++i) {
+          v1::RecordNoticeRequest* item = ItemAt(notices_.mutable_requests(), i);
+          SetUserId(run_->picker->Pick(random_), item->mutable_user_id());
+          if (item->purposes_size() == 0) {
+            item->set_notice_id("ai-training-notice");
+            item->set_notice_version("1");
+            item->add_purposes("ai_training");
+            item->set_channel(v1::NOTICE_CHANNEL_EMAIL);
+          }
+        }
+        notices_rpc_ = stub_->AsyncBatchRecordNotices(context_.get(), notices_, cq_);
+        notices_rpc_->Finish(&notices_response_, &status_, &tags_[kDone]);
+        break;
+      }
     }
   }
 
@@ -317,6 +338,8 @@ class Slot {
         decisions = batch_response_.decisions_size();
       } else if (kind_ == 3) {
         decisions = set_batch_.requests_size();
+      } else if (kind_ == 4) {
+        decisions = notices_.requests_size();
       } else {
         decisions = 1;
       }
@@ -364,6 +387,9 @@ class Slot {
   v1::BatchSetPreferencesRequest set_batch_;
   v1::BatchSetPreferencesResponse set_batch_response_;
   std::unique_ptr<grpc::ClientAsyncResponseReader<v1::BatchSetPreferencesResponse>> set_batch_rpc_;
+  v1::BatchRecordNoticesRequest notices_;
+  v1::BatchRecordNoticesResponse notices_response_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<v1::BatchRecordNoticesResponse>> notices_rpc_;
   std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::StreamCheckRequest, v1::StreamCheckResponse>>
       stream_;
   v1::StreamCheckRequest stream_request_;
@@ -593,7 +619,7 @@ int Preload() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "consent-bench [flags] unary|batch|stream|write|write-batch|mixed|preload\n"
+      "consent-bench [flags] unary|batch|stream|write|write-batch|notices|mixed|preload\n"
       "Load generator for consentd; see docs/performance.md.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
@@ -607,6 +633,7 @@ int main(int argc, char** argv) {
                                                      {"stream", Mode::kStream},
                                                      {"write", Mode::kWrite},
                                                      {"write-batch", Mode::kWriteBatch},
+                                                     {"notices", Mode::kNotices},
                                                      {"mixed", Mode::kMixed}};
   if (mode == "preload") return consent::bench::Preload();
   auto it = kModes.find(mode);

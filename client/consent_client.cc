@@ -163,6 +163,23 @@ absl::StatusOr<v1::BatchSetPreferencesResponse> Client::BatchSetPreferences(
               !request.request_id().empty());
 }
 
+absl::StatusOr<v1::RecordNoticeResponse> Client::RecordNotice(
+    const v1::RecordNoticeRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::RecordNotice, request,
+              !request.request_id().empty());
+}
+
+absl::StatusOr<v1::BatchRecordNoticesResponse> Client::BatchRecordNotices(
+    const v1::BatchRecordNoticesRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::BatchRecordNotices, request,
+              !request.request_id().empty());
+}
+
+absl::StatusOr<v1::GetSubjectSummaryResponse> Client::GetSubjectSummary(
+    const v1::GetSubjectSummaryRequest& request) {
+  return Call(registry_.get(), &v1::ConsentRegistry::Stub::GetSubjectSummary, request, true);
+}
+
 absl::StatusOr<v1::UpdateSubjectResponse> Client::UpdateSubject(
     const v1::UpdateSubjectRequest& request) {
   return Call(registry_.get(), &v1::ConsentRegistry::Stub::UpdateSubject, request,

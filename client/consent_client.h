@@ -86,6 +86,11 @@ class Client {
       const v1::SetContentExclusionRequest& request);
   absl::StatusOr<v1::DeleteSubjectResponse> DeleteSubject(const v1::DeleteSubjectRequest& request);
   absl::StatusOr<v1::GetSubjectResponse> GetSubject(const v1::GetSubjectRequest& request);
+  absl::StatusOr<v1::RecordNoticeResponse> RecordNotice(const v1::RecordNoticeRequest& request);
+  absl::StatusOr<v1::BatchRecordNoticesResponse> BatchRecordNotices(
+      const v1::BatchRecordNoticesRequest& request);
+  absl::StatusOr<v1::GetSubjectSummaryResponse> GetSubjectSummary(
+      const v1::GetSubjectSummaryRequest& request);
   absl::StatusOr<v1::CheckResponse> Check(const v1::CheckRequest& request);
   absl::StatusOr<v1::BatchCheckResponse> BatchCheck(const v1::BatchCheckRequest& request);
   absl::StatusOr<v1::ListHistoryResponse> ListHistory(const v1::ListHistoryRequest& request);

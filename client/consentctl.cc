@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "client/consent_client.h"
+#include "client/consentctl_common.h"
 #include "client/credential_flags.h"
 #include "core/enum_names.h"
 #include "google/protobuf/struct.pb.h"
@@ -64,10 +65,10 @@ ABSL_FLAG(int64_t, start_revision, 0,
 ABSL_FLAG(int64_t, end_revision, 0, "verify: last revision to check (0: the current one).");
 ABSL_FLAG(std::string, purpose, "", "watch: only changes that affect this purpose.");
 ABSL_FLAG(std::string, format, "",
-          "batch-check and batch-set input: jsonl or csv (default: csv for *.csv, else "
-          "jsonl).");
+          "batch-check, batch-set and notices input: jsonl or csv (default: csv for *.csv, "
+          "else jsonl).");
 
-namespace consent {
+namespace consent::consentctl {
 namespace {
 
 constexpr char kUsage[] = R"(consentctl: command-line client of consentd.
@@ -93,6 +94,16 @@ Commands:
   batch-set FILE               import preferences (BatchSetPreferences, 1,000 per
                                atomic batch): JSON lines of SetPreferenceRequest or
                                CSV (user_id,purpose,state,effective_time,expire_time)
+  notice USER NOTICE_ID VERSION PURPOSE[,PURPOSE...] --notice_channel=EMAIL|IN_APP|BANNER
+                               [--delivery_time=RFC3339] [--backfill]
+                               record that the user was given a privacy notice
+  notices FILE                 record notices in bulk (BatchRecordNotices, --batch_size
+                               per atomic batch, progress on stderr): JSON lines of
+                               RecordNoticeRequest or CSV (user_id,notice_id,
+                               notice_version,purposes separated by ';',channel,
+                               delivery_time[,backfill])
+  summary USER                 for each purpose: used or not, why, the legal basis, the
+                               user's preference and the notice (--json for a page)
   history USER                 the user's change events, oldest first; with --json one
                                document (subject and every event) for an access request
   watch [--start_revision=N] [--purpose=P]
@@ -106,52 +117,6 @@ Commands:
 
 Exit status: 0 on success, 1 on an error from the server or the input,
 2 on bad usage.)";
-
-using google::protobuf::util::TimeUtil;
-
-struct UsageError {
-  std::string message;
-};
-
-[[noreturn]] void Usage(const std::string& message) { throw UsageError{message}; }
-
-// Protobuf JSON with the .proto field names and every field shown, so
-// scripts see stable keys.
-std::string Json(const google::protobuf::Message& message) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  std::string out;
-  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}";
-  return out;
-}
-
-void PrintJson(const google::protobuf::Message& message) { std::cout << Json(message) << "\n"; }
-
-// "POST" or "CONTENT_TYPE_POST", any case.
-int ParseEnum(const google::protobuf::EnumDescriptor* descriptor, absl::string_view prefix,
-              const std::string& text, absl::string_view flag) {
-  std::string name = absl::AsciiStrToUpper(text);
-  if (!absl::StartsWith(name, prefix)) name = absl::StrCat(prefix, name);
-  const auto* value = descriptor->FindValueByName(name);
-  if (value == nullptr || value->number() == 0) {
-    std::vector<std::string> names;
-    for (int i = 1; i < descriptor->value_count(); ++i) {
-      names.push_back(std::string(absl::StripPrefix(descriptor->value(i)->name(), prefix)));
-    }
-    Usage(absl::StrCat("--", flag, "=", text, " is not one of ", absl::StrJoin(names, ", ")));
-  }
-  return value->number();
-}
-
-google::protobuf::Timestamp ParseTimestamp(const std::string& text, absl::string_view what) {
-  google::protobuf::Timestamp t;
-  if (!TimeUtil::FromString(text, &t)) {
-    Usage(
-        absl::StrCat(what, " \"", text, "\" is not an RFC 3339 time such as 2024-05-01T12:00:00Z"));
-  }
-  return t;
-}
 
 v1::Date ParseDate(const std::string& text) {
   absl::CivilDay day;
@@ -192,13 +157,6 @@ void FillContent(v1::Content* content, const std::string& content_id,
                     std::string(absl::StripAsciiWhitespace(part)), "sensitive")));
     }
   }
-}
-
-// Prints an error with its field violations; returns the exit status.
-int Fail(const absl::Status& status) {
-  std::cerr << "consentctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
-            << "\n";
-  return 1;
 }
 
 std::string DescribeDecision(const v1::Decision& d) {
@@ -383,51 +341,6 @@ int ExclusionCommand(Client& client, const std::vector<std::string>& args) {
   return 0;
 }
 
-// Reads a batch input file (or stdin for "-") line by line, skipping blank
-// lines, and calls `item(line, line_number, csv)` for each. The format is
-// --format, else "csv" for *.csv, else "jsonl".
-template <typename ItemFn>
-void ReadItems(const std::string& path, ItemFn&& item) {
-  std::string format = absl::GetFlag(FLAGS_format);
-  if (format.empty()) format = absl::EndsWith(path, ".csv") ? "csv" : "jsonl";
-  if (format != "csv" && format != "jsonl") Usage("--format must be jsonl or csv");
-  std::ifstream file;
-  std::istream* in = &std::cin;
-  if (path != "-") {
-    file.open(path);
-    if (!file) Usage(absl::StrCat("cannot read ", path));
-    in = &file;
-  }
-  std::string line;
-  size_t line_number = 0;
-  while (std::getline(*in, line)) {
-    ++line_number;
-    if (absl::StripAsciiWhitespace(line).empty()) continue;
-    item(line, line_number, format == "csv");
-  }
-}
-
-// Splits a CSV line into trimmed columns; `min` to `max` of them. Returns
-// false for a header line (first column `header`).
-bool CsvColumns(const std::string& line, size_t line_number, size_t min, size_t max,
-                absl::string_view header, std::vector<std::string>* cols) {
-  *cols = absl::StrSplit(line, ',');
-  if (cols->size() < min || cols->size() > max) {
-    Usage(absl::StrCat("line ", line_number, ": expected ", min, " to ", max,
-                       " comma-separated columns"));
-  }
-  for (auto& c : *cols) absl::StripAsciiWhitespace(&c);
-  return (*cols)[0] != header;
-}
-
-template <typename Message>
-void ParseJsonLine(const std::string& line, size_t line_number, Message* message) {
-  auto status = google::protobuf::util::JsonStringToMessage(line, message);
-  if (!status.ok()) {
-    Usage(absl::StrCat("line ", line_number, ": ", std::string(status.message())));
-  }
-}
-
 int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
   if (args.size() != 3) Usage("batch-check takes PURPOSE FILE");
   // Items go to the server in batches of up to its limit, in file order.
@@ -546,10 +459,6 @@ int BatchSetCommand(Client& client, const std::vector<std::string>& args) {
   return rc;
 }
 
-std::string FormatTimestamp(const google::protobuf::Timestamp& t) {
-  return google::protobuf::util::TimeUtil::ToString(t);
-}
-
 // One line describing an event, for people.
 std::string DescribeEvent(const v1::ChangeEvent& e) {
   std::string what;
@@ -581,6 +490,15 @@ std::string DescribeEvent(const v1::ChangeEvent& e) {
     case v1::ChangeEvent::kDeletion:
       what = "account deleted";
       break;
+    case v1::ChangeEvent::kNotice: {
+      const v1::NoticeDelivery& n = e.notice().notice();
+      what = absl::StrCat(
+          "notice ", n.notice_id(), " version ", n.notice_version(), " for ",
+          absl::StrJoin(n.purposes(), ","), ": delivered ", FormatTimestamp(n.delivery_time()),
+          " by ", EnumValueName(v1::NoticeChannel_descriptor(), n.channel(), "NOTICE_CHANNEL_"),
+          e.notice().backfill() ? " (backfill)" : "");
+      break;
+    }
     case v1::ChangeEvent::CHANGE_NOT_SET:
       what = "(empty)";
       break;
@@ -732,19 +650,22 @@ int Run(const std::vector<std::string>& args) {
   if (command == "verify") return VerifyCommand(*client, args);
   if (command == "watch") return WatchCommand(*client, args);
   if (command == "backup") return BackupCommand(*client, args);
+  if (command == "notice") return NoticeCommand(*client, args);
+  if (command == "notices") return NoticesCommand(*client, args);
+  if (command == "summary") return SummaryCommand(*client, args);
   Usage(absl::StrCat("unknown command \"", command, "\""));
 }
 
 }  // namespace
-}  // namespace consent
+}  // namespace consent::consentctl
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(consent::kUsage);
+  absl::SetProgramUsageMessage(consent::consentctl::kUsage);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   try {
-    return consent::Run(args);
-  } catch (const consent::UsageError& e) {
+    return consent::consentctl::Run(args);
+  } catch (const consent::consentctl::UsageError& e) {
     std::cerr << "consentctl: " << e.message << "\n(consentctl --help for usage)\n";
     return 2;
   }

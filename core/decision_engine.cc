@@ -141,6 +141,17 @@ bool InEffect(const PreferenceView& preference, absl::Time at) {
   return true;
 }
 
+const NoticeView* FirstNotice(const SubjectView& subject, absl::string_view purpose) {
+  const NoticeView* first = nullptr;
+  for (const NoticeView& notice : subject.notices) {
+    if (CoversPurpose(notice.purpose, purpose) &&
+        (first == nullptr || notice.delivery_time < first->delivery_time)) {
+      first = &notice;
+    }
+  }
+  return first;
+}
+
 bool CoversPurpose(absl::string_view ancestor, absl::string_view purpose) {
   return purpose == ancestor ||
          (absl::StartsWith(purpose, ancestor) && purpose.size() > ancestor.size() &&
@@ -314,11 +325,38 @@ Verdict Decide(const CompiledPolicy& policy, const CheckSubject& subject, absl::
   pass(9, "preference",
        [] { return std::string("no preference in effect along the purpose path"); });
 
-  // Rule 10: the legal basis decides.
+  // Rule 10: the legal basis decides; legitimate interest with a notice
+  // period only once the period after a notice covering the purpose ended.
   if (rule->legal_basis() == v1::LEGAL_BASIS_LEGITIMATE_INTEREST) {
-    return conclude(v1::DECISION_REASON_ALLOWED_DEFAULT, 10, "legal basis", [] {
-      return std::string("legitimate interest: allowed unless the user objects");
-    });
+    const int days = rule->min_notice_days();
+    if (days <= 0) {
+      return conclude(v1::DECISION_REASON_ALLOWED_DEFAULT, 10, "legal basis", [] {
+        return std::string("legitimate interest: allowed unless the user objects");
+      });
+    }
+    const NoticeView* notice = record != nullptr ? FirstNotice(*record, purpose) : nullptr;
+    const absl::Duration period = NoticePeriod(days);
+    auto detail = [&] {
+      std::string out =
+          absl::StrCat("legitimate interest with a notice period of ", days, " days: ");
+      if (notice == nullptr) {
+        absl::StrAppend(&out, "no notice covering ", purpose, " was delivered");
+      } else {
+        absl::StrAppend(&out, "notice ");
+        if (!notice->notice_id.empty()) {
+          absl::StrAppend(&out, notice->notice_id, " version ", notice->notice_version, " ");
+        }
+        absl::StrAppend(&out, "for ", notice->purpose, " delivered at ",
+                        FormatTime(ToProto(notice->delivery_time)), ", period ",
+                        notice->delivery_time + period <= at ? "ended" : "ends", " at ",
+                        FormatTime(ToProto(notice->delivery_time + period)));
+      }
+      return out;
+    };
+    if (notice == nullptr || notice->delivery_time + period > at) {
+      return conclude(v1::DECISION_REASON_DENIED_NOT_NOTIFIED, 10, "legal basis", detail);
+    }
+    return conclude(v1::DECISION_REASON_ALLOWED_DEFAULT, 10, "legal basis", detail);
   }
   return conclude(v1::DECISION_REASON_DENIED_NO_CONSENT, 10, "legal basis",
                   [] { return std::string("consent: denied until the user consents"); });

@@ -67,6 +67,14 @@ int AgeInYears(const DateView& birth, absl::Time at);
 // expire_time, an unset bound being open.
 bool InEffect(const PreferenceView& preference, absl::Time at);
 
+// The notice covering `purpose` (for it or an ancestor) delivered first;
+// null when there is none.
+const NoticeView* FirstNotice(const SubjectView& subject, absl::string_view purpose);
+
+// A notice period of `days` days of 24 hours: a notice delivered at t
+// counts from t + NoticePeriod(days) on.
+inline absl::Duration NoticePeriod(int days) { return absl::Hours(24) * days; }
+
 // Whether `ancestor` is `purpose` or one of its ancestors on the dotted path.
 bool CoversPurpose(absl::string_view ancestor, absl::string_view purpose);
 

@@ -49,6 +49,14 @@ void ValidateRuleSet(const v1::RuleSet& rules, const std::string& where, const P
     if (!seen.insert(rule.purpose()).second) {
       errors->push_back(absl::StrCat(at, ": a second rule for purpose \"", rule.purpose(), "\""));
     }
+    if (rule.min_notice_days() != 0 &&
+        (rule.prohibited() || rule.legal_basis() != v1::LEGAL_BASIS_LEGITIMATE_INTEREST)) {
+      errors->push_back(
+          absl::StrCat(at, ": min_notice_days applies to legitimate interest only (not to ",
+                       rule.prohibited() ? "a prohibited purpose" : "another legal basis", ")"));
+    } else if (rule.min_notice_days() < 0 || rule.min_notice_days() > kMaxNoticeDays) {
+      errors->push_back(absl::StrCat(at, ": min_notice_days must be 0 to ", kMaxNoticeDays));
+    }
     if (rule.prohibited()) continue;
     if (rule.legal_basis() == v1::LEGAL_BASIS_UNSPECIFIED) {
       errors->push_back(absl::StrCat(at, ": legal_basis is required unless prohibited"));

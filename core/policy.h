@@ -22,6 +22,9 @@
 
 namespace consent {
 
+// PurposeRule.min_notice_days at most (about ten years).
+inline constexpr int kMaxNoticeDays = 3650;
+
 // A validated consent.v1.Policy with what decisions look up precomputed
 // (purposes, the rule of each jurisdiction and purpose). Immutable once
 // built, so shared freely between threads; PolicyHolder swaps the active

@@ -1,9 +1,12 @@
 #include "core/subject_view.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "core/proto_time.h"
 
 namespace consent {
@@ -216,7 +219,88 @@ bool ReadPreference(absl::string_view bytes, PreferenceView* preference) {
   return ok;
 }
 
+// A v1::NoticeDelivery: one NoticeView per purpose it lists, appended to
+// `out`. A delivery without its time never counts (it is taken as
+// delivered at the end of time).
+bool ReadNotice(absl::string_view bytes, std::vector<NoticeView>* out) {
+  using N = v1::NoticeDelivery;
+  const size_t first = out->size();
+  absl::string_view id, version;
+  TimestampFields delivery;
+  const bool ok = ForEachField(bytes, [&](uint32_t field, int type, WireReader& r, bool* field_ok) {
+    if (type != kLengthDelimited) return false;
+    absl::string_view value;
+    if (field == N::kNoticeIdFieldNumber) {
+      *field_ok = r.LengthDelimited(&id);
+    } else if (field == N::kNoticeVersionFieldNumber) {
+      *field_ok = r.LengthDelimited(&version);
+    } else if (field == N::kPurposesFieldNumber) {
+      *field_ok = r.LengthDelimited(&value);
+      out->emplace_back().purpose = value;
+    } else if (field == N::kDeliveryTimeFieldNumber) {
+      *field_ok = r.LengthDelimited(&value) && delivery.Merge(value);
+    } else {
+      return false;
+    }
+    return true;
+  });
+  const absl::Time at = delivery.time().value_or(absl::InfiniteFuture());
+  for (size_t i = first; i < out->size(); ++i) {
+    NoticeView& n = (*out)[i];
+    n.delivery_time = at;
+    n.notice_id = id;
+    n.notice_version = version;
+  }
+  return ok;
+}
+
+// The subject index's compact notices (kCompactNoticesField).
+bool ReadCompactNotices(absl::string_view bytes, std::vector<NoticeView>* out) {
+  WireReader r(bytes);
+  while (!r.done()) {
+    uint64_t number, seconds;
+    if (!r.Varint(&number) || !r.Varint(&seconds) || number > kMaxPurposeNumbers) return false;
+    std::optional<absl::string_view> name = PurposeName(static_cast<uint32_t>(number));
+    if (!name) return false;
+    NoticeView& n = out->emplace_back();
+    n.purpose = *name;
+    n.delivery_time = absl::FromUnixSeconds(static_cast<int64_t>(seconds));
+  }
+  return true;
+}
+
+// PurposeNumber's table: names are added under `mu` and published through
+// `size`, so PurposeName reads without a lock. Never destroyed.
+struct PurposeTable {
+  absl::Mutex mu;
+  absl::flat_hash_map<std::string, uint32_t> numbers ABSL_GUARDED_BY(mu);
+  std::atomic<const std::string*> names[kMaxPurposeNumbers] = {};
+  std::atomic<uint32_t> size{0};
+};
+PurposeTable& Purposes() {
+  static PurposeTable* const table = new PurposeTable();
+  return *table;
+}
+
 }  // namespace
+
+uint32_t PurposeNumber(absl::string_view purpose) {
+  PurposeTable& table = Purposes();
+  absl::MutexLock lock(&table.mu);
+  if (auto it = table.numbers.find(purpose); it != table.numbers.end()) return it->second;
+  const uint32_t number = table.size.load(std::memory_order_relaxed);
+  if (number >= kMaxPurposeNumbers) return kNoPurposeNumber;
+  auto [it, inserted] = table.numbers.emplace(std::string(purpose), number);
+  table.names[number].store(&it->first, std::memory_order_release);
+  table.size.store(number + 1, std::memory_order_release);
+  return number;
+}
+
+std::optional<absl::string_view> PurposeName(uint32_t number) {
+  PurposeTable& table = Purposes();
+  if (number >= table.size.load(std::memory_order_acquire)) return std::nullopt;
+  return *table.names[number].load(std::memory_order_acquire);
+}
 
 const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
   // Decoded in place: copying a finished view through the
@@ -225,6 +309,7 @@ const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
   // samples under BatchCheck. Strings point into `bytes` until copied.
   SubjectView& view = *new (Allocate(sizeof(SubjectView))) SubjectView();
   preferences_.clear();
+  notices_.clear();
   using S = v1::Subject;
   const bool ok = ForEachField(bytes, [&](uint32_t field, int type, WireReader& r, bool* field_ok) {
     absl::string_view nested;
@@ -234,6 +319,10 @@ const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
     } else if (field == S::kPreferencesFieldNumber && type == kLengthDelimited) {
       *field_ok =
           r.LengthDelimited(&nested) && ReadPreference(nested, &preferences_.emplace_back());
+    } else if (field == S::kNoticesFieldNumber && type == kLengthDelimited) {
+      *field_ok = r.LengthDelimited(&nested) && ReadNotice(nested, &notices_);
+    } else if (field == kCompactNoticesField && type == kLengthDelimited) {
+      *field_ok = r.LengthDelimited(&nested) && ReadCompactNotices(nested, &notices_);
     } else if ((field == S::kExclusionCountFieldNumber || field == S::kRevisionFieldNumber) &&
                type == kVarint) {
       *field_ok = r.Varint(&v);
@@ -246,14 +335,21 @@ const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
   });
   if (!ok) return nullptr;  // its memory stays unused until the arena goes
 
-  // Then the preferences, then the strings, in one allocation.
+  // Then the preferences, the notices, then the strings, in one
+  // allocation.
   const size_t n = preferences_.size();
-  size_t size = n * sizeof(PreferenceView) + view.jurisdiction.size();
+  const size_t notices = notices_.size();
+  size_t size =
+      n * sizeof(PreferenceView) + notices * sizeof(NoticeView) + view.jurisdiction.size();
   for (const PreferenceView& p : preferences_) size += p.purpose.size();
+  for (const NoticeView& notice : notices_) {
+    size += notice.purpose.size() + notice.notice_id.size() + notice.notice_version.size();
+  }
   if (size == 0) return &view;
   char* memory = static_cast<char*>(Allocate(size));
   auto* copied = reinterpret_cast<PreferenceView*>(memory);
-  char* chars = memory + n * sizeof(PreferenceView);
+  auto* copied_notices = reinterpret_cast<NoticeView*>(memory + n * sizeof(PreferenceView));
+  char* chars = memory + n * sizeof(PreferenceView) + notices * sizeof(NoticeView);
   auto copy = [&chars](absl::string_view s) {
     if (s.empty()) return absl::string_view();  // no pointer into the source
     std::memcpy(chars, s.data(), s.size());
@@ -267,6 +363,14 @@ const SubjectView* SubjectViewArena::Decode(absl::string_view bytes) {
     new (&copied[i]) PreferenceView(p);
   }
   if (n > 0) view.preferences = absl::MakeConstSpan(copied, n);
+  for (size_t i = 0; i < notices; ++i) {
+    NoticeView& notice = notices_[i];
+    notice.purpose = copy(notice.purpose);
+    notice.notice_id = copy(notice.notice_id);
+    notice.notice_version = copy(notice.notice_version);
+    new (&copied_notices[i]) NoticeView(notice);
+  }
+  if (notices > 0) view.notices = absl::MakeConstSpan(copied_notices, notices);
   return &view;
 }
 

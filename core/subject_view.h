@@ -38,20 +38,52 @@ struct PreferenceView {
   int64_t revision = 0;
 };
 
-// A v1::Subject's decision fields: attributes, preferences, exclusion
-// count, revision.
+// One purpose a delivered notice covers (a v1::NoticeDelivery gives one per
+// purpose it lists).
+struct NoticeView {
+  absl::string_view purpose;
+  absl::Time delivery_time;
+  // Empty in the subject index's compact view (kCompactNoticesField),
+  // which keeps only what decisions read.
+  absl::string_view notice_id;
+  absl::string_view notice_version;
+};
+
+// A v1::Subject's decision fields: attributes, preferences, notices,
+// exclusion count, revision.
 struct SubjectView {
   absl::string_view jurisdiction;
   std::optional<DateView> birth_date;
   v1::AccountState account_state = v1::ACCOUNT_STATE_UNSPECIFIED;
   absl::Span<const PreferenceView> preferences;
+  absl::Span<const NoticeView> notices;
   int64_t exclusion_count = 0;
   int64_t revision = 0;
 };
 
 // Views live in blocks that are freed without running destructors.
 static_assert(std::is_trivially_destructible_v<PreferenceView>);
+static_assert(std::is_trivially_destructible_v<NoticeView>);
 static_assert(std::is_trivially_destructible_v<SubjectView>);
+
+// The field of v1::Subject (reserved there, never stored on disk) in which
+// the subject index's decision view keeps the notices compactly: packed
+// varints, pairs of (PurposeNumber of a covered purpose, the earliest
+// delivery of a notice covering it in Unix seconds). About 8 bytes per
+// purpose instead of about 23 for the NoticeDelivery fields.
+inline constexpr uint32_t kCompactNoticesField = 100;
+
+// Process-wide numbers for purpose names, for the compact notices: a
+// number is one byte where a name is a dozen. Assigned on first use, in
+// memory only (never written to disk: another process numbers otherwise).
+// Thread safe. Returns kNoPurposeNumber once kMaxPurposeNumbers names have
+// numbers; the caller keeps the name instead.
+inline constexpr uint32_t kMaxPurposeNumbers = 1 << 16;
+inline constexpr uint32_t kNoPurposeNumber = ~uint32_t{0};
+uint32_t PurposeNumber(absl::string_view purpose);
+// The name of a number PurposeNumber gave; nullopt for any other number.
+// Lock free. The name lives as long as the process.
+std::optional<absl::string_view> PurposeName(uint32_t number);
 
 // Owns views and everything they point to (strings, preferences), in a few
 // blocks: a batch's views cost no allocation each. Views live as long as
@@ -76,7 +108,8 @@ class SubjectViewArena {
  private:
   // `size` bytes, aligned for a view.
   static constexpr size_t kAlign = alignof(SubjectView);
-  static_assert(alignof(PreferenceView) <= kAlign && (kAlign & (kAlign - 1)) == 0);
+  static_assert(alignof(PreferenceView) <= kAlign && alignof(NoticeView) <= kAlign &&
+                (kAlign & (kAlign - 1)) == 0 && sizeof(PreferenceView) % kAlign == 0);
   void* Allocate(size_t size);
 
   std::vector<std::unique_ptr<char[]>> blocks_;
@@ -84,6 +117,7 @@ class SubjectViewArena {
   size_t left_ = 0;
   size_t block_size_ = 0;                    // of the newest block
   std::vector<PreferenceView> preferences_;  // Decode's, until copied
+  std::vector<NoticeView> notices_;          // Decode's, until copied
 };
 
 }  // namespace consent

@@ -53,7 +53,8 @@ ABSL_FLAG(bool, subject_index, true,
           "loaded in the background at start; until it is loaded checks read RocksDB. "
           "--subject_index=false always reads RocksDB: docs/performance.md.");
 ABSL_FLAG(int, worker_threads, 16,
-          "Threads for GetSubject and ListHistory, which wait for RocksDB reads (writes wait for "
+          "Threads for GetSubject, GetSubjectSummary and ListHistory, which wait for RocksDB reads "
+          "(writes wait for "
           "no thread: the commit pipeline answers them). 1 to 1024.");
 ABSL_FLAG(std::string, log_format, "human",
           "human (timestamp, level, message, key=value fields) or json (one object per line).");
@@ -67,9 +68,10 @@ ABSL_FLAG(std::string, backup_dir, "",
 ABSL_FLAG(int, max_streams, 64,
           "StreamCheck and WatchChanges streams open at once; more get RESOURCE_EXHAUSTED. "
           "1 to 10000.");
-ABSL_FLAG(int64_t, max_queued_reads, 1024,
-          "GetSubject and ListHistory calls waiting for a worker thread; more get "
-          "RESOURCE_EXHAUSTED. At least 1.");
+ABSL_FLAG(
+    int64_t, max_queued_reads, 1024,
+    "GetSubject, GetSubjectSummary and ListHistory calls waiting for a worker thread; more get "
+    "RESOURCE_EXHAUSTED. At least 1.");
 ABSL_FLAG(int64_t, max_queued_writes, 10000,
           "Writes waiting for the commit pipeline; more get RESOURCE_EXHAUSTED (nothing "
           "written). At least 1.");

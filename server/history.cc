@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "google/protobuf/util/time_util.h"
+
 namespace consent {
 
 void PutPreference(v1::Subject* subject, const std::string& purpose, const v1::Preference* after) {
@@ -22,6 +24,39 @@ void PutPreference(v1::Subject* subject, const std::string& purpose, const v1::P
   *prefs->Add() = *after;
   // Move the new element from the end into its sorted place.
   for (int i = prefs->size() - 1; i > index; --i) prefs->SwapElements(i, i - 1);
+}
+
+namespace {
+
+bool NoticeBefore(const v1::NoticeDelivery& a, absl::string_view id, absl::string_view version) {
+  return a.notice_id() != id ? a.notice_id() < id : a.notice_version() < version;
+}
+
+}  // namespace
+
+const v1::NoticeDelivery* FindNotice(const v1::Subject& subject, absl::string_view notice_id,
+                                     absl::string_view notice_version) {
+  for (const v1::NoticeDelivery& n : subject.notices()) {
+    if (n.notice_id() == notice_id && n.notice_version() == notice_version) return &n;
+  }
+  return nullptr;
+}
+
+const v1::NoticeDelivery& PutNotice(v1::Subject* subject, const v1::NoticeDelivery& delivery) {
+  auto* notices = subject->mutable_notices();
+  auto it = std::lower_bound(notices->begin(), notices->end(), delivery,
+                             [](const v1::NoticeDelivery& a, const v1::NoticeDelivery& b) {
+                               return NoticeBefore(a, b.notice_id(), b.notice_version());
+                             });
+  if (it != notices->end() && it->notice_id() == delivery.notice_id() &&
+      it->notice_version() == delivery.notice_version()) {
+    if (delivery.delivery_time() < it->delivery_time()) *it = delivery;
+    return *it;
+  }
+  const int index = static_cast<int>(it - notices->begin());
+  *notices->Add() = delivery;
+  for (int i = notices->size() - 1; i > index; --i) notices->SwapElements(i, i - 1);
+  return notices->Get(index);
 }
 
 void ApplyEvent(const v1::ChangeEvent& event, SubjectAsOf* state) {
@@ -54,9 +89,13 @@ void ApplyEvent(const v1::ChangeEvent& event, SubjectAsOf* state) {
       }
       break;
     }
+    case v1::ChangeEvent::kNotice:
+      PutNotice(&subject, event.notice().notice());
+      break;
     case v1::ChangeEvent::kDeletion:
       subject.clear_attributes();
       subject.clear_preferences();
+      subject.clear_notices();
       subject.mutable_attributes()->set_account_state(v1::ACCOUNT_STATE_DELETED);
       *subject.mutable_delete_time() = event.event_time();
       break;

@@ -10,6 +10,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
 #include "consent/v1/types.pb.h"
 
 namespace consent {
@@ -29,6 +30,16 @@ void ApplyEvent(const v1::ChangeEvent& event, SubjectAsOf* state);
 // preferences sorted by purpose. `after` null removes it. Shared by the
 // write path and the fold so both keep the same shape.
 void PutPreference(v1::Subject* subject, const std::string& purpose, const v1::Preference* after);
+
+// The subject's entry for (notice_id, notice_version), or null.
+const v1::NoticeDelivery* FindNotice(const v1::Subject& subject, absl::string_view notice_id,
+                                     absl::string_view notice_version);
+
+// Records a delivery of a notice in `subject`: one entry per (notice_id,
+// notice_version), sorted, holding the earliest delivery (a later one
+// changes nothing). Returns the entry. Shared by the write path and the
+// fold so both keep the same shape.
+const v1::NoticeDelivery& PutNotice(v1::Subject* subject, const v1::NoticeDelivery& delivery);
 
 }  // namespace consent
 

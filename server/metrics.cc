@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <thread>
 
@@ -27,7 +28,9 @@ const std::vector<double> kWalSyncBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0
 const std::vector<double> kItemBuckets = {1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 constexpr double kNanos = 1e-9;
 
-constexpr const char* kWriteKinds[] = {"preference", "attributes", "exclusion", "deletion"};
+constexpr const char* kWriteKinds[] = {"preference", "attributes", "exclusion", "deletion",
+                                       "notice"};
+static_assert(std::size(kWriteKinds) == static_cast<size_t>(WriteKind::kCount));
 constexpr const char* kWriteResults[] = {"ok", "rejected", "error"};
 
 std::atomic<uint64_t> g_generation{0};
@@ -323,7 +326,7 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
       }
     }
   }
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < static_cast<int>(WriteKind::kCount); ++k) {
     for (int r = 0; r < 3; ++r) {
       AddCounter(writes, {{"kind", kWriteKinds[k]}, {"result", kWriteResults[r]}}, writes_[k][r]);
     }

@@ -112,7 +112,7 @@ class MethodMetrics {
 };
 
 // What a write changed, the `kind` label of consent_writes_total.
-enum class WriteKind { kPreference, kAttributes, kExclusion, kDeletion };
+enum class WriteKind { kPreference, kAttributes, kExclusion, kDeletion, kNotice, kCount };
 
 // Why a call was turned away or ended by an admission limit, the `reason`
 // label of consent_rejected_total.
@@ -197,7 +197,7 @@ class Metrics final : public prometheus::Collectable {
 
   // Distinguishes instances in the per-thread purpose cache.
   const uint64_t generation_;
-  std::array<std::array<metrics_internal::Counter, 3>, 4> writes_;
+  std::array<std::array<metrics_internal::Counter, 3>, static_cast<int>(WriteKind::kCount)> writes_;
   std::array<metrics_internal::Counter, 2> reloads_;
   std::array<metrics_internal::Counter, static_cast<int>(Rejection::kCount)> rejected_;
   std::array<metrics_internal::Counter, static_cast<int>(AuthFailure::kCount)> auth_failures_;

@@ -90,6 +90,13 @@ void CompareRules(const v1::PurposeRule* current, const v1::PurposeRule* next,
   if (current->require_known_age() && !next->require_known_age()) {
     out->push_back(absl::StrCat(where, ": require_known_age is dropped"));
   }
+  // A notice period matters under legitimate interest only; a CONSENT rule
+  // becoming legitimate interest is reported above.
+  if (current->legal_basis() == v1::LEGAL_BASIS_LEGITIMATE_INTEREST &&
+      next->min_notice_days() < current->min_notice_days()) {
+    out->push_back(absl::StrCat(where, ": min_notice_days ", current->min_notice_days(),
+                                " becomes ", next->min_notice_days()));
+  }
 }
 
 }  // namespace

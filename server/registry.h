@@ -6,7 +6,8 @@
 //   RegistryHistory  (registry_history.h)  ListHistory, WatchChanges,
 //                                          VerifyAuditLog;
 // and does itself what touches all of them: activating policies and
-// backups. The errors each call gives are listed on its part's class.
+// backups. GetSubjectSummary is a function over the store and the policy
+// (subject_summary.h). The errors each call gives are listed on its part's class.
 #ifndef CONSENT_SERVER_REGISTRY_H_
 #define CONSENT_SERVER_REGISTRY_H_
 
@@ -26,6 +27,7 @@
 #include "server/registry_history.h"
 #include "server/registry_writes.h"
 #include "server/revision_notifier.h"
+#include "server/subject_summary.h"
 #include "storage/consent_store.h"
 
 namespace consent {
@@ -95,11 +97,25 @@ class Registry {
                      v1::DeleteSubjectResponse* response, WriteDone done) {
     writes_.DeleteSubject(request, context, response, std::move(done));
   }
+  void RecordNotice(const v1::RecordNoticeRequest& request, const CallContext& context,
+                    v1::RecordNoticeResponse* response, WriteDone done) {
+    writes_.RecordNotice(request, context, response, std::move(done));
+  }
+  void BatchRecordNotices(const v1::BatchRecordNoticesRequest& request, const CallContext& context,
+                          v1::BatchRecordNoticesResponse* response, WriteDone done) {
+    writes_.BatchRecordNotices(request, context, response, std::move(done));
+  }
   static absl::Status AwaitWrite(const std::function<void(WriteDone)>& start) {
     return RegistryWrites::AwaitWrite(start);
   }
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response) {
     return writes_.GetSubject(request, response);
+  }
+  // What the registry answers now for each purpose, for the user's own view
+  // (subject_summary.h).
+  absl::Status GetSubjectSummary(const v1::GetSubjectSummaryRequest& request,
+                                 v1::GetSubjectSummaryResponse* response) {
+    return SummarizeSubject(request, *store_, *policies_->Get(), clock_->Now(), response);
   }
 
   // Checks (RegistryChecks).

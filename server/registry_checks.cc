@@ -164,11 +164,21 @@ absl::Status RegistryChecks::Check(const v1::CheckRequest& request,
     revision = state.subject.revision();
   } else {
     revision = store_->CurrentRevision();
-    // The decision view (the subject index when there is one).
+    // The decision view (the subject index when there is one); to explain,
+    // the whole record, whose notices name themselves.
     const absl::string_view id = request.user_id();
     SubjectViewArena arena;
     std::vector<const SubjectView*> records;
-    if (absl::Status s = store_->GetSubjects({&id, 1}, &arena, &records); !s.ok()) return s;
+    if (request.explain()) {
+      auto subject = store_->GetSubject(request.user_id());
+      if (!subject.ok() && !absl::IsNotFound(subject.status())) return subject.status();
+      records.push_back(subject.ok() ? arena.Add(*subject) : nullptr);
+      if (subject.ok() && records[0] == nullptr) {
+        return absl::DataLossError("the subject's record does not decode");
+      }
+    } else if (absl::Status s = store_->GetSubjects({&id, 1}, &arena, &records); !s.ok()) {
+      return s;
+    }
     const SubjectView* record = records[0];
     std::vector<std::string> excluded;
     if (record) {

@@ -37,18 +37,20 @@ bool DecodePageToken(absl::string_view token, std::string* user_id, int64_t* rev
 
 // Whether a change event can affect decisions for `purpose` ("" matches
 // all): preference and exclusion events of the purpose, its ancestors or
-// its descendants; attribute changes and deletions always.
+// its descendants, notices covering one of them; attribute changes and
+// deletions always.
 bool AffectsPurpose(const v1::ChangeEvent& event, absl::string_view purpose) {
   if (purpose.empty()) return true;
-  absl::string_view changed;
-  if (event.has_preference()) {
-    changed = event.preference().purpose();
-  } else if (event.has_exclusion()) {
-    changed = event.exclusion().purpose();
-  } else {
-    return true;
+  auto related = [purpose](absl::string_view changed) {
+    return CoversPurpose(changed, purpose) || CoversPurpose(purpose, changed);
+  };
+  if (event.has_preference()) return related(event.preference().purpose());
+  if (event.has_exclusion()) return related(event.exclusion().purpose());
+  if (event.has_notice()) {
+    const auto& purposes = event.notice().notice().purposes();
+    return std::any_of(purposes.begin(), purposes.end(), related);
   }
-  return CoversPurpose(changed, purpose) || CoversPurpose(purpose, changed);
+  return true;
 }
 
 }  // namespace

@@ -185,6 +185,34 @@ grpc::ServerUnaryReactor* RegistryService::DeleteSubject(grpc::CallbackServerCon
                     request, response);
 }
 
+grpc::ServerUnaryReactor* RegistryService::RecordNotice(grpc::CallbackServerContext* context,
+                                                        const v1::RecordNoticeRequest* request,
+                                                        v1::RecordNoticeResponse* response) {
+  return ServeWrite(
+      context,
+      WriteCall<v1::RecordNoticeRequest, v1::RecordNoticeResponse>{
+          Rpc::kRecordNotice, WriteKind::kNotice, &Registry::RecordNotice, 1, request->user_id()},
+      request, response);
+}
+
+grpc::ServerUnaryReactor* RegistryService::BatchRecordNotices(
+    grpc::CallbackServerContext* context, const v1::BatchRecordNoticesRequest* request,
+    v1::BatchRecordNoticesResponse* response) {
+  return ServeWrite(context,
+                    WriteCall<v1::BatchRecordNoticesRequest, v1::BatchRecordNoticesResponse>{
+                        Rpc::kBatchRecordNotices, WriteKind::kNotice, &Registry::BatchRecordNotices,
+                        request->requests_size(), ""},
+                    request, response);
+}
+
+grpc::ServerUnaryReactor* RegistryService::GetSubjectSummary(
+    grpc::CallbackServerContext* context, const v1::GetSubjectSummaryRequest* request,
+    v1::GetSubjectSummaryResponse* response) {
+  return OnWorker(context, Rpc::kGetSubjectSummary, "", [=](const Authorized&) {
+    return ToGrpcStatus(registry_->GetSubjectSummary(*request, response));
+  });
+}
+
 grpc::ServerUnaryReactor* RegistryService::GetSubject(grpc::CallbackServerContext* context,
                                                       const v1::GetSubjectRequest* request,
                                                       v1::GetSubjectResponse* response) {

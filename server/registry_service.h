@@ -156,7 +156,8 @@ class CallAccounting {
 // threads. The streams stay synchronous.
 // What many calls together may hold (docs/reliability.md, "Admission").
 struct AdmissionLimits {
-  // GetSubject and ListHistory threads, and calls waiting for one, at most.
+  // GetSubject, GetSubjectSummary and ListHistory threads, and calls
+  // waiting for one, at most.
   int worker_threads = 16;
   size_t max_queued_reads = 1024;
   // StreamCheck and WatchChanges streams open at once (each holds a thread
@@ -185,7 +186,13 @@ class RegistryService final
                               v1::ConsentRegistry::WithCallbackMethod_Check<
                                   v1::ConsentRegistry::WithRawCallbackMethod_BatchCheck<
                                       v1::ConsentRegistry::WithCallbackMethod_ListHistory<
-                                          v1::ConsentRegistry::Service>>>>>>>>> {
+                                          v1::ConsentRegistry::WithCallbackMethod_RecordNotice<
+                                              v1::ConsentRegistry::
+                                                  WithCallbackMethod_BatchRecordNotices<
+                                                      v1::ConsentRegistry::
+                                                          WithCallbackMethod_GetSubjectSummary<
+                                                              v1::ConsentRegistry::
+                                                                  Service>>>>>>>>>>>> {
  public:
   // Calls are admitted through `calls`' gate: once it drains they get
   // UNAVAILABLE; past `limits`, RESOURCE_EXHAUSTED. `clock` times idle
@@ -212,6 +219,15 @@ class RegistryService final
   grpc::ServerUnaryReactor* GetSubject(grpc::CallbackServerContext* context,
                                        const v1::GetSubjectRequest* request,
                                        v1::GetSubjectResponse* response) override;
+  grpc::ServerUnaryReactor* RecordNotice(grpc::CallbackServerContext* context,
+                                         const v1::RecordNoticeRequest* request,
+                                         v1::RecordNoticeResponse* response) override;
+  grpc::ServerUnaryReactor* BatchRecordNotices(grpc::CallbackServerContext* context,
+                                               const v1::BatchRecordNoticesRequest* request,
+                                               v1::BatchRecordNoticesResponse* response) override;
+  grpc::ServerUnaryReactor* GetSubjectSummary(grpc::CallbackServerContext* context,
+                                              const v1::GetSubjectSummaryRequest* request,
+                                              v1::GetSubjectSummaryResponse* response) override;
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
                                   const v1::CheckRequest* request,
                                   v1::CheckResponse* response) override;
@@ -247,8 +263,9 @@ class RegistryService final
     Rpc rpc;
     WriteKind kind;
     void (Registry::*write)(const Request&, const CallContext&, Response*, Registry::WriteDone);
-    int items;                  // preferences written: consent_writes_total and, for a
-                                // batch, consent_batch_items
+    int items;                  // items written (preferences, notices):
+                                // consent_writes_total and, for a batch,
+                                // consent_batch_items
     absl::string_view user_id;  // for the debug line ("" for a batch)
   };
   // A write: admitted and timed (CallAccounting::ServeAsync), handed to the
@@ -277,10 +294,11 @@ class RegistryService final
           reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, who, handler));
         })) {
       Rejected(Rejection::kWorkerQueue);
-      const grpc::Status full(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                              absl::StrCat(limits_.max_queued_reads,
-                                           " GetSubject and ListHistory calls are waiting "
-                                           "already (--max_queued_reads); retry later"));
+      const grpc::Status full(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat(limits_.max_queued_reads,
+                       " GetSubject, GetSubjectSummary and ListHistory calls are waiting "
+                       "already (--max_queued_reads); retry later"));
       reactor->Finish(calls_->ServeFrom(arrival, rpc, request_id, who,
                                         [&full](const Authorized&) { return full; }));
     }

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/civil_time.h"
 #include "core/proto_time.h"
@@ -178,6 +180,98 @@ const v1::Preference* FindPreference(const v1::Subject& subject, absl::string_vi
     if (p.purpose() == purpose) return &p;
   }
   return nullptr;
+}
+
+// A notice's delivery time: not in the future beyond this (clock skew
+// between the caller and the server), as a check's create_time.
+constexpr absl::Duration kMaxDeliverySkew = absl::Minutes(5);
+// Not further back than this unless the request says it is a backfill.
+constexpr absl::Duration kMaxDeliveryAge = absl::Hours(24 * 30);
+
+void ValidateRecordNotice(const v1::RecordNoticeRequest& r, const std::string& prefix,
+                          const CompiledPolicy& policy, absl::Time now, Violations* v) {
+  ValidateId(r.user_id(), prefix + "user_id", v);
+  ValidateId(r.notice_id(), prefix + "notice_id", v);
+  ValidateId(r.notice_version(), prefix + "notice_version", v);
+  if (r.purposes_size() == 0) {
+    v->Add(prefix + "purposes", "at least one purpose is required");
+  } else if (r.purposes_size() > kMaxNoticePurposes) {
+    v->Add(prefix + "purposes",
+           absl::StrCat(r.purposes_size(), " purposes; at most ", kMaxNoticePurposes, " allowed"));
+  } else {
+    for (int i = 0; i < r.purposes_size(); ++i) {
+      const std::string& purpose = r.purposes(i);
+      const std::string field = absl::StrCat(prefix, "purposes[", i, "]");
+      ValidatePurpose(purpose, field, policy, v);
+      for (int j = 0; j < i; ++j) {
+        if (r.purposes(j) == purpose) v->Add(field, absl::StrCat("repeats purposes[", j, "]"));
+      }
+    }
+  }
+  if (r.channel() == v1::NOTICE_CHANNEL_UNSPECIFIED) {
+    v->Add(prefix + "channel", "is required: EMAIL, IN_APP or BANNER");
+  } else if (!v1::NoticeChannel_IsValid(r.channel())) {
+    v->Add(prefix + "channel", "is not a known notice channel");
+  }
+  if (r.has_delivery_time()) {
+    const std::string field = prefix + "delivery_time";
+    if (std::string p = TimestampProblem(r.delivery_time()); !p.empty()) {
+      v->Add(field, p);
+    } else if (const absl::Time t = FromProto(r.delivery_time()); t > now + kMaxDeliverySkew) {
+      v->Add(field, absl::StrCat("is ", absl::FormatTime(t, absl::UTCTimeZone()),
+                                 ", in the future (the server's time is ",
+                                 absl::FormatTime(now, absl::UTCTimeZone()), ")"));
+    } else if (t < absl::UnixEpoch()) {
+      v->Add(field, "is before 1970");
+    } else if (t < now - kMaxDeliveryAge && !r.backfill()) {
+      v->Add(field, "is more than 30 days ago; set backfill to record a late delivery");
+    }
+  }
+  ValidateWriteFields(r, prefix, v);
+}
+
+// The update a RecordNoticeRequest makes. `request` and `context` must
+// outlive the commit.
+storage::SubjectUpdate NoticeUpdate(const v1::RecordNoticeRequest& request,
+                                    const CallContext& context) {
+  return WriteUpdate(
+      request, context, v1::CHANGE_KIND_NOTICE,
+      [&request](storage::UpdateContext& update_context, v1::Subject& subject,
+                 v1::ChangeEvent& event) -> absl::Status {
+        if (const v1::NoticeDelivery* known =
+                FindNotice(subject, request.notice_id(), request.notice_version())) {
+          // A notice version says one thing: its purposes do not change.
+          const std::set<std::string> was(known->purposes().begin(), known->purposes().end());
+          const std::set<std::string> now(request.purposes().begin(), request.purposes().end());
+          if (was != now) {
+            absl::Status status = absl::FailedPreconditionError(absl::StrCat(
+                "notice ", request.notice_id(), " version ", request.notice_version(),
+                " was recorded for this user at revision ", known->revision(),
+                " covering other purposes (", absl::StrJoin(known->purposes(), ", "),
+                "); a notice version's purposes do not change: record a new notice_version"));
+            google::rpc::PreconditionFailure failure;
+            auto* violation = failure.add_violations();
+            violation->set_type("NOTICE_PURPOSES_DIFFER");
+            violation->set_subject("purposes");
+            violation->set_description(absl::StrJoin(known->purposes(), ", "));
+            AttachDetail(status, failure);
+            return status;
+          }
+        }
+        v1::NoticeChange* change = event.mutable_notice();
+        v1::NoticeDelivery* notice = change->mutable_notice();
+        notice->set_notice_id(request.notice_id());
+        notice->set_notice_version(request.notice_version());
+        *notice->mutable_purposes() = request.purposes();
+        notice->set_channel(request.channel());
+        *notice->mutable_record_time() = ToProto(update_context.time());
+        *notice->mutable_delivery_time() =
+            request.has_delivery_time() ? request.delivery_time() : notice->record_time();
+        notice->set_revision(update_context.revision());
+        change->set_backfill(request.backfill());
+        PutNotice(&subject, *notice);
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace
@@ -377,6 +471,7 @@ void RegistryWrites::DeleteSubject(const v1::DeleteSubjectRequest& request,
         // account was deleted. History keeps what is needed to prove it.
         subject.clear_attributes();
         subject.clear_preferences();
+        subject.clear_notices();
         subject.mutable_attributes()->set_account_state(v1::ACCOUNT_STATE_DELETED);
         *subject.mutable_delete_time() = ToProto(update_context.time());
         return absl::OkStatus();
@@ -384,6 +479,84 @@ void RegistryWrites::DeleteSubject(const v1::DeleteSubjectRequest& request,
   CommitSingle(
       std::move(updates), response, [](storage::CommitResult&) { return absl::OkStatus(); },
       std::move(done));
+}
+
+void RegistryWrites::RecordNotice(const v1::RecordNoticeRequest& request,
+                                  const CallContext& context, v1::RecordNoticeResponse* response,
+                                  WriteDone done) {
+  const auto policy = policies_->Get();
+  Violations v;
+  ValidateRecordNotice(request, "", *policy, clock_->Now(), &v);
+  if (!v.empty()) return done(v.ToStatus());
+
+  std::vector<storage::SubjectUpdate> updates;
+  updates.push_back(NoticeUpdate(request, context));
+  if (!request.request_id().empty()) {
+    // Kept with the request id, for a replay's answer: the subject's entry.
+    updates.back().reply = [&request](const v1::Subject& subject, const v1::ChangeEvent&) {
+      const v1::NoticeDelivery* entry =
+          FindNotice(subject, request.notice_id(), request.notice_version());
+      return entry != nullptr ? entry->SerializeAsString() : std::string();
+    };
+  }
+  CommitSingle(
+      std::move(updates), response,
+      [&request, response](storage::CommitResult& result) -> absl::Status {
+        if (result.replayed[0]) {
+          if (!response->mutable_notice()->ParseFromString(result.replies[0])) {
+            return absl::DataLossError("the stored reply of a request id does not parse");
+          }
+        } else if (const v1::NoticeDelivery* entry = FindNotice(
+                       result.subjects[0], request.notice_id(), request.notice_version())) {
+          *response->mutable_notice() = *entry;
+        }
+        return absl::OkStatus();
+      },
+      std::move(done));
+}
+
+void RegistryWrites::BatchRecordNotices(const v1::BatchRecordNoticesRequest& request,
+                                        const CallContext& context,
+                                        v1::BatchRecordNoticesResponse* response, WriteDone done) {
+  const auto policy = policies_->Get();
+  const absl::Time now = clock_->Now();
+  Violations v;
+  if (request.requests_size() == 0) {
+    v.Add("requests", "at least one item is required");
+  } else if (request.requests_size() > kMaxBatchNoticeItems) {
+    v.Add("requests", absl::StrCat(request.requests_size(), " items; at most ",
+                                   kMaxBatchNoticeItems, " allowed per batch"));
+  } else {
+    for (int i = 0; i < request.requests_size(); ++i) {
+      // As BatchSetPreferences: item field names built only for a bad item.
+      Violations item;
+      ValidateRecordNotice(request.requests(i), "", *policy, now, &item);
+      if (item.empty()) continue;
+      ValidateRecordNotice(request.requests(i), absl::StrCat("requests[", i, "]."), *policy, now,
+                           &v);
+    }
+  }
+  ValidateOptionalId(request.request_id(), "request_id", &v);
+  if (!v.empty()) return done(v.ToStatus());
+
+  std::vector<storage::SubjectUpdate> updates;
+  updates.reserve(request.requests_size());
+  for (const v1::RecordNoticeRequest& item : request.requests()) {
+    updates.push_back(NoticeUpdate(item, context));
+    updates.back().return_subject = false;  // the response has revisions only
+  }
+  Commit(
+      std::move(updates), KeyOf("BatchRecordNotices", request, request.request_id()),
+      [](int i) {
+        return i < 0 ? std::string("request_id") : absl::StrCat("requests[", i, "].request_id");
+      },
+      [response, done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
+        if (!result.ok()) return done(result.status());
+        for (int64_t r : result->revisions) response->add_revisions(r);
+        response->set_revision(
+            *std::max_element(result->revisions.begin(), result->revisions.end()));
+        done(absl::OkStatus());
+      });
 }
 
 absl::Status RegistryWrites::GetSubject(const v1::GetSubjectRequest& request,

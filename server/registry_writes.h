@@ -25,6 +25,9 @@ struct CallContext {
 };
 
 inline constexpr int kMaxBatchSetItems = 1000;
+inline constexpr int kMaxBatchNoticeItems = 10000;
+// RecordNoticeRequest.purposes, at most.
+inline constexpr int kMaxNoticePurposes = 64;
 
 // Thread safe. Does not own its collaborators, which must outlive it.
 //
@@ -33,7 +36,9 @@ inline constexpr int kMaxBatchSetItems = 1000;
 // fingerprint differs); kAborted (ErrorInfo REVISION_MISMATCH) when
 // expected_revision does not match; kFailedPrecondition
 // (PreconditionFailure SUBJECT_DELETED) for writes to a deleted subject;
-// kAlreadyExists for deleting a deleted subject; kNotFound from GetSubject
+// kAlreadyExists for deleting a deleted subject; kFailedPrecondition
+// (PreconditionFailure NOTICE_PURPOSES_DIFFER) for a notice version
+// recorded before with other purposes; kNotFound from GetSubject
 // for a user never recorded. Storage failures pass through (kUnavailable,
 // kResourceExhausted, kInternal, kDataLoss).
 class RegistryWrites {
@@ -61,6 +66,10 @@ class RegistryWrites {
                            WriteDone done);
   void DeleteSubject(const v1::DeleteSubjectRequest& request, const CallContext& context,
                      v1::DeleteSubjectResponse* response, WriteDone done);
+  void RecordNotice(const v1::RecordNoticeRequest& request, const CallContext& context,
+                    v1::RecordNoticeResponse* response, WriteDone done);
+  void BatchRecordNotices(const v1::BatchRecordNoticesRequest& request, const CallContext& context,
+                          v1::BatchRecordNoticesResponse* response, WriteDone done);
   // Starts a write (one of the above) with a `done` that records its
   // status, and waits for it: the blocking form, for tools and benchmarks.
   static absl::Status AwaitWrite(const std::function<void(WriteDone)>& start);

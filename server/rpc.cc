@@ -29,6 +29,9 @@ constexpr RpcInfo kRpcs[] = {
     {kAdminService, "CreateBackup", "unary", false, kAdmin},
     {kAdminService, "VerifyAuditLog", "unary", false, kAuditor | kAdmin},
     {kAdminService, "ReloadAuth", "unary", false, kAdmin},
+    {kRegistryService, "RecordNotice", "unary", false, kWriter},
+    {kRegistryService, "BatchRecordNotices", "unary", true, kWriter},
+    {kRegistryService, "GetSubjectSummary", "unary", false, kWriter | kAuditor},
 };
 static_assert(sizeof(kRpcs) / sizeof(kRpcs[0]) == static_cast<size_t>(kRpcCount));
 

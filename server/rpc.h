@@ -25,6 +25,9 @@ enum class Rpc {
   kCreateBackup,
   kVerifyAuditLog,
   kReloadAuth,
+  kRecordNotice,
+  kBatchRecordNotices,
+  kGetSubjectSummary,
   kCount,
 };
 constexpr int kRpcCount = static_cast<int>(Rpc::kCount);
