@@ -54,6 +54,9 @@ rows=(
   "StreamCheck 1,000 per message|stream --batch=1000 --concurrency=8 --connections=4"
   "SetPreference, 64 in flight|write --concurrency=64 --connections=8"
   "BatchSetPreferences of 100|write-batch --batch=100 --concurrency=16 --connections=4"
+  "BatchRecordNotices of 100|notices --batch=100 --concurrency=16 --connections=4"
+  "BatchSetPreferences of 1,000|write-batch --batch=1000 --concurrency=16 --connections=4"
+  "BatchRecordNotices of 1,000|notices --batch=1000 --concurrency=16 --connections=4"
   "mixed 95/5|mixed --read_ratio=0.95 --concurrency=64 --connections=8"
 )
 for row in "${rows[@]}"; do

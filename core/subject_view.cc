@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "core/proto_time.h"
 
@@ -273,7 +273,8 @@ bool ReadCompactNotices(absl::string_view bytes, std::vector<NoticeView>* out) {
 // `size`, so PurposeName reads without a lock. Never destroyed.
 struct PurposeTable {
   absl::Mutex mu;
-  absl::flat_hash_map<std::string, uint32_t> numbers ABSL_GUARDED_BY(mu);
+  // A node map: its keys stay where they are, and `names` points at them.
+  absl::node_hash_map<std::string, uint32_t> numbers ABSL_GUARDED_BY(mu);
   std::atomic<const std::string*> names[kMaxPurposeNumbers] = {};
   std::atomic<uint32_t> size{0};
 };

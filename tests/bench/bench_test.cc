@@ -79,6 +79,7 @@ TEST_F(BenchTest, Batch) {
 TEST_F(BenchTest, Stream) { Bench("stream"); }
 TEST_F(BenchTest, Write) { Bench("write"); }
 TEST_F(BenchTest, WriteBatch) { Bench("write-batch"); }
+TEST_F(BenchTest, Notices) { Bench("notices"); }
 TEST_F(BenchTest, MixedVerifiesReadYourWrites) { Bench("mixed", {"--read_ratio=0.5"}); }
 
 // The same read-your-writes check against consentd reading subjects from

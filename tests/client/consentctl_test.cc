@@ -171,6 +171,67 @@ TEST_F(ConsentctlTest, HistoryExportAndVerify) {
   EXPECT_EQ(Ctl({"verify"}).out, "audit chain OK: 2 events verified\n");
 }
 
+TEST_F(ConsentctlTest, NoticesAndSummary) {
+  ASSERT_EQ(
+      Ctl({"subject", "set", "alice", "--jurisdiction=GB", "--birth_date=1990-04-01"}).exit_code,
+      0);
+  CommandResult one = Ctl({"notice", "alice", "ai-notice", "2026-11", "ai_training"});
+  EXPECT_EQ(one.exit_code, 2);
+  EXPECT_THAT(one.err, HasSubstr("notice needs --notice_channel=EMAIL, IN_APP or BANNER"));
+  one = Ctl({"notice", "alice", "ai-notice", "2026-11", "ai_training", "--notice_channel=email"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_THAT(one.out, ::testing::StartsWith(
+                           "alice: notice ai-notice version 2026-11 for ai_training delivered "));
+  EXPECT_THAT(one.out, ::testing::EndsWith(" by EMAIL, recorded at revision 2 (revision 2)\n"));
+
+  // A file in batches of 2: progress on stderr, in file order.
+  const std::string csv_path = dir_.Sub("notices.csv");
+  testing::WriteFile(csv_path,
+                     "user_id,notice_id,notice_version,purposes,channel,delivery_time\n"
+                     "bob,ai-notice,2026-11,ai_training,IN_APP,\n"
+                     "carol,ai-notice,2026-11,ai_training;ai_training.generative,,\n"
+                     "dave,ai-notice,2026-11,ai_training,BANNER,\n");
+  CommandResult bulk = Ctl({"notices", csv_path, "--batch_size=2", "--notice_channel=EMAIL"});
+  ASSERT_EQ(bulk.exit_code, 0) << bulk.err;
+  EXPECT_EQ(bulk.out, "");
+  EXPECT_THAT(bulk.err, HasSubstr("notices: 2 recorded, "));
+  EXPECT_THAT(bulk.err, HasSubstr("notices: 3 recorded, "));
+  EXPECT_THAT(bulk.err, HasSubstr("100% of the file (done)\n"));
+  EXPECT_THAT(bulk.err, ::testing::EndsWith("3 notices recorded in 2 batches\n"));
+  CommandResult carol = Ctl({"history", "carol"});
+  EXPECT_THAT(carol.out, HasSubstr("\tcarol\tnotice ai-notice version 2026-11 for "
+                                   "ai_training,ai_training.generative: delivered "));
+  EXPECT_THAT(carol.out, HasSubstr(" by EMAIL\tcaller="));
+
+  // JSON lines; a bad item stops the load, naming the batch's last line.
+  const std::string jsonl =
+      R"({"user_id":"erin","notice_id":"n","notice_version":"1","purposes":["ai_training"],"channel":"NOTICE_CHANNEL_EMAIL"})"
+      "\n"
+      R"({"user_id":"fay","notice_id":"n","notice_version":"1","purposes":["marketing"],"channel":"NOTICE_CHANNEL_EMAIL"})"
+      "\n";
+  CommandResult bad = Ctl({"notices", "-", "--format=jsonl"}, jsonl);
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("batch ending at input line 2 failed; 0 notices recorded before "
+                                 "it"));
+  EXPECT_THAT(bad.err, HasSubstr("requests[1].purposes[0]: \"marketing\" is not defined"));
+  CommandResult bad_csv = Ctl({"notices", "-", "--format=csv"}, "gus,n,1,ai_training,LOUD,\n");
+  EXPECT_EQ(bad_csv.exit_code, 2);
+  EXPECT_THAT(bad_csv.err, HasSubstr("is not one of EMAIL, IN_APP, BANNER"));
+
+  CommandResult summary = Ctl({"summary", "alice"});
+  ASSERT_EQ(summary.exit_code, 0) << summary.err;
+  EXPECT_THAT(summary.out,
+              HasSubstr("# alice, jurisdiction GB, policy 2026-11-27.1, revision 5, at "));
+  EXPECT_THAT(summary.out,
+              HasSubstr("ai_training\tUSED\tALLOWED_DEFAULT\tLEGITIMATE_INTEREST\n  Used: the "
+                        "platform relies on its legitimate interest, and you have not objected. "
+                        "You can object at any time. You were told about it on "));
+  EXPECT_THAT(summary.out, HasSubstr("  notice ai-notice version 2026-11 for ai_training "));
+  CommandResult json = Ctl({"summary", "alice", "--json"});
+  EXPECT_THAT(json.out, HasSubstr("\"recorded\":true"));
+  EXPECT_THAT(json.out, HasSubstr("\"reason\":\"DECISION_REASON_ALLOWED_DEFAULT\""));
+}
+
 TEST_F(ConsentctlTest, ExitCodes) {
   CommandResult bad_usage = Ctl({"check", "ai_training"});
   EXPECT_EQ(bad_usage.exit_code, 2);

@@ -4,6 +4,7 @@
 
 #include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "core/proto_time.h"
 #include "gtest/gtest.h"
 
@@ -42,6 +43,19 @@ constexpr char kPolicy[] = R"pb(
         sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_LISTED
         excluded_sensitive_categories: SENSITIVE_CATEGORY_HEALTH
         min_age: 13
+      }
+    }
+  }
+  jurisdiction_groups {
+    name: "notice_period"
+    jurisdictions: "FR"
+    rules {
+      purpose_rules {
+        purpose: "ai_training"
+        legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST
+        allowed_visibilities: VISIBILITY_PUBLIC
+        sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_ALL
+        min_notice_days: 28
       }
     }
   }
@@ -86,6 +100,12 @@ struct Pref {
   std::optional<google::protobuf::Timestamp> expire;
 };
 
+// A notice delivered to the subject.
+struct Notice {
+  std::vector<std::string> purposes;
+  google::protobuf::Timestamp delivered;
+};
+
 struct Case {
   std::string name;
   // Subject; has_record false: nothing was ever recorded.
@@ -95,6 +115,7 @@ struct Case {
   bool deleted = false;
   v1::AccountState state = v1::ACCOUNT_STATE_ACTIVE;
   std::vector<Pref> prefs;
+  std::vector<Notice> notices;
   // Purposes for which the user excluded the checked content.
   std::vector<std::string> excluded;
   // Check.
@@ -147,6 +168,7 @@ constexpr R kMinor = v1::DECISION_REASON_DENIED_MINOR;
 constexpr R kExcluded = v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED;
 constexpr R kObjection = v1::DECISION_REASON_DENIED_OBJECTION;
 constexpr R kNoConsent = v1::DECISION_REASON_DENIED_NO_CONSENT;
+constexpr R kNotNotified = v1::DECISION_REASON_DENIED_NOT_NOTIFIED;
 
 std::vector<Case> Cases() {
   std::vector<Case> cases;
@@ -437,6 +459,56 @@ std::vector<Case> Cases() {
   c.prefs = {Objected("ai_training")};
   c.created = Ts(2012, 3, 4);
   add(c);
+
+  // Rule 10 with a notice period of 28 days (FR); kAt is 2026-06-01 12:00,
+  // so a notice counts if delivered by 2026-05-04 12:00.
+  c = C("notice_period_no_notice_denies", kNotNotified, 10);
+  add(In(c, "FR"));
+  c = C("notice_period_delivered_on_the_last_day_counts", kDefault, 10);
+  c.notices = {{{"ai_training"}, Ts(2026, 5, 4, 12)}};
+  add(In(c, "FR"));
+  c = C("notice_period_one_second_short_denies", kNotNotified, 10);
+  c.notices = {{{"ai_training"}, Ts(2026, 5, 4, 12, 0, 1)}};
+  add(In(c, "FR"));
+  c = C("notice_period_delivered_the_day_after_denies", kNotNotified, 10);
+  c.notices = {{{"ai_training"}, Ts(2026, 5, 5, 12)}};
+  add(In(c, "FR"));
+  c = C("notice_period_long_ended_allows", kDefault, 10);
+  c.notices = {{{"ai_training"}, Ts(2025, 1, 1)}};
+  add(In(c, "FR"));
+  c = C("notice_delivered_after_the_evaluation_time_denies", kNotNotified, 10);
+  c.notices = {{{"ai_training"}, Ts(2026, 6, 2)}};
+  add(In(c, "FR"));
+  c = C("notice_for_the_parent_purpose_counts", kDefault, 10);
+  c.notices = {{{"ai_training"}, Ts(2026, 4, 1)}};
+  c.purpose = "ai_training.generative";
+  add(In(c, "FR"));
+  c = C("notice_for_a_sibling_purpose_does_not_count", kNotNotified, 10);
+  c.notices = {{{"ai_training.research"}, Ts(2026, 4, 1)}};
+  c.purpose = "ai_training.generative";
+  add(In(c, "FR"));
+  c = C("notice_for_a_child_purpose_does_not_cover_the_parent", kNotNotified, 10);
+  c.notices = {{{"ai_training.generative"}, Ts(2026, 4, 1)}};
+  add(In(c, "FR"));
+  c = C("notice_for_another_purpose_among_several_counts", kDefault, 10);
+  c.notices = {{{"analytics", "ai_training"}, Ts(2026, 4, 1)}};
+  add(In(c, "FR"));
+  c = C("notice_the_earliest_of_several_counts", kDefault, 10);
+  c.notices = {{{"ai_training"}, Ts(2026, 5, 30)}, {{"ai_training"}, Ts(2026, 3, 1)}};
+  add(In(c, "FR"));
+  c = C("notice_period_objection_decides_first", kObjection, 9);
+  c.prefs = {Objected("ai_training")};
+  c.notices = {{{"ai_training"}, Ts(2026, 1, 1)}};
+  add(In(c, "FR"));
+  c = C("notice_period_consent_decides_first", kConsent, 9);
+  c.prefs = {Consented("ai_training")};
+  add(In(c, "FR"));
+  c = C("notice_period_content_rules_decide_first", kNotPublic, 5);
+  c.visibility = v1::VISIBILITY_FRIENDS;
+  add(In(c, "FR"));
+  c = C("no_notice_period_needs_no_notice", kDefault, 10);
+  c.notices = {};
+  add(c);  // GB: min_notice_days 0
   return cases;
 }
 
@@ -466,6 +538,15 @@ TEST_P(DecisionTableTest, Decides) {
     pref->set_state(p.state);
     if (p.effective) *pref->mutable_effective_time() = *p.effective;
     if (p.expire) *pref->mutable_expire_time() = *p.expire;
+  }
+  for (const Notice& n : c.notices) {
+    v1::NoticeDelivery* notice = subject.add_notices();
+    notice->set_notice_id(absl::StrCat("notice-", subject.notices_size()));
+    notice->set_notice_version("1");
+    for (const std::string& p : n.purposes) notice->add_purposes(p);
+    notice->set_channel(v1::NOTICE_CHANNEL_EMAIL);
+    *notice->mutable_delivery_time() = n.delivered;
+    notice->set_revision(++revision);
   }
   v1::Content content;
   content.set_content_id("c1");
@@ -518,6 +599,48 @@ TEST(DecisionEngineTest, ExplanationEndsWithTheDecidingRule) {
   EXPECT_EQ(explanation[4].detail(), "FRIENDS is not allowed by the rule");
   EXPECT_EQ(explanation[3].detail(), "POST is not excluded");
   EXPECT_EQ(explanation[1].detail(), "account not deleted");
+}
+
+TEST(DecisionEngineTest, ExplanationOfTheNoticePeriodNamesTheNoticeAndItsEnd) {
+  auto compiled = CompiledPolicy::FromText(kPolicy, "engine-test");
+  ASSERT_TRUE(compiled.ok());
+  v1::Subject subject;
+  subject.mutable_attributes()->set_jurisdiction("FR");
+  v1::NoticeDelivery* notice = subject.add_notices();
+  notice->set_notice_id("ai-notice");
+  notice->set_notice_version("2026-05");
+  notice->add_purposes("ai_training");
+  *notice->mutable_delivery_time() = Ts(2026, 5, 20, 9);
+  v1::Content content;
+  content.set_content_id("c1");
+  content.set_content_type(v1::CONTENT_TYPE_POST);
+  content.set_visibility(v1::VISIBILITY_PUBLIC);
+  SubjectViewArena arena;
+  std::vector<v1::RuleEvaluation> explanation;
+  Verdict verdict = Decide(**compiled, CheckSubject{arena.Add(subject), {}},
+                           "ai_training.generative", content, kAt, &explanation);
+  EXPECT_EQ(verdict.reason, kNotNotified);
+  ASSERT_EQ(explanation.size(), 10u);
+  EXPECT_EQ(explanation[9].detail(),
+            "legitimate interest with a notice period of 28 days: notice ai-notice version "
+            "2026-05 for ai_training delivered at 2026-05-20T09:00:00Z, period ends at "
+            "2026-06-17T09:00:00Z");
+  explanation.clear();
+  verdict = Decide(**compiled, CheckSubject{arena.Add(subject), {}}, "ai_training", content,
+                   FromProto(Ts(2026, 6, 17, 9)), &explanation);
+  EXPECT_EQ(verdict.reason, kDefault);
+  EXPECT_EQ(explanation.back().detail(),
+            "legitimate interest with a notice period of 28 days: notice ai-notice version "
+            "2026-05 for ai_training delivered at 2026-05-20T09:00:00Z, period ended at "
+            "2026-06-17T09:00:00Z");
+  subject.clear_notices();
+  explanation.clear();
+  verdict = Decide(**compiled, CheckSubject{arena.Add(subject), {}}, "ai_training", content, kAt,
+                   &explanation);
+  EXPECT_EQ(verdict.reason, kNotNotified);
+  EXPECT_EQ(explanation.back().detail(),
+            "legitimate interest with a notice period of 28 days: no notice covering ai_training "
+            "was delivered");
 }
 
 TEST(DecisionEngineTest, CoversPurpose) {

@@ -193,6 +193,45 @@ TEST(PolicyTest, RejectsRuleWithoutLegalBasisOrVisibilities) {
                                "allowed_visibilities is required unless prohibited"));
 }
 
+TEST(PolicyTest, NoticePeriodOnlyForLegitimateInterest) {
+  // GB's ai_training rule: legitimate interest.
+  const std::string uk =
+      "sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_ALL\n      }\n      "
+      "purpose_rules { purpose: \"ai_training.generative\"";
+  auto ok = CompiledPolicy::FromText(
+      Replace(kMinimal, uk,
+              "sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_ALL\n min_notice_days: 3650 }\n "
+              "purpose_rules { purpose: \"ai_training.generative\""),
+      "test.textproto");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)->FindRule("GB", "ai_training.generative")->min_notice_days(), 0);
+  EXPECT_EQ((*ok)->FindRule("GB", "ai_training")->min_notice_days(), 3650);
+
+  EXPECT_THAT(ErrorOf(Replace(kMinimal, uk,
+                              "sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_ALL\n "
+                              "min_notice_days: 3651 }\n purpose_rules { purpose: "
+                              "\"ai_training.generative\"")),
+              HasSubstr("jurisdiction_groups[0].rules.purpose_rules[0]: min_notice_days must be "
+                        "0 to 3650"));
+  EXPECT_THAT(ErrorOf(Replace(kMinimal, uk,
+                              "sensitive_handling: SENSITIVE_HANDLING_EXCLUDE_ALL\n "
+                              "min_notice_days: -1 }\n purpose_rules { purpose: "
+                              "\"ai_training.generative\"")),
+              HasSubstr("purpose_rules[0]: min_notice_days must be 0 to 3650"));
+  // On a consent rule (California), and on a prohibited one.
+  EXPECT_THAT(ErrorOf(Replace(kMinimal,
+                              "sensitive_handling: SENSITIVE_HANDLING_ALLOW\n      }\n    }\n  }\n "
+                              " jurisdiction_groups {\n    name: \"us\"",
+                              "sensitive_handling: SENSITIVE_HANDLING_ALLOW min_notice_days: 28 "
+                              "}\n }\n }\n jurisdiction_groups {\n name: \"us\"")),
+              HasSubstr("jurisdiction_groups[1].rules.purpose_rules[0]: min_notice_days applies to "
+                        "legitimate interest only (not to another legal basis)"));
+  EXPECT_THAT(
+      ErrorOf(Replace(kMinimal, "prohibited: true", "prohibited: true min_notice_days: 28")),
+      HasSubstr("jurisdiction_groups[0].rules.purpose_rules[1]: min_notice_days applies to "
+                "legitimate interest only (not to a prohibited purpose)"));
+}
+
 TEST(PolicyTest, MissingFileIsNotFound) {
   auto policy = CompiledPolicy::FromFile("/nonexistent/policy.textproto");
   ASSERT_FALSE(policy.ok());

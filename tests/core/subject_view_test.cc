@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/proto_time.h"
 #include "google/protobuf/stubs/logging.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "gtest/gtest.h"
 
 namespace consent::storage {
@@ -44,6 +45,29 @@ void ExpectSameFields(const SubjectView& view, const v1::Subject& subject) {
       EXPECT_EQ(*got.expire_time, FromProto(want.expire_time())) << i;
     }
   }
+  // One NoticeView per purpose of each notice, in order; a notice without
+  // a delivery time is taken as delivered at the end of time.
+  size_t k = 0;
+  for (const v1::NoticeDelivery& want : subject.notices()) {
+    for (const std::string& purpose : want.purposes()) {
+      ASSERT_LT(k, view.notices.size());
+      const NoticeView& got = view.notices[k++];
+      EXPECT_EQ(got.purpose, purpose) << k;
+      EXPECT_EQ(got.notice_id, want.notice_id()) << k;
+      EXPECT_EQ(got.notice_version, want.notice_version()) << k;
+      EXPECT_EQ(got.delivery_time,
+                want.has_delivery_time() ? FromProto(want.delivery_time()) : absl::InfiniteFuture())
+          << k;
+    }
+  }
+  EXPECT_EQ(k, view.notices.size());
+}
+
+bool HasField(const google::protobuf::UnknownFieldSet& fields, uint32_t number) {
+  for (int i = 0; i < fields.field_count(); ++i) {
+    if (fields.field(i).number() == static_cast<int>(number)) return true;
+  }
+  return false;
 }
 
 // Decodes `bytes` and checks it against protobuf's parse: both accept or
@@ -93,6 +117,20 @@ v1::Subject RandomSubject(std::mt19937_64& random) {
     if (chance(50)) p->mutable_source()->set_channel("settings");
     p->set_revision(number(0, int64_t{1} << 40));
     if (chance(50)) timestamp(p->mutable_update_time());
+  }
+  const int64_t notices = chance(30) ? number(1, 3) : 0;
+  for (int64_t i = 0; i < notices; ++i) {
+    v1::NoticeDelivery* n = s.add_notices();
+    if (chance(90)) n->set_notice_id(absl::StrCat("notice-", number(0, 9)));
+    if (chance(90)) n->set_notice_version(absl::StrCat("v", number(0, 9)));
+    const int64_t purposes = number(0, 3);
+    for (int64_t j = 0; j < purposes; ++j) {
+      n->add_purposes(chance(50) ? "ai_training" : "ai_training.ranking");
+    }
+    if (chance(50)) n->set_channel(static_cast<v1::NoticeChannel>(number(0, 4)));
+    if (chance(90)) timestamp(n->mutable_delivery_time());
+    if (chance(50)) timestamp(n->mutable_record_time());
+    n->set_revision(number(0, int64_t{1} << 40));
   }
   if (chance(30)) s.set_exclusion_count(number(0, 1'000));
   s.set_revision(chance(5) ? -number(1, 100) : number(0, int64_t{1} << 50));
@@ -204,13 +242,52 @@ TEST(SubjectViewTest, RandomBytesDecodeAsProtobufParsesThem) {
     }
     v1::Subject parsed;
     const SubjectView* view = arena.Decode(bytes);
-    if (parsed.ParseFromString(bytes)) {
+    // Field 100 (kCompactNoticesField) is the subject index's own, which
+    // protobuf keeps as unknown: no comparison for it.
+    if (parsed.ParseFromString(bytes) &&
+        !HasField(parsed.GetReflection()->GetUnknownFields(parsed), kCompactNoticesField)) {
       ++accepted;
       ASSERT_NE(view, nullptr) << absl::CEscape(bytes);
       ExpectSameFields(*view, parsed);
     }
   }
   EXPECT_GT(accepted, 1000);  // the test reaches well-formed messages
+}
+
+// The subject index's compact notices: pairs of purpose numbers and Unix
+// seconds, read back as the purposes' names.
+TEST(SubjectViewTest, DecodesCompactNotices) {
+  const uint32_t training = PurposeNumber("ai_training");
+  const uint32_t ranking = PurposeNumber("ai_training.ranking");
+  ASSERT_NE(training, ranking);
+  EXPECT_EQ(PurposeNumber("ai_training"), training);
+  EXPECT_EQ(*PurposeName(training), "ai_training");
+  EXPECT_EQ(PurposeName(ranking + 1000), std::nullopt);
+
+  v1::Subject subject;
+  subject.set_revision(7);
+  std::string bytes = subject.SerializeAsString();
+  // Field 100, length-delimited: (training, 1700000000), (ranking, 5).
+  const std::string packed =
+      absl::StrCat(std::string(1, static_cast<char>(training)), "\x80\xe2\xcf\xaa\x06",
+                   std::string(1, static_cast<char>(ranking)), "\x05");
+  ASSERT_LT(training, 128u);
+  ASSERT_LT(ranking, 128u);
+  bytes += absl::StrCat("\xa2\x06", std::string(1, static_cast<char>(packed.size())), packed);
+  SubjectViewArena arena;
+  const SubjectView* view = arena.Decode(bytes);
+  ASSERT_NE(view, nullptr);
+  EXPECT_EQ(view->revision, 7);
+  ASSERT_EQ(view->notices.size(), 2u);
+  EXPECT_EQ(view->notices[0].purpose, "ai_training");
+  EXPECT_EQ(view->notices[0].delivery_time, absl::FromUnixSeconds(1'700'000'000));
+  EXPECT_EQ(view->notices[0].notice_id, "");
+  EXPECT_EQ(view->notices[1].purpose, "ai_training.ranking");
+  EXPECT_EQ(view->notices[1].delivery_time, absl::FromUnixSeconds(5));
+  // An unknown number, or a pair cut short, does not decode.
+  EXPECT_EQ(arena.Decode(absl::StrCat("\xa2\x06\x02\x7f\x01")), nullptr);
+  EXPECT_EQ(arena.Decode(absl::StrCat("\xa2\x06\x01", std::string(1, static_cast<char>(training)))),
+            nullptr);
 }
 
 // Views stay valid as the arena grows past its first blocks.

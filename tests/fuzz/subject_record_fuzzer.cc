@@ -1,9 +1,12 @@
 // The subject record decoder (SubjectViewArena::Decode, written by hand)
 // against the generated parser: never a crash, and whenever both accept the
 // bytes, the same decision fields.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <tuple>
+#include <vector>
 
 #include "consent/v1/types.pb.h"
 #include "core/subject_view.h"
@@ -22,6 +25,19 @@ bool Same(const consent::SubjectView& a, const consent::SubjectView& b) {
        a.birth_date->day != b.birth_date->day)) {
     return false;
   }
+  // Notices, as multisets: the generated parser keeps field 100 (the
+  // index's compact notices) as an unknown field and writes it last.
+  if (a.notices.size() != b.notices.size()) return false;
+  auto sorted = [](absl::Span<const consent::NoticeView> notices) {
+    std::vector<std::tuple<absl::string_view, absl::Time, absl::string_view, absl::string_view>>
+        out;
+    for (const auto& n : notices) {
+      out.emplace_back(n.purpose, n.delivery_time, n.notice_id, n.notice_version);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  if (sorted(a.notices) != sorted(b.notices)) return false;
   for (size_t i = 0; i < a.preferences.size(); ++i) {
     const auto& p = a.preferences[i];
     const auto& q = b.preferences[i];

@@ -115,6 +115,9 @@ std::vector<Method> Methods() {
       {"StreamCheck", {kChecker}, invalid, empty},
       {"ListHistory", {kAuditor}, invalid, empty},
       {"WatchChanges", {kChecker, kAuditor}, invalid, watch.SerializeAsString()},
+      {"RecordNotice", {kWriter}, invalid, empty},
+      {"BatchRecordNotices", {kWriter}, invalid, empty},
+      {"GetSubjectSummary", {kWriter, kAuditor}, invalid, empty},
       {"GetPolicy", {kChecker, kAuditor, kAdmin}, Code::OK, empty},
       // Reloads the same file.
       {"ReloadPolicy", {kAdmin}, Code::OK, empty},
@@ -286,7 +289,7 @@ TEST(AuthMatrixTest, EveryRpcRoleAndCredentialGetsItsExactCode) {
       }
     }
   }
-  EXPECT_EQ(cells, 17 * 4 * 6);
+  EXPECT_EQ(cells, 20 * 4 * 6);
   EXPECT_TRUE(wrong.empty()) << wrong.size() << " cells wrong:\n" << absl::StrJoin(wrong, "\n");
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -145,6 +146,35 @@ TEST(PolicyChangeTest, EachLooseningIsNamed) {
   EXPECT_THAT(Changes(Changed("purposes { name: \"analytics\" }", ""), {"analytics"}),
               ElementsAre("purpose analytics is dropped while stored preferences or exclusions "
                           "name it"));
+}
+
+TEST(PolicyChangeTest, AShorterNoticePeriodLoosens) {
+  const std::string gb =
+      "min_age: 18\n        require_known_age: true\n      }\n    }\n  }\n"
+      "  jurisdiction_groups {\n    name: \"us\"";
+  auto with_days = [&](int days) {
+    return Changed(gb, absl::StrCat("min_age: 18\n require_known_age: true\n min_notice_days: ",
+                                    days, "\n }\n }\n }\n jurisdiction_groups {\n name: \"us\""));
+  };
+  // Adding a notice period tightens; shortening or dropping it loosens.
+  EXPECT_THAT(Changes(with_days(28)), IsEmpty());
+  auto current = Compile(with_days(28));
+  for (int days : {14, 0}) {
+    auto changes = LooseningChanges(
+        *current, *Compile(with_days(days)),
+        [](const std::vector<std::string>&) { return absl::StatusOr<std::vector<std::string>>(); });
+    ASSERT_TRUE(changes.ok());
+    EXPECT_THAT(
+        *changes,
+        ElementsAre(
+            absl::StrCat("ai_training in GB: min_notice_days 28 becomes ", days),
+            absl::StrCat("ai_training.generative in GB: min_notice_days 28 becomes ", days)));
+  }
+  auto longer = LooseningChanges(
+      *current, *Compile(with_days(56)),
+      [](const std::vector<std::string>&) { return absl::StatusOr<std::vector<std::string>>(); });
+  ASSERT_TRUE(longer.ok());
+  EXPECT_THAT(*longer, IsEmpty());
 }
 
 TEST(PolicyChangeTest, ALooseningPolicyMustNameTheVersionItReplaces) {

@@ -1,6 +1,8 @@
 // The in-memory subject index over the real RocksDB: what it serves, its
 // load at Open (and writes during it), and what happens when a record does
 // not parse.
+#include "storage/subject_index.h"
+
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
@@ -171,6 +173,47 @@ TEST(StoreTest, SubjectIndexServesEveryAcknowledgedWriteAndIsRebuiltAtOpen) {
   EXPECT_EQ(indexed.Read("alice")->preferences[0].state, v1::PREFERENCE_STATE_OBJECTED);
   EXPECT_EQ(indexed.Read("carol")->jurisdiction, "IE");
   EXPECT_EQ(indexed.Read("bob"), nullptr);
+}
+
+// The index keeps of the notices only each covered purpose's earliest
+// delivery, as a purpose number and Unix seconds rounded up: 9 bytes for a
+// subject notified once of one purpose.
+TEST(StoreTest, DecisionViewKeepsEachPurposesFirstNoticeCompactly) {
+  v1::Subject subject;
+  subject.set_user_id("alice");
+  subject.mutable_attributes()->set_jurisdiction("GB");
+  subject.set_revision(12);
+  const std::string without = DecisionView(subject);
+  v1::NoticeDelivery* first = subject.add_notices();
+  first->set_notice_id("ai-notice");
+  first->set_notice_version("2026-05");
+  first->add_purposes("ai_training");
+  first->mutable_delivery_time()->set_seconds(1'780'000'000);
+  first->set_revision(3);
+  const std::string one = DecisionView(subject);
+  EXPECT_EQ(one.size() - without.size(), 9u);
+
+  v1::NoticeDelivery* second = subject.add_notices();
+  second->set_notice_id("ai-notice");
+  second->set_notice_version("2026-06");
+  second->add_purposes("ai_training");
+  second->add_purposes("ai_training.ranking");
+  second->mutable_delivery_time()->set_seconds(1'790'000'000);
+  second->mutable_delivery_time()->set_nanos(1);
+  SubjectViewArena arena;
+  const SubjectView* view = arena.Decode(DecisionView(subject));
+  ASSERT_NE(view, nullptr);
+  EXPECT_EQ(view->jurisdiction, "GB");
+  std::map<std::string, absl::Time> first_delivery;
+  for (const NoticeView& n : view->notices) {
+    EXPECT_TRUE(first_delivery.emplace(std::string(n.purpose), n.delivery_time).second);
+    EXPECT_EQ(n.notice_id, "");
+  }
+  EXPECT_THAT(
+      first_delivery,
+      ElementsAre(
+          std::pair(std::string("ai_training"), absl::FromUnixSeconds(1'780'000'000)),
+          std::pair(std::string("ai_training.ranking"), absl::FromUnixSeconds(1'790'000'001))));
 }
 
 // The index loads in the background from a snapshot. Writes made while it
