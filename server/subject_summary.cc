@@ -16,27 +16,40 @@ std::string DateOf(const google::protobuf::Timestamp& t) {
   return absl::FormatTime("%Y-%m-%d", FromProto(t), absl::UTCTimeZone());
 }
 
-// The user's preference that applies to `purpose` at `at`: this purpose's,
-// or the nearest ancestor's, in effect; null when none.
+bool Decisive(const v1::Preference& pref, absl::Time at) {
+  PreferenceView view;
+  if (pref.has_effective_time()) view.effective_time = FromProto(pref.effective_time());
+  if (pref.has_expire_time()) view.expire_time = FromProto(pref.expire_time());
+  return InEffect(view, at) && (pref.state() == v1::PREFERENCE_STATE_OBJECTED ||
+                                pref.state() == v1::PREFERENCE_STATE_CONSENTED);
+}
+
+// The preference rule 9 decides by for `purpose` at `at`: the most
+// specific in effect along the purpose path, unless it is a consent that
+// an objection on an ancestor recorded later overrides (then that
+// objection). Null when none is in effect.
 const v1::Preference* PreferenceFor(const v1::Subject& subject, absl::string_view purpose,
                                     absl::Time at) {
-  for (absl::string_view p = purpose; !p.empty(); p = ParentPurpose(p)) {
+  const v1::Preference* decisive = nullptr;
+  absl::string_view p = purpose;
+  for (; !p.empty() && decisive == nullptr; p = ParentPurpose(p)) {
     for (const v1::Preference& pref : subject.preferences()) {
-      PreferenceView view;
-      view.effective_time = pref.has_effective_time()
-                                ? std::optional<absl::Time>(FromProto(pref.effective_time()))
-                                : std::nullopt;
-      view.expire_time = pref.has_expire_time()
-                             ? std::optional<absl::Time>(FromProto(pref.expire_time()))
-                             : std::nullopt;
-      if (pref.purpose() == p && InEffect(view, at) &&
-          (pref.state() == v1::PREFERENCE_STATE_OBJECTED ||
-           pref.state() == v1::PREFERENCE_STATE_CONSENTED)) {
+      if (pref.purpose() == p && Decisive(pref, at)) {
+        decisive = &pref;
+        break;
+      }
+    }
+  }
+  if (decisive == nullptr || decisive->state() != v1::PREFERENCE_STATE_CONSENTED) return decisive;
+  for (; !p.empty(); p = ParentPurpose(p)) {  // the consent's ancestors
+    for (const v1::Preference& pref : subject.preferences()) {
+      if (pref.purpose() == p && pref.state() == v1::PREFERENCE_STATE_OBJECTED &&
+          pref.revision() > decisive->revision() && Decisive(pref, at)) {
         return &pref;
       }
     }
   }
-  return nullptr;
+  return decisive;
 }
 
 }  // namespace

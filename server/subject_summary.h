@@ -17,7 +17,7 @@ namespace consent {
 // Fills `response` for `request.user_id` under `policy` at `now`: for each
 // purpose (in the policy's order) the decision for a PUBLIC POST created at
 // `now` with no sensitive data and no exclusion, the reason in plain
-// words, the legal basis, the user's preference that applies, the first
+// words, the legal basis, the user's preference that decides, the first
 // notice covering the purpose and when its notice period ends. A user never
 // recorded gets the answers for an unknown user (`recorded` false).
 // Thread safe. Errors: kInvalidArgument naming user_id; storage failures.

@@ -439,6 +439,25 @@ TEST_F(NoticesTest, SummaryShowsEachPurposeInPlainWords) {
   EXPECT_EQ(later->purposes(1).preference().source().channel(), "settings_page");
   EXPECT_EQ(later->purposes(1).explanation(), "Not used: you objected on 2026-01-30.");
 
+  // A later objection on an ancestor overrides a consent (rule 9): the
+  // summary shows the objection that decides, not the consent.
+  v1::SetPreferenceRequest consent = object;
+  consent.set_purpose("ai_training.ranking");
+  consent.set_state(v1::PREFERENCE_STATE_CONSENTED);
+  ASSERT_TRUE(client_->SetPreference(consent).ok());
+  EXPECT_EQ(client_->GetSubjectSummary(request)->purposes(2).reason(),
+            v1::DECISION_REASON_ALLOWED_CONSENT);
+  clock_.Advance(absl::Hours(24));
+  object.set_purpose("ai_training");
+  ASSERT_TRUE(client_->SetPreference(object).ok());
+  auto overridden = client_->GetSubjectSummary(request);
+  ASSERT_TRUE(overridden.ok());
+  const v1::PurposeSummary& ranking = overridden->purposes(2);
+  EXPECT_EQ(ranking.purpose(), "ai_training.ranking");
+  EXPECT_EQ(ranking.reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_EQ(ranking.preference().purpose(), "ai_training");
+  EXPECT_EQ(ranking.explanation(), "Not used: you objected on 2026-01-31.");
+
   request.set_user_id("");
   auto bad = client_->GetSubjectSummary(request);
   ASSERT_FALSE(bad.ok());
