@@ -69,8 +69,8 @@ static_assert(std::is_trivially_destructible_v<SubjectView>);
 // The field of v1::Subject (reserved there, never stored on disk) in which
 // the subject index's decision view keeps the notices compactly: packed
 // varints, pairs of (PurposeNumber of a covered purpose, the earliest
-// delivery of a notice covering it in Unix seconds). About 8 bytes per
-// purpose instead of about 23 for the NoticeDelivery fields.
+// delivery of a notice covering it in Unix seconds): 9 bytes for a subject
+// notified of one purpose, the field's tag and length and one pair.
 inline constexpr uint32_t kCompactNoticesField = 100;
 
 // Process-wide numbers for purpose names, for the compact notices: a

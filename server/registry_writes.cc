@@ -317,43 +317,13 @@ void RegistryWrites::BatchSetPreferences(const v1::BatchSetPreferencesRequest& r
                                          v1::BatchSetPreferencesResponse* response,
                                          WriteDone done) {
   const auto policy = policies_->Get();
-  Violations v;
-  if (request.requests_size() == 0) {
-    v.Add("requests", "at least one item is required");
-  } else if (request.requests_size() > kMaxBatchSetItems) {
-    v.Add("requests", absl::StrCat(request.requests_size(), " items; at most ", kMaxBatchSetItems,
-                                   " allowed per batch"));
-  } else {
-    for (int i = 0; i < request.requests_size(); ++i) {
-      // Checked first under its short field names; the "requests[i]."
-      // names are built only for an item that has a violation.
-      Violations item;
-      ValidateSetPreference(request.requests(i), "", *policy, &item);
-      if (item.empty()) continue;
-      ValidateSetPreference(request.requests(i), absl::StrCat("requests[", i, "]."), *policy, &v);
-    }
-  }
-  ValidateOptionalId(request.request_id(), "request_id", &v);
-  if (!v.empty()) return done(v.ToStatus());
-
-  std::vector<storage::SubjectUpdate> updates;
-  updates.reserve(request.requests_size());
-  for (const v1::SetPreferenceRequest& item : request.requests()) {
-    updates.push_back(PreferenceUpdate(item, context));
-    updates.back().return_subject = false;  // the response has revisions only
-  }
-  Commit(
-      std::move(updates), KeyOf("BatchSetPreferences", request, request.request_id()),
-      [](int i) {
-        return i < 0 ? std::string("request_id") : absl::StrCat("requests[", i, "].request_id");
+  CommitBatch(
+      request, "BatchSetPreferences", kMaxBatchSetItems,
+      [&policy](const v1::SetPreferenceRequest& item, const std::string& prefix, Violations* v) {
+        ValidateSetPreference(item, prefix, *policy, v);
       },
-      [response, done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
-        if (!result.ok()) return done(result.status());
-        for (int64_t r : result->revisions) response->add_revisions(r);
-        response->set_revision(
-            *std::max_element(result->revisions.begin(), result->revisions.end()));
-        done(absl::OkStatus());
-      });
+      [&context](const v1::SetPreferenceRequest& item) { return PreferenceUpdate(item, context); },
+      response, std::move(done));
 }
 
 void RegistryWrites::UpdateSubject(const v1::UpdateSubjectRequest& request,
@@ -520,20 +490,32 @@ void RegistryWrites::BatchRecordNotices(const v1::BatchRecordNoticesRequest& req
                                         v1::BatchRecordNoticesResponse* response, WriteDone done) {
   const auto policy = policies_->Get();
   const absl::Time now = clock_->Now();
+  CommitBatch(
+      request, "BatchRecordNotices", kMaxBatchNoticeItems,
+      [&policy, now](const v1::RecordNoticeRequest& item, const std::string& prefix,
+                     Violations* v) { ValidateRecordNotice(item, prefix, *policy, now, v); },
+      [&context](const v1::RecordNoticeRequest& item) { return NoticeUpdate(item, context); },
+      response, std::move(done));
+}
+
+template <typename Request, typename Response, typename Validate, typename Update>
+void RegistryWrites::CommitBatch(const Request& request, absl::string_view kind, int max_items,
+                                 Validate validate, Update update, Response* response,
+                                 WriteDone done) {
   Violations v;
   if (request.requests_size() == 0) {
     v.Add("requests", "at least one item is required");
-  } else if (request.requests_size() > kMaxBatchNoticeItems) {
-    v.Add("requests", absl::StrCat(request.requests_size(), " items; at most ",
-                                   kMaxBatchNoticeItems, " allowed per batch"));
+  } else if (request.requests_size() > max_items) {
+    v.Add("requests", absl::StrCat(request.requests_size(), " items; at most ", max_items,
+                                   " allowed per batch"));
   } else {
     for (int i = 0; i < request.requests_size(); ++i) {
-      // As BatchSetPreferences: item field names built only for a bad item.
+      // Checked first under its short field names; the "requests[i]."
+      // names are built only for an item that has a violation.
       Violations item;
-      ValidateRecordNotice(request.requests(i), "", *policy, now, &item);
+      validate(request.requests(i), "", &item);
       if (item.empty()) continue;
-      ValidateRecordNotice(request.requests(i), absl::StrCat("requests[", i, "]."), *policy, now,
-                           &v);
+      validate(request.requests(i), absl::StrCat("requests[", i, "]."), &v);
     }
   }
   ValidateOptionalId(request.request_id(), "request_id", &v);
@@ -541,12 +523,12 @@ void RegistryWrites::BatchRecordNotices(const v1::BatchRecordNoticesRequest& req
 
   std::vector<storage::SubjectUpdate> updates;
   updates.reserve(request.requests_size());
-  for (const v1::RecordNoticeRequest& item : request.requests()) {
-    updates.push_back(NoticeUpdate(item, context));
+  for (const auto& item : request.requests()) {
+    updates.push_back(update(item));
     updates.back().return_subject = false;  // the response has revisions only
   }
   Commit(
-      std::move(updates), KeyOf("BatchRecordNotices", request, request.request_id()),
+      std::move(updates), KeyOf(kind, request, request.request_id()),
       [](int i) {
         return i < 0 ? std::string("request_id") : absl::StrCat("requests[", i, "].request_id");
       },

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "consent/v1/registry.pb.h"
 #include "core/clock.h"
 #include "core/policy.h"
@@ -84,6 +85,15 @@ class RegistryWrites {
   void Commit(std::vector<storage::SubjectUpdate> updates, storage::RequestKey request,
               std::function<std::string(int index)> field_of,
               std::function<void(absl::StatusOr<storage::CommitResult>)> then);
+  // A batch of single-subject writes (BatchSetPreferences,
+  // BatchRecordNotices): 1 to `max_items` items, each validated by
+  // `validate(item, field_prefix, violations)`, committed atomically as
+  // `update(item)`; the response gets each item's revision and the last.
+  // `kind` goes into the request id's fingerprint ("BatchSetPreferences":
+  // what stored fingerprints were made with).
+  template <typename Request, typename Response, typename Validate, typename Update>
+  void CommitBatch(const Request& request, absl::string_view kind, int max_items, Validate validate,
+                   Update update, Response* response, WriteDone done);
   // Commits a single-subject write and answers it: the response gets the
   // revision, then `answer(result)` (on the store's thread) fills the rest
   // and gives the status `done` receives.

@@ -25,6 +25,9 @@ std::string DecisionView(const v1::Subject& subject) {
   // seconds rounded up so a notice never counts early.
   absl::flat_hash_map<absl::string_view, int64_t> first;
   for (const v1::NoticeDelivery& notice : subject.notices()) {
+    // Without its time a notice never counts (as the decoder reads the
+    // record); the write path always sets it.
+    if (!notice.has_delivery_time()) continue;
     const int64_t seconds =
         notice.delivery_time().seconds() + (notice.delivery_time().nanos() > 0 ? 1 : 0);
     for (const std::string& purpose : notice.purposes()) {
