@@ -317,6 +317,7 @@ RegistryService::RegistryService(Registry* registry, CallAccounting* calls,
       limits_(limits),
       clock_(clock),
       workers_(limits.worker_threads, "consent-worker", limits.max_queued_reads) {
+  SetMessageAllocatorFor_BatchRecordNotices(&notices_allocator_);
   watchdog_ = std::thread([this] { WatchIdleWatchers(); });
   pthread_setname_np(watchdog_.native_handle(), "consent-watchdog");
 }

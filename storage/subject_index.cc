@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "google/protobuf/io/coded_stream.h"
 
 namespace consent::storage {
@@ -23,7 +23,8 @@ std::string DecisionView(const v1::Subject& subject) {
   // Of the notices, decisions read each covered purpose's earliest delivery
   // (FirstNotice): kept as (purpose number, Unix seconds) pairs, the
   // seconds rounded up so a notice never counts early.
-  absl::flat_hash_map<absl::string_view, int64_t> first;
+  // A subject has few notices and purposes: a list searched in order.
+  absl::InlinedVector<std::pair<absl::string_view, int64_t>, 2> first;
   for (const v1::NoticeDelivery& notice : subject.notices()) {
     // Without its time a notice never counts (as the decoder reads the
     // record); the write path always sets it.
@@ -31,8 +32,13 @@ std::string DecisionView(const v1::Subject& subject) {
     const int64_t seconds =
         notice.delivery_time().seconds() + (notice.delivery_time().nanos() > 0 ? 1 : 0);
     for (const std::string& purpose : notice.purposes()) {
-      auto [it, inserted] = first.try_emplace(purpose, seconds);
-      if (!inserted) it->second = std::min(it->second, seconds);
+      auto it = std::find_if(first.begin(), first.end(),
+                             [&purpose](const auto& entry) { return entry.first == purpose; });
+      if (it == first.end()) {
+        first.emplace_back(purpose, seconds);
+      } else {
+        it->second = std::min(it->second, seconds);
+      }
     }
   }
   std::string packed;
