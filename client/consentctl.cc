@@ -79,7 +79,7 @@ Commands:
   object   USER PURPOSE        record an objection        (SetPreference OBJECTED)
   consent  USER PURPOSE        record a consent           (SetPreference CONSENTED)
   clear    USER PURPOSE        withdraw either, back to the policy default
-  subject get USER             current attributes and preferences
+  subject get USER             current attributes, preferences and notices
   subject set USER [--jurisdiction=GB] [--birth_date=1990-01-31] [--account_state=ACTIVE]
                    [--clear=birth_date,...]
   subject delete USER          account deleted: every later check is denied
@@ -227,6 +227,11 @@ int SubjectCommand(Client& client, const std::vector<std::string>& args) {
       std::cout << "  " << p.purpose() << ": "
                 << EnumValueName(v1::PreferenceState_descriptor(), p.state(), "PREFERENCE_STATE_")
                 << " (revision " << p.revision() << ")\n";
+    }
+    for (const v1::NoticeDelivery& n : s.notices()) {
+      std::cout << "  notice " << n.notice_id() << " version " << n.notice_version() << " for "
+                << absl::StrJoin(n.purposes(), ",") << ": delivered "
+                << FormatTimestamp(n.delivery_time()) << " (revision " << n.revision() << ")\n";
     }
     return 0;
   }

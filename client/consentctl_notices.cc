@@ -116,7 +116,8 @@ int NoticesCommand(Client& client, const std::vector<std::string>& args) {
   size_t written = 0, batches = 0, last_line = 0;
   InputLines input(args[1]);
   Progress progress(input);
-  auto flush = [&]() -> int {
+  // `last`: the file is read; the final progress line follows.
+  auto flush = [&](bool last) -> int {
     if (request.requests_size() == 0) return 0;
     if (!absl::GetFlag(FLAGS_request_id).empty()) {
       request.set_request_id(absl::StrCat(absl::GetFlag(FLAGS_request_id), "/", batches));
@@ -131,7 +132,7 @@ int NoticesCommand(Client& client, const std::vector<std::string>& args) {
     written += static_cast<size_t>(request.requests_size());
     if (absl::GetFlag(FLAGS_json)) PrintJson(*response);
     request.clear_requests();
-    progress.Update(written, false);
+    if (!last) progress.Update(written, false);
     return 0;
   };
   const std::string default_channel = absl::GetFlag(FLAGS_notice_channel);
@@ -167,12 +168,13 @@ int NoticesCommand(Client& client, const std::vector<std::string>& args) {
     }
     *request.add_requests() = std::move(item);
     if (request.requests_size() == chunk) {
-      if (int rc = flush(); rc != 0) return rc;
+      if (int rc = flush(false); rc != 0) return rc;
     }
   }
-  if (int rc = flush(); rc != 0) return rc;
+  if (int rc = flush(true); rc != 0) return rc;
   progress.Update(written, true);
-  std::cerr << written << " notices recorded in " << batches << " batches\n";
+  std::cerr << written << " notices recorded in " << batches
+            << (batches == 1 ? " batch\n" : " batches\n");
   return 0;
 }
 

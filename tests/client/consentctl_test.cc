@@ -198,6 +198,10 @@ TEST_F(ConsentctlTest, NoticesAndSummary) {
   EXPECT_THAT(bulk.err, HasSubstr("notices: 3 recorded, "));
   EXPECT_THAT(bulk.err, HasSubstr("100% of the file (done)\n"));
   EXPECT_THAT(bulk.err, ::testing::EndsWith("3 notices recorded in 2 batches\n"));
+  EXPECT_THAT(
+      Ctl({"subject", "get", "carol"}).out,
+      HasSubstr("\n  notice ai-notice version 2026-11 for ai_training,ai_training.generative: "
+                "delivered "));
   CommandResult carol = Ctl({"history", "carol"});
   EXPECT_THAT(carol.out, HasSubstr("\tcarol\tnotice ai-notice version 2026-11 for "
                                    "ai_training,ai_training.generative: delivered "));
