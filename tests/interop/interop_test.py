@@ -116,6 +116,37 @@ class InteropTest(unittest.TestCase):
             types_pb2.DECISION_REASON_DENIED_OBJECTION,
         ])
 
+    def test_notices_and_summary(self):
+        from consent.v1 import registry_pb2, types_pb2
+        self.make_uk_adult("dana")
+        recorded = self.stub.RecordNotice(registry_pb2.RecordNoticeRequest(
+            user_id="dana", notice_id="ai-notice", notice_version="2026-11",
+            purposes=["ai_training"], channel=types_pb2.NOTICE_CHANNEL_IN_APP,
+            request_id="notice-dana"), timeout=10)
+        self.assertEqual(recorded.revision, 2)
+        self.assertEqual(recorded.notice.channel, types_pb2.NOTICE_CHANNEL_IN_APP)
+        batch = registry_pb2.BatchRecordNoticesRequest()
+        for user in ("erin", "finn"):
+            batch.requests.add(user_id=user, notice_id="ai-notice", notice_version="2026-11",
+                               purposes=["ai_training"], channel=types_pb2.NOTICE_CHANNEL_EMAIL)
+        self.assertEqual(list(self.stub.BatchRecordNotices(batch, timeout=10).revisions), [3, 4])
+        summary = self.stub.GetSubjectSummary(
+            registry_pb2.GetSubjectSummaryRequest(user_id="dana"), timeout=10)
+        self.assertTrue(summary.recorded)
+        self.assertEqual(summary.purposes[0].purpose, "ai_training")
+        self.assertEqual(summary.purposes[0].reason, types_pb2.DECISION_REASON_ALLOWED_DEFAULT)
+        self.assertEqual(summary.purposes[0].notice.notice_id, "ai-notice")
+        events = self.stub.ListHistory(
+            registry_pb2.ListHistoryRequest(user_id="dana"), timeout=10).events
+        self.assertEqual([e.kind for e in events],
+                         [types_pb2.CHANGE_KIND_SUBJECT_ATTRIBUTES, types_pb2.CHANGE_KIND_NOTICE])
+        with self.assertRaises(self.grpc.RpcError) as error:
+            self.stub.RecordNotice(registry_pb2.RecordNoticeRequest(
+                user_id="dana", notice_id="ai-notice", notice_version="2026-12",
+                purposes=["ai_training"]), timeout=10)
+        self.assertEqual(error.exception.code(), self.grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("channel: is required", error.exception.details())
+
     def test_bad_input_names_the_field(self):
         from consent.v1 import registry_pb2
         from google.rpc import error_details_pb2, status_pb2
