@@ -24,6 +24,9 @@ if [ ! -f "$data/.preloaded-$subjects" ]; then
   touch "$data/.preloaded-$subjects"
 fi
 
+# CPU time (user + system) process $1 has used so far, in ticks of 1/100 s.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # Whether the row labelled $1 is selected by ONLY.
 selected() { [ -z "${ONLY:-}" ] || grep -qE "$ONLY" <<<"$1"; }
 

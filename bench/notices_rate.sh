@@ -30,11 +30,11 @@ for batch in ${BATCHES:-100 1000}; do
     order="write-batch notices"
     [ $((run % 2)) -eq 0 ] && order="notices write-batch"
     for mode in $order; do
-      before=$(awk '{print $14 + $15}' "/proc/$server/stat")
+      before=$(cpu_ticks "$server")
       line=$("$bench" --target="$target" --users="$subjects" --duration="$duration" \
         --warmup="$warmup" --distribution=uniform --batch="$batch" --concurrency=16 \
         --connections=4 "$mode" 2>/dev/null)
-      after=$(awk '{print $14 + $15}' "/proc/$server/stat")
+      after=$(cpu_ticks "$server")
       echo "$line" | sed "s|^{|{\"run\":$run,\"server_cpu_ticks\":$((after - before)),|" >>"$results"
       echo "$name: batch $batch, run $run, $mode done" >&2
     done

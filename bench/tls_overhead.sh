@@ -89,12 +89,12 @@ for run in $(seq 1 "$runs"); do
     for row in "${rows[@]}"; do
       label=${row%%|*}
       selected "$label" || continue
-      before=$(awk '{print $14 + $15}' "/proc/$server/stat")
+      before=$(cpu_ticks "$server")
       # shellcheck disable=SC2086
       line=$("$bench" --target="$target" --users="$subjects" --duration="$duration" \
         --warmup="$warmup" --distribution=uniform ${client_args[@]+"${client_args[@]}"} \
         ${row#*|} 2>/dev/null)
-      after=$(awk '{print $14 + $15}' "/proc/$server/stat")
+      after=$(cpu_ticks "$server")
       # CPU ticks (1/100 s) over the warm-up and the measured part: per call
       # of both, from the calls per second of the measured part.
       echo "$line" | sed "s|^{|{\"label\":\"$label\",\"config\":\"$config\",\"run\":$run,\"server_cpu_ticks\":$((after - before)),|" >>"$results"

@@ -10,6 +10,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "consent/v1/types.pb.h"
 #include "core/policy.h"
 #include "google/protobuf/timestamp.pb.h"
@@ -28,6 +29,10 @@ inline constexpr size_t kMaxReportedViolations = 100;
 // on the wire (gRPC's default limit for metadata, which carries both, is
 // 8 KiB; the details, a google.rpc.Status, repeat the message).
 inline constexpr size_t kMaxErrorBytes = 4096;
+// How far a time the caller sends (a content's create_time, a notice's
+// delivery_time) may be ahead of the server's clock: clock skew between
+// the two, not a time in the future.
+inline constexpr absl::Duration kMaxClockSkew = absl::Minutes(5);
 
 // Collects field violations; one request may have several. What it keeps
 // is bounded, whatever the request: kMaxReportedViolations, each field

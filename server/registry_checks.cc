@@ -99,18 +99,16 @@ void ValidateCheckItem(const std::string& user_id, bool has_content, const v1::C
   }
 }
 
-// A create_time later than the evaluation time would make a minor of today
-// old enough (rule 7). Up to this much later is clock skew between the
-// caller and the server: the decision then takes the evaluation time.
-constexpr absl::Duration kMaxCreateTimeSkew = absl::Minutes(5);
-
 // The content's create_time against the evaluation time `at` (now, or
-// as_of). `field` names the content, built only for a violation.
+// as_of). A create_time later than it would make a minor of today old
+// enough (rule 7); up to kMaxClockSkew later is taken as clock skew, and
+// the decision then takes the evaluation time. `field` names the content,
+// built only for a violation.
 void ValidateCreateTime(const v1::Content& content, absl::Time at,
                         absl::FunctionRef<std::string()> field, Violations* v) {
   if (!content.has_create_time()) return;
   const absl::Time created = FromProto(content.create_time());
-  if (created > at + kMaxCreateTimeSkew) {
+  if (created > at + kMaxClockSkew) {
     v->Add(absl::StrCat(field(), ".create_time"),
            absl::StrCat("is ", absl::FormatTime(created, absl::UTCTimeZone()),
                         ", more than 5 minutes after the evaluation time ",

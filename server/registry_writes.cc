@@ -181,10 +181,8 @@ const v1::Preference* FindPreference(const v1::Subject& subject, absl::string_vi
   return nullptr;
 }
 
-// A notice's delivery time: not in the future beyond this (clock skew
-// between the caller and the server), as a check's create_time.
-constexpr absl::Duration kMaxDeliverySkew = absl::Minutes(5);
-// Not further back than this unless the request says it is a backfill.
+// A notice's delivery time is not in the future beyond kMaxClockSkew, and
+// not further back than this unless the request says it is a backfill.
 constexpr absl::Duration kMaxDeliveryAge = absl::Hours(24 * 30);
 
 void ValidateRecordNotice(const v1::RecordNoticeRequest& r, const std::string& prefix,
@@ -220,7 +218,7 @@ void ValidateRecordNotice(const v1::RecordNoticeRequest& r, const std::string& p
     const std::string field = prefix + "delivery_time";
     if (std::string p = TimestampProblem(r.delivery_time()); !p.empty()) {
       v->Add(field, p);
-    } else if (const absl::Time t = FromProto(r.delivery_time()); t > now + kMaxDeliverySkew) {
+    } else if (const absl::Time t = FromProto(r.delivery_time()); t > now + kMaxClockSkew) {
       v->Add(field, absl::StrCat("is ", absl::FormatTime(t, absl::UTCTimeZone()),
                                  ", in the future (the server's time is ",
                                  absl::FormatTime(now, absl::UTCTimeZone()), ")"));

@@ -52,8 +52,8 @@ const v1::Preference* PreferenceFor(const v1::Subject& subject, absl::string_vie
   return decisive;
 }
 
-}  // namespace
-
+// The plain-words explanation of one purpose's answer (PurposeSummary.
+// explanation), addressed to the user.
 std::string ExplainInPlainWords(const v1::PurposeSummary& s, int min_age) {
   const std::string told = s.has_notice() ? absl::StrCat(" You were told about it on ",
                                                          DateOf(s.notice().delivery_time()), ".")
@@ -98,6 +98,8 @@ std::string ExplainInPlainWords(const v1::PurposeSummary& s, int min_age) {
       return "Not used.";
   }
 }
+
+}  // namespace
 
 absl::Status SummarizeSubject(const v1::GetSubjectSummaryRequest& request,
                               storage::ConsentStore& store, const CompiledPolicy& policy,

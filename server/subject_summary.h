@@ -25,10 +25,6 @@ absl::Status SummarizeSubject(const v1::GetSubjectSummaryRequest& request,
                               storage::ConsentStore& store, const CompiledPolicy& policy,
                               absl::Time now, v1::GetSubjectSummaryResponse* response);
 
-// The plain-words explanation of one purpose's answer (PurposeSummary.
-// explanation), addressed to the user.
-std::string ExplainInPlainWords(const v1::PurposeSummary& summary, int min_age);
-
 }  // namespace consent
 
 #endif  // CONSENT_SERVER_SUBJECT_SUMMARY_H_
