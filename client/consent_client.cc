@@ -123,6 +123,7 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : channel_(std::move(channel)),
       registry_(v1::ConsentRegistry::NewStub(channel_)),
       admin_(v1::ConsentAdmin::NewStub(channel_)),
+      health_(grpc::health::v1::Health::NewStub(channel_)),
       options_(std::move(options)) {}
 
 template <typename Stub, typename Request, typename Response>
@@ -252,6 +253,15 @@ absl::Status Client::Watch(const v1::WatchChangesRequest& request,
 
 absl::StatusOr<v1::GetPolicyResponse> Client::GetPolicy() {
   return Call(admin_.get(), &v1::ConsentAdmin::Stub::GetPolicy, v1::GetPolicyRequest(), true);
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Health(
+    const std::string& service) {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  auto response = Call(health_.get(), &grpc::health::v1::Health::Stub::Check, request, true);
+  if (!response.ok()) return response.status();
+  return response->status();
 }
 
 absl::StatusOr<v1::CreateBackupResponse> Client::CreateBackup(const std::string& directory) {

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "consent/v1/admin.grpc.pb.h"
 #include "consent/v1/registry.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/security/credentials.h"
 
@@ -109,6 +110,14 @@ class Client {
   absl::StatusOr<v1::GetPolicyResponse> GetPolicy();
   absl::StatusOr<v1::ReloadPolicyResponse> ReloadPolicy();
   absl::StatusOr<v1::ReloadAuthResponse> ReloadAuth();
+  // The gRPC health status of `service` ("" for the server as a whole,
+  // "consent.v1.ConsentRegistry" for writes): SERVING or NOT_SERVING, or
+  // NOT_FOUND for a service the server does not know. Health needs no
+  // credentials on the server's side; the channel's TLS still applies.
+  // Retried like a read.
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
+      const std::string& service);
+
   // Not retried: a second attempt would find the directory already there.
   absl::StatusOr<v1::CreateBackupResponse> CreateBackup(const std::string& directory);
 
@@ -128,6 +137,7 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ConsentRegistry::Stub> registry_;
   std::unique_ptr<v1::ConsentAdmin::Stub> admin_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
   ClientOptions options_;
 };
 

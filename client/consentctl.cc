@@ -27,7 +27,8 @@
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
-ABSL_FLAG(std::string, target, "127.0.0.1:50051", "consentd address, host:port.");
+ABSL_FLAG(std::string, target, "",
+          "consentd address, host:port. Empty: $CONSENT_TARGET when set, else 127.0.0.1:50051.");
 ABSL_FLAG(bool, json, false, "Print responses as JSON (one document per line).");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "Deadline of each call.");
 // Credentials: client/credential_flags.h.
@@ -111,6 +112,9 @@ Commands:
   verify [--start_revision=N] [--end_revision=M]
                                walk the audit hash chain; exit 1 if broken
   policy get | policy reload
+  health [SERVICE]             gRPC health of the server (or of SERVICE, e.g.
+                               consent.v1.ConsentRegistry: NOT_SERVING while writes
+                               are refused); exit 0 only when SERVING (exec probes)
   backup NAME                  consistent copy of the registry into a new directory NAME
                                under the server's --backup_dir; restore: consentd
                                --data_dir=<a copy of that directory>
@@ -625,6 +629,22 @@ int BackupCommand(Client& client, const std::vector<std::string>& args) {
   return 0;
 }
 
+int HealthCommand(Client& client, const std::vector<std::string>& args) {
+  if (args.size() > 2) Usage("health takes at most one SERVICE");
+  const std::string service = args.size() == 2 ? args[1] : "";
+  auto status = client.Health(service);
+  if (!status.ok()) return Fail(status.status());
+  const std::string& name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*status);
+  if (absl::GetFlag(FLAGS_json)) {
+    grpc::health::v1::HealthCheckResponse response;
+    response.set_status(*status);
+    PrintJson(response);
+  } else {
+    std::cout << (service.empty() ? "consentd" : service) << ": " << name << "\n";
+  }
+  return *status == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+}
+
 int Run(const std::vector<std::string>& args) {
   if (args.empty()) Usage("no command given");
   ClientOptions options;
@@ -636,7 +656,12 @@ int Run(const std::vector<std::string>& args) {
       token != nullptr && absl::GetFlag(FLAGS_token_file).empty()) {
     credentials.token = token;
   }
-  auto connected = Client::Connect(absl::GetFlag(FLAGS_target), credentials, options);
+  std::string target = absl::GetFlag(FLAGS_target);
+  if (target.empty()) {
+    const char* from_env = std::getenv("CONSENT_TARGET");
+    target = from_env != nullptr && *from_env != '\0' ? from_env : "127.0.0.1:50051";
+  }
+  auto connected = Client::Connect(target, credentials, options);
   if (!connected.ok()) return Fail(connected.status());
   std::unique_ptr<Client> client = *std::move(connected);
   const std::string& command = args[0];
@@ -658,6 +683,7 @@ int Run(const std::vector<std::string>& args) {
   if (command == "notice") return NoticeCommand(*client, args);
   if (command == "notices") return NoticesCommand(*client, args);
   if (command == "summary") return SummaryCommand(*client, args);
+  if (command == "health") return HealthCommand(*client, args);
   Usage(absl::StrCat("unknown command \"", command, "\""));
 }
 

@@ -10,15 +10,15 @@ set -euo pipefail
 build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  librocksdb-dev libabsl-dev prometheus-cpp-dev libssl-dev
+  librocksdb-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 # Tools the test suite uses: an independent Python gRPC client, Prometheus,
 # clang-format, and the openssl command line (certificates made at test time).
 test_pkgs=(python3-grpcio python3-protobuf curl clang-format prometheus openssl)
 runtime_pkgs=(
-  libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-core1.0
-  libprometheus-cpp-pull1.0 libabsl20220623 ca-certificates
+  libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-core1.0 libcivetweb1
+  libabsl20220623 ca-certificates
 )
 
 want=("${build_pkgs[@]}")

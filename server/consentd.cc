@@ -7,9 +7,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/build_info.h"
 #include "server/log.h"
 #include "server/server.h"
 
@@ -38,8 +40,14 @@ ABSL_FLAG(std::string, data_dir, "./consent-data",
 ABSL_FLAG(std::string, policy, "deploy/policy/default.textproto",
           "Policy file (consent.v1.Policy in text format). Reloaded on SIGHUP "
           "and ConsentAdmin.ReloadPolicy.");
+ABSL_FLAG(absl::Duration, policy_watch_interval, absl::Seconds(10),
+          "How often the --policy file is looked at; when it changed (edited, replaced, or a "
+          "Kubernetes ConfigMap update) it is reloaded as ReloadPolicy would. 0 turns this off.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
-          "Address of the Prometheus endpoint /metrics; empty disables it.");
+          "HTTP address of /metrics (Prometheus), /healthz (alive) and /readyz (ready for "
+          "checks; 503 while starting or draining); empty disables all three.");
+ABSL_FLAG(int64_t, block_cache_mib, 256,
+          "RocksDB block cache for reads of subject records and history, in MiB. 8 to 1048576.");
 ABSL_FLAG(absl::Duration, request_id_retention, absl::Hours(24),
           "How long a write's request_id is remembered: a replay within it returns the first "
           "result and writes nothing.");
@@ -65,6 +73,9 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
 ABSL_FLAG(std::string, backup_dir, "",
           "Directory CreateBackup writes into, each backup a new subdirectory named by the "
           "request; created (mode 0700) if missing. Empty: backups are disabled.");
+ABSL_FLAG(int, backup_keep, 0,
+          "After each CreateBackup, remove all but the newest N backups under --backup_dir "
+          "(directories holding a RocksDB database; nothing else there is touched). 0 keeps all.");
 ABSL_FLAG(int, max_streams, 64,
           "StreamCheck and WatchChanges streams open at once; more get RESOURCE_EXHAUSTED. "
           "1 to 10000.");
@@ -91,6 +102,12 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "consentd: records users' objections and consents and answers whether "
       "content may be used for a purpose.\n\nUsage: consentd [flags]");
+  absl::FlagsUsageConfig usage_config;
+  usage_config.version_string = [] {
+    return absl::StrCat("consentd ", consent::kBuildVersion, " (revision ", consent::kBuildRevision,
+                        ")\n");
+  };
+  absl::SetFlagsUsageConfig(usage_config);
   absl::ParseCommandLine(argc, argv);
   // Debian's abseil keeps absl::Mutex deadlock detection on; gRPC's own
   // locks are absl::Mutex too, so every call paid for a lock-order graph
@@ -131,6 +148,15 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.policy_path = absl::GetFlag(FLAGS_policy);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.policy_watch_interval = absl::GetFlag(FLAGS_policy_watch_interval);
+  const int64_t block_cache_mib = absl::GetFlag(FLAGS_block_cache_mib);
+  if (block_cache_mib < 8 || block_cache_mib > (int64_t{1} << 20) ||
+      options.policy_watch_interval < absl::ZeroDuration()) {
+    consent::LogError(
+        "--block_cache_mib must be 8 to 1048576, --policy_watch_interval not negative");
+    return 1;
+  }
+  options.block_cache_bytes = static_cast<size_t>(block_cache_mib) << 20;
   options.rocksdb_statistics = absl::GetFlag(FLAGS_rocksdb_statistics);
   options.subject_index = absl::GetFlag(FLAGS_subject_index);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
@@ -139,6 +165,11 @@ int main(int argc, char** argv) {
   options.watch_checkpoint_interval = absl::GetFlag(FLAGS_watch_checkpoint_interval);
   options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
   options.backup_dir = absl::GetFlag(FLAGS_backup_dir);
+  options.backup_keep = absl::GetFlag(FLAGS_backup_keep);
+  if (options.backup_keep < 0) {
+    consent::LogError("--backup_keep must not be negative");
+    return 1;
+  }
   options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   options.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
   options.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
@@ -195,6 +226,10 @@ int main(int argc, char** argv) {
       {{"listen", options.listen},
        {"data_dir", options.data_dir},
        {"policy", options.policy_path},
+       {"policy_watch_interval", options.policy_watch_interval == absl::ZeroDuration()
+                                     ? "(off)"
+                                     : absl::FormatDuration(options.policy_watch_interval)},
+       {"block_cache_mib", absl::StrCat(block_cache_mib)},
        {"metrics_listen", options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen},
        {"rocksdb_statistics", options.rocksdb_statistics ? "true" : "false"},
        {"subject_index", options.subject_index ? "true" : "false"},
@@ -204,6 +239,7 @@ int main(int argc, char** argv) {
        {"watch_checkpoint_interval", absl::FormatDuration(options.watch_checkpoint_interval)},
        {"max_receive_message_bytes", absl::StrCat(options.max_receive_message_bytes)},
        {"backup_dir", options.backup_dir.empty() ? "(disabled)" : options.backup_dir},
+       {"backup_keep", options.backup_keep == 0 ? "(all)" : absl::StrCat(options.backup_keep)},
        {"max_streams", absl::StrCat(options.max_streams)},
        {"max_queued_reads", absl::StrCat(options.max_queued_reads)},
        {"max_queued_writes", absl::StrCat(options.max_queued_writes)},

@@ -138,7 +138,7 @@ enum class AuthFailure {
 using CallerCallCounter = metrics_internal::Counter;
 
 // Every metric consentd exports (docs/operations.md lists them), collected
-// by prometheus-cpp's Exposer on each scrape. Series are created once and
+// by the /metrics endpoint (http_endpoints.h) on each scrape. Series are created once and
 // their pointers live as long as this object; recording is lock-free
 // (sharded counters and histograms), so the hot paths never wait for a
 // scrape. Thread safe.

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/validation.h"
+#include "server/log.h"
 #include "server/policy_change.h"
 
 namespace consent {
@@ -79,6 +80,18 @@ absl::Status Registry::CreateBackup(const v1::CreateBackupRequest& request,
   if (!revision.ok()) return revision.status();
   response->set_directory(directory);
   response->set_revision(*revision);
+  if (backup_keep_ > 0) {
+    // The backup itself succeeded; a failure to prune is logged, not
+    // returned.
+    auto pruned = storage::PruneBackups(backup_dir_, static_cast<size_t>(backup_keep_));
+    if (!pruned.ok()) {
+      LogWarning("removing old backups failed", {{"error", pruned.status().ToString()}});
+    } else {
+      for (const std::string& old : *pruned) {
+        LogInfo("removed an old backup (--backup_keep)", {{"directory", old}});
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -57,8 +57,12 @@ class Registry {
     history_.set_checkpoint_interval(interval);
   }
   // Where CreateBackup writes (each backup a new subdirectory); empty
-  // disables CreateBackup. Set before serving.
-  void set_backup_dir(std::string directory) { backup_dir_ = std::move(directory); }
+  // disables CreateBackup. After each backup only the newest `keep` are
+  // kept (0: all). Set before serving.
+  void set_backup_dir(std::string directory, int keep = 0) {
+    backup_dir_ = std::move(directory);
+    backup_keep_ = keep;
+  }
 
   // Loads every policy version kept in the store (for as_of), then
   // activates `file_policy` unless it is the latest already. Call once,
@@ -167,6 +171,7 @@ class Registry {
   RegistryChecks checks_;
   RegistryHistory history_;
   std::string backup_dir_;
+  int backup_keep_ = 0;
 };
 
 }  // namespace consent

@@ -14,12 +14,13 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/collectable.h"
-#include "prometheus/exposer.h"
 #include "prometheus/metric_family.h"
 #include "server/authenticator.h"
 #include "server/build_info.h"
+#include "server/http_endpoints.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/policy_watcher.h"
 #include "server/process_stats.h"
 #include "server/reflection.h"
 #include "server/registry.h"
@@ -166,6 +167,20 @@ class ServerImpl final : public ConsentServer {
     }
   }
 
+  // /readyz: ready once every part started (store open, policy loaded,
+  // gRPC serving) and until shutdown starts. Refused writes are reported
+  // but leave the server ready: checks go on without them.
+  Readiness ReadinessNow() {
+    absl::MutexLock lock(&health_mu_);
+    if (shut_down_) return {false, "not ready: draining (shutting down)\n"};
+    if (!serving_) return {false, "not ready: starting\n"};
+    std::string body = absl::StrCat("ready\npolicy: ", policies_->Get()->version(), "\n");
+    absl::StrAppend(&body, registry_writable_
+                               ? "writes: accepted\n"
+                               : "writes: refused (a synced write failed; checks go on)\n");
+    return {true, std::move(body)};
+  }
+
   ServerOptions options_;
   RealClock real_clock_;
   // Before store_: the store's synced-write callback observes into it.
@@ -173,7 +188,8 @@ class ServerImpl final : public ConsentServer {
   std::unique_ptr<storage::ConsentStore> store_;
   std::unique_ptr<PolicyHolder> policies_;
   std::unique_ptr<PolicyReloader> reloader_;
-  std::unique_ptr<AuthHolder> auth_;  // null without --auth_file
+  std::unique_ptr<PolicyWatcher> policy_watcher_;  // null when not watching
+  std::unique_ptr<AuthHolder> auth_;               // null without --auth_file
   std::unique_ptr<Registry> registry_;
   DrainGate gate_;
   std::unique_ptr<CallAccounting> calls_;
@@ -182,13 +198,14 @@ class ServerImpl final : public ConsentServer {
   std::unique_ptr<ReflectionService> reflection_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::shared_ptr<ScrapeCollector> collector_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<HttpEndpoints> http_;
   std::string listen_address_;
   std::string metrics_address_;
   // Guards the health statuses against the store's threads (OnWriteState).
   absl::Mutex health_mu_;
   bool shut_down_ ABSL_GUARDED_BY(health_mu_) = false;
   bool registry_writable_ ABSL_GUARDED_BY(health_mu_) = true;
+  bool serving_ ABSL_GUARDED_BY(health_mu_) = false;
   absl::Notification stop_maintenance_;
   std::thread maintenance_;
 
@@ -232,7 +249,8 @@ absl::Status ServerImpl::Shutdown() {
     grpc_server_->Shutdown(std::chrono::system_clock::now());
     grpc_server_->Wait();
   }
-  exposer_.reset();
+  http_.reset();
+  policy_watcher_.reset();
   if (maintenance_.joinable()) {
     stop_maintenance_.Notify();
     maintenance_.join();
@@ -328,6 +346,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   if (!options.metrics_listen.empty()) server->metrics_ = std::make_shared<Metrics>();
   storage::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
+  store_options.rocksdb.block_cache_bytes = options.block_cache_bytes;
   store_options.request_id_retention = options.request_id_retention;
   store_options.subject_index = options.subject_index;
   store_options.max_queued_commits = options.max_queued_writes;
@@ -371,11 +390,19 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
       return absl::FailedPreconditionError(
           absl::StrCat("--backup_dir ", options.backup_dir, ": ", s.message()));
     }
-    server->registry_->set_backup_dir(options.backup_dir);
+    server->registry_->set_backup_dir(options.backup_dir, options.backup_keep);
   }
   server->StartMaintenance(clock);
   server->reloader_ = std::make_unique<PolicyReloader>(options.policy_path, server->registry_.get(),
                                                        server->metrics_.get());
+  if (options.policy_watch_interval > absl::ZeroDuration()) {
+    PolicyReloader* reloader = server->reloader_.get();
+    server->policy_watcher_ = std::make_unique<PolicyWatcher>(options.policy_path, [reloader] {
+      LogInfo("the policy file changed: reloading it");
+      reloader->Reload().IgnoreError();  // logged and counted by the reloader
+    });
+    server->policy_watcher_->Start(options.policy_watch_interval);
+  }
   server->calls_ = std::make_unique<CallAccounting>(&server->gate_, server->metrics_.get());
   AdmissionLimits limits;
   limits.worker_threads = options.worker_threads;
@@ -389,20 +416,15 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
                                      server->reloader_.get(), server->calls_.get());
 
   if (!options.metrics_listen.empty()) {
-    try {
-      server->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
-    } catch (const std::exception& e) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot serve metrics on --metrics_listen ",
-                                                        options.metrics_listen, ": ", e.what()));
-    }
     server->collector_ =
         std::make_shared<ScrapeCollector>(server->store_.get(), server->policies_.get());
-    server->exposer_->RegisterCollectable(server->collector_);
-    server->exposer_->RegisterCollectable(server->metrics_);
-    const auto ports = server->exposer_->GetListeningPorts();
+    auto http = HttpEndpoints::Start(options.metrics_listen, {server->collector_, server->metrics_},
+                                     [serving] { return serving->ReadinessNow(); });
+    if (!http.ok()) return http.status();
+    server->http_ = *std::move(http);
     server->metrics_address_ =
         absl::StrCat(options.metrics_listen.substr(0, options.metrics_listen.rfind(':')), ":",
-                     ports.empty() ? 0 : ports[0]);
+                     server->http_->port());
   }
 
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
@@ -444,6 +466,7 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
     // NOT_SERVING while the store refuses writes (OnWriteState).
     health->SetServingStatus(v1::ConsentRegistry::service_full_name(), server->registry_writable_);
     health->SetServingStatus(v1::ConsentAdmin::service_full_name(), true);
+    server->serving_ = true;
   }
   return std::unique_ptr<ConsentServer>(std::move(server));
 }

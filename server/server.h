@@ -36,6 +36,12 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "./consent-data";
   std::string policy_path = "deploy/policy/default.textproto";
+  // How often the policy file is looked at; a changed file is reloaded as
+  // ReloadPolicy would (policy_watcher.h). Zero: only SIGHUP and
+  // ReloadPolicy reload it.
+  absl::Duration policy_watch_interval = absl::Seconds(10);
+  // RocksDB's block cache, in bytes (StoreOptions).
+  size_t block_cache_bytes = 256 << 20;
   // host:port for /metrics; empty disables the endpoint.
   std::string metrics_listen = "127.0.0.1:9464";
   // RocksDB ticker statistics for the block cache hit and miss metrics;
@@ -73,6 +79,9 @@ struct ServerOptions {
   // named by the request; created (0700) at start if missing. Empty:
   // CreateBackup is refused.
   std::string backup_dir;
+  // After each backup, only the newest backup_keep backups under
+  // backup_dir are kept (0 keeps all).
+  int backup_keep = 0;
   // Largest request message accepted, in bytes; larger ones get
   // RESOURCE_EXHAUSTED from gRPC before any of it is parsed.
   int max_receive_message_bytes = 8 << 20;
@@ -112,7 +121,8 @@ class ConsentServer {
   // The metrics address bound, or "" when disabled.
   virtual std::string metrics_address() const = 0;
 
-  // Reloads the policy file (SIGHUP). Logs the outcome.
+  // Reloads the policy file (SIGHUP, and the watcher when the file
+  // changes). Logs the outcome.
   virtual absl::Status ReloadPolicy() = 0;
   // Reloads the auth file (SIGHUP); OK and nothing done without one. Logs
   // the outcome; on error the file in force stays.

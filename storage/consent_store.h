@@ -374,6 +374,13 @@ class ConsentStore {
 // left as it is; kFailedPrecondition when it cannot be made, or is a file.
 absl::Status CreatePrivateDirectory(const std::string& directory);
 
+// Removes all but the newest `keep` backups (Checkpoint directories) in
+// `backup_dir`, newest by the time each was written (ties: by name).
+// Only subdirectories holding a RocksDB database (a CURRENT file) count as
+// backups; anything else in the directory is left alone. Returns the
+// removed directories' paths, oldest first.
+absl::StatusOr<std::vector<std::string>> PruneBackups(const std::string& backup_dir, size_t keep);
+
 }  // namespace consent::storage
 
 #endif  // CONSENT_STORAGE_CONSENT_STORE_H_

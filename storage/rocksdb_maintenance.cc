@@ -200,4 +200,42 @@ absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
   return revision_.load(std::memory_order_acquire);
 }
 
+absl::StatusOr<std::vector<std::string>> PruneBackups(const std::string& backup_dir, size_t keep) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  struct Backup {
+    fs::file_time_type written;
+    std::string path;
+  };
+  std::vector<Backup> backups;
+  for (fs::directory_iterator it(backup_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::directory_entry& entry = *it;
+    std::error_code entry_ec;
+    if (!entry.is_directory(entry_ec)) continue;
+    const fs::path current = entry.path() / "CURRENT";
+    const fs::file_time_type written = fs::last_write_time(current, entry_ec);
+    if (entry_ec) continue;  // not a backup
+    backups.push_back({written, entry.path().string()});
+  }
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("listing backups in ", backup_dir, ": ", ec.message()));
+  }
+  std::vector<std::string> removed;
+  if (backups.size() <= keep) return removed;
+  std::sort(backups.begin(), backups.end(), [](const Backup& a, const Backup& b) {
+    return a.written != b.written ? a.written < b.written : a.path < b.path;
+  });
+  backups.resize(backups.size() - keep);
+  for (const Backup& old : backups) {
+    fs::remove_all(old.path, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("removing old backup ", old.path, ": ", ec.message()));
+    }
+    removed.push_back(old.path);
+  }
+  return removed;
+}
+
 }  // namespace consent::storage

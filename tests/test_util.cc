@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -84,8 +85,12 @@ absl::StatusOr<std::unique_ptr<ConsentdProcess>> ConsentdProcess::Start(const Op
   process->log_path_ = options.data_dir + ".log";
   std::vector<std::string> args = options.command;
   if (args.empty()) {
-    args = {CONSENTD_PATH, "--listen=127.0.0.1:0",
-            "--metrics_listen=", "--data_dir=" + options.data_dir, "--policy=" + options.policy};
+    args = {CONSENTD_PATH,
+            "--listen=127.0.0.1:0",
+            "--metrics_listen=",
+            "--policy_watch_interval=0",
+            "--data_dir=" + options.data_dir,
+            "--policy=" + options.policy};
     args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
   }
 
@@ -193,7 +198,8 @@ std::string ConsentdProcess::metrics_address() const {
   return log.substr(start + 7, end - start - 7);
 }
 
-absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path) {
+absl::StatusOr<HttpResponse> HttpRequest(const std::string& address, const std::string& method,
+                                         const std::string& path) {
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos) return absl::InvalidArgumentError("address is not host:port");
   addrinfo hints{};
@@ -212,7 +218,7 @@ absl::StatusOr<std::string> HttpGet(const std::string& address, const std::strin
     return absl::UnavailableError(absl::StrCat("cannot connect to ", address));
   }
   const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
+      absl::StrCat(method, " ", path, " HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
   if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
     close(fd);
     return absl::UnavailableError("write failed");
@@ -223,12 +229,27 @@ absl::StatusOr<std::string> HttpGet(const std::string& address, const std::strin
   while ((n = read(fd, buffer, sizeof(buffer))) > 0)
     response.append(buffer, static_cast<size_t>(n));
   close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  const std::string status_line = response.substr(0, response.find("\r\n"));
-  if (body == std::string::npos || !absl::StrContains(status_line, " 200 ")) {
-    return absl::UnavailableError(absl::StrCat("GET ", path, ": ", status_line));
+  const size_t header_end = response.find("\r\n\r\n");
+  const size_t line_end = response.find("\r\n");
+  int code = 0;
+  if (header_end == std::string::npos || !absl::StartsWith(response, "HTTP/1.") ||
+      response.size() < 12 || !absl::SimpleAtoi(response.substr(9, 3), &code)) {
+    return absl::UnavailableError(absl::StrCat(method, " ", path, ": not an HTTP response"));
   }
-  return response.substr(body + 4);
+  HttpResponse out;
+  out.code = code;
+  out.headers = response.substr(line_end + 2, header_end + 2 - (line_end + 2));
+  out.body = response.substr(header_end + 4);
+  return out;
+}
+
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path) {
+  auto response = HttpRequest(address, "GET", path);
+  if (!response.ok()) return response.status();
+  if (response->code != 200) {
+    return absl::UnavailableError(absl::StrCat("GET ", path, ": status ", response->code));
+  }
+  return std::move(response->body);
 }
 
 absl::StatusOr<double> SampleValue(const std::string& exposition, const std::string& series) {

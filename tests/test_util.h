@@ -65,8 +65,20 @@ struct CommandResult {
 // on its standard input.
 CommandResult RunCommand(const std::vector<std::string>& args, const std::string& input = "");
 
-// GET http://`address``path` over a plain socket (HTTP/1.0). The body on
-// status 200; otherwise an error naming the status line.
+struct HttpResponse {
+  int code = 0;
+  std::string headers;  // the header lines, as sent
+  std::string body;
+};
+
+// `method` http://`address``path` over a plain socket (HTTP/1.0), any
+// status; kUnavailable when the server cannot be reached or answers
+// something that is not HTTP.
+absl::StatusOr<HttpResponse> HttpRequest(const std::string& address, const std::string& method,
+                                         const std::string& path);
+
+// GET http://`address``path`. The body on status 200; otherwise an error
+// naming the status line.
 absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path);
 
 // The value of one sample in a Prometheus text exposition, `series` written
@@ -74,8 +86,9 @@ absl::StatusOr<std::string> HttpGet(const std::string& address, const std::strin
 // `consent_writes_total{kind="preference",result="ok"}`. kNotFound if absent.
 absl::StatusOr<double> SampleValue(const std::string& exposition, const std::string& series);
 
-// The consentd binary started as a child process with --listen on port 0
-// and metrics disabled unless `args` say otherwise. Start() returns once
+// The consentd binary started as a child process with --listen on port 0,
+// metrics disabled and the policy file not watched (tests that rewrite it
+// reload it themselves) unless `args` say otherwise. Start() returns once
 // consentd printed its address (it is then SERVING) or failed.
 class ConsentdProcess {
  public:

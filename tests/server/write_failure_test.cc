@@ -1,9 +1,9 @@
 // A failed synced write seen from a gRPC caller of a real consentd server
 // (in-process, on loopback, real RocksDB under a fault-injecting file
 // system): the write is UNAVAILABLE with "outcome unknown", the health of
-// consent.v1.ConsentRegistry is NOT_SERVING and the gauge says why while
-// writes are refused, checks keep answering, and the retry with the same
-// request_id gives the definitive answer once the store has reopened.
+// consent.v1.ConsentRegistry is NOT_SERVING, the gauge and /readyz's body
+// say why while writes are refused (the server stays ready), checks keep answering, and the retry
+// with the same request_id gives the definitive answer once the store has reopened.
 #include <unistd.h>
 
 #include <chrono>
@@ -131,6 +131,14 @@ TEST_F(WriteFailureTest, CallersSeeOutcomeUnknownThenTheDefinitiveAnswer) {
   EXPECT_EQ(Health(""), HealthStatus::SERVING);  // the process is alive; checks answer
   EXPECT_EQ(Metric("consent_store_writes_refused"), 1);
   EXPECT_EQ(Metric("consent_store_write_failures_total"), 1);
+  // Still ready (a probe that took the pod out would stop checks too); the
+  // body says what is wrong.
+  auto ready = testing::HttpRequest(server_->metrics_address(), "GET", "/readyz");
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  EXPECT_EQ(ready->code, 200);
+  const std::string policy = client_->GetPolicy()->version();
+  EXPECT_EQ(ready->body, "ready\npolicy: " + policy +
+                             "\nwrites: refused (a synced write failed; checks go on)\n");
   // Checks answer from what was acknowledged.
   EXPECT_EQ(Reason("alice"), v1::DECISION_REASON_ALLOWED_DEFAULT);
 
@@ -147,6 +155,8 @@ TEST_F(WriteFailureTest, CallersSeeOutcomeUnknownThenTheDefinitiveAnswer) {
   EXPECT_EQ(Health("consent.v1.ConsentRegistry"), HealthStatus::SERVING);
   EXPECT_EQ(Metric("consent_store_writes_refused"), 0);
   EXPECT_EQ(Metric("consent_store_reopens_total"), 1);
+  EXPECT_EQ(testing::HttpGet(server_->metrics_address(), "/readyz").value_or(""),
+            "ready\npolicy: " + policy + "\nwrites: accepted\n");
   auto next = Object(*once_, "bob", "form-2");
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_EQ(next->revision(), 3);
