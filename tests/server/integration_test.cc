@@ -692,7 +692,7 @@ TEST(StartupTest, UnbindableMetricsPortFailsClearly) {
       {"--listen=127.0.0.1:0", "--metrics_listen=" + (*first)->address(),
        "--data_dir=" + dir.Sub("second"), "--policy=" + testing::DefaultPolicyPath()});
   EXPECT_EQ(code, 1);
-  EXPECT_THAT(log, HasSubstr("cannot serve metrics on --metrics_listen"));
+  EXPECT_THAT(log, HasSubstr("cannot serve HTTP on --metrics_listen " + (*first)->address()));
 }
 
 }  // namespace
