@@ -26,7 +26,13 @@ work=$(mktemp -d /var/tmp/consent-stack.XXXXXX)
 compose=(podman-compose --podman-path "$root/tests/stack/podman-host-network" -p "$project"
   -f "$root/deploy/compose/compose.yaml"
   -f "$root/tests/stack/compose.host-network.yaml")
-down() { "${compose[@]}" down -v >/dev/null 2>&1 || true; rm -rf "$work"; }
+down() {
+  "${compose[@]}" down -v >/dev/null 2>&1 || true
+  # podman-compose creates the project's network even when no service
+  # joins it, and down leaves it.
+  podman network rm -f "${project}_default" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
 fail() {
   echo "stack-test: FAILED: $*" >&2
   for c in $(podman ps -a --filter "label=io.podman.compose.project=$project" --format '{{.Names}}'); do

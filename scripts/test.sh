@@ -10,6 +10,11 @@
 #      fails on any report, consentd's included (build-tsan/tsan-reports/).
 #   5. The libFuzzer targets of tests/fuzz, 60 s each (scripts/fuzz.sh).
 #   6. buf lint of the API and clang-format of the sources.
+#   7. Deployment: the image built with podman and run
+#      (scripts/container-test.sh), the local stack brought up
+#      (scripts/stack-test.sh), the Kubernetes manifests rendered and
+#      schema-checked (scripts/kubernetes-test.sh), the systemd unit
+#      verified (scripts/systemd-test.sh).
 # Installs missing Debian packages first. Exits non-zero on any failure.
 #
 # scripts/test.sh --quick: the release build, the unit tests and
@@ -75,4 +80,13 @@ fi
 echo "buf lint: clean"
 
 format
+
+step "deployment: Kubernetes manifests and the systemd unit"
+"$root/scripts/kubernetes-test.sh"
+"$root/scripts/systemd-test.sh"
+step "deployment: the container image, built and run"
+"$root/scripts/container-test.sh"
+step "deployment: the local stack (podman-compose)"
+"$root/scripts/stack-test.sh"
+
 step "all checks passed"
