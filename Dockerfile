@@ -5,7 +5,9 @@
 #   podman build --format docker --build-arg VERSION=0.1.0 \
 #     --build-arg GIT_REVISION=$(git rev-parse --short=12 HEAD) -t consentd .
 #
-# (--format docker keeps the HEALTHCHECK, which the OCI format drops.)
+# (--format docker keeps the HEALTHCHECK, which the OCI format drops. The
+# build stage's cache mount needs podman/buildah or Docker with BuildKit,
+# the default since Docker 23.)
 # scripts/container-test.sh builds it that way and runs it; docs/deploy.md
 # describes the image.
 ARG VERSION=0.1.0
