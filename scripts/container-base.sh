@@ -11,7 +11,7 @@
 # sets CONTAINERS_CONF to scripts/containers.conf. Sourced, it also offers
 # consentd_image TAG: builds the Dockerfile into TAG as
 # scripts/container-test.sh checks it (log in /tmp/consent-image-build.log;
-# sets image_build_seconds).
+# sets image_build_seconds), and free_port.
 #
 # Usage: scripts/container-base.sh [--rebuild]
 set -euo pipefail
@@ -72,6 +72,12 @@ SOURCES
   podman tag docker.io/library/debian:bookworm docker.io/library/debian:bookworm-slim
   rm -rf "$dir" "$dir.log"
   echo "container-base: debian:bookworm imported in $((SECONDS - started)) s"
+}
+
+# A free TCP port on the host's loopback (containers here share the host's
+# network namespace).
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 consentd_image() {

@@ -81,10 +81,6 @@ grep -qx "consentd $version (revision $revision)" /tmp/consent-version ||
   fail "consentd --version in the image does not name $version and $revision"
 echo "labels, user 10001, HEALTHCHECK, EXPOSE 50051 9464: as expected"
 
-# Free loopback ports (the containers share the host's network namespace).
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 grpc_port=$(free_port)
 http_port=$(free_port)
 target=127.0.0.1:$grpc_port

@@ -56,9 +56,6 @@ echo "images: localhost/consentd:test, localhost/consent-prometheus:test"
 
 consentctl="$root/build/client/consentctl"
 if [ ! -x "$consentctl" ]; then "$root/scripts/build.sh" --no-tests consentctl; fi
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 grpc=127.0.0.1:$(free_port)
 metrics=127.0.0.1:$(free_port)
 prometheus=127.0.0.1:$(free_port)
