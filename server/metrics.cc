@@ -279,7 +279,8 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
                        "server's).",
                        MetricType::Counter);
   auto reloads = Family("consent_policy_reloads_total",
-                        "Policy reloads (SIGHUP, ReloadPolicy or a changed policy file) by result.", MetricType::Counter);
+                        "Policy reloads (SIGHUP, ReloadPolicy or a changed policy file) by result.",
+                        MetricType::Counter);
   auto rejected = Family("consent_rejected_total",
                          "Calls turned away, or streams ended, by an admission limit "
                          "(RESOURCE_EXHAUSTED), by reason.",
