@@ -13,7 +13,8 @@ ctl="$root/build/client/consentctl"
 cat <<MSG
 
 consentd is starting on 127.0.0.1:50051; data lives in $PWD/consent-data
-(backups in $PWD/consent-backups), metrics on http://127.0.0.1:9464/metrics. Try it from another terminal:
+(backups in $PWD/consent-backups), metrics on http://127.0.0.1:9464/metrics, probes on
+http://127.0.0.1:9464/healthz and /readyz. Try it from another terminal:
 
   $ctl subject set alice --jurisdiction=GB --birth_date=1990-04-01
   $ctl check ai_training alice post-1 --create_time=2024-05-01T12:00:00Z
