@@ -9,7 +9,9 @@
 #   3. every rendered object passes the Kubernetes API's schema, and the
 #      PodMonitor and PrometheusRule the Prometheus Operator's
 #      (tests/kubernetes/validate.js, kubernetes-models from the npm
-#      registry, versions pinned in tests/kubernetes/package-lock.json);
+#      registry, versions pinned in tests/kubernetes/package-lock.json),
+#      and has no field its kind does not define (tests/kubernetes/fields.js:
+#      the same packages' TypeScript declarations, checked by tsc);
 #   4. the PrometheusRule's groups pass promtool check rules.
 # Rendered manifests are left in .cache/kubernetes/rendered/.
 set -euo pipefail
@@ -43,6 +45,8 @@ fi
 (cd "$root/tests/kubernetes" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 node "$root/tests/kubernetes/validate.js" --self-test
 node "$root/tests/kubernetes/validate.js" "$out/base.yaml" "$out/overlays-example.yaml"
+node "$root/tests/kubernetes/fields.js" --self-test
+node "$root/tests/kubernetes/fields.js" "$out/base.yaml" "$out/overlays-example.yaml"
 
 # The PrometheusRule's spec is a Prometheus rule file.
 NODE_PATH="$root/tests/kubernetes/node_modules" node -e '
