@@ -40,6 +40,8 @@ namespace {
 namespace v1 = consent::v1;
 
 constexpr char kVersion[] = "empty";
+// The revision every batch answer carries, as consentd's do.
+constexpr int64_t kRevision = 1'000'000;
 // With --api=cq: calls of each method each queue waits for, so a burst of
 // arrivals does not wait for the next request to be posted.
 constexpr int kCallsWaitingPerQueue = 32;
@@ -61,6 +63,7 @@ grpc::Status AnswerBatch(const grpc::ByteBuffer& request, grpc::ByteBuffer* resp
   for (int i = 0; i < message->items_size(); ++i) {
     decisions.Add(consent::Verdict{v1::DECISION_REASON_ALLOWED_DEFAULT, 10}, 0);
   }
+  decisions.Finish(kRevision);
   consent::SetResponseBytes(decisions.bytes(), response);
   return grpc::Status::OK;
 }
@@ -75,6 +78,7 @@ grpc::Status AnswerStream(
     auto& response = *google::protobuf::Arena::CreateMessage<v1::StreamCheckResponse>(arena);
     response.mutable_decisions()->Reserve(request->items_size());
     for (int i = 0; i < request->items_size(); ++i) FixedDecision(response.add_decisions());
+    response.set_revision(kRevision);
     if (!stream->Write(response)) break;
   }
   return grpc::Status::OK;

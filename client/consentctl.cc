@@ -360,6 +360,9 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
     *request.mutable_as_of() = ParseTimestamp(absl::GetFlag(FLAGS_as_of), "--as_of");
   }
   size_t last_line = 0, index = 0, allowed = 0, denied = 0;
+  // The lowest revision a batch was read at: every write up to it is
+  // reflected in every decision printed.
+  int64_t read_at = -1;
   int rc = 0;
   auto flush = [&]() {
     if (request.items_size() == 0 || rc != 0) return;
@@ -369,6 +372,7 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
       rc = Fail(response.status());
       return;
     }
+    if (read_at < 0 || response->revision() < read_at) read_at = response->revision();
     for (int i = 0; i < response->decisions_size(); ++i, ++index) {
       const v1::Decision& d = response->decisions(i);
       (d.allowed() ? allowed : denied)++;
@@ -400,7 +404,8 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
   });
   flush();
   if (rc == 0 && !absl::GetFlag(FLAGS_json)) {
-    std::cerr << index << " checked: " << allowed << " allowed, " << denied << " denied\n";
+    std::cerr << index << " checked: " << allowed << " allowed, " << denied
+              << " denied (registry revision " << read_at << ")\n";
   }
   return rc;
 }

@@ -202,8 +202,8 @@ namespace {
 // CheckItems' decisions as messages (StreamCheck).
 class DecisionMessages final : public DecisionSink {
  public:
-  explicit DecisionMessages(google::protobuf::RepeatedPtrField<v1::Decision>* decisions)
-      : decisions_(decisions) {}
+  explicit DecisionMessages(v1::StreamCheckResponse* response)
+      : response_(response), decisions_(response->mutable_decisions()) {}
   void Reserve(int n, const CompiledPolicy& policy) override {
     policy_ = &policy;
     decisions_->Reserve(n);
@@ -211,8 +211,10 @@ class DecisionMessages final : public DecisionSink {
   void Add(const Verdict& verdict, int64_t revision) override {
     Fill(verdict, *policy_, revision, decisions_->Add());
   }
+  void Finish(int64_t revision) override { response_->set_revision(revision); }
 
  private:
+  v1::StreamCheckResponse* response_;
   google::protobuf::RepeatedPtrField<v1::Decision>* decisions_;
   const CompiledPolicy* policy_ = nullptr;
 };
@@ -259,6 +261,8 @@ absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* de
   decisions->Reserve(n, *view->policy);
   RuleFinder rules(*view->policy, request.purpose());
 
+  // Every write up to it is visible to the reads below.
+  const int64_t revision = store_->CurrentRevision();
   if (view->as_of) {
     // Each user's history is folded once, however many of their items.
     struct Folded {
@@ -283,10 +287,10 @@ absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* de
                             /*explanation=*/nullptr, &rules),
                      user.state.subject.revision());
     }
+    decisions->Finish(revision);
     return absl::OkStatus();
   }
 
-  const int64_t revision = store_->CurrentRevision();
   std::vector<absl::string_view> ids;
   ids.reserve(n);
   for (const v1::CheckItem& item : request.items()) ids.push_back(item.user_id());
@@ -310,6 +314,7 @@ absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* de
                           item.content(), view->at, /*explanation=*/nullptr, &rules),
                    record ? std::max(revision, record->revision) : revision);
   }
+  decisions->Finish(revision);
   return absl::OkStatus();
 }
 
@@ -321,7 +326,7 @@ absl::Status RegistryChecks::BatchCheck(const v1::BatchCheckRequest& request,
 absl::Status RegistryChecks::StreamCheck(const v1::StreamCheckRequest& request,
                                          v1::StreamCheckResponse* response,
                                          const CallControl& control) const {
-  DecisionMessages decisions(response->mutable_decisions());
+  DecisionMessages decisions(response);
   return CheckItems(request, &decisions, control);
 }
 

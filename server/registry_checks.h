@@ -44,6 +44,9 @@ class DecisionSink {
   // `n` decisions under `policy` follow.
   virtual void Reserve(int n, const CompiledPolicy& policy) = 0;
   virtual void Add(const Verdict& verdict, int64_t revision) = 0;
+  // After the last Add: the registry's revision when the items were read
+  // (the response's `revision`).
+  virtual void Finish(int64_t revision) = 0;
 };
 
 // Thread safe. Does not own its collaborators, which must outlive it.

@@ -25,9 +25,15 @@ static_assert(Decision::kAllowedFieldNumber < Decision::kReasonFieldNumber &&
                   Decision::kReasonFieldNumber < Decision::kPolicyVersionFieldNumber &&
                   Decision::kPolicyVersionFieldNumber < Decision::kRevisionFieldNumber,
               "Add writes the fields in this order, protobuf's");
+constexpr char kResponseRevisionTag = Tag(v1::BatchCheckResponse::kRevisionFieldNumber, kVarint);
 static_assert(static_cast<int>(v1::StreamCheckResponse::kDecisionsFieldNumber) ==
-                  static_cast<int>(v1::BatchCheckResponse::kDecisionsFieldNumber),
+                      static_cast<int>(v1::BatchCheckResponse::kDecisionsFieldNumber) &&
+                  static_cast<int>(v1::StreamCheckResponse::kRevisionFieldNumber) ==
+                      static_cast<int>(v1::BatchCheckResponse::kRevisionFieldNumber),
               "StreamCheck's responses are encoded the same way");
+static_assert(v1::BatchCheckResponse::kDecisionsFieldNumber <
+                  v1::BatchCheckResponse::kRevisionFieldNumber,
+              "Finish writes the revision after the decisions, protobuf's order");
 
 // Writes `value` as protobuf's varint at `out`; returns the end.
 char* PutVarint(uint64_t value, char* out) {
@@ -87,6 +93,13 @@ void EncodedDecisions::Add(const Verdict& verdict, int64_t revision) {
   if (verdict.reason >= 0 && verdict.reason < static_cast<int>(tally_.size())) {
     ++tally_[verdict.reason];
   }
+}
+
+void EncodedDecisions::Finish(int64_t revision) {
+  if (revision == 0) return;  // proto3 leaves a default value out
+  char field[11];
+  field[0] = kResponseRevisionTag;
+  bytes_.append(field, PutVarint(static_cast<uint64_t>(revision), field + 1));
 }
 
 google::protobuf::ArenaOptions BatchArenaOptions() {

@@ -65,6 +65,8 @@ class EncodedDecisions final : public DecisionSink {
   void Reserve(int n, const CompiledPolicy& policy) override { Reserve(n, policy.version()); }
   void Reserve(int n, absl::string_view policy_version);
   void Add(const Verdict& verdict, int64_t revision) override;
+  // BatchCheckResponse.revision, after the decisions (protobuf's order).
+  void Finish(int64_t revision) override;
 
  private:
   std::string bytes_;

@@ -73,7 +73,7 @@ TEST_F(ConsentctlTest, BatchCheckCsvAndJsonLinesKeepOrder) {
             "1\talice\tp2\tDENIED  DENIED_SENSITIVE  (policy 2026-11-27.1, revision 1)\n"
             "2\tbob\tp3\tDENIED  DENIED_MINOR  (policy 2026-11-27.1, revision 1)\n"
             "3\talice\tp4\tDENIED  DENIED_CONTENT_TYPE  (policy 2026-11-27.1, revision 1)\n");
-  EXPECT_EQ(result.err, "4 checked: 1 allowed, 3 denied\n");
+  EXPECT_EQ(result.err, "4 checked: 1 allowed, 3 denied (registry revision 1)\n");
 
   const std::string jsonl =
       R"({"user_id":"bob","content":{"content_id":"x","content_type":"CONTENT_TYPE_POST","visibility":"VISIBILITY_PUBLIC"}})"

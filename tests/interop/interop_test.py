@@ -102,12 +102,15 @@ class InteropTest(unittest.TestCase):
         from consent.v1 import registry_pb2, types_pb2
         self.make_uk_adult("alice")
         self.make_uk_adult("carol")
-        self.set_pref("carol", types_pb2.PREFERENCE_STATE_OBJECTED)
+        written = self.set_pref("carol", types_pb2.PREFERENCE_STATE_OBJECTED)
         users = ["carol", "alice", "zed", "alice", "carol"]
         request = registry_pb2.BatchCheckRequest(purpose="ai_training")
         for i, user in enumerate(users):
             request.items.add(user_id=user, content=self.post("p%d" % i))
-        reasons = [d.reason for d in self.stub.BatchCheck(request, timeout=10).decisions]
+        response = self.stub.BatchCheck(request, timeout=10)
+        # The registry's revision when the items were read: the objection's.
+        self.assertEqual(response.revision, written)
+        reasons = [d.reason for d in response.decisions]
         self.assertEqual(reasons, [
             types_pb2.DECISION_REASON_DENIED_OBJECTION,
             types_pb2.DECISION_REASON_ALLOWED_DEFAULT,

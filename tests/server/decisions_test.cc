@@ -255,6 +255,9 @@ TEST_F(DecisionsTest, AsOfAnswersFromHistory) {
   EXPECT_THAT(reasons, ElementsAre(v1::DECISION_REASON_DENIED_OBJECTION,
                                    v1::DECISION_REASON_DENIED_CONTENT_EXCLUDED,
                                    v1::DECISION_REASON_DENIED_OBJECTION));
+  // The response's revision is the registry's when the history was read
+  // (all four writes), whatever the as_of time.
+  EXPECT_EQ(decisions->revision(), 4);
 }
 
 TEST_F(DecisionsTest, AsOfOutsideHistoryIsRejected) {

@@ -322,6 +322,9 @@ TEST_F(IntegrationTest, BatchCheckKeepsRequestOrder) {
   }
   EXPECT_FALSE(response->decisions(0).policy_version().empty());
   EXPECT_GT(response->decisions(0).revision(), 0);
+  // The registry's revision when the items were read: the three writes
+  // above, and no more (the checks wrote nothing).
+  EXPECT_EQ(response->revision(), 3);
 }
 
 // Bytes that do not parse as a request are the caller's error.

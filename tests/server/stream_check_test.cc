@@ -74,11 +74,14 @@ class StreamCheckTest : public ::testing::Test {
 TEST_F(StreamCheckTest, ResultsComeInOrderPerMessageAndItem) {
   grpc::ClientContext context;
   auto stream = stub_->StreamCheck(&context);
+  int64_t first_revision = -1;
   for (int m = 1; m <= 20; ++m) {
     ASSERT_TRUE(stream->Write(Message(m)));
     v1::StreamCheckResponse response;
     ASSERT_TRUE(stream->Read(&response));
     ASSERT_EQ(response.decisions_size(), m);
+    if (m == 1) first_revision = response.revision();
+    EXPECT_EQ(response.revision(), first_revision);
     for (int i = 0; i < m; ++i) {
       EXPECT_EQ(response.decisions(i).reason(), i % 2 == 0 ? v1::DECISION_REASON_ALLOWED_DEFAULT
                                                            : v1::DECISION_REASON_DENIED_OBJECTION);
@@ -89,11 +92,15 @@ TEST_F(StreamCheckTest, ResultsComeInOrderPerMessageAndItem) {
   clear.set_user_id("carol");
   clear.set_purpose("ai_training");
   clear.set_state(v1::PREFERENCE_STATE_CLEARED);
-  ASSERT_TRUE(client_->SetPreference(clear).ok());
+  auto cleared = client_->SetPreference(clear);
+  ASSERT_TRUE(cleared.ok()) << cleared.status();
   ASSERT_TRUE(stream->Write(Message(2)));
   v1::StreamCheckResponse response;
   ASSERT_TRUE(stream->Read(&response));
   EXPECT_EQ(response.decisions(1).reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
+  // Each response carries the revision its items were read at.
+  EXPECT_EQ(response.revision(), cleared->revision());
+  EXPECT_EQ(first_revision, cleared->revision() - 1);
   ASSERT_TRUE(stream->WritesDone());
   EXPECT_FALSE(stream->Read(&response));
   EXPECT_TRUE(stream->Finish().ok());
