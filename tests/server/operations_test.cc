@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -22,23 +21,15 @@ namespace {
 
 using ::consent::testing::ConsentdProcess;
 using ::consent::testing::HttpRequest;
+using ::consent::testing::ReadFile;
 using ::consent::testing::RunCommand;
 using ::consent::testing::TempDir;
+using ::consent::testing::WriteFile;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 namespace fs = std::filesystem;
-
-void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 // The shipped policy under another version.
 std::string PolicyVersion(const std::string& version) {
