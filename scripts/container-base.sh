@@ -11,7 +11,7 @@
 # sets CONTAINERS_CONF to scripts/containers.conf. Sourced, it also offers
 # consentd_image TAG: builds the Dockerfile into TAG as
 # scripts/container-test.sh checks it (log in /tmp/consent-image-build.log;
-# sets image_build_seconds), and free_port.
+# sets image_build_seconds), free_port and await_ready.
 #
 # Usage: scripts/container-base.sh [--rebuild]
 set -euo pipefail
@@ -78,6 +78,23 @@ SOURCES
 # network namespace).
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# await_ready URL [CONTAINER]: waits up to 60 s for URL (a consentd's
+# /readyz) to answer 200; fails sooner if CONTAINER stops running.
+await_ready() {
+  local deadline=$((SECONDS + 60))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ]; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "container-base: $1 not 200 within 60 s" >&2
+      return 1
+    fi
+    if [ -n "${2:-}" ] && [ "$(podman inspect --format '{{.State.Running}}' "$2")" != true ]; then
+      echo "container-base: $2 exited" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
 }
 
 consentd_image() {

@@ -103,18 +103,9 @@ run_consentd() {
     "$image" --listen="$target" --metrics_listen="127.0.0.1:$http_port" >/dev/null
 }
 
-await_ready() {
-  local deadline=$((SECONDS + 60))
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$http/readyz")" = 200 ]; do
-    [ $SECONDS -lt $deadline ] || fail "/readyz not 200 within 60 s"
-    [ "$(podman inspect --format '{{.State.Running}}' "$1")" = true ] || fail "$1 exited"
-    sleep 0.2
-  done
-}
-
 step "first run: fresh volume with lost+found, read-only root, no capabilities"
 run_consentd consentd-test-1
-await_ready consentd-test-1
+await_ready "$http/readyz" consentd-test-1 || fail "consentd-test-1 not ready"
 [ "$(curl -s "$http/healthz")" = ok ] || fail "/healthz did not answer ok"
 curl -s "$http/readyz"
 podman healthcheck run consentd-test-1 >/dev/null 2>&1 || fail "podman healthcheck run: unhealthy"
@@ -143,7 +134,7 @@ echo "volume: lost+found untouched, database in data/ (uid 10001, mode 700)"
 
 step "second run on the same volume"
 run_consentd consentd-test-2
-await_ready consentd-test-2
+await_ready "$http/readyz" consentd-test-2 || fail "consentd-test-2 not ready"
 check=$(ctl check ai_training alice post-1 --create_time=2026-01-01T00:00:00Z)
 case "$check" in *DENIED_OBJECTION*) ;; *) fail "check after the restart: $check" ;; esac
 events=$(ctl history alice 2>&1 >/dev/null)

@@ -100,11 +100,7 @@ await() {
   done
 }
 
-deadline=$((SECONDS + 60))
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$metrics/readyz")" = 200 ]; do
-  [ $SECONDS -lt $deadline ] || fail "consentd /readyz not 200 within 60 s"
-  sleep 0.2
-done
+await_ready "http://$metrics/readyz" || fail "consentd not ready"
 
 step "calls, scrapes and rules"
 ctl() { "$consentctl" --target="$grpc" --timeout=10s "$@"; }
