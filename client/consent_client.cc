@@ -28,6 +28,18 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return out;
 }
 
+absl::Status ItemError(const v1::Decision& decision) {
+  if (!decision.has_error()) return absl::OkStatus();
+  const google::rpc::Status& error = decision.error();
+  // A decision's error is never OK: a code of 0 would be a server's bug,
+  // read as INVALID_ARGUMENT rather than as a decision.
+  const auto code = error.code() == 0 ? absl::StatusCode::kInvalidArgument
+                                      : static_cast<absl::StatusCode>(error.code());
+  absl::Status out(code, error.message());
+  for (const auto& any : error.details()) out.SetPayload(any.type_url(), absl::Cord(any.value()));
+  return out;
+}
+
 std::vector<std::string> FieldViolations(const absl::Status& status) {
   std::vector<std::string> out;
   auto payload = status.GetPayload("type.googleapis.com/google.rpc.BadRequest");

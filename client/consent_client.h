@@ -93,6 +93,9 @@ class Client {
   absl::StatusOr<v1::GetSubjectSummaryResponse> GetSubjectSummary(
       const v1::GetSubjectSummaryRequest& request);
   absl::StatusOr<v1::CheckResponse> Check(const v1::CheckRequest& request);
+  // A bad request as a whole (purpose, item count, as_of, min_revision)
+  // fails the call; an item whose own fields are invalid gets a decision
+  // holding its error (ItemError) and the other items are decided.
   absl::StatusOr<v1::BatchCheckResponse> BatchCheck(const v1::BatchCheckRequest& request);
   absl::StatusOr<v1::ListHistoryResponse> ListHistory(const v1::ListHistoryRequest& request);
   absl::StatusOr<v1::VerifyAuditLogResponse> VerifyAuditLog(
@@ -143,6 +146,11 @@ class Client {
 
 // grpc::Status to absl::Status, keeping google.rpc details as payloads.
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// A BatchCheck (or StreamCheck) decision's item error as absl::Status,
+// its google.rpc details as payloads (FieldViolations reads them): OK when
+// the item was decided. An item with an error is never allowed.
+absl::Status ItemError(const v1::Decision& decision);
 
 // The google.rpc.BadRequest field violations of `status`, as
 // "field: description" strings; empty when there are none.

@@ -164,6 +164,8 @@ void FillContent(v1::Content* content, const std::string& content_id,
 }
 
 std::string DescribeDecision(const v1::Decision& d) {
+  // A batch item whose own fields are invalid: its error, no decision.
+  if (d.has_error()) return absl::StrCat("INVALID  ", d.error().message());
   return absl::StrCat(
       d.allowed() ? "ALLOWED " : "DENIED  ",
       EnumValueName(v1::DecisionReason_descriptor(), d.reason(), "DECISION_REASON_"), "  (policy ",
@@ -359,7 +361,7 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
   if (!absl::GetFlag(FLAGS_as_of).empty()) {
     *request.mutable_as_of() = ParseTimestamp(absl::GetFlag(FLAGS_as_of), "--as_of");
   }
-  size_t last_line = 0, index = 0, allowed = 0, denied = 0;
+  size_t last_line = 0, index = 0, allowed = 0, denied = 0, invalid = 0;
   // The lowest revision a batch was read at: every write up to it is
   // reflected in every decision printed.
   int64_t read_at = -1;
@@ -375,7 +377,7 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
     if (read_at < 0 || response->revision() < read_at) read_at = response->revision();
     for (int i = 0; i < response->decisions_size(); ++i, ++index) {
       const v1::Decision& d = response->decisions(i);
-      (d.allowed() ? allowed : denied)++;
+      (d.has_error() ? invalid : d.allowed() ? allowed : denied)++;
       if (absl::GetFlag(FLAGS_json)) {
         PrintJson(d);
       } else {
@@ -404,8 +406,9 @@ int BatchCheckCommand(Client& client, const std::vector<std::string>& args) {
   });
   flush();
   if (rc == 0 && !absl::GetFlag(FLAGS_json)) {
-    std::cerr << index << " checked: " << allowed << " allowed, " << denied
-              << " denied (registry revision " << read_at << ")\n";
+    std::cerr << index << " checked: " << allowed << " allowed, " << denied << " denied";
+    if (invalid > 0) std::cerr << ", " << invalid << " invalid";
+    std::cerr << " (registry revision " << read_at << ")\n";
   }
   return rc;
 }

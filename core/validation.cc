@@ -71,7 +71,7 @@ void Violations::Add(std::string field, std::string description) {
                       Bounded(std::move(description), kMaxDescriptionBytes));
 }
 
-absl::Status Violations::ToStatus() const {
+absl::Status Violations::ToStatus(size_t max_shown) const {
   if (empty()) return absl::OkStatus();
   // The message travels twice (grpc-message, and google.rpc.Status.message
   // in the details trailer) and the violations once: 2 x 1,150 + 1,450
@@ -87,6 +87,7 @@ absl::Status Violations::ToStatus() const {
     // A field violation's encoding: two length-delimited strings in a
     // length-delimited message, a few bytes of tags and lengths each.
     const size_t detail_bytes = bad_request.ByteSizeLong() + field.size() + description.size() + 8;
+    if (shown == max_shown) break;
     if (shown > 0 && (message_bytes > kMessageBudget || detail_bytes > kDetailsBudget)) break;
     auto* v = bad_request.add_field_violations();
     v->set_field(field);

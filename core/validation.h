@@ -44,8 +44,10 @@ class Violations {
   // OK when empty; otherwise kInvalidArgument naming the fields: as many
   // as fit in kMaxErrorBytes (message and details together), then "and N
   // more". The details (google.rpc.BadRequest) list the same violations
-  // as the message.
-  absl::Status ToStatus() const;
+  // as the message. With `max_shown`, at most that many are named (a
+  // batch's per-item error names one, so that 10,000 bad items still make
+  // a response of a few MB).
+  absl::Status ToStatus(size_t max_shown = kMaxReportedViolations) const;
 
  private:
   std::vector<std::pair<std::string, std::string>> items_;

@@ -7,11 +7,16 @@
 
 #include "absl/status/status.h"
 #include "core/status_details.h"
+#include "google/rpc/status.pb.h"
 #include "grpcpp/support/status.h"
 
 namespace consent {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// The same as a message (code, message, the payloads as details), for an
+// error carried inside a response: a batch item's Decision.error.
+google::rpc::Status ToRpcStatus(const absl::Status& status);
 
 }  // namespace consent
 

@@ -223,7 +223,11 @@ void Metrics::CountDecisions(const std::string& purpose,
   // Tallied locally first: one add per reason, not per item.
   std::array<int64_t, kReasons> tally{};
   for (const v1::Decision& d : decisions) {
-    if (IsReason(d.reason())) ++tally[d.reason()];
+    if (d.has_error()) {
+      ++tally[v1::DECISION_REASON_UNSPECIFIED];
+    } else if (IsReason(d.reason())) {
+      ++tally[d.reason()];
+    }
   }
   CountDecisions(purpose, tally);
 }
@@ -231,8 +235,9 @@ void Metrics::CountDecisions(const std::string& purpose,
 void Metrics::CountDecisions(const std::string& purpose, absl::Span<const int64_t> tally) {
   ReasonCounters* counters = DecisionCounters(purpose);
   const int n = std::min(kReasons, static_cast<int>(tally.size()));
+  // Index 0, no reason, counts the invalid items.
   for (int reason = 0; reason < n; ++reason) {
-    if (tally[reason] > 0 && IsReason(reason)) (*counters)[reason].Add(tally[reason]);
+    if (tally[reason] > 0) (*counters)[reason].Add(tally[reason]);
   }
 }
 
@@ -274,6 +279,10 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
                       MetricType::Histogram);
   auto decisions = Family("consent_decisions_total", "Decisions answered, by purpose and reason.",
                           MetricType::Counter);
+  auto invalid_items = Family("consent_check_items_invalid_total",
+                              "BatchCheck and StreamCheck items answered with an error instead of "
+                              "a decision (their own fields were invalid), by purpose.",
+                              MetricType::Counter);
   auto writes = Family("consent_writes_total",
                        "Writes by kind and result (ok, rejected: the caller's error, error: the "
                        "server's).",
@@ -325,6 +334,7 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
         AddCounter(decisions, {{"purpose", purpose}, {"reason", ReasonLabel(reason)}},
                    counters[reason]);
       }
+      AddCounter(invalid_items, {{"purpose", purpose}}, counters[v1::DECISION_REASON_UNSPECIFIED]);
     }
   }
   for (int k = 0; k < static_cast<int>(WriteKind::kCount); ++k) {
@@ -349,8 +359,8 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
   }
 
   std::vector<prometheus::MetricFamily> out;
-  for (auto* family : {&started, &handled, &seconds, &items, &decisions, &writes, &reloads,
-                       &rejected, &auth_failures, &by_caller, &wal}) {
+  for (auto* family : {&started, &handled, &seconds, &items, &decisions, &invalid_items, &writes,
+                       &reloads, &rejected, &auth_failures, &by_caller, &wal}) {
     if (!family->metric.empty()) out.push_back(std::move(*family));
   }
   return out;

@@ -164,7 +164,10 @@ class Metrics final : public prometheus::Collectable {
   void CountDecision(const std::string& purpose, v1::DecisionReason reason);
   void CountDecisions(const std::string& purpose,
                       const google::protobuf::RepeatedPtrField<v1::Decision>& decisions);
-  // Decisions already tallied: tally[r] decisions with reason r.
+  // Decisions already tallied: tally[r] decisions with reason r; tally[0]
+  // (no reason) counts the items answered with an error instead, as
+  // consent_check_items_invalid_total{purpose}. The RepeatedPtrField form
+  // counts a decision holding an error the same way.
   void CountDecisions(const std::string& purpose, absl::Span<const int64_t> tally);
 
   // consent_writes_total{kind,result}: `count` writes (a batch of

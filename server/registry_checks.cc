@@ -12,6 +12,7 @@
 #include "core/subject_view.h"
 #include "core/validation.h"
 #include "google/rpc/error_details.pb.h"
+#include "server/errors.h"
 
 namespace consent {
 
@@ -211,6 +212,9 @@ class DecisionMessages final : public DecisionSink {
   void Add(const Verdict& verdict, int64_t revision) override {
     Fill(verdict, *policy_, revision, decisions_->Add());
   }
+  void AddInvalid(const absl::Status& problem) override {
+    *decisions_->Add()->mutable_error() = ToRpcStatus(problem);
+  }
   void Finish(int64_t revision) override { response_->set_revision(revision); }
 
  private:
@@ -235,6 +239,7 @@ absl::Status CallControl::GaveUp(absl::string_view what) const {
 template <typename Request>
 absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* decisions,
                                         const CallControl& control) const {
+  // The request as a whole: a problem here fails the call.
   Violations v;
   if (std::string p = PurposeProblem(request.purpose()); !p.empty()) v.Add("purpose", p);
   const int n = request.items_size();
@@ -242,24 +247,36 @@ absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* de
     v.Add("items", "at least one item is required");
   } else if (n > kMaxBatchCheckItems) {
     v.Add("items", absl::StrCat(n, " items; at most ", kMaxBatchCheckItems, " allowed per batch"));
-  } else {
-    for (int i = 0; i < n; ++i) {
-      const v1::CheckItem& item = request.items(i);
-      ValidateCheckItem(item.user_id(), item.has_content(), item.content(), i, &v);
-    }
   }
   if (!v.empty()) return v.ToStatus();
   auto view = PrepareRead(request.has_as_of(), request.as_of(), request.min_revision());
   if (!view.ok()) return view.status();
   if (absl::Status s = CheckPurposeDefined(request.purpose(), *view->policy); !s.ok()) return s;
+
+  // Each item: a problem of its own is that item's answer, naming its
+  // first bad field. `invalid` lists them in item order.
+  std::vector<std::pair<int, absl::Status>> invalid;
   for (int i = 0; i < n; ++i) {
-    ValidateCreateTime(
-        request.items(i).content(), view->at,
-        [i] { return absl::StrCat("items[", i, "].content"); }, &v);
+    const v1::CheckItem& item = request.items(i);
+    Violations item_problems;
+    ValidateCheckItem(item.user_id(), item.has_content(), item.content(), i, &item_problems);
+    if (item_problems.empty()) {
+      ValidateCreateTime(
+          item.content(), view->at, [i] { return absl::StrCat("items[", i, "].content"); },
+          &item_problems);
+    }
+    if (!item_problems.empty()) invalid.emplace_back(i, item_problems.ToStatus(/*max_shown=*/1));
   }
-  if (!v.empty()) return v.ToStatus();
   decisions->Reserve(n, *view->policy);
   RuleFinder rules(*view->policy, request.purpose());
+  // Walks `invalid` alongside the items: true (and the error added) when
+  // item i is invalid.
+  size_t next_invalid = 0;
+  auto added_invalid = [&](int i) {
+    if (next_invalid == invalid.size() || invalid[next_invalid].first != i) return false;
+    decisions->AddInvalid(invalid[next_invalid++].second);
+    return true;
+  };
 
   // Every write up to it is visible to the reads below.
   const int64_t revision = store_->CurrentRevision();
@@ -271,7 +288,9 @@ absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* de
     };
     absl::flat_hash_map<std::string, Folded> folded;
     SubjectViewArena arena;
-    for (const v1::CheckItem& item : request.items()) {
+    for (int i = 0; i < n; ++i) {
+      if (added_invalid(i)) continue;
+      const v1::CheckItem& item = request.items(i);
       auto [it, inserted] = folded.try_emplace(item.user_id());
       Folded& user = it->second;
       if (inserted) {
@@ -291,19 +310,29 @@ absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* de
     return absl::OkStatus();
   }
 
+  // The valid items' users, read at once; records[k] is the k-th valid
+  // item's.
   std::vector<absl::string_view> ids;
   ids.reserve(n);
-  for (const v1::CheckItem& item : request.items()) ids.push_back(item.user_id());
+  for (int i = 0, k = 0; i < n; ++i) {
+    if (k < static_cast<int>(invalid.size()) && invalid[k].first == i) {
+      ++k;
+      continue;
+    }
+    ids.push_back(request.items(i).user_id());
+  }
   SubjectViewArena arena;
   std::vector<const SubjectView*> records;
   if (absl::Status s = store_->GetSubjects(ids, &arena, &records); !s.ok()) return s;
   std::vector<std::string> excluded;
+  size_t next_record = 0;
   for (int i = 0; i < n; ++i) {
     if (i % 256 == 255) {
       if (absl::Status s = control.GaveUp("the batch"); !s.ok()) return s;
     }
+    if (added_invalid(i)) continue;
     const v1::CheckItem& item = request.items(i);
-    const SubjectView* record = records[i];
+    const SubjectView* record = records[next_record++];
     excluded.clear();
     if (record != nullptr && record->exclusion_count > 0) {
       auto purposes = store_->GetExclusions(item.user_id(), item.content().content_id());

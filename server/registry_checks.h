@@ -44,6 +44,9 @@ class DecisionSink {
   // `n` decisions under `policy` follow.
   virtual void Reserve(int n, const CompiledPolicy& policy) = 0;
   virtual void Add(const Verdict& verdict, int64_t revision) = 0;
+  // In place of a decision, for an item whose own fields are invalid:
+  // `problem` is kInvalidArgument with a google.rpc.BadRequest payload.
+  virtual void AddInvalid(const absl::Status& problem) = 0;
   // After the last Add: the registry's revision when the items were read
   // (the response's `revision`).
   virtual void Finish(int64_t revision) = 0;
@@ -53,8 +56,11 @@ class DecisionSink {
 //
 // Errors: kInvalidArgument with a google.rpc.BadRequest naming each bad
 // field (purpose unknown to the policy in force at the evaluation time,
-// items, ids, content, a create_time more than 5 minutes after the
-// evaluation time, min_revision < 0, as_of in the future);
+// ids, content, a create_time more than 5 minutes after the evaluation
+// time, min_revision < 0, as_of in the future, a batch's item count).
+// In a batch, an item's own bad fields (user_id, content, create_time) do
+// not fail the call: that item's answer is its error (AddInvalid) and the
+// others are decided;
 // kFailedPrecondition (PreconditionFailure REVISION_NOT_REACHED) for a
 // min_revision beyond the registry's revision; kOutOfRange for an as_of
 // before the first policy. Storage failures pass through.

@@ -4,6 +4,7 @@
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/slice.h"
+#include "server/errors.h"
 
 namespace consent {
 namespace {
@@ -93,6 +94,17 @@ void EncodedDecisions::Add(const Verdict& verdict, int64_t revision) {
   if (verdict.reason >= 0 && verdict.reason < static_cast<int>(tally_.size())) {
     ++tally_[verdict.reason];
   }
+}
+
+void EncodedDecisions::AddInvalid(const absl::Status& problem) {
+  v1::Decision decision;
+  *decision.mutable_error() = ToRpcStatus(problem);
+  const std::string encoded = decision.SerializeAsString();
+  char tag[11];
+  tag[0] = kDecisionsTag;
+  bytes_.append(tag, PutVarint(encoded.size(), tag + 1));
+  bytes_.append(encoded);
+  ++tally_[v1::DECISION_REASON_UNSPECIFIED];
 }
 
 void EncodedDecisions::Finish(int64_t revision) {

@@ -58,13 +58,16 @@ class ArenaMessageAllocator final : public grpc::MessageAllocator<Request, Respo
 class EncodedDecisions final : public DecisionSink {
  public:
   const std::string& bytes() const { return bytes_; }
-  // Decisions by reason (index: the reason's number), for metrics.
+  // Decisions by reason (index: the reason's number), for metrics; index
+  // 0 (DECISION_REASON_UNSPECIFIED) counts the invalid items.
   absl::Span<const int64_t> tally() const { return tally_; }
 
   // `n` decisions under `policy` (its version) follow, each added by Add.
   void Reserve(int n, const CompiledPolicy& policy) override { Reserve(n, policy.version()); }
   void Reserve(int n, absl::string_view policy_version);
   void Add(const Verdict& verdict, int64_t revision) override;
+  // A Decision holding only its error (rare: through protobuf).
+  void AddInvalid(const absl::Status& problem) override;
   // BatchCheckResponse.revision, after the decisions (protobuf's order).
   void Finish(int64_t revision) override;
 

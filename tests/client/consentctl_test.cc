@@ -65,20 +65,24 @@ TEST_F(ConsentctlTest, BatchCheckCsvAndJsonLinesKeepOrder) {
       "alice,p2,POST,PUBLIC,2024-05-01T12:00:00Z,HEALTH\n"
       "\n"
       "bob,p3,PHOTO,PUBLIC,2024-05-01T12:00:00Z,\n"
-      "alice,p4,MESSAGE,PUBLIC,2024-05-01T12:00:00Z,\n";
+      "alice,p4,MESSAGE,PUBLIC,2024-05-01T12:00:00Z,\n"
+      ",p5,POST,PUBLIC,2024-05-01T12:00:00Z,\n";
   CommandResult result = Ctl({"batch-check", "ai_training", "-", "--format=csv"}, csv);
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.out,
             "0\talice\tp1\tALLOWED ALLOWED_DEFAULT  (policy 2026-11-27.1, revision 1)\n"
             "1\talice\tp2\tDENIED  DENIED_SENSITIVE  (policy 2026-11-27.1, revision 1)\n"
             "2\tbob\tp3\tDENIED  DENIED_MINOR  (policy 2026-11-27.1, revision 1)\n"
-            "3\talice\tp4\tDENIED  DENIED_CONTENT_TYPE  (policy 2026-11-27.1, revision 1)\n");
-  EXPECT_EQ(result.err, "4 checked: 1 allowed, 3 denied (registry revision 1)\n");
+            "3\talice\tp4\tDENIED  DENIED_CONTENT_TYPE  (policy 2026-11-27.1, revision 1)\n"
+            "4\t\tp5\tINVALID  items[4].user_id: is required\n");
+  EXPECT_EQ(result.err, "5 checked: 1 allowed, 3 denied, 1 invalid (registry revision 1)\n");
 
   const std::string jsonl =
       R"({"user_id":"bob","content":{"content_id":"x","content_type":"CONTENT_TYPE_POST","visibility":"VISIBILITY_PUBLIC"}})"
       "\n"
       R"({"user_id":"alice","content":{"content_id":"y","content_type":"CONTENT_TYPE_POST","visibility":"VISIBILITY_FRIENDS","create_time":"2024-05-01T12:00:00Z"}})"
+      "\n"
+      R"({"user_id":"alice"})"
       "\n";
   result = Ctl({"batch-check", "ai_training", "-", "--json"}, jsonl);
   ASSERT_EQ(result.exit_code, 0) << result.err;
@@ -86,7 +90,12 @@ TEST_F(ConsentctlTest, BatchCheckCsvAndJsonLinesKeepOrder) {
             "{\"allowed\":false,\"reason\":\"DECISION_REASON_DENIED_MINOR\",\"policy_version\":"
             "\"2026-11-27.1\",\"revision\":\"1\"}\n"
             "{\"allowed\":false,\"reason\":\"DECISION_REASON_DENIED_NOT_PUBLIC\","
-            "\"policy_version\":\"2026-11-27.1\",\"revision\":\"1\"}\n");
+            "\"policy_version\":\"2026-11-27.1\",\"revision\":\"1\"}\n"
+            "{\"allowed\":false,\"reason\":\"DECISION_REASON_UNSPECIFIED\",\"policy_version\":"
+            "\"\",\"revision\":\"0\",\"error\":{\"code\":3,\"message\":\"items[2].content: is "
+            "required\",\"details\":"
+            "[{\"@type\":\"type.googleapis.com/google.rpc.BadRequest\",\"field_violations\":"
+            "[{\"field\":\"items[2].content\",\"description\":\"is required\"}]}]}}\n");
 }
 
 TEST_F(ConsentctlTest, BatchSetImportsAtomicallyPerBatch) {

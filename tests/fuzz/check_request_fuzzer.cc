@@ -1,7 +1,8 @@
 // Check and BatchCheck request bytes through validation and decisions on a
 // real (temporary) store: never a crash, a BatchCheck answer that parses
-// with a decision per item, and never an item allowed that the rules deny
-// outright (a private message, a non-public post).
+// with a decision per item (an invalid item's holding only its error), and
+// never an item allowed that the rules deny outright (a private message, a
+// non-public post).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -36,9 +37,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (response.decisions_size() != request.items_size()) std::abort();
   for (int i = 0; i < request.items_size(); ++i) {
     const consent::v1::Content& content = request.items(i).content();
-    if (response.decisions(i).allowed() &&
-        (content.content_type() == consent::v1::CONTENT_TYPE_MESSAGE ||
-         content.visibility() != consent::v1::VISIBILITY_PUBLIC)) {
+    const consent::v1::Decision& decision = response.decisions(i);
+    // An invalid item's answer is its error, never a decision.
+    if (decision.has_error() && (decision.allowed() || decision.reason() != 0 ||
+                                 decision.error().code() != 3 /* INVALID_ARGUMENT */)) {
+      std::abort();
+    }
+    if (decision.allowed() && (content.content_type() == consent::v1::CONTENT_TYPE_MESSAGE ||
+                               content.visibility() != consent::v1::VISIBILITY_PUBLIC)) {
       std::abort();
     }
   }

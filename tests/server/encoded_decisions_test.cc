@@ -1,10 +1,13 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "consent/v1/registry.pb.h"
 #include "core/decision_engine.h"
+#include "core/validation.h"
+#include "google/rpc/error_details.pb.h"
 #include "gtest/gtest.h"
 #include "server/registry.h"
 #include "server/wire.h"
@@ -53,6 +56,44 @@ TEST(EncodedDecisionsTest, WritesWhatProtobufWrites) {
       EXPECT_EQ(std::vector<int64_t>(encoded.tally().begin(), encoded.tally().end()), tally);
     }
   }
+}
+
+// An invalid item's answer, between decisions: a Decision holding only
+// its error, as protobuf writes it, counted at index 0 of the tally.
+TEST(EncodedDecisionsTest, AnInvalidItemIsADecisionHoldingOnlyItsError) {
+  Violations problems;
+  problems.Add("items[1].user_id", "is required");
+  const absl::Status problem = problems.ToStatus(/*max_shown=*/1);
+  EncodedDecisions encoded;
+  encoded.Reserve(3, "v1");
+  encoded.Add(Verdict{v1::DECISION_REASON_ALLOWED_DEFAULT, 0}, 7);
+  encoded.AddInvalid(problem);
+  encoded.Add(Verdict{v1::DECISION_REASON_DENIED_OBJECTION, 0}, 9);
+  encoded.Finish(9);
+
+  v1::BatchCheckResponse expected;
+  for (auto [reason, revision] : {std::pair{v1::DECISION_REASON_ALLOWED_DEFAULT, 7},
+                                  std::pair{v1::DECISION_REASON_UNSPECIFIED, 0},
+                                  std::pair{v1::DECISION_REASON_DENIED_OBJECTION, 9}}) {
+    v1::Decision* d = expected.add_decisions();
+    if (reason == v1::DECISION_REASON_UNSPECIFIED) continue;
+    d->set_allowed(IsAllowed(reason));
+    d->set_reason(reason);
+    d->set_policy_version("v1");
+    d->set_revision(revision);
+  }
+  google::rpc::Status* error = expected.mutable_decisions(1)->mutable_error();
+  error->set_code(3);  // INVALID_ARGUMENT
+  error->set_message("items[1].user_id: is required");
+  google::rpc::BadRequest bad_request;
+  auto* violation = bad_request.add_field_violations();
+  violation->set_field("items[1].user_id");
+  violation->set_description("is required");
+  error->add_details()->PackFrom(bad_request);
+  expected.set_revision(9);
+  EXPECT_EQ(encoded.bytes(), expected.SerializeAsString());
+  EXPECT_EQ(encoded.tally()[v1::DECISION_REASON_UNSPECIFIED], 1);
+  EXPECT_EQ(encoded.tally()[v1::DECISION_REASON_ALLOWED_DEFAULT], 1);
 }
 
 TEST(EncodedDecisionsTest, NoDecisionsIsAnEmptyResponse) {

@@ -12,7 +12,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "client/consent_client.h"
+#include "core/proto_time.h"
 #include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -325,6 +327,92 @@ TEST_F(IntegrationTest, BatchCheckKeepsRequestOrder) {
   // The registry's revision when the items were read: the three writes
   // above, and no more (the checks wrote nothing).
   EXPECT_EQ(response->revision(), 3);
+}
+
+// An item whose own fields are invalid is answered with its error (never
+// allowed) and the others are decided, now and as_of; a problem of the
+// request as a whole still fails the call, whatever its items.
+TEST_F(IntegrationTest, BatchCheckAnswersABadItemWithItsErrorAndDecidesTheRest) {
+  MakeUkAdult("alice");
+  MakeUkAdult("carol");
+  ASSERT_TRUE(Set("carol", v1::PREFERENCE_STATE_OBJECTED).ok());
+  v1::BatchCheckRequest request;
+  request.set_purpose("ai_training");
+  auto add = [&](const std::string& user, const v1::Content& content) {
+    v1::CheckItem* item = request.add_items();
+    item->set_user_id(user);
+    *item->mutable_content() = content;
+    return item;
+  };
+  add("alice", Post("p0"));
+  add("", Post("p1"));
+  add("carol", Post("p2"));
+  add("alice", Post("p3"))->clear_content();
+  v1::Content untyped = Post("p4");
+  untyped.set_content_type(v1::CONTENT_TYPE_UNSPECIFIED);
+  add("alice", untyped);
+  v1::Content ahead = Post("p5");
+  ahead.mutable_create_time()->set_seconds(4'102'444'800);  // 2100-01-01
+  add("alice", ahead);
+  add("alice", Post("p6"));
+  const std::vector<std::string> expected_errors = {
+      "",
+      "items[1].user_id: is required",
+      "",
+      "items[3].content: is required",
+      "items[4].content.content_type: is required",
+      "items[5].content.create_time: is 2100-01-01T00:00:00+00:00, more than 5 minutes after the "
+      "evaluation time ",
+      ""};
+  const std::vector<v1::DecisionReason> expected_reasons = {
+      v1::DECISION_REASON_ALLOWED_DEFAULT,  v1::DECISION_REASON_UNSPECIFIED,
+      v1::DECISION_REASON_DENIED_OBJECTION, v1::DECISION_REASON_UNSPECIFIED,
+      v1::DECISION_REASON_UNSPECIFIED,      v1::DECISION_REASON_UNSPECIFIED,
+      v1::DECISION_REASON_ALLOWED_DEFAULT};
+  auto expect_answers = [&](const v1::BatchCheckResponse& response) {
+    ASSERT_EQ(response.decisions_size(), 7);
+    for (int i = 0; i < 7; ++i) {
+      const v1::Decision& d = response.decisions(i);
+      EXPECT_EQ(d.reason(), expected_reasons[i]) << i;
+      if (expected_errors[i].empty()) {
+        EXPECT_FALSE(d.has_error()) << i;
+        continue;
+      }
+      EXPECT_FALSE(d.allowed()) << i;
+      EXPECT_EQ(d.policy_version(), "") << i;
+      EXPECT_EQ(d.revision(), 0) << i;
+      EXPECT_EQ(d.error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument)) << i;
+      EXPECT_THAT(d.error().message(), ::testing::StartsWith(expected_errors[i])) << i;
+      ASSERT_EQ(d.error().details_size(), 1) << i;
+      google::rpc::BadRequest bad_request;
+      ASSERT_TRUE(d.error().details(0).UnpackTo(&bad_request)) << i;
+      ASSERT_EQ(bad_request.field_violations_size(), 1) << i;
+      EXPECT_EQ(bad_request.field_violations(0).field(),
+                expected_errors[i].substr(0, expected_errors[i].find(':')))
+          << i;
+    }
+  };
+  auto now = client_->BatchCheck(request);
+  ASSERT_TRUE(now.ok()) << now.status();
+  expect_answers(*now);
+  EXPECT_EQ(now->revision(), 3);
+
+  *request.mutable_as_of() = ToProto(absl::Now());
+  auto as_of = client_->BatchCheck(request);
+  ASSERT_TRUE(as_of.ok()) << as_of.status();
+  expect_answers(*as_of);
+
+  // The request's own problems fail the call, naming only them.
+  request.clear_as_of();
+  request.set_purpose("ai_training.telepathy");
+  auto unknown_purpose = client_->BatchCheck(request);
+  EXPECT_EQ(unknown_purpose.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(FieldViolations(unknown_purpose.status()),
+              ElementsAre("purpose: \"ai_training.telepathy\" is not defined by policy "
+                          "version 2026-11-27.1"));
+  request.set_purpose("ai_training");
+  request.set_min_revision(1'000);
+  EXPECT_EQ(client_->BatchCheck(request).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 // Bytes that do not parse as a request are the caller's error.

@@ -106,25 +106,27 @@ TEST_F(LimitsTest, RepeatedFieldsAreBoundedBeforeTheirItemsAreChecked) {
   EXPECT_TRUE(Check(request).ok());
 }
 
-// 10,000 bad items: the first violations, then "and N more"; the message
-// and its details under 4 KiB together (gRPC's default limit for the
-// trailers that carry them is 8 KiB).
+// A write batch of 10,000 bad items fails as a whole: the first
+// violations, then "and N more"; the message and its details under 4 KiB
+// together (gRPC's default limit for the trailers that carry them is 8 KiB).
 TEST_F(LimitsTest, ManyViolationsAreCountedNotListed) {
-  v1::BatchCheckRequest request;
-  request.set_purpose("ai_training");
+  v1::BatchRecordNoticesRequest request;
   for (int i = 0; i < 10'000; ++i) {
-    v1::CheckItem* item = request.add_items();
+    v1::RecordNoticeRequest* item = request.add_requests();
     item->set_user_id(std::string(200, 'u'));  // too long
-    *item->mutable_content() = Post();
+    item->set_notice_id("privacy-2026");
+    item->set_notice_version("1");
+    item->add_purposes("ai_training");
+    item->set_channel(v1::NOTICE_CHANNEL_EMAIL);
   }
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  v1::BatchCheckResponse response;
-  const grpc::Status status = stub_->BatchCheck(&context, request, &response);
+  v1::BatchRecordNoticesResponse response;
+  const grpc::Status status = stub_->BatchRecordNotices(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(),
-              ::testing::StartsWith("items[0].user_id: is 200 bytes; at most 128 allowed; "
-                                    "items[1].user_id: is 200 bytes"));
+              ::testing::StartsWith("requests[0].user_id: is 200 bytes; at most 128 allowed; "
+                                    "requests[1].user_id: is 200 bytes"));
   const google::rpc::BadRequest bad_request = BadRequestOf(status);
   const int shown = bad_request.field_violations_size();
   EXPECT_GT(shown, 10);
@@ -134,7 +136,56 @@ TEST_F(LimitsTest, ManyViolationsAreCountedNotListed) {
   EXPECT_LT(status.error_message().size() + status.error_details().size(), 4096u);
 }
 
-// An update mask of 500,000 paths (7 MB): one violation.
+// A check batch of 10,000 bad items: each item's answer names its own
+// first bad field and counts the rest, and the whole response stays inside
+// a client's default 4 MiB receive limit, even when every item has the
+// longest description (a create_time ahead of the server's clock).
+TEST_F(LimitsTest, EveryBadItemOfABatchGetsItsOwnBoundedError) {
+  v1::BatchCheckRequest request;
+  request.set_purpose("ai_training");
+  for (int i = 0; i < 10'000; ++i) {
+    v1::CheckItem* item = request.add_items();
+    *item->mutable_content() = Post();
+    if (i % 2 == 0) {
+      item->set_user_id(std::string(200, 'u'));
+      item->mutable_content()->set_content_type(v1::CONTENT_TYPE_UNSPECIFIED);
+    } else {
+      item->set_user_id(absl::StrCat("user-", i));
+      item->mutable_content()->mutable_create_time()->set_seconds(4'102'444'800);  // 2100-01-01
+    }
+  }
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::BatchCheckResponse response;
+  const grpc::Status status = stub_->BatchCheck(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.decisions_size(), 10'000);
+  // The odd items' errors are the longer: all 10,000 of them would be
+  // twice the odd half's bytes.
+  size_t odd_bytes = 0;
+  for (int i = 1; i < 10'000; i += 2) odd_bytes += response.decisions(i).ByteSizeLong() + 3;
+  EXPECT_LT(2 * odd_bytes, 4u << 20) << 2 * odd_bytes;
+  for (int i : {0, 9'998, 9'999}) {
+    const v1::Decision& decision = response.decisions(i);
+    EXPECT_FALSE(decision.allowed());
+    EXPECT_EQ(decision.reason(), v1::DECISION_REASON_UNSPECIFIED);
+    EXPECT_EQ(decision.policy_version(), "");
+    EXPECT_EQ(decision.error().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+    const std::string field =
+        absl::StrCat("items[", i, "].", i % 2 == 0 ? "user_id" : "content.create_time");
+    EXPECT_THAT(decision.error().message(), ::testing::StartsWith(absl::StrCat(field, ": is 2")));
+    if (i % 2 == 0) {
+      EXPECT_EQ(decision.error().message(),
+                absl::StrCat(field, ": is 200 bytes; at most 128 allowed; and 1 more"));
+    }
+    ASSERT_EQ(decision.error().details_size(), 1);
+    google::rpc::BadRequest bad_request;
+    ASSERT_TRUE(decision.error().details(0).UnpackTo(&bad_request));
+    ASSERT_EQ(bad_request.field_violations_size(), 1);
+    EXPECT_EQ(bad_request.field_violations(0).field(), field);
+  }
+}
+
 TEST_F(LimitsTest, UpdateMaskIsBounded) {
   v1::UpdateSubjectRequest request;
   request.set_user_id("alice");

@@ -104,6 +104,8 @@ TEST_F(ObservabilityTest, MetricsCountCallsDecisionsWritesAndBatches) {
     item->mutable_content()->set_content_type(v1::CONTENT_TYPE_POST);
     item->mutable_content()->set_visibility(v1::VISIBILITY_PUBLIC);
   }
+  *batch.add_items() = batch.items(0);
+  batch.mutable_items(4)->set_user_id("");  // answered with its error, not a decision
   ASSERT_TRUE(client_->BatchCheck(batch).ok());
 
   const std::string m = Scrape();
@@ -126,7 +128,8 @@ TEST_F(ObservabilityTest, MetricsCountCallsDecisionsWritesAndBatches) {
   EXPECT_EQ(
       Sample(m, "consent_decisions_total{purpose=\"ai_training\",reason=\"ALLOWED_DEFAULT\"}"), 0);
   EXPECT_EQ(Sample(m, "consent_batch_items_count{grpc_method=\"BatchCheck\"}"), 1);
-  EXPECT_EQ(Sample(m, "consent_batch_items_sum{grpc_method=\"BatchCheck\"}"), 4);
+  EXPECT_EQ(Sample(m, "consent_batch_items_sum{grpc_method=\"BatchCheck\"}"), 5);
+  EXPECT_EQ(Sample(m, "consent_check_items_invalid_total{purpose=\"ai_training\"}"), 1);
   EXPECT_EQ(Sample(m, "consent_writes_total{kind=\"preference\",result=\"ok\"}"), 1);
   EXPECT_EQ(Sample(m, "consent_writes_total{kind=\"preference\",result=\"rejected\"}"), 1);
   EXPECT_EQ(Sample(m, "consent_writes_total{kind=\"preference\",result=\"error\"}"), 0);

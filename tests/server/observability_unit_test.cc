@@ -109,9 +109,14 @@ TEST(MetricsTest, DecisionsAreTalliedByPurposeAndReason) {
                       v1::DECISION_REASON_ALLOWED_DEFAULT}) {
     decisions.Add()->set_reason(reason);
   }
+  // An invalid item's answer: no reason, an error.
+  decisions.Add()->mutable_error()->set_code(3);
   metrics.CountDecisions("ai_training", decisions);
   metrics.CountDecision("ai_training.generative", v1::DECISION_REASON_DENIED_MINOR);
   const std::string m = Expose(metrics);
+  EXPECT_EQ(*SampleValue(m, "consent_check_items_invalid_total{purpose=\"ai_training\"}"), 1);
+  EXPECT_EQ(
+      *SampleValue(m, "consent_check_items_invalid_total{purpose=\"ai_training.generative\"}"), 0);
   EXPECT_EQ(*SampleValue(
                 m, "consent_decisions_total{purpose=\"ai_training\",reason=\"ALLOWED_DEFAULT\"}"),
             2);

@@ -106,19 +106,33 @@ TEST_F(StreamCheckTest, ResultsComeInOrderPerMessageAndItem) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
-TEST_F(StreamCheckTest, BadMessageEndsTheStreamNamingIt) {
+// An item's own bad field is that item's answer, and the stream goes on; a
+// message bad as a whole (here, no items) ends the stream, naming it.
+TEST_F(StreamCheckTest, BadItemIsAnsweredAndBadMessageEndsTheStream) {
   grpc::ClientContext context;
   auto stream = stub_->StreamCheck(&context);
   ASSERT_TRUE(stream->Write(Message(3)));
   v1::StreamCheckResponse response;
   ASSERT_TRUE(stream->Read(&response));
-  v1::StreamCheckRequest bad = Message(3);
-  bad.mutable_items(2)->set_user_id("");
-  ASSERT_TRUE(stream->Write(bad));
+  v1::StreamCheckRequest bad_item = Message(3);
+  bad_item.mutable_items(2)->set_user_id("");
+  ASSERT_TRUE(stream->Write(bad_item));
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_EQ(response.decisions_size(), 3);
+  EXPECT_EQ(response.decisions(0).reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
+  EXPECT_EQ(response.decisions(1).reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+  EXPECT_FALSE(response.decisions(2).allowed());
+  EXPECT_EQ(response.decisions(2).reason(), v1::DECISION_REASON_UNSPECIFIED);
+  EXPECT_EQ(response.decisions(2).error().code(),
+            static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_EQ(response.decisions(2).error().message(), "items[2].user_id: is required");
+
+  v1::StreamCheckRequest empty = Message(0);
+  ASSERT_TRUE(stream->Write(empty));
   EXPECT_FALSE(stream->Read(&response));
   grpc::Status status = stream->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message(), "message 1: items[2].user_id: is required");
+  EXPECT_EQ(status.error_message(), "message 2: items: at least one item is required");
 }
 
 TEST_F(StreamCheckTest, ClientThatStopsReadingStopsTheServer) {
