@@ -294,9 +294,13 @@ grpc::Status RegistryService::StreamCheck(
         if (status.ok()) metrics->CountDecisions(request->purpose(), response.decisions());
       }
       if (!status.ok()) {
-        // The stream ends at the first bad message, saying which one.
-        return ToGrpcStatus(
-            absl::Status(status.code(), absl::StrCat("message ", index, ": ", status.message())));
+        // The stream ends at the first bad message, saying which one; the
+        // details (a BadRequest naming the fields) go with it.
+        absl::Status named(status.code(), absl::StrCat("message ", index, ": ", status.message()));
+        status.ForEachPayload([&](absl::string_view type_url, const absl::Cord& payload) {
+          named.SetPayload(type_url, payload);
+        });
+        return ToGrpcStatus(named);
       }
       if (!stream->Write(response)) break;  // the client went away
       ++index;

@@ -6,6 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "client/consent_client.h"
 #include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -133,6 +135,14 @@ TEST_F(StreamCheckTest, BadItemIsAnsweredAndBadMessageEndsTheStream) {
   grpc::Status status = stream->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "message 2: items: at least one item is required");
+  // With its details: the BadRequest naming the field.
+  google::rpc::Status details;
+  ASSERT_TRUE(details.ParseFromString(status.error_details()));
+  google::rpc::BadRequest bad_request;
+  ASSERT_EQ(details.details_size(), 1);
+  ASSERT_TRUE(details.details(0).UnpackTo(&bad_request));
+  ASSERT_EQ(bad_request.field_violations_size(), 1);
+  EXPECT_EQ(bad_request.field_violations(0).field(), "items");
 }
 
 TEST_F(StreamCheckTest, ClientThatStopsReadingStopsTheServer) {
