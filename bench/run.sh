@@ -41,7 +41,11 @@ for _ in $(seq 1 100); do grep -q "listening on" "$empty_out" && break; sleep 0.
 empty_target=$(sed -n 's/^consentd listening on //p' "$empty_out")
 [ -n "$empty_target" ] || { cat "$empty_out" >&2; exit 1; }
 
-# label | consent-bench arguments
+# The Python package, installed once per run (client/python/install.sh).
+python_venv="$root/build/bench/python-venv"
+rm -rf "$python_venv"
+
+# label | consent-bench arguments (or "python" and bench/python_bench.py's)
 rows=(
   "Check, closed loop, empty handler|unary --concurrency=64 --connections=8 --target=EMPTY"
   "Check, closed loop|unary --concurrency=64 --connections=8"
@@ -52,6 +56,10 @@ rows=(
   "BatchCheck 1,000 at 1,500/s|batch --batch=1000 --rate=1500 --concurrency=64 --connections=4"
   "StreamCheck 1,000 per message, empty handler|stream --batch=1000 --concurrency=8 --connections=4 --target=EMPTY"
   "StreamCheck 1,000 per message|stream --batch=1000 --concurrency=8 --connections=4"
+  "StreamCheck 1,000 per message, one stream|stream --batch=1000 --concurrency=1 --connections=1"
+  "Python check_many, 1,000 per message|python --mode=check_many --batch=1000"
+  "Python filter_allowed, 1,000 per message|python --mode=filter_allowed --batch=1000"
+  "Python encoding alone, no server|python --mode=encode --batch=1000"
   "SetPreference, 64 in flight|write --concurrency=64 --connections=8"
   "BatchSetPreferences of 100|write-batch --batch=100 --concurrency=16 --connections=4"
   "BatchRecordNotices of 100|notices --batch=100 --concurrency=16 --connections=4"
@@ -68,10 +76,20 @@ for row in "${rows[@]}"; do
       # shellcheck disable=SC2086
       row_target=$target
       [[ $args == *--target=EMPTY* ]] && row_target=$empty_target
-      # shellcheck disable=SC2086
-      "$bench" --target="$row_target" --users="$subjects" --duration="$duration" \
-        --warmup="$warmup" --distribution="$distribution" ${args/--target=EMPTY/} 2>/dev/null |
-        sed "s|^{|{\"label\":\"$label\",\"run\":$run,|" >>"$results" || true
+      if [[ $args == python* ]]; then
+        # One Python process through the consent_registry package.
+        [ -x "$python_venv/bin/python" ] || "$root/client/python/install.sh" "$python_venv" >&2
+        # shellcheck disable=SC2086
+        "$python_venv/bin/python" "$root/bench/python_bench.py" --target="$row_target" \
+          --users="$subjects" --duration="$duration" --warmup="$warmup" \
+          --distribution="$distribution" ${args#python} 2>/dev/null |
+          sed "s|^{|{\"label\":\"$label\",\"run\":$run,|" >>"$results" || true
+      else
+        # shellcheck disable=SC2086
+        "$bench" --target="$row_target" --users="$subjects" --duration="$duration" \
+          --warmup="$warmup" --distribution="$distribution" ${args/--target=EMPTY/} 2>/dev/null |
+          sed "s|^{|{\"label\":\"$label\",\"run\":$run,|" >>"$results" || true
+      fi
       echo "run.sh: $label, $distribution, run $run done" >&2
     done
   done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, command 2: the whole test suite, as CI runs it.
 #   1. Release build; every test (unit, integration against the real
-#      consentd, the Python interop client) through ctest.
+#      consentd, the Python interop client, the Python package's tests and
+#      examples) through ctest.
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build; every test again
 #      (the integration tests then drive a sanitized consentd).
 #   3. clang with -Wthread-safety as errors: the lock annotations checked.

@@ -41,7 +41,8 @@ the server answers the item with its error (never a silent default)."""
 
 
 class Decision:
-    """The registry's answer for one item.
+    """The registry's answer for one item. Immutable: equal answers may be
+    one shared object.
 
     allowed: True only when the registry allowed the use; reason: the
     DecisionReason's name without its prefix ("ALLOWED_DEFAULT",
@@ -54,11 +55,23 @@ class Decision:
     __slots__ = ("allowed", "reason", "policy_version", "revision", "error")
 
     def __init__(self, allowed, reason, policy_version="", revision=0, error=None):
-        self.allowed = allowed
-        self.reason = reason
-        self.policy_version = policy_version
-        self.revision = revision
-        self.error = error
+        _set = object.__setattr__
+        _set(self, "allowed", allowed)
+        _set(self, "reason", reason)
+        _set(self, "policy_version", policy_version)
+        _set(self, "revision", revision)
+        _set(self, "error", error)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a Decision is immutable")
+
+    def __eq__(self, other):
+        return isinstance(other, Decision) and all(
+            getattr(self, f) == getattr(other, f) for f in self.__slots__[:4]) and \
+            str(self.error) == str(other.error)
+
+    def __hash__(self):
+        return hash((self.allowed, self.reason, self.policy_version, self.revision))
 
     @classmethod
     def from_proto(cls, d):
@@ -145,7 +158,7 @@ class Client:
                 self._admin = admin_pb2_grpc.ConsentAdminStub(self._channel)
                 self._stream_check = self._channel.stream_stream(
                     _SERVICE + "StreamCheck", request_serializer=None,
-                    response_deserializer=_wire.decode_response)
+                    response_deserializer=None)
             return self._channel
 
     def new_channel(self):
@@ -526,20 +539,34 @@ class CheckResults:
                 return
 
     def _run(self):
+        # Decisions by their bytes: most items of a run share a few answers
+        # (the same reason, policy version and revision), so each distinct
+        # one is parsed once (_wire.split_response). Bounded.
+        cache = {}
         for tags, local, response in self._answers():
             if response is not None:
-                if self.revision == 0 or response.revision < self.revision:
-                    self.revision = response.revision
-                remote = iter(response.decisions)
+                answers, revision = _wire.split_response(response)
+                if len(answers) != len(tags) - len(local):
+                    raise _errors.ConsentError(
+                        "StreamCheck answered %d items of %d" % (len(answers),
+                                                                len(tags) - len(local)))
+                if self.revision == 0 or revision < self.revision:
+                    self.revision = revision
+                remote = iter(answers)
             for position, tag in enumerate(tags):
                 decision = local.get(position) if local else None
                 if decision is None:
-                    d = next(remote)
-                    if self._decisions or d.HasField("error"):
-                        decision = Decision.from_proto(d)
-                    else:  # filter_allowed: only whether it is allowed
+                    raw = next(remote)
+                    decision = cache.get(raw)
+                    if decision is None:
+                        decision = Decision.from_proto(types_pb2.Decision.FromString(raw))
+                        if len(cache) >= 4096:
+                            cache.clear()
+                        cache[raw] = decision
+                    if decision.error is None and not self._decisions:
+                        # filter_allowed: only whether it is allowed
                         self.checked += 1
-                        if d.allowed:
+                        if decision.allowed:
                             self.allowed += 1
                             yield tag
                         continue

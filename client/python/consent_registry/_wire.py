@@ -228,4 +228,54 @@ def encode_request(purpose, encoded_items, as_of=None, min_revision=0):
     return b"".join(parts)
 
 
-decode_response = registry_pb2.StreamCheckResponse.FromString
+_RESP = registry_pb2.StreamCheckResponse
+_RESP_DECISIONS = _tag(_RESP.DECISIONS_FIELD_NUMBER, _T_LEN)[0]
+_RESP_REVISION = _tag(_RESP.REVISION_FIELD_NUMBER, _T_VARINT)[0]
+assert registry_pb2.BatchCheckResponse.DESCRIPTOR.fields_by_number.keys() == \
+    _RESP.DESCRIPTOR.fields_by_number.keys(), "BatchCheck's response is read the same way"
+
+
+def _read_varint(data, pos):
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def split_response(data):
+    """A StreamCheckResponse's (or BatchCheckResponse's) bytes as (the
+    bytes of each Decision, in order; the response's revision). Decisions
+    repeat (the same reason, policy version and revision for most items),
+    so the caller can map each one's bytes to a shared object instead of
+    parsing every one. Anything this reader does not expect goes through
+    protobuf instead."""
+    decisions = []
+    append = decisions.append
+    revision = 0
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            tag = data[pos]
+            if tag == _RESP_DECISIONS:
+                length = data[pos + 1]
+                pos += 2
+                if length >= 0x80:
+                    length, pos = _read_varint(data, pos - 1)
+                append(data[pos:pos + length])
+                pos += length
+            elif tag == _RESP_REVISION:
+                revision, pos = _read_varint(data, pos + 1)
+            else:
+                raise ValueError("unexpected field")
+        if pos != end:
+            raise ValueError("truncated")
+    except (IndexError, ValueError):
+        message = _RESP.FromString(data)
+        return [d.SerializeToString() for d in message.decisions], message.revision
+    if revision >= 1 << 63:
+        revision -= 1 << 64
+    return decisions, revision

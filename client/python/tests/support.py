@@ -58,6 +58,15 @@ class ServerTest(unittest.TestCase):
     def adult(cls, user, jurisdiction="GB"):
         return cls.client.update_subject(user, jurisdiction=jurisdiction, birth_date=(1980, 1, 1))
 
+    @classmethod
+    def seed(cls):
+        """alice and carol, UK adults; carol objects to ai_training (so
+        alice's public posts are allowed, carol's denied). Returns the
+        objection's revision."""
+        cls.adult("alice")
+        cls.adult("carol")
+        return cls.client.set_preference("carol", "ai_training", "OBJECTED")
+
 
 def post(user, content_id, visibility="PUBLIC", content_type="POST"):
     return consent_registry.Item(user, content_id, content_type, visibility, 1_700_000_000)

@@ -12,9 +12,7 @@ class ChecksTest(support.ServerTest):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.adult("alice")
-        cls.adult("carol")
-        cls.objection_revision = cls.client.set_preference("carol", "ai_training", "OBJECTED")
+        cls.objection_revision = cls.seed()
 
     def test_check_answers_with_the_reason(self):
         allowed = self.client.check("ai_training", "alice", "p1", content_type="POST",

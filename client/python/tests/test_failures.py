@@ -64,9 +64,7 @@ class StreamFailureTest(support.ServerTest):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.adult("alice")
-        cls.adult("carol")
-        cls.client.set_preference("carol", "ai_training", "OBJECTED")
+        cls.seed()
 
     def restart(self):
         """SIGKILL, then consentd again on the same port and data."""

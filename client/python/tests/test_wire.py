@@ -50,6 +50,29 @@ class WireTest(unittest.TestCase):
             self.assertEqual(got, expected(purpose, items, as_of, min_revision,
                                            registry_pb2.BatchCheckRequest))
 
+    def test_responses_split_as_protobuf_reads_them(self):
+        rng = random.Random(7)
+        for _ in range(200):
+            response = registry_pb2.StreamCheckResponse(
+                revision=rng.choice([0, 1, 300, 2 ** 40]))
+            for _ in range(rng.choice([0, 1, 3, 200])):
+                d = response.decisions.add()
+                if rng.random() < 0.1:
+                    d.error.code = 3
+                    d.error.message = "items[1].user_id: " + "x" * rng.choice([1, 200])
+                else:
+                    d.allowed = rng.random() < 0.5
+                    d.reason = rng.randint(0, 12)
+                    d.policy_version = "v" * rng.choice([0, 12, 140])
+                    d.revision = rng.choice([0, 5, 2 ** 33])
+            data = response.SerializeToString()
+            answers, revision = _wire.split_response(data)
+            self.assertEqual(answers, [d.SerializeToString() for d in response.decisions])
+            self.assertEqual(revision, response.revision)
+        # Bytes it does not expect (an unknown field) go through protobuf.
+        odd = registry_pb2.StreamCheckResponse(revision=9).SerializeToString() + b"\x18\x01"
+        self.assertEqual(_wire.split_response(odd), ([], 9))
+
     def test_item_forms_and_names(self):
         encoder = _wire.ItemEncoder(content_type="POST", visibility="VISIBILITY_PUBLIC")
         when = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
