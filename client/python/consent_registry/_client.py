@@ -488,8 +488,17 @@ class CheckResults:
             with self._cond:
                 self._generation += 1
                 generation = self._generation
-            self._client.channel()
-            call = self._client._stream_check(self._requests(generation), timeout=self._timeout)
+            # Reopened after a failure: on a channel of its own, closed with
+            # the stream (a call started while the shared channel was
+            # reconnecting to a restarted server was seen to hang).
+            own_channel = self._client.new_channel() if failures else None
+            if own_channel is not None:
+                stream_check = own_channel.stream_stream(
+                    _SERVICE + "StreamCheck", request_serializer=None, response_deserializer=None)
+            else:
+                self._client.channel()
+                stream_check = self._client._stream_check
+            call = stream_check(self._requests(generation), timeout=self._timeout)
             finished = False
             try:
                 responses = iter(call)
@@ -533,6 +542,8 @@ class CheckResults:
                     self._cond.notify_all()
                 if not finished:
                     call.cancel()
+                if own_channel is not None:
+                    own_channel.close()
             if finished:
                 if self._source_error is not None:
                     raise self._source_error

@@ -19,6 +19,15 @@ def stream_of(n):
     return (post("alice" if i % 2 == 0 else "carol", "p%d" % i) for i in range(n))
 
 
+def stopped_state(pid):
+    """Waits until process pid is stopped (state T in /proc/PID/stat)."""
+    while True:
+        with open("/proc/%d/stat" % pid) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        threading.Event().wait(0.001)
+
+
 def expected_reason(i):
     return "ALLOWED_DEFAULT" if i % 2 == 0 else "DENIED_OBJECTION"
 
@@ -76,6 +85,7 @@ class StreamFailureTest(support.ServerTest):
         # A server that stopped answering (SIGSTOP): the deadline ends the
         # wait, and nothing is allowed.
         self.server.proc.send_signal(signal.SIGSTOP)
+        stopped_state(self.server.proc.pid)  # the signal is delivered asynchronously
         try:
             with self.assertRaises(consent_registry.DeadlineExceeded):
                 self.client.check("ai_training", "alice", "p1", content_type="POST",
