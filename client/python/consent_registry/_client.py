@@ -421,7 +421,6 @@ class CheckResults:
         self._generation = 0
         self._source_done = False
         self._source_error = None
-        self._call = None
         self._iter = self._run()
 
     def __iter__(self):
