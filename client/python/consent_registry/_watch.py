@@ -96,6 +96,7 @@ class Watch:
         self._idle_timeout = idle_timeout
         self._last_message = time.monotonic()
         self._stalled = False
+        self._in_caller = False
         self._iter = self._run()
         if idle_timeout is not None:
             threading.Thread(target=self._watchdog, name="consent-watch-watchdog",
@@ -105,7 +106,10 @@ class Watch:
         while not self._closed:
             time.sleep(min(1.0, self._idle_timeout / 4))
             channel = self._channel
-            if channel is not None and time.monotonic() - self._last_message > self._idle_timeout:
+            # Only the server's silence counts, not the time the caller
+            # spends handling an event.
+            if (channel is not None and not self._in_caller and
+                    time.monotonic() - self._last_message > self._idle_timeout):
                 self._stalled = True
                 self._last_message = time.monotonic()
                 channel.close()  # ends the stream whatever state it is in
@@ -136,6 +140,12 @@ class Watch:
             self._checkpoint.save(revision)
 
     def _run(self):
+        try:
+            yield from self._follow()
+        finally:
+            self._closed = True  # the watchdog stops too
+
+    def _follow(self):
         failures = 0
         last_answer = time.monotonic()
         while not self._closed:
@@ -157,13 +167,19 @@ class Watch:
                         event = message.event
                         if event.revision <= self.revision:
                             continue  # already handled (never expected)
+                        self._in_caller = True
                         yield event
+                        self._in_caller = False
+                        self._last_message = time.monotonic()
                         self._handled(event.revision)
                     else:
                         # Nothing to handle: saved before it is yielded.
                         self._handled(message.checkpoint.revision)
                         if self._yield_checkpoints:
+                            self._in_caller = True
                             yield message.checkpoint
+                            self._in_caller = False
+                            self._last_message = time.monotonic()
                 raise _errors.Unavailable("the server ended the change feed")
             except (grpc.RpcError, _errors.Unavailable) as e:
                 if self._closed:
