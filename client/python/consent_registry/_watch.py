@@ -72,10 +72,11 @@ class Watch:
     UNAVAILABLE (the server restarting, draining, unreachable) reconnects
     from the resume point with exponential backoff up to max_backoff
     seconds, forever unless give_up_after seconds pass without an answer
-    (then Unavailable is raised). A stream silent for idle_timeout seconds
-    is taken as dead and opened again: the server sends a checkpoint at
-    least every --watch_checkpoint_interval (5 s) while idle, so silence
-    means a lost connection. Other errors raise their ConsentError.
+    (then Unavailable is raised). A stream on which the server stays silent
+    for idle_timeout seconds (the caller's handling time does not count) is
+    taken as dead and opened again: the server sends a checkpoint at least
+    every --watch_checkpoint_interval (5 s) while idle, so silence means a
+    lost connection. Other errors raise their ConsentError.
     """
 
     def __init__(self, client, start_revision, purpose, checkpoint, checkpoints, max_backoff,
