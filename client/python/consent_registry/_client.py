@@ -74,9 +74,14 @@ class Decision:
         return hash((self.allowed, self.reason, self.policy_version, self.revision))
 
     @classmethod
+    def failed(cls, error):
+        """No decision was made: never allowed, carrying `error`."""
+        return cls(False, "UNSPECIFIED", "", 0, error)
+
+    @classmethod
     def from_proto(cls, d):
         if d.HasField("error"):
-            return cls(False, "UNSPECIFIED", "", 0, _errors.from_status(d.error))
+            return cls.failed(_errors.from_status(d.error))
         return cls(d.allowed, _REASONS.get(d.reason, str(d.reason)), d.policy_version, d.revision)
 
     def __repr__(self):
@@ -88,8 +93,7 @@ class Decision:
 
 def _local_error(error):
     """A Decision for an item this package could not encode."""
-    return Decision(False, "UNSPECIFIED", "", 0, _errors.InvalidArgument(
-        str(error), details=()))
+    return Decision.failed(_errors.InvalidArgument(str(error)))
 
 
 class Client:
@@ -212,14 +216,14 @@ class Client:
             error = _errors.InvalidArgument(str(e))
             if on_error == "raise":
                 raise error from None
-            return Decision(False, "UNSPECIFIED", "", 0, error)
+            return Decision.failed(error)
         registry, _ = self._stubs()
         try:
             return Decision.from_proto(self._call(registry.Check, request, timeout).decision)
         except _errors.ConsentError as e:
             if on_error == "raise":
                 raise
-            return Decision(False, "UNSPECIFIED", "", 0, e)
+            return Decision.failed(e)
 
     def check_many(self, items, purpose, *, batch_size=1000, max_in_flight=4, as_of=None,
                    min_revision=0, content_type=None, visibility=None, on_item_error="deny",
