@@ -232,6 +232,41 @@ absl::StatusOr<v1::VerifyAuditLogResponse> Client::VerifyAuditLog(
   return Call(admin_.get(), &v1::ConsentAdmin::Stub::VerifyAuditLog, request, true);
 }
 
+absl::StatusOr<v1::ImportSubjectsResponse> Client::ImportSubjects(
+    const std::string& import_id, const std::function<bool(v1::ImportSubjectsRequest*)>& next) {
+  grpc::ClientContext context;
+  v1::ImportSubjectsResponse response;
+  auto writer = registry_->ImportSubjects(&context, &response);
+  v1::ImportSubjectsRequest message;
+  message.set_import_id(import_id);
+  bool more = true;
+  // The first message goes even without records: it names the import.
+  for (bool first = true; more; first = false) {
+    message.clear_records();
+    if (!first) more = next(&message);
+    if ((first || message.records_size() > 0) && !writer->Write(message)) break;  // failed
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<int64_t> Client::ImportProgress(const std::string& import_id) {
+  const int attempts = std::max(1, options_.max_attempts);
+  absl::Duration backoff = options_.initial_backoff;
+  absl::BitGen random;
+  for (int attempt = 1;; ++attempt) {
+    auto response = ImportSubjects(import_id, [](v1::ImportSubjectsRequest*) { return false; });
+    if (response.ok()) return response->acknowledged_offset();
+    if (response.status().code() != absl::StatusCode::kUnavailable || attempt >= attempts) {
+      return response.status();
+    }
+    options_.sleep(backoff * absl::Uniform(random, 0.8, 1.2));
+    backoff = std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
+  }
+}
+
 absl::Status Client::Watch(const v1::WatchChangesRequest& request,
                            const std::function<bool(const v1::WatchChangesResponse&)>& on_message) {
   v1::WatchChangesRequest next = request;

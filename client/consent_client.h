@@ -110,6 +110,17 @@ class Client {
   absl::Status Watch(const v1::WatchChangesRequest& request,
                      const std::function<bool(const v1::WatchChangesResponse&)>& on_message);
 
+  // One ImportSubjects call of import `import_id`: a first message holding
+  // the id, then the messages `next` fills (records only; at most 1,000
+  // each) until it returns false. No deadline (an import may take hours)
+  // and no retry: after a failure, ImportProgress says where to resume.
+  absl::StatusOr<v1::ImportSubjectsResponse> ImportSubjects(
+      const std::string& import_id, const std::function<bool(v1::ImportSubjectsRequest*)>& next);
+  // The offset through which import `import_id` is acknowledged
+  // (ImportSubjectsResponse.acknowledged_offset; 0 for an import never
+  // run): an ImportSubjects call of one message holding only the id.
+  // Retried like a read.
+  absl::StatusOr<int64_t> ImportProgress(const std::string& import_id);
   absl::StatusOr<v1::GetPolicyResponse> GetPolicy();
   absl::StatusOr<v1::ReloadPolicyResponse> ReloadPolicy();
   absl::StatusOr<v1::ReloadAuthResponse> ReloadAuth();

@@ -66,7 +66,7 @@ ABSL_FLAG(int64_t, start_revision, 0,
 ABSL_FLAG(int64_t, end_revision, 0, "verify: last revision to check (0: the current one).");
 ABSL_FLAG(std::string, purpose, "", "watch: only changes that affect this purpose.");
 ABSL_FLAG(std::string, format, "",
-          "batch-check, batch-set and notices input: jsonl or csv (default: csv for *.csv, "
+          "batch-check, batch-set, notices and import input: jsonl or csv (default: csv for *.csv, "
           "else jsonl).");
 
 namespace consent::consentctl {
@@ -95,6 +95,14 @@ Commands:
   batch-set FILE               import preferences (BatchSetPreferences, 1,000 per
                                atomic batch): JSON lines of SetPreferenceRequest or
                                CSV (user_id,purpose,state,effective_time,expire_time)
+  import FILE [--import_id=ID] bulk onboarding (ImportSubjects): CSV with a header of
+                               user_id,jurisdiction,birth_date,preferences (any order,
+                               all but user_id optional; preferences purpose=STATE
+                               separated by ';') or JSON lines {"user_id":..,
+                               "jurisdiction":..,"birth_date":"YYYY-MM-DD",
+                               "preferences":{"ai_training":"OBJECTED"}}. Resumable: the
+                               same command again goes on after the last acknowledged
+                               record; exit 1 if any record was rejected
   notice USER NOTICE_ID VERSION PURPOSE[,PURPOSE...] --notice_channel=EMAIL|IN_APP|BANNER
                                [--delivery_time=RFC3339] [--backfill]
                                record that the user was given a privacy notice
@@ -691,6 +699,7 @@ int Run(const std::vector<std::string>& args) {
   if (command == "notice") return NoticeCommand(*client, args);
   if (command == "notices") return NoticesCommand(*client, args);
   if (command == "summary") return SummaryCommand(*client, args);
+  if (command == "import") return ImportCommand(*client, args);
   if (command == "health") return HealthCommand(*client, args);
   Usage(absl::StrCat("unknown command \"", command, "\""));
 }

@@ -1,8 +1,10 @@
 #include "client/consentctl_common.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
@@ -10,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace consent::consentctl {
@@ -92,6 +95,26 @@ bool InputLines::Next(std::string* line) {
     if (!absl::StripAsciiWhitespace(*line).empty()) return true;
   }
   return false;
+}
+
+Progress::Progress(const InputLines& input, std::string what, std::string done)
+    : input_(input), what_(std::move(what)), done_(std::move(done)), start_(absl::Now()) {}
+
+void Progress::Update(size_t done, bool last) {
+  const absl::Time now = absl::Now();
+  if (!last && now - shown_ < absl::Seconds(1)) return;
+  shown_ = now;
+  const double seconds = absl::ToDoubleSeconds(now - start_);
+  const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
+  std::cerr << what_ << ": " << done << " " << done_ << ", " << static_cast<int64_t>(rate) << "/s";
+  if (input_.size() > 0) {
+    const double share = static_cast<double>(input_.bytes_read()) / input_.size();
+    std::cerr << ", " << static_cast<int>(100 * std::min(share, 1.0)) << "% of the file";
+    if (!last && share > 0) {
+      std::cerr << ", about " << static_cast<int64_t>(seconds / share - seconds) << " s left";
+    }
+  }
+  std::cerr << (last ? " (done)" : "") << "\n";
 }
 
 bool CsvColumns(const std::string& line, size_t line_number, size_t min, size_t max,

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "client/consent_client.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
@@ -68,6 +69,22 @@ class InputLines {
   size_t size_ = 0;
 };
 
+// Progress of a bulk load on stderr, at most once a second (and at the
+// end): "<what>: N <done>, the rate, and with a file of known size the
+// share read and the time left.
+class Progress {
+ public:
+  Progress(const InputLines& input, std::string what, std::string done);
+  void Update(size_t done, bool last);
+
+ private:
+  const InputLines& input_;
+  const std::string what_;
+  const std::string done_;
+  const absl::Time start_;
+  absl::Time shown_ = absl::InfinitePast();
+};
+
 // Calls `item(line, line_number, csv)` for each line of an input file.
 template <typename ItemFn>
 void ReadItems(const std::string& path, ItemFn&& item) {
@@ -93,6 +110,8 @@ void ParseJsonLine(const std::string& line, size_t line_number, Message* message
 int NoticeCommand(Client& client, const std::vector<std::string>& args);
 int NoticesCommand(Client& client, const std::vector<std::string>& args);
 int SummaryCommand(Client& client, const std::vector<std::string>& args);
+// Bulk import (consentctl_import.cc).
+int ImportCommand(Client& client, const std::vector<std::string>& args);
 
 }  // namespace consent::consentctl
 

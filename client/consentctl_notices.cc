@@ -47,34 +47,6 @@ std::string DescribeNotice(const v1::NoticeDelivery& n) {
                       ", recorded at revision ", n.revision());
 }
 
-// Progress of a bulk load on stderr, at most once a second: items done,
-// the rate, and with a file of known size the share read and the time left.
-class Progress {
- public:
-  explicit Progress(const InputLines& input) : input_(input), start_(absl::Now()) {}
-  void Update(size_t done, bool last) {
-    const absl::Time now = absl::Now();
-    if (!last && now - shown_ < absl::Seconds(1)) return;
-    shown_ = now;
-    const double seconds = absl::ToDoubleSeconds(now - start_);
-    const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
-    std::cerr << "notices: " << done << " recorded, " << static_cast<int64_t>(rate) << "/s";
-    if (input_.size() > 0) {
-      const double share = static_cast<double>(input_.bytes_read()) / input_.size();
-      std::cerr << ", " << static_cast<int>(100 * std::min(share, 1.0)) << "% of the file";
-      if (!last && share > 0) {
-        std::cerr << ", about " << static_cast<int64_t>(seconds / share - seconds) << " s left";
-      }
-    }
-    std::cerr << (last ? " (done)" : "") << "\n";
-  }
-
- private:
-  const InputLines& input_;
-  const absl::Time start_;
-  absl::Time shown_ = absl::InfinitePast();
-};
-
 }  // namespace
 
 int NoticeCommand(Client& client, const std::vector<std::string>& args) {
@@ -115,7 +87,7 @@ int NoticesCommand(Client& client, const std::vector<std::string>& args) {
   v1::BatchRecordNoticesRequest request;
   size_t written = 0, batches = 0, last_line = 0;
   InputLines input(args[1]);
-  Progress progress(input);
+  Progress progress(input, "notices", "recorded");
   // `last`: the file is read; the final progress line follows.
   auto flush = [&](bool last) -> int {
     if (request.requests_size() == 0) return 0;

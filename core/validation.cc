@@ -176,6 +176,15 @@ std::string DateProblem(const v1::Date& date) {
   return "";
 }
 
+std::string BirthDateProblem(const v1::Date& date, absl::Time now) {
+  if (std::string problem = DateProblem(date); !problem.empty()) return problem;
+  if (absl::CivilDay(date.year(), date.month(), date.day()) >
+      absl::ToCivilDay(now, absl::UTCTimeZone())) {
+    return "is in the future";
+  }
+  return "";
+}
+
 std::string TimestampProblem(const google::protobuf::Timestamp& t) {
   // Protobuf's Timestamp range: 0001-01-01 to 9999-12-31.
   if (t.seconds() < -62135596800 || t.seconds() > 253402300799 || t.nanos() < 0 ||

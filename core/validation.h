@@ -48,6 +48,8 @@ class Violations {
   // batch's per-item error names one, so that 10,000 bad items still make
   // a response of a few MB).
   absl::Status ToStatus(size_t max_shown = kMaxReportedViolations) const;
+  // The violations kept (field, description), in the order added.
+  const std::vector<std::pair<std::string, std::string>>& items() const { return items_; }
 
  private:
   std::vector<std::pair<std::string, std::string>> items_;
@@ -70,6 +72,9 @@ std::string JurisdictionProblem(absl::string_view code);
 
 // A calendar date that exists, from year 1900.
 std::string DateProblem(const v1::Date& date);
+
+// A birth date: DateProblem, or a day after `now`'s (UTC).
+std::string BirthDateProblem(const v1::Date& date, absl::Time now);
 
 // A Timestamp within protobuf's valid range.
 std::string TimestampProblem(const google::protobuf::Timestamp& t);

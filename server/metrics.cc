@@ -28,8 +28,8 @@ const std::vector<double> kWalSyncBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0
 const std::vector<double> kItemBuckets = {1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 constexpr double kNanos = 1e-9;
 
-constexpr const char* kWriteKinds[] = {"preference", "attributes", "exclusion", "deletion",
-                                       "notice"};
+constexpr const char* kWriteKinds[] = {"preference", "attributes", "exclusion",
+                                       "deletion",   "notice",     "import"};
 static_assert(std::size(kWriteKinds) == static_cast<size_t>(WriteKind::kCount));
 constexpr const char* kWriteResults[] = {"ok", "rejected", "error"};
 

@@ -112,7 +112,7 @@ class MethodMetrics {
 };
 
 // What a write changed, the `kind` label of consent_writes_total.
-enum class WriteKind { kPreference, kAttributes, kExclusion, kDeletion, kNotice, kCount };
+enum class WriteKind { kPreference, kAttributes, kExclusion, kDeletion, kNotice, kImport, kCount };
 
 // Why a call was turned away or ended by an admission limit, the `reason`
 // label of consent_rejected_total.
@@ -171,7 +171,8 @@ class Metrics final : public prometheus::Collectable {
   void CountDecisions(const std::string& purpose, absl::Span<const int64_t> tally);
 
   // consent_writes_total{kind,result}: `count` writes (a batch of
-  // preferences counts each) ended with `code`: result "ok", "rejected"
+  // preferences counts each; kind "import" counts an import's records)
+  // ended with `code`: result "ok", "rejected"
   // (the caller's error: INVALID_ARGUMENT, FAILED_PRECONDITION, ABORTED,
   // ALREADY_EXISTS, NOT_FOUND, ...) or "error" (the server's).
   void CountWrites(WriteKind kind, grpc::StatusCode code, int count);

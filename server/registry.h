@@ -25,6 +25,7 @@
 #include "core/policy.h"
 #include "server/registry_checks.h"
 #include "server/registry_history.h"
+#include "server/registry_import.h"
 #include "server/registry_writes.h"
 #include "server/revision_notifier.h"
 #include "server/subject_summary.h"
@@ -49,7 +50,8 @@ class Registry {
         clock_(clock),
         writes_(store, policies, clock, &notifier_),
         checks_(store, policies, clock),
-        history_(store, policies, clock, &notifier_) {}
+        history_(store, policies, clock, &notifier_),
+        imports_(store, policies, clock, &notifier_) {}
 
   // WatchChanges sends a checkpoint after this long without an event. Set
   // before serving.
@@ -112,6 +114,11 @@ class Registry {
   static absl::Status AwaitWrite(const std::function<void(WriteDone)>& start) {
     return RegistryWrites::AwaitWrite(start);
   }
+  // An ImportSubjects call (registry_import.h).
+  absl::StatusOr<std::unique_ptr<RegistryImport::Call>> BeginImport(
+      const std::string& import_id, CallContext context, RegistryImport::StepObserver on_step) {
+    return imports_.Begin(import_id, std::move(context), std::move(on_step));
+  }
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response) {
     return writes_.GetSubject(request, response);
   }
@@ -170,6 +177,7 @@ class Registry {
   RegistryWrites writes_;
   RegistryChecks checks_;
   RegistryHistory history_;
+  RegistryImport imports_;
   std::string backup_dir_;
   int backup_keep_ = 0;
 };

@@ -8,6 +8,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "core/validation.h"
 #include "server/errors.h"
 #include "server/log.h"
 #include "server/wire.h"
@@ -20,6 +21,17 @@ namespace {
 CallContext ContextOf(const Authorized& who, const grpc::ServerContextBase& context) {
   if (who.caller() != nullptr) return CallContext{who.caller()->name};
   return CallContext{context.peer()};
+}
+
+// `status` with its message between `prefix` and `suffix`, its details
+// (a BadRequest naming the fields) kept.
+absl::Status Reworded(const absl::Status& status, absl::string_view prefix,
+                      absl::string_view suffix) {
+  absl::Status reworded(status.code(), absl::StrCat(prefix, status.message(), suffix));
+  status.ForEachPayload([&](absl::string_view type_url, const absl::Cord& payload) {
+    reworded.SetPayload(type_url, payload);
+  });
+  return reworded;
 }
 
 // The call's deadline, for work that can stop early.
@@ -296,11 +308,7 @@ grpc::Status RegistryService::StreamCheck(
       if (!status.ok()) {
         // The stream ends at the first bad message, saying which one; the
         // details (a BadRequest naming the fields) go with it.
-        absl::Status named(status.code(), absl::StrCat("message ", index, ": ", status.message()));
-        status.ForEachPayload([&](absl::string_view type_url, const absl::Cord& payload) {
-          named.SetPayload(type_url, payload);
-        });
-        return ToGrpcStatus(named);
+        return ToGrpcStatus(Reworded(status, absl::StrCat("message ", index, ": "), ""));
       }
       if (!stream->Write(response)) break;  // the client went away
       ++index;
@@ -309,6 +317,77 @@ grpc::Status RegistryService::StreamCheck(
     if (gate->draining()) return CallAccounting::Draining();
     if (context->IsCancelled()) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
+    }
+    return grpc::Status::OK;
+  });
+}
+
+grpc::Status RegistryService::ImportSubjects(grpc::ServerContext* context,
+                                             grpc::ServerReader<v1::ImportSubjectsRequest>* reader,
+                                             v1::ImportSubjectsResponse* response) {
+  return calls_->Serve(*context, Rpc::kImportSubjects, "", [&](const Authorized& who) {
+    if (!EnterStream()) return TooManyStreams();
+    auto leave = absl::MakeCleanup([this] { LeaveStream(); });
+    {
+      absl::MutexLock lock(&streams_mu_);
+      streams_.insert(context);
+    }
+    auto unregister = absl::MakeCleanup([&] {
+      absl::MutexLock lock(&streams_mu_);
+      streams_.erase(context);
+    });
+    auto message = std::make_unique<v1::ImportSubjectsRequest>();
+    if (!reader->Read(message.get())) {
+      return ToGrpcStatus(
+          FieldError("import_id", "no message: the first message names the import"));
+    }
+    Metrics* metrics = calls_->metrics();
+    const CallContext caller = ContextOf(who, *context);
+    auto call = registry_->BeginImport(
+        message->import_id(), caller,
+        [metrics](int64_t imported, int64_t rejected, const absl::Status& status) {
+          if (metrics == nullptr) return;
+          if (!status.ok()) {
+            metrics->CountWrites(WriteKind::kImport, static_cast<grpc::StatusCode>(status.code()),
+                                 1);
+            return;
+          }
+          metrics->CountWrites(WriteKind::kImport, grpc::StatusCode::OK, imported);
+          metrics->CountWrites(WriteKind::kImport, grpc::StatusCode::INVALID_ARGUMENT, rejected);
+        });
+    if (!call.ok()) return ToGrpcStatus(call.status());
+    absl::Status status;
+    int64_t index = 0;
+    for (;;) {
+      if (metrics != nullptr) {
+        calls_->method(Rpc::kImportSubjects)->ObserveItems(message->records_size());
+      }
+      status = (*call)->Add(std::move(message));
+      if (!status.ok()) {
+        status = Reworded(status, absl::StrCat("message ", index, ": "), "");
+        break;
+      }
+      message = std::make_unique<v1::ImportSubjectsRequest>();
+      if (!reader->Read(message.get())) break;
+      if (calls_->gate()->draining()) break;
+      ++index;
+    }
+    absl::Status finished = (*call)->Finish(response);
+    if (status.ok()) status = finished;
+    AccountWrite(Rpc::kImportSubjects, WriteKind::kImport, 0, caller.caller, "", "",
+                 ToGrpcStatus(status), response->revision());
+    const std::string progress =
+        absl::StrCat("; import \"", response->import_id(), "\" is acknowledged through offset ",
+                     response->acknowledged_offset());
+    if (calls_->gate()->draining()) {
+      grpc::Status draining = CallAccounting::Draining();
+      return grpc::Status(draining.error_code(), draining.error_message() + progress);
+    }
+    if (!status.ok()) {
+      return ToGrpcStatus(Reworded(status, "", progress));
+    }
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "import cancelled" + progress);
     }
     return grpc::Status::OK;
   });

@@ -245,6 +245,10 @@ class RegistryService final
                                         v1::ListHistoryResponse* response) override;
   grpc::Status WatchChanges(grpc::ServerContext* context, const v1::WatchChangesRequest* request,
                             grpc::ServerWriter<v1::WatchChangesResponse>* writer) override;
+  // Counts against the streams' limit, like StreamCheck.
+  grpc::Status ImportSubjects(grpc::ServerContext* context,
+                              grpc::ServerReader<v1::ImportSubjectsRequest>* reader,
+                              v1::ImportSubjectsResponse* response) override;
 
   // Cancels every open StreamCheck stream (shutdown: an idle stream would
   // otherwise wait in Read until the grace period ends).

@@ -16,6 +16,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/rpc/error_details.pb.h"
 #include "server/history.h"
+#include "server/preference_write.h"
 #include "storage/audit_chain.h"
 
 namespace consent {
@@ -118,28 +119,7 @@ storage::SubjectUpdate WriteUpdate(const Request& request, const CallContext& co
 void ValidateSetPreference(const v1::SetPreferenceRequest& r, const std::string& prefix,
                            const CompiledPolicy& policy, Violations* v) {
   ValidateId(r.user_id(), prefix + "user_id", v);
-  ValidatePurpose(r.purpose(), prefix + "purpose", policy, v);
-  if (r.state() == v1::PREFERENCE_STATE_UNSPECIFIED) {
-    v->Add(prefix + "state", "is required: OBJECTED, CONSENTED or CLEARED");
-  } else if (!v1::PreferenceState_IsValid(r.state())) {
-    v->Add(prefix + "state", "is not a known preference state");
-  }
-  if (r.has_effective_time()) {
-    if (std::string p = TimestampProblem(r.effective_time()); !p.empty()) {
-      v->Add(prefix + "effective_time", p);
-    }
-  }
-  if (r.has_expire_time()) {
-    if (std::string p = TimestampProblem(r.expire_time()); !p.empty()) {
-      v->Add(prefix + "expire_time", p);
-    } else if (r.has_effective_time() && r.expire_time() <= r.effective_time()) {
-      v->Add(prefix + "expire_time", "must be after effective_time");
-    }
-  }
-  if (r.state() == v1::PREFERENCE_STATE_CLEARED &&
-      (r.has_effective_time() || r.has_expire_time())) {
-    v->Add(prefix + "state", "CLEARED takes no effective_time or expire_time");
-  }
+  ValidatePreferenceFields(r, prefix, policy, v);
   ValidateWriteFields(r, prefix, v);
 }
 
@@ -150,26 +130,8 @@ storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
   return WriteUpdate(request, context, v1::CHANGE_KIND_PREFERENCE,
                      [&request](storage::UpdateContext& update_context, v1::Subject& subject,
                                 v1::ChangeEvent& event) {
-                       v1::PreferenceChange* change = event.mutable_preference();
-                       change->set_purpose(request.purpose());
-                       for (const v1::Preference& p : subject.preferences()) {
-                         if (p.purpose() == request.purpose()) *change->mutable_before() = p;
-                       }
-                       if (request.state() == v1::PREFERENCE_STATE_CLEARED) {
-                         PutPreference(&subject, request.purpose(), nullptr);
-                       } else {
-                         v1::Preference* pref = change->mutable_after();
-                         pref->set_purpose(request.purpose());
-                         pref->set_state(request.state());
-                         if (request.has_effective_time())
-                           *pref->mutable_effective_time() = request.effective_time();
-                         if (request.has_expire_time())
-                           *pref->mutable_expire_time() = request.expire_time();
-                         if (request.has_source()) *pref->mutable_source() = request.source();
-                         pref->set_revision(update_context.revision());
-                         *pref->mutable_update_time() = ToProto(update_context.time());
-                         PutPreference(&subject, request.purpose(), pref);
-                       }
+                       ApplyPreference(request, request.has_source() ? &request.source() : nullptr,
+                                       update_context, subject, event);
                        return absl::OkStatus();
                      });
 }
@@ -359,12 +321,8 @@ void RegistryWrites::UpdateSubject(const v1::UpdateSubjectRequest& request,
       }
     } else if (path == "birth_date") {
       if (attrs.has_birth_date()) {
-        if (std::string p = DateProblem(attrs.birth_date()); !p.empty()) {
+        if (std::string p = BirthDateProblem(attrs.birth_date(), clock_->Now()); !p.empty()) {
           v.Add("attributes.birth_date", p);
-        } else if (absl::CivilDay(attrs.birth_date().year(), attrs.birth_date().month(),
-                                  attrs.birth_date().day()) >
-                   absl::ToCivilDay(clock_->Now(), absl::UTCTimeZone())) {
-          v.Add("attributes.birth_date", "is in the future");
         }
       }
     } else if (path == "account_state") {

@@ -32,6 +32,7 @@ constexpr RpcInfo kRpcs[] = {
     {kRegistryService, "RecordNotice", "unary", false, kWriter},
     {kRegistryService, "BatchRecordNotices", "unary", true, kWriter},
     {kRegistryService, "GetSubjectSummary", "unary", false, kWriter | kAuditor},
+    {kRegistryService, "ImportSubjects", "client_stream", true, kWriter},
 };
 static_assert(sizeof(kRpcs) / sizeof(kRpcs[0]) == static_cast<size_t>(kRpcCount));
 

@@ -28,6 +28,7 @@ enum class Rpc {
   kRecordNotice,
   kBatchRecordNotices,
   kGetSubjectSummary,
+  kImportSubjects,
   kCount,
 };
 constexpr int kRpcCount = static_cast<int>(Rpc::kCount);
@@ -35,7 +36,8 @@ constexpr int kRpcCount = static_cast<int>(Rpc::kCount);
 struct RpcInfo {
   const char* service;  // "consent.v1.ConsentRegistry"
   const char* method;   // "Check"
-  const char* type;     // grpc-prometheus's grpc_type: "unary", "server_stream", "bidi_stream"
+  const char* type;     // grpc-prometheus's grpc_type: "unary", "client_stream", "server_stream",
+                        // "bidi_stream"
   bool batch;           // observes consent_batch_items
   RoleSet roles;        // a caller needs one of these
 };

@@ -163,6 +163,7 @@ struct RocksDbStore::Group final : PreparedGroup {
   absl::flat_hash_map<std::string, v1::Subject*> subjects;   // user -> record written (on arena)
   absl::flat_hash_map<std::string, bool> exclusions;         // key -> excluded
   absl::flat_hash_map<std::string, RequestRecord> requests;  // request id -> record
+  absl::flat_hash_map<std::string, int64_t> imports;         // import id -> offset
   // The group that was being written when this one was prepared (null if
   // none): read after this group's own maps, before the database. Not
   // changed once it is being written.
@@ -286,6 +287,9 @@ class RocksDbStore::Context final : public UpdateContext {
     group_->SetExclusion(ExclusionKey(user_id_, content_id, purpose), excluded);
   }
 
+  void Skip() override { skipped_ = true; }
+  bool skipped() const { return skipped_; }
+
  private:
   RocksDbStore* store_;
   Group* group_;
@@ -293,7 +297,26 @@ class RocksDbStore::Context final : public UpdateContext {
   bool exists_;
   int64_t revision_;
   absl::Time time_;
+  bool skipped_ = false;
 };
+
+absl::StatusOr<int64_t> RocksDbStore::FindImport(const Group& group, const std::string& id) {
+  if (const int64_t* offset = Group::Find(group, &Group::imports, id)) return *offset;
+  return ReadImport(id);
+}
+
+absl::StatusOr<int64_t> RocksDbStore::ReadImport(absl::string_view id) {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), meta(), absl::StrCat(kMetaImportPrefix, id), &value);
+  if (s.IsNotFound()) return 0;
+  if (!s.ok()) return FromRocks(s, "reading an import's progress");
+  int64_t offset = 0;
+  if (!DecodeRevision(value, &offset)) {
+    return absl::DataLossError(absl::StrCat("the progress of import \"", id, "\" does not parse"));
+  }
+  return offset;
+}
 
 absl::StatusOr<std::optional<RequestRecord>> RocksDbStore::FindRequest(const Group& group,
                                                                        const std::string& id,
@@ -341,6 +364,22 @@ void RocksDbStore::CommitAsync(std::vector<SubjectUpdate> updates, absl::Time no
   commit->request = std::move(request);
   commit->done = std::move(done);
   pipeline_.Submit(std::move(commit));
+}
+
+void RocksDbStore::ImportAsync(std::vector<SubjectUpdate> updates, absl::Time now, ImportStep step,
+                               std::function<void(absl::StatusOr<CommitResult>)> done) {
+  auto commit = std::make_unique<PendingCommit>();
+  commit->updates = std::move(updates);
+  commit->now = now;
+  commit->import = std::move(step);
+  commit->done = std::move(done);
+  pipeline_.Submit(std::move(commit));
+}
+
+absl::StatusOr<int64_t> RocksDbStore::ImportedThrough(absl::string_view import_id) {
+  absl::ReaderMutexLock lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  return ReadImport(import_id);
 }
 
 void RocksDbStore::AwaitNoWrite() {
@@ -544,6 +583,16 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
       return abandon(result);
     }
   }
+  // An import's step: once only, in order.
+  if (commit.import) {
+    auto through = FindImport(group, commit.import->import_id);
+    if (!through.ok()) return abandon(through.status());
+    if (*through >= commit.import->offset) {
+      return abandon(absl::AbortedError(absl::StrCat(
+          "import \"", commit.import->import_id, "\" is already applied through offset ", *through,
+          ", not before ", commit.import->offset)));
+    }
+  }
 
   const google::protobuf::Timestamp now_proto = ToProto(stamp);
   const int64_t stamp_nanos = absl::ToUnixNanos(stamp);
@@ -589,6 +638,13 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
     Context context(this, &group, update.user_id, exists, group.revision + 1, stamp);
     absl::Status s = update.apply(context, subject, event);
     if (!s.ok()) return abandon(s);
+    if (context.skipped()) {
+      result.revisions.push_back(0);
+      result.replayed.push_back(false);
+      result.subjects.emplace_back();
+      result.replies.emplace_back();
+      continue;
+    }
 
     const int64_t revision = ++group.revision;
     subject.set_user_id(update.user_id);
@@ -621,6 +677,13 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
       result.subjects.emplace_back();
     }
     group.SetSubject(update.user_id, &subject);
+    applied = true;
+  }
+  if (commit.import) {
+    // Even when every update skipped itself: the step is done.
+    batch.Put(meta(), absl::StrCat(kMetaImportPrefix, commit.import->import_id),
+              EncodeRevision(commit.import->offset));
+    group.imports[commit.import->import_id] = commit.import->offset;
     applied = true;
   }
   if (!applied) {

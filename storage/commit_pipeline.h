@@ -15,6 +15,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -31,6 +32,8 @@ struct PendingCommit {
   std::vector<SubjectUpdate> updates;
   absl::Time now;
   RequestKey request;
+  // Set for a step of a bulk import (ConsentStore::ImportAsync).
+  std::optional<ImportStep> import;
   std::function<void(absl::StatusOr<CommitResult>)> done;
   // Set by the stages; handed to `done` by the answering thread.
   absl::StatusOr<CommitResult> result = absl::InternalError("commit not run");

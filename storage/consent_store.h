@@ -183,6 +183,12 @@ class UpdateContext {
   // Records (or removes) an exclusion; written with the commit.
   virtual void SetExcluded(absl::string_view content_id, absl::string_view purpose,
                            bool excluded) = 0;
+  // Makes the update a no-op: whatever `apply` changed is dropped, it gets
+  // no revision and no event (CommitResult::revisions has 0 for it), and
+  // the commit goes on. For an import's record that the subject's state
+  // refuses (a deleted subject), where the other records must still apply.
+  // Call it before SetExcluded: exclusions are not taken back.
+  virtual void Skip() = 0;
 };
 
 // One change to one subject, applied inside a Commit under the store's write
@@ -226,7 +232,8 @@ struct CommitResult {
   int conflict_index = -1;
   int64_t conflict_revision = 0;
   // Revision of each update, in order. Applied updates get consecutive new
-  // revisions; a replayed update has its first attempt's revision.
+  // revisions; a replayed update has its first attempt's revision; an
+  // update that skipped itself (UpdateContext::Skip) has 0.
   std::vector<int64_t> revisions;
   // Per update: true when it repeated an earlier request and was skipped.
   std::vector<bool> replayed;
@@ -236,6 +243,15 @@ struct CommitResult {
   // Per update: what its `reply` gave, for an applied update and for a
   // replayed one alike (the first attempt's); empty without one.
   std::vector<std::string> replies;
+};
+
+// A step of a bulk import (ConsentStore::ImportAsync): its records through
+// `offset` are the commit's updates.
+struct ImportStep {
+  // 1-128 bytes.
+  std::string import_id;
+  // Where the step ends in the import's source; > 0.
+  int64_t offset = 0;
 };
 
 // The result of walking the audit hash chain.
@@ -284,6 +300,18 @@ class ConsentStore {
   // another thread before `done`: what it refers to must live until then.
   virtual void CommitAsync(std::vector<SubjectUpdate> updates, absl::Time now, RequestKey request,
                            std::function<void(absl::StatusOr<CommitResult>)> done) = 0;
+
+  // Commits `updates` (possibly none) as CommitAsync does and records, in
+  // the same synced write, that import `step.import_id` is applied through
+  // `step.offset` (ImportedThrough). Refused with kAborted, writing
+  // nothing, when the import is already recorded at or past that offset: a
+  // step is applied once, in order, however often it is sent.
+  virtual void ImportAsync(std::vector<SubjectUpdate> updates, absl::Time now, ImportStep step,
+                           std::function<void(absl::StatusOr<CommitResult>)> done) = 0;
+
+  // The offset through which import `import_id` is applied (ImportAsync);
+  // 0 when no step of it was.
+  virtual absl::StatusOr<int64_t> ImportedThrough(absl::string_view import_id) = 0;
 
   // The subject's current record. kNotFound: nothing was ever recorded for
   // this user.
