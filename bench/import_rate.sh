@@ -6,10 +6,11 @@
 # writes through the store directly), measured alternately in the same run,
 # RUNS times (default 3). BASE (default 0) subjects are preloaded once into
 # the registry the imports go into (BASE=10000000: an import into a
-# registry already holding 10M subjects); each run imports new users.
+# registry already holding 10M subjects); each run imports new users (with
+# BASE=0, each into a new, empty registry).
 # While each import runs, consent-bench sends unary Checks (8 in flight)
 # for its first CHECK_SECONDS (default 3) to show that checks keep being
-# answered, and their rate is printed.
+# answered, and their rate is printed; CHECK_SECONDS=0 sends none.
 # Environment: RECORDS, BASE, RUNS, CHECK_SECONDS, WORK (scratch directory,
 # default /tmp/consent-import-rate).
 set -euo pipefail
@@ -58,6 +59,7 @@ with open(path, "w") as f:
         objecting = "ai_training=OBJECTED" if n % 10 == 9 else ""
         f.write(f"import-{run}-{n},GB,1980-01-01,{objecting}\n")
 PY
+  [ "$base" -gt 0 ] || rm -rf "$registry"
   out=$(mktemp)
   "$root/build/server/consentd" --data_dir="$registry" --listen=127.0.0.1:0 \
     --metrics_listen=127.0.0.1:0 --policy="$root/deploy/policy/default.textproto" \
@@ -69,19 +71,23 @@ PY
   done
   until grep -q "subject index" "$out.log"; do sleep 0.1; done
   target=$(sed -n 's/^consentd listening on //p' "$out")
-  "$bench" --target="$target" --users=$((base > records ? base : records)) \
-    --duration="${check_seconds}s" --warmup=0s --concurrency=8 --connections=2 unary \
-    >"$out.checks" 2>/dev/null &
-  checker=$!
+  checker=""
+  if [ "$check_seconds" != 0 ]; then
+    "$bench" --target="$target" --users=$((base > records ? base : records)) \
+      --duration="${check_seconds}s" --warmup=0s --concurrency=8 --connections=2 unary \
+      >"$out.checks" 2>/dev/null &
+    checker=$!
+  fi
   start=$(date +%s.%N)
   "$ctl" --target="$target" import "$file" --import_id="rate-$run-$(date +%s%N)" \
     >"$out.import" 2>/dev/null
   end=$(date +%s.%N)
-  wait $checker || true
+  [ -z "$checker" ] || wait "$checker" || true
   kill $server
   wait $server || true
   i=$(awk -v n="$records" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
-  c=$(sed -n 's/.*"decisions_per_s":\([0-9.]*\).*/\1/p' "$out.checks" | head -1)
+  c=""
+  [ -z "$checker" ] || c=$(sed -n 's/.*"decisions_per_s":\([0-9.]*\).*/\1/p' "$out.checks" | head -1)
   import_rates+=("$i") check_rates+=("${c:-0}")
   echo "import_rate.sh: run $run: preload $p subjects/s, import $i records/s ($(cat "$out.import")), checks during the import ${c:-none}/s" >&2
   rm -f "$out" "$out.log" "$out.checks" "$out.import" "$file"

@@ -253,7 +253,9 @@ int ImportCommand(Client& client, const std::vector<std::string>& args) {
   }
   const absl::Time start = absl::Now();
   int64_t file_rejected = 0;
-  int64_t rejected_through = 0;  // a retry reads the file again: count each line once
+  int64_t acknowledged_lines = 0;  // records acknowledged before, not sent
+  // A retry reads the file again: lines up to here are counted already.
+  int64_t counted_through = 0;
   int printed = 0;
   absl::StatusOr<v1::ImportSubjectsResponse> response;
   for (int attempt = 1;; ++attempt) {
@@ -281,12 +283,18 @@ int ImportCommand(Client& client, const std::vector<std::string>& args) {
           continue;
         }
         const int64_t offset = static_cast<int64_t>(input.bytes_read());
-        if (offset <= after) continue;  // acknowledged already
+        if (offset <= after) {  // acknowledged already
+          if (offset > counted_through) {
+            counted_through = offset;
+            ++acknowledged_lines;
+          }
+          continue;
+        }
         absl::StatusOr<v1::ImportRecord> record =
             input.csv() ? ParseCsvRecord(line, *layout) : ParseJsonRecord(line);
         if (!record.ok()) {
-          if (offset <= rejected_through) continue;
-          rejected_through = offset;
+          if (offset <= counted_through) continue;
+          counted_through = offset;
           ++file_rejected;
           if (printed++ < kMaxPrinted) {
             std::cerr << "rejected: line " << input.line_number() << ": "
@@ -325,7 +333,7 @@ int ImportCommand(Client& client, const std::vector<std::string>& args) {
   } else {
     std::cout << "import " << import_id << ": " << response->imported() << " imported, "
               << response->rejected() + file_rejected << " rejected (" << file_rejected
-              << " unreadable in the file), " << response->skipped()
+              << " unreadable in the file), " << response->skipped() + acknowledged_lines
               << " acknowledged before; acknowledged through byte "
               << response->acknowledged_offset() << ", registry revision " << response->revision()
               << " (" << absl::StrFormat("%.1f", seconds) << " s)\n";

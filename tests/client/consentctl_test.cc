@@ -245,6 +245,66 @@ TEST_F(ConsentctlTest, NoticesAndSummary) {
   EXPECT_THAT(json.out, HasSubstr("\"reason\":\"DECISION_REASON_ALLOWED_DEFAULT\""));
 }
 
+TEST_F(ConsentctlTest, ImportCsvAndJsonLinesResumes) {
+  const std::string csv_path = dir_.Sub("accounts.csv");
+  testing::WriteFile(csv_path,
+                     "user_id,preferences,birth_date,jurisdiction\n"
+                     "alice,ai_training=objected,1990-05-01,GB\n"
+                     "\"carol, jr\",ai_training=CONSENTED;ai_training.generative=OBJECTED,"
+                     "1980-02-29,US-CA\n"
+                     "bob,,2015-01-01,GB\n"
+                     "erin,,1990-02-30,GB\n"
+                     "frank,nosuch=OBJECTED,,GB\n");
+  CommandResult first = Ctl({"import", csv_path});
+  EXPECT_EQ(first.exit_code, 1) << first.err;  // two records rejected
+  EXPECT_THAT(first.out,
+              ::testing::StartsWith(
+                  "import accounts.csv-233: 3 imported, 2 rejected (1 unreadable in the file), 0 "
+                  "acknowledged before; acknowledged through byte 233, registry revision 6 ("));
+  EXPECT_THAT(first.err, HasSubstr("rejected: line 5: birth_date \"1990-02-30\" is not a date "
+                                   "(YYYY-MM-DD)\n"));
+  EXPECT_THAT(first.err, HasSubstr("rejected: byte offset 233, user frank: preferences[0].purpose "
+                                   "\"nosuch\" is not defined by policy version 2026-11-27.1\n"));
+  EXPECT_THAT(first.err, HasSubstr("import accounts.csv-233: 4 records sent, "));
+  const std::vector<std::string> check = {"check", "ai_training", "", "post-1",
+                                          "--create_time=2024-05-01T12:00:00Z"};
+  auto reason = [&](const std::string& user, const std::string& purpose = "ai_training") {
+    std::vector<std::string> args = check;
+    args[1] = purpose;
+    args[2] = user;
+    return Ctl(args).out;
+  };
+  EXPECT_THAT(reason("alice"), HasSubstr("DENIED_OBJECTION"));
+  EXPECT_THAT(reason("carol, jr"), HasSubstr("ALLOWED_CONSENT"));
+  EXPECT_THAT(reason("carol, jr", "ai_training.generative"), HasSubstr("DENIED_OBJECTION"));
+  EXPECT_THAT(reason("bob"), HasSubstr("DENIED_MINOR"));
+  EXPECT_THAT(Ctl({"history", "alice"}).out,
+              HasSubstr("channel=import request_id=accounts.csv-233:"));
+
+  // The same command again: everything was acknowledged, nothing is sent.
+  CommandResult again = Ctl({"import", csv_path});
+  EXPECT_THAT(again.err, HasSubstr("import accounts.csv-233: resuming after byte 233"));
+  EXPECT_THAT(again.out, HasSubstr(": 0 imported, 0 rejected (0 unreadable in the file), 5 "
+                                   "acknowledged before; acknowledged through byte 233, registry "
+                                   "revision 6 ("));
+
+  // JSON lines from stdin need an import id.
+  const std::string jsonl =
+      R"({"user_id":"gina","jurisdiction":"GB","birth_date":"1985-03-03","preferences":{"ai_training":"OBJECTED"}})"
+      "\n"
+      R"({"user_id":"hal","extra":1})"
+      "\n";
+  CommandResult no_id = Ctl({"import", "-"}, jsonl);
+  EXPECT_EQ(no_id.exit_code, 2);
+  EXPECT_THAT(no_id.err, HasSubstr("importing from stdin or a pipe needs --import_id"));
+  CommandResult json = Ctl({"import", "-", "--import_id=feed-1", "--json"}, jsonl);
+  EXPECT_EQ(json.exit_code, 1);
+  EXPECT_THAT(json.out, HasSubstr("\"imported\":\"1\""));
+  EXPECT_THAT(json.err, HasSubstr("rejected: line 2: unknown field \"extra\" (user_id, "
+                                  "jurisdiction, birth_date, preferences)"));
+  EXPECT_THAT(reason("gina"), HasSubstr("DENIED_OBJECTION"));
+}
+
 TEST_F(ConsentctlTest, ExitCodes) {
   CommandResult bad_usage = Ctl({"check", "ai_training"});
   EXPECT_EQ(bad_usage.exit_code, 2);

@@ -76,6 +76,66 @@ TEST(StoreTest, FailingUpdateAbortsTheWholeCommit) {
   EXPECT_TRUE(events->empty());
 }
 
+// Commits an import step and waits for it.
+absl::StatusOr<CommitResult> ImportStepOf(ConsentStore& store, std::vector<SubjectUpdate> updates,
+                                          const std::string& id, int64_t offset) {
+  absl::StatusOr<CommitResult> result;
+  absl::Notification done;
+  store.ImportAsync(std::move(updates), kNow, ImportStep{id, offset},
+                    [&](absl::StatusOr<CommitResult> r) {
+                      result = std::move(r);
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  return result;
+}
+
+TEST(StoreTest, AnImportStepAppliesOnceAndInOrder) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(*store->ImportedThrough("onboarding"), 0);
+  std::vector<SubjectUpdate> first;
+  first.push_back(SetJurisdiction("alice", "GB"));
+  auto applied = ImportStepOf(*store, std::move(first), "onboarding", 100);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_THAT(applied->revisions, ElementsAre(1));
+  EXPECT_EQ(*store->ImportedThrough("onboarding"), 100);
+
+  // The same step again, or an earlier one: refused, nothing written.
+  for (int64_t offset : {100, 50}) {
+    std::vector<SubjectUpdate> again;
+    again.push_back(SetJurisdiction("bob", "GB"));
+    auto refused = ImportStepOf(*store, std::move(again), "onboarding", offset);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kAborted);
+    EXPECT_THAT(refused.status().message(),
+                HasSubstr("import \"onboarding\" is already applied through offset 100"));
+  }
+  EXPECT_EQ(store->CurrentRevision(), 1);
+
+  // A step whose every update skips itself, or that has none, still moves
+  // the import on; a skipped update gets revision 0 and writes nothing.
+  std::vector<SubjectUpdate> skipped;
+  skipped.push_back(SetJurisdiction("carol", "GB"));
+  skipped.back().apply = [](UpdateContext& context, v1::Subject& s, v1::ChangeEvent&) {
+    s.mutable_attributes()->set_jurisdiction("FR");
+    context.Skip();
+    return absl::OkStatus();
+  };
+  skipped.push_back(SetJurisdiction("dave", "GB"));
+  auto partly = ImportStepOf(*store, std::move(skipped), "onboarding", 200);
+  ASSERT_TRUE(partly.ok()) << partly.status();
+  EXPECT_THAT(partly->revisions, ElementsAre(0, 2));
+  EXPECT_EQ(store->GetSubject("carol").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(ImportStepOf(*store, {}, "onboarding", 300).ok());
+  EXPECT_EQ(store->CurrentRevision(), 2);
+  EXPECT_EQ(*store->ImportedThrough("other"), 0);
+
+  // Recorded with the writes: it survives a reopen.
+  ASSERT_TRUE(store->Close().ok());
+  store = OpenOrDie(dir.path());
+  EXPECT_EQ(*store->ImportedThrough("onboarding"), 300);
+}
+
 TEST(StoreTest, LaterUpdateOfSameUserSeesEarlierOne) {
   TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
