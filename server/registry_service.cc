@@ -359,7 +359,7 @@ grpc::Status RegistryService::ImportSubjects(grpc::ServerContext* context,
     absl::Status status;
     int64_t index = 0;
     for (;;) {
-      if (metrics != nullptr) {
+      if (metrics != nullptr && message->records_size() > 0) {
         calls_->method(Rpc::kImportSubjects)->ObserveItems(message->records_size());
       }
       status = (*call)->Add(std::move(message));
