@@ -298,6 +298,22 @@ absl::Status Client::Watch(const v1::WatchChangesRequest& request,
   }
 }
 
+absl::Status Client::ExportSnapshot(
+    const v1::ExportSnapshotRequest& request,
+    const std::function<bool(const v1::ExportSnapshotResponse&)>& on_message) {
+  grpc::ClientContext context;
+  auto reader = admin_->ExportSnapshot(&context, request);
+  v1::ExportSnapshotResponse message;
+  while (reader->Read(&message)) {
+    if (!on_message(message)) {
+      context.TryCancel();
+      reader->Finish().IgnoreError();
+      return absl::CancelledError("snapshot export stopped");
+    }
+  }
+  return FromGrpcStatus(reader->Finish());
+}
+
 absl::StatusOr<v1::GetPolicyResponse> Client::GetPolicy() {
   return Call(admin_.get(), &v1::ConsentAdmin::Stub::GetPolicy, v1::GetPolicyRequest(), true);
 }

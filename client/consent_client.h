@@ -121,6 +121,12 @@ class Client {
   // run): an ImportSubjects call of one message holding only the id.
   // Retried like a read.
   absl::StatusOr<int64_t> ImportProgress(const std::string& import_id);
+  // One ExportSnapshot call: `on_message` gets each message in order until
+  // it returns false (then kCancelled) or the last one. No deadline (a
+  // large registry takes minutes) and no retry: the file would start over.
+  absl::Status ExportSnapshot(
+      const v1::ExportSnapshotRequest& request,
+      const std::function<bool(const v1::ExportSnapshotResponse&)>& on_message);
   absl::StatusOr<v1::GetPolicyResponse> GetPolicy();
   absl::StatusOr<v1::ReloadPolicyResponse> ReloadPolicy();
   absl::StatusOr<v1::ReloadAuthResponse> ReloadAuth();

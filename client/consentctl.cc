@@ -126,6 +126,12 @@ Commands:
   backup NAME                  consistent copy of the registry into a new directory NAME
                                under the server's --backup_dir; restore: consentd
                                --data_dir=<a copy of that directory>
+  snapshot export FILE [--pseudonymize]
+                               signed snapshot of every subject for offline decisions
+                               (ExportSnapshot; docs/offline.md), progress on stderr
+  snapshot verify FILE --public_key=PEM
+                               check a snapshot as a job loads it: signature, structure,
+                               policy; exit 1 if any check fails
 
 Exit status: 0 on success, 1 on an error from the server or the input,
 2 on bad usage.)";
@@ -700,6 +706,7 @@ int Run(const std::vector<std::string>& args) {
   if (command == "notices") return NoticesCommand(*client, args);
   if (command == "summary") return SummaryCommand(*client, args);
   if (command == "import") return ImportCommand(*client, args);
+  if (command == "snapshot") return SnapshotCommand(*client, args);
   if (command == "health") return HealthCommand(*client, args);
   Usage(absl::StrCat("unknown command \"", command, "\""));
 }

@@ -112,6 +112,7 @@ int NoticesCommand(Client& client, const std::vector<std::string>& args);
 int SummaryCommand(Client& client, const std::vector<std::string>& args);
 // Bulk import (consentctl_import.cc).
 int ImportCommand(Client& client, const std::vector<std::string>& args);
+int SnapshotCommand(Client& client, const std::vector<std::string>& args);
 
 }  // namespace consent::consentctl
 

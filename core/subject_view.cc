@@ -5,9 +5,11 @@
 #include <cstring>
 #include <string>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "core/proto_time.h"
+#include "google/protobuf/io/coded_stream.h"
 
 namespace consent {
 namespace {
@@ -396,6 +398,69 @@ void* SubjectViewArena::Allocate(size_t size) {
   next_ += size;
   left_ -= size;
   return p;
+}
+
+std::string DecisionView(const v1::Subject& subject) {
+  v1::Subject view;
+  if (subject.has_attributes()) *view.mutable_attributes() = subject.attributes();
+  for (const v1::Preference& preference : subject.preferences()) {
+    v1::Preference* p = view.add_preferences();
+    p->set_purpose(preference.purpose());
+    p->set_state(preference.state());
+    if (preference.has_effective_time()) *p->mutable_effective_time() = preference.effective_time();
+    if (preference.has_expire_time()) *p->mutable_expire_time() = preference.expire_time();
+    p->set_revision(preference.revision());
+  }
+  view.set_exclusion_count(subject.exclusion_count());
+  view.set_revision(subject.revision());
+  // Of the notices, decisions read each covered purpose's earliest delivery
+  // (FirstNotice): kept as (purpose number, Unix seconds) pairs, the
+  // seconds rounded up so a notice never counts early.
+  // A subject has few notices and purposes: a list searched in order.
+  absl::InlinedVector<std::pair<absl::string_view, int64_t>, 2> first;
+  for (const v1::NoticeDelivery& notice : subject.notices()) {
+    // Without its time a notice never counts (as the decoder reads the
+    // record); the write path always sets it.
+    if (!notice.has_delivery_time()) continue;
+    const int64_t seconds =
+        notice.delivery_time().seconds() + (notice.delivery_time().nanos() > 0 ? 1 : 0);
+    for (const std::string& purpose : notice.purposes()) {
+      auto it = std::find_if(first.begin(), first.end(),
+                             [&purpose](const auto& entry) { return entry.first == purpose; });
+      if (it == first.end()) {
+        first.emplace_back(purpose, seconds);
+      } else {
+        it->second = std::min(it->second, seconds);
+      }
+    }
+  }
+  std::string packed;
+  for (const auto& [purpose, seconds] : first) {
+    const uint32_t number = seconds >= 0 ? PurposeNumber(purpose) : kNoPurposeNumber;
+    if (number == kNoPurposeNumber) {
+      // Out of numbers (or before 1970): the name, as the record has it.
+      v1::NoticeDelivery* notice = view.add_notices();
+      notice->add_purposes(std::string(purpose));
+      notice->mutable_delivery_time()->set_seconds(seconds);
+      continue;
+    }
+    uint8_t buffer[2 * 10];  // two varints of at most 10 bytes
+    uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(number, buffer);
+    end = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(
+        static_cast<uint64_t>(seconds), end);
+    packed.append(reinterpret_cast<const char*>(buffer), end - buffer);
+  }
+  std::string bytes = view.SerializeAsString();
+  if (!packed.empty()) {
+    uint8_t buffer[2 * 10];  // two varints of at most 10 bytes
+    uint8_t* end = google::protobuf::io::CodedOutputStream::WriteTagToArray(
+        (kCompactNoticesField << 3) | kLengthDelimited, buffer);
+    end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
+        static_cast<uint32_t>(packed.size()), end);
+    bytes.append(reinterpret_cast<const char*>(buffer), end - buffer);
+    bytes += packed;
+  }
+  return bytes;
 }
 
 }  // namespace consent

@@ -85,6 +85,14 @@ uint32_t PurposeNumber(absl::string_view purpose);
 // Lock free. The name lives as long as the process.
 std::optional<absl::string_view> PurposeName(uint32_t number);
 
+// The part of a subject record that decisions read (the subject index's
+// entries, a snapshot's records): attributes, preferences without their
+// source and update time, each covered purpose's earliest notice delivery
+// in whole seconds rounded up (kCompactNoticesField), the exclusion count
+// and the revision. Serialized as a Subject; SubjectViewArena::Decode
+// reads it. Uses PurposeNumber: the bytes are for this process only.
+std::string DecisionView(const v1::Subject& subject);
+
 // Owns views and everything they point to (strings, preferences), in a few
 // blocks: a batch's views cost no allocation each. Views live as long as
 // their arena. Not thread safe.

@@ -96,6 +96,17 @@ void ValidateOptionalId(absl::string_view id, const std::string& field, Violatio
 void ValidatePurpose(absl::string_view purpose, const std::string& field,
                      const CompiledPolicy& policy, Violations* violations);
 
+// Validates one check: the request's own fields (index -1) or those of
+// items[index] (field names "items[i].user_id"). Field names are built
+// only for violations. Shared by the server's checks and consent_offline.
+void ValidateCheckItem(const std::string& user_id, bool has_content, const v1::Content& content,
+                       int index, Violations* v);
+
+// The content's create_time against the evaluation time `at`: more than
+// kMaxClockSkew later is a violation of `field()`.create_time.
+void ValidateCreateTime(const v1::Content& content, absl::Time at,
+                        absl::FunctionRef<std::string()> field, Violations* v);
+
 }  // namespace consent
 
 #endif  // CONSENT_CORE_VALIDATION_H_

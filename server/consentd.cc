@@ -76,6 +76,14 @@ ABSL_FLAG(std::string, backup_dir, "",
 ABSL_FLAG(int, backup_keep, 0,
           "After each CreateBackup, remove all but the newest N backups under --backup_dir "
           "(directories holding a RocksDB database; nothing else there is touched). 0 keeps all.");
+ABSL_FLAG(
+    std::string, snapshot_signing_key_file, "",
+    "PEM file of the Ed25519 private key ExportSnapshot signs snapshots with (openssl genpkey "
+    "-algorithm ed25519). Empty: ExportSnapshot is refused.");
+ABSL_FLAG(
+    std::string, pseudonymize_key_file, "",
+    "File of the key (at least 16 bytes) whose HMAC-SHA256 replaces user ids in pseudonymized "
+    "snapshots and change feeds. Empty: those are refused.");
 ABSL_FLAG(int, max_streams, 64,
           "StreamCheck and WatchChanges streams open at once; more get RESOURCE_EXHAUSTED. "
           "1 to 10000.");
@@ -170,6 +178,8 @@ int main(int argc, char** argv) {
     consent::LogError("--backup_keep must not be negative");
     return 1;
   }
+  options.snapshot_signing_key_file = absl::GetFlag(FLAGS_snapshot_signing_key_file);
+  options.pseudonymize_key_file = absl::GetFlag(FLAGS_pseudonymize_key_file);
   options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   options.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
   options.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
@@ -240,6 +250,11 @@ int main(int argc, char** argv) {
        {"max_receive_message_bytes", absl::StrCat(options.max_receive_message_bytes)},
        {"backup_dir", options.backup_dir.empty() ? "(disabled)" : options.backup_dir},
        {"backup_keep", options.backup_keep == 0 ? "(all)" : absl::StrCat(options.backup_keep)},
+       {"snapshot_signing_key_file", options.snapshot_signing_key_file.empty()
+                                         ? "(snapshots disabled)"
+                                         : options.snapshot_signing_key_file},
+       {"pseudonymize_key_file",
+        options.pseudonymize_key_file.empty() ? "(none)" : options.pseudonymize_key_file},
        {"max_streams", absl::StrCat(options.max_streams)},
        {"max_queued_reads", absl::StrCat(options.max_queued_reads)},
        {"max_queued_writes", absl::StrCat(options.max_queued_writes)},

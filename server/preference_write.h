@@ -9,10 +9,10 @@
 #include <string>
 
 #include "consent/v1/types.pb.h"
+#include "core/history.h"
 #include "core/policy.h"
 #include "core/proto_time.h"
 #include "core/validation.h"
-#include "server/history.h"
 #include "storage/consent_store.h"
 
 namespace consent {

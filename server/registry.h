@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -28,6 +29,7 @@
 #include "server/registry_import.h"
 #include "server/registry_writes.h"
 #include "server/revision_notifier.h"
+#include "server/snapshot_export.h"
 #include "server/subject_summary.h"
 #include "storage/consent_store.h"
 
@@ -51,7 +53,8 @@ class Registry {
         writes_(store, policies, clock, &notifier_),
         checks_(store, policies, clock),
         history_(store, policies, clock, &notifier_),
-        imports_(store, policies, clock, &notifier_) {}
+        imports_(store, policies, clock, &notifier_),
+        exporter_(store, policies, clock) {}
 
   // WatchChanges sends a checkpoint after this long without an event. Set
   // before serving.
@@ -64,6 +67,13 @@ class Registry {
   void set_backup_dir(std::string directory, int keep = 0) {
     backup_dir_ = std::move(directory);
     backup_keep_ = keep;
+  }
+
+  // The key ExportSnapshot signs with (none: it is refused) and the key
+  // of pseudonymized exports and feeds (empty: none). Set before serving.
+  void set_snapshot_keys(std::optional<snapshot::SigningKey> signing, std::string pseudonym_key) {
+    history_.set_pseudonym_key(pseudonym_key);
+    exporter_.set_keys(std::move(signing), std::move(pseudonym_key));
   }
 
   // Loads every policy version kept in the store (for as_of), then
@@ -167,6 +177,13 @@ class Registry {
   absl::Status CreateBackup(const v1::CreateBackupRequest& request,
                             v1::CreateBackupResponse* response);
 
+  // A signed snapshot of every subject, streamed (snapshot_export.h).
+  absl::Status ExportSnapshot(const v1::ExportSnapshotRequest& request,
+                              const std::function<bool(const v1::ExportSnapshotResponse&)>& send,
+                              const std::function<bool()>& stopped) const {
+    return exporter_.Export(request, send, stopped);
+  }
+
  private:
   storage::ConsentStore* const store_;
   PolicyHolder* const policies_;
@@ -178,6 +195,7 @@ class Registry {
   RegistryChecks checks_;
   RegistryHistory history_;
   RegistryImport imports_;
+  SnapshotExporter exporter_;
   std::string backup_dir_;
   int backup_keep_ = 0;
 };

@@ -83,40 +83,6 @@ absl::Status CheckPurposeDefined(absl::string_view purpose, const CompiledPolicy
                                             policy.version()));
 }
 
-// Validates one check: the request's own fields (index -1) or those of
-// items[index]. Field names are built only for violations: a batch of
-// 10,000 valid items builds none.
-void ValidateCheckItem(const std::string& user_id, bool has_content, const v1::Content& content,
-                       int index, Violations* v) {
-  auto field = [index](absl::string_view name) {
-    return index < 0 ? std::string(name) : absl::StrCat("items[", index, "].", name);
-  };
-  if (std::string p = IdProblem(user_id); !p.empty()) v->Add(field("user_id"), p);
-  if (!has_content) {
-    v->Add(field("content"), "is required");
-  } else {
-    ValidateContent(
-        content, [&] { return field("content"); }, v);
-  }
-}
-
-// The content's create_time against the evaluation time `at` (now, or
-// as_of). A create_time later than it would make a minor of today old
-// enough (rule 7); up to kMaxClockSkew later is taken as clock skew, and
-// the decision then takes the evaluation time. `field` names the content,
-// built only for a violation.
-void ValidateCreateTime(const v1::Content& content, absl::Time at,
-                        absl::FunctionRef<std::string()> field, Violations* v) {
-  if (!content.has_create_time()) return;
-  const absl::Time created = FromProto(content.create_time());
-  if (created > at + kMaxClockSkew) {
-    v->Add(absl::StrCat(field(), ".create_time"),
-           absl::StrCat("is ", absl::FormatTime(created, absl::UTCTimeZone()),
-                        ", more than 5 minutes after the evaluation time ",
-                        absl::FormatTime(at, absl::UTCTimeZone())));
-  }
-}
-
 void Fill(const Verdict& verdict, const CompiledPolicy& policy, int64_t revision,
           v1::Decision* decision) {
   decision->set_allowed(IsAllowed(verdict.reason));

@@ -16,8 +16,8 @@
 #include "consent/v1/registry.pb.h"
 #include "core/clock.h"
 #include "core/decision_engine.h"
+#include "core/history.h"
 #include "core/policy.h"
-#include "server/history.h"
 #include "storage/consent_store.h"
 
 namespace consent {

@@ -10,9 +10,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "core/decision_engine.h"
+#include "core/history.h"
 #include "core/proto_time.h"
+#include "core/snapshot_signing.h"
 #include "core/validation.h"
-#include "server/history.h"
 
 namespace consent {
 namespace {
@@ -104,6 +105,21 @@ absl::Status RegistryHistory::VerifyAuditLog(const v1::VerifyAuditLogRequest& re
   return absl::OkStatus();
 }
 
+namespace {
+
+// A pseudonymized feed's event: the user's pseudonym, and nothing about
+// who made the change or how it chains.
+void Pseudonymize(const std::string& key, v1::ChangeEvent* event) {
+  event->set_user_id(snapshot::Pseudonym(key, event->user_id()));
+  event->clear_caller();
+  event->clear_request_id();
+  event->clear_source();
+  event->clear_previous_hash();
+  event->clear_hash();
+}
+
+}  // namespace
+
 absl::Status RegistryHistory::WatchChanges(
     const v1::WatchChangesRequest& request,
     const std::function<bool(const v1::WatchChangesResponse&)>& send,
@@ -114,6 +130,10 @@ absl::Status RegistryHistory::WatchChanges(
     ValidatePurpose(request.purpose(), "purpose", *policies_->Get(), &v);
   }
   if (!v.empty()) return v.ToStatus();
+  if (request.pseudonymize() && pseudonym_key_.empty()) {
+    return absl::FailedPreconditionError(
+        "pseudonymize: consentd runs without --pseudonymize_key_file");
+  }
   auto oldest = store_->OldestRevision();
   if (!oldest.ok()) return oldest.status();
   int64_t next = std::max<int64_t>(request.start_revision(), 1);
@@ -130,18 +150,28 @@ absl::Status RegistryHistory::WatchChanges(
   constexpr size_t kReadBatch = 256;
   absl::Time last_sent = absl::Now();
   v1::WatchChangesResponse message;
+  // With checkpoint_when_current: the revision of the last such checkpoint.
+  int64_t announced = -1;
   while (!stopped()) {
+    // Every write acknowledged up to `visible` is readable now, so a short
+    // read below has delivered everything up to it.
+    const int64_t visible = store_->CurrentRevision();
     auto events = store_->ReadEvents(next, kReadBatch);
     if (!events.ok()) return events.status();
     for (v1::ChangeEvent& event : *events) {
       next = event.revision() + 1;
       if (!AffectsPurpose(event, request.purpose())) continue;
+      if (request.pseudonymize()) Pseudonymize(pseudonym_key_, &event);
       *message.mutable_event() = std::move(event);
       if (!send(message)) return absl::CancelledError("the watcher went away");
       last_sent = absl::Now();
     }
-    // Idle (or only filtered events): a checkpoint says how far we are.
-    if (absl::Now() - last_sent >= checkpoint_interval_) {
+    const bool caught_up = events->size() < kReadBatch && next - 1 >= visible;
+    // Idle (or only filtered events), or caught up when asked to say so: a
+    // checkpoint says how far we are.
+    if (absl::Now() - last_sent >= checkpoint_interval_ ||
+        (request.checkpoint_when_current() && caught_up && announced != next - 1)) {
+      announced = next - 1;
       v1::Checkpoint* checkpoint = message.mutable_checkpoint();
       checkpoint->set_revision(next - 1);
       *checkpoint->mutable_time() = ToProto(clock_->Now());

@@ -33,6 +33,9 @@ class RegistryHistory {
 
   // WatchChanges sends a checkpoint after this long without an event.
   void set_checkpoint_interval(absl::Duration interval) { checkpoint_interval_ = interval; }
+  // The key of pseudonymized feeds (request.pseudonymize); empty: none, and
+  // such a request is kFailedPrecondition. Set before serving.
+  void set_pseudonym_key(std::string key) { pseudonym_key_ = std::move(key); }
 
   absl::Status ListHistory(const v1::ListHistoryRequest& request,
                            v1::ListHistoryResponse* response) const;
@@ -42,7 +45,11 @@ class RegistryHistory {
   // consumer only slows its own stream; when idle, waits for commits and
   // sends a checkpoint every checkpoint interval. Returns when `stopped`
   // says so or the notifier is closed (kUnavailable, naming the revision
-  // to resume from), or the client went away (kCancelled).
+  // to resume from), or the client went away (kCancelled). With
+  // request.checkpoint_when_current, also a checkpoint each time it has
+  // sent every event up to the revision current when it read them; with
+  // request.pseudonymize, events name users by pseudonym and carry no
+  // caller, request id, source or hashes.
   absl::Status WatchChanges(const v1::WatchChangesRequest& request,
                             const std::function<bool(const v1::WatchChangesResponse&)>& send,
                             const std::function<bool()>& stopped) const;
@@ -56,6 +63,7 @@ class RegistryHistory {
   const Clock* const clock_;
   RevisionNotifier* const notifier_;
   absl::Duration checkpoint_interval_ = absl::Seconds(5);
+  std::string pseudonym_key_;
 };
 
 }  // namespace consent

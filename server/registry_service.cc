@@ -579,6 +579,30 @@ grpc::Status AdminService::CreateBackup(grpc::ServerContext* context,
   });
 }
 
+grpc::Status AdminService::ExportSnapshot(grpc::ServerContext* context,
+                                          const v1::ExportSnapshotRequest* request,
+                                          grpc::ServerWriter<v1::ExportSnapshotResponse>* writer) {
+  return calls_->Serve(*context, Rpc::kExportSnapshot, "", [&](const Authorized&) {
+    int64_t revision = 0, subjects = 0, bytes = 0;
+    absl::Status status = registry_->ExportSnapshot(
+        *request,
+        [&](const v1::ExportSnapshotResponse& message) {
+          revision = message.revision();
+          subjects = message.subjects();
+          bytes = message.size_bytes();
+          return writer->Write(message);
+        },
+        [this, context] { return context->IsCancelled() || calls_->gate()->draining(); });
+    if (status.ok()) {
+      LogInfo("snapshot exported", {{"revision", absl::StrCat(revision)},
+                                    {"subjects", absl::StrCat(subjects)},
+                                    {"bytes", absl::StrCat(bytes)},
+                                    {"pseudonymized", request->pseudonymize() ? "true" : "false"}});
+    }
+    return ToGrpcStatus(status);
+  });
+}
+
 grpc::Status AdminService::VerifyAuditLog(grpc::ServerContext* context,
                                           const v1::VerifyAuditLogRequest* request,
                                           v1::VerifyAuditLogResponse* response) {

@@ -385,6 +385,9 @@ class AdminService final : public v1::ConsentAdmin::Service {
                               v1::VerifyAuditLogResponse* response) override;
   grpc::Status ReloadAuth(grpc::ServerContext* context, const v1::ReloadAuthRequest* request,
                           v1::ReloadAuthResponse* response) override;
+  grpc::Status ExportSnapshot(grpc::ServerContext* context,
+                              const v1::ExportSnapshotRequest* request,
+                              grpc::ServerWriter<v1::ExportSnapshotResponse>* writer) override;
 
   // The auth file ReloadAuth reloads; null (the default) without one. Set
   // before serving.

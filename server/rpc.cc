@@ -33,6 +33,7 @@ constexpr RpcInfo kRpcs[] = {
     {kRegistryService, "BatchRecordNotices", "unary", true, kWriter},
     {kRegistryService, "GetSubjectSummary", "unary", false, kWriter | kAuditor},
     {kRegistryService, "ImportSubjects", "client_stream", true, kWriter},
+    {kAdminService, "ExportSnapshot", "server_stream", false, kAdmin},
 };
 static_assert(sizeof(kRpcs) / sizeof(kRpcs[0]) == static_cast<size_t>(kRpcCount));
 

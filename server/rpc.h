@@ -29,6 +29,7 @@ enum class Rpc {
   kBatchRecordNotices,
   kGetSubjectSummary,
   kImportSubjects,
+  kExportSnapshot,
   kCount,
 };
 constexpr int kRpcCount = static_cast<int>(Rpc::kCount);

@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "core/policy.h"
+#include "core/snapshot_signing.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/collectable.h"
@@ -391,6 +392,27 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
           absl::StrCat("--backup_dir ", options.backup_dir, ": ", s.message()));
     }
     server->registry_->set_backup_dir(options.backup_dir, options.backup_keep);
+  }
+  {
+    std::optional<snapshot::SigningKey> signing;
+    if (!options.snapshot_signing_key_file.empty()) {
+      auto key = snapshot::SigningKey::FromPemFile(options.snapshot_signing_key_file);
+      if (!key.ok()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("--snapshot_signing_key_file: ", key.status().message()));
+      }
+      signing = *std::move(key);
+    }
+    std::string pseudonym_key;
+    if (!options.pseudonymize_key_file.empty()) {
+      auto key = snapshot::ReadPseudonymKeyFile(options.pseudonymize_key_file);
+      if (!key.ok()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("--pseudonymize_key_file: ", key.status().message()));
+      }
+      pseudonym_key = *std::move(key);
+    }
+    server->registry_->set_snapshot_keys(std::move(signing), std::move(pseudonym_key));
   }
   server->StartMaintenance(clock);
   server->reloader_ = std::make_unique<PolicyReloader>(options.policy_path, server->registry_.get(),

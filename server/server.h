@@ -82,6 +82,12 @@ struct ServerOptions {
   // After each backup, only the newest backup_keep backups under
   // backup_dir are kept (0 keeps all).
   int backup_keep = 0;
+  // PEM file of the Ed25519 private key ExportSnapshot signs with; empty:
+  // ExportSnapshot is refused. Read at start.
+  std::string snapshot_signing_key_file;
+  // File of the key (at least 16 bytes, raw) of pseudonymized snapshots
+  // and change feeds; empty: they are refused. Read at start.
+  std::string pseudonymize_key_file;
   // Largest request message accepted, in bytes; larger ones get
   // RESOURCE_EXHAUSTED from gRPC before any of it is parsed.
   int max_receive_message_bytes = 8 << 20;

@@ -4,10 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/decision_engine.h"
+#include "core/history.h"
 #include "core/proto_time.h"
 #include "core/subject_view.h"
 #include "core/validation.h"
-#include "server/history.h"
 
 namespace consent {
 namespace {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -391,6 +392,20 @@ class ConsentStore {
   // kAlreadyExists if `directory` exists, kFailedPrecondition if its parent
   // does not or the store is closed.
   virtual absl::StatusOr<int64_t> Checkpoint(const std::string& directory) = 0;
+
+  // Reads every subject's record and exclusions as of one revision, from a
+  // consistent view of the database taken while commits wait (briefly);
+  // commits go on during the scan, which does not see them. Calls
+  // `at_revision` once the view is taken, with its revision, then `visit`
+  // for each subject in user-id order, with its exclusions as (content_id,
+  // purpose) pairs. Stops at the first error `visit` returns and returns
+  // it. Close waits for a scan to end: `visit` should fail when the caller
+  // is going away. kDataLoss when a record does not parse.
+  using ExclusionPairs = std::vector<std::pair<std::string, std::string>>;
+  virtual absl::Status ScanSubjects(
+      const std::function<void(int64_t revision)>& at_revision,
+      const std::function<absl::Status(const v1::Subject& subject,
+                                       const ExclusionPairs& exclusions)>& visit) = 0;
 
   // Flushes and closes; later calls fail with kFailedPrecondition.
   // Also done by the destructor.

@@ -8,6 +8,7 @@
 #include <system_error>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
@@ -236,6 +237,62 @@ absl::StatusOr<std::vector<std::string>> PruneBackups(const std::string& backup_
     removed.push_back(old.path);
   }
   return removed;
+}
+
+absl::Status RocksDbStore::ScanSubjects(
+    const std::function<void(int64_t revision)>& at_revision,
+    const std::function<absl::Status(const v1::Subject& subject, const ExclusionPairs& exclusions)>&
+        visit) {
+  // No group is being written or prepared while the view is taken, so it
+  // holds exactly the writes up to `revision`; then commits go on. open_mu_
+  // is held shared for the whole scan, as the subject index's load does.
+  absl::ReleasableMutexLock write_lock(&write_mu_);
+  AwaitNoWrite();
+  absl::ReaderMutexLock open_lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
+  const int64_t revision = revision_.load(std::memory_order_acquire);
+  write_lock.Release();
+  auto release = absl::MakeCleanup([&] { db_->ReleaseSnapshot(snapshot); });
+  at_revision(revision);
+  rocksdb::ReadOptions read;
+  read.snapshot = snapshot;
+  read.fill_cache = false;  // one pass over everything: keep the cache for checks
+  read.readahead_size = 2 << 20;
+  std::unique_ptr<rocksdb::Iterator> subjects_it(db_->NewIterator(read, subjects()));
+  std::unique_ptr<rocksdb::Iterator> exclusions_it(db_->NewIterator(read, exclusions()));
+  exclusions_it->SeekToFirst();
+  v1::Subject subject;
+  ExclusionPairs exclusions;
+  for (subjects_it->SeekToFirst(); subjects_it->Valid(); subjects_it->Next()) {
+    const rocksdb::Slice value = subjects_it->value();
+    if (!subject.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+      return absl::DataLossError("a subject record does not parse");
+    }
+    // Exclusion keys start with the user id and a 0 byte, which sorts below
+    // every id byte: both iterators go in user-id order, so the subject's
+    // exclusions are next (exclusions of users without a record, which no
+    // decision reads, are passed over).
+    exclusions.clear();
+    const std::string prefix = ExclusionPrefix(subject.user_id(), "");
+    const absl::string_view user_prefix(prefix.data(), subject.user_id().size() + 1);
+    for (; exclusions_it->Valid(); exclusions_it->Next()) {
+      const absl::string_view key(exclusions_it->key().data(), exclusions_it->key().size());
+      if (key.substr(0, user_prefix.size()) != user_prefix) {
+        if (key > user_prefix) break;
+        continue;
+      }
+      const absl::string_view rest = key.substr(user_prefix.size());
+      const size_t zero = rest.find('\0');
+      if (zero == absl::string_view::npos)
+        return absl::DataLossError("an exclusion key is damaged");
+      exclusions.emplace_back(std::string(rest.substr(0, zero)),
+                              std::string(rest.substr(zero + 1)));
+    }
+    if (absl::Status s = visit(subject, exclusions); !s.ok()) return s;
+  }
+  if (absl::Status s = FromRocks(subjects_it->status(), "scanning subjects"); !s.ok()) return s;
+  return FromRocks(exclusions_it->status(), "scanning exclusions");
 }
 
 }  // namespace consent::storage

@@ -108,6 +108,10 @@ class RocksDbStore final : public ConsentStore, private CommitPipeline::Stages {
       const std::vector<std::string>& purposes) override;
   absl::StatusOr<StoreStats> Stats() override;
   absl::StatusOr<int64_t> Checkpoint(const std::string& directory) override;
+  absl::Status ScanSubjects(
+      const std::function<void(int64_t revision)>& at_revision,
+      const std::function<absl::Status(const v1::Subject& subject,
+                                       const ExclusionPairs& exclusions)>& visit) override;
   absl::Status Close() override;
 
   // Column family handles, in the order of ColumnFamilies().

@@ -24,11 +24,6 @@
 
 namespace consent::storage {
 
-// The part of a subject record that decisions read (ConsentStore::
-// GetSubjects): attributes, preferences without their source and update
-// time, the exclusion count and the revision. Serialized as a Subject.
-std::string DecisionView(const v1::Subject& subject);
-
 // The decision view of every subject, in memory (StoreOptions::
 // subject_index). Each entry is one allocation holding the user id and the
 // view; the tables hold the user id's hash and a pointer to it, so a batch

@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "consent/v1/types.pb.h"
-#include "server/history.h"
+#include "core/history.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Several events: each a length byte and that many bytes.

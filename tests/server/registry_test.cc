@@ -197,6 +197,11 @@ class FakeStore final : public storage::ConsentStore {
   absl::StatusOr<int64_t> Checkpoint(const std::string&) override {
     return absl::UnimplementedError("not in the fake");
   }
+  absl::Status ScanSubjects(
+      const std::function<void(int64_t)>&,
+      const std::function<absl::Status(const v1::Subject&, const ExclusionPairs&)>&) override {
+    return absl::UnimplementedError("not in the fake");
+  }
   absl::Status Close() override { return absl::OkStatus(); }
 
  private:

@@ -1,4 +1,4 @@
-#include "server/history.h"
+#include "core/history.h"
 
 #include <algorithm>
 

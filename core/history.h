@@ -1,8 +1,8 @@
 // A subject's state rebuilt from its change events, for point-in-time
 // (as_of) answers. Events carry their full "after" values, so folding them
 // in revision order reproduces what the write path stored.
-#ifndef CONSENT_SERVER_HISTORY_H_
-#define CONSENT_SERVER_HISTORY_H_
+#ifndef CONSENT_CORE_HISTORY_H_
+#define CONSENT_CORE_HISTORY_H_
 
 #include <string>
 #include <utility>
@@ -43,4 +43,4 @@ const v1::NoticeDelivery& PutNotice(v1::Subject* subject, const v1::NoticeDelive
 
 }  // namespace consent
 
-#endif  // CONSENT_SERVER_HISTORY_H_
+#endif  // CONSENT_CORE_HISTORY_H_
