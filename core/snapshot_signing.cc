@@ -14,23 +14,28 @@ namespace {
 using PkeyPtr = std::unique_ptr<EVP_PKEY, void (*)(EVP_PKEY*)>;
 using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)>;
 
-// The PEM key in `path`: a private key when `is_private`, else a public
-// one; Ed25519 only.
-absl::StatusOr<PkeyPtr> ReadPemKey(const std::string& path, bool is_private) {
-  absl::StatusOr<std::string> text = ReadTextFile(path, is_private ? "signing key" : "public key");
-  if (!text.ok()) return text.status();
-  std::unique_ptr<BIO, int (*)(BIO*)> bio(
-      BIO_new_mem_buf(text->data(), static_cast<int>(text->size())), &BIO_free);
+// The PEM key in `pem` (from `source`, for errors): a private key when
+// `is_private`, else a public one; Ed25519 only.
+absl::StatusOr<PkeyPtr> ParsePemKey(absl::string_view pem, absl::string_view source,
+                                    bool is_private) {
+  std::unique_ptr<BIO, int (*)(BIO*)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
+                                          &BIO_free);
   PkeyPtr key(is_private ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr)
                          : PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr),
               &EVP_PKEY_free);
   if (key == nullptr || EVP_PKEY_get_id(key.get()) != EVP_PKEY_ED25519) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, " holds no Ed25519 ", is_private ? "private key" : "public key",
-                     " in PEM format (make one with: openssl genpkey -algorithm ed25519",
-                     is_private ? "" : "; then openssl pkey -in KEY -pubout", ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, " holds no Ed25519 ", is_private ? "private key" : "public key",
+        " in PEM format (make one with: openssl genpkey -algorithm ed25519",
+        is_private ? "" : "; then openssl pkey -in KEY -pubout", ")"));
   }
   return key;
+}
+
+absl::StatusOr<PkeyPtr> ReadPemKey(const std::string& path, bool is_private) {
+  absl::StatusOr<std::string> text = ReadTextFile(path, is_private ? "signing key" : "public key");
+  if (!text.ok()) return text.status();
+  return ParsePemKey(*text, path, is_private);
 }
 
 absl::StatusOr<std::string> RawPublicKey(EVP_PKEY* key) {
@@ -98,6 +103,12 @@ absl::StatusOr<std::string> SigningKey::Trailer(absl::string_view digest) const 
 
 absl::StatusOr<std::string> ReadPublicKeyFile(const std::string& path) {
   absl::StatusOr<PkeyPtr> pkey = ReadPemKey(path, /*is_private=*/false);
+  if (!pkey.ok()) return pkey.status();
+  return RawPublicKey(pkey->get());
+}
+
+absl::StatusOr<std::string> ParsePublicKeyPem(absl::string_view pem) {
+  absl::StatusOr<PkeyPtr> pkey = ParsePemKey(pem, "the text", /*is_private=*/false);
   if (!pkey.ok()) return pkey.status();
   return RawPublicKey(pkey->get());
 }

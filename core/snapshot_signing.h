@@ -63,6 +63,8 @@ class SigningKey {
 // returns it raw (32 bytes). kNotFound when `path` cannot be read;
 // kInvalidArgument when it holds no Ed25519 public key.
 absl::StatusOr<std::string> ReadPublicKeyFile(const std::string& path);
+// The same from the PEM text itself.
+absl::StatusOr<std::string> ParsePublicKeyPem(absl::string_view pem);
 
 // Checks a signed snapshot's trailer: `bytes` is the whole file. Returns
 // the snapshot's bytes (the file without its trailer) when the digest

@@ -14,11 +14,13 @@ build_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 # Tools the test suite uses: an independent Python gRPC client, the Python
-# package's build and test needs (a virtual environment, pip, pandas),
+# package's build and test needs (a virtual environment, pip, pandas, and
+# for its offline module numpy, Python's headers and pybind11),
 # Prometheus, clang-format, and the openssl command line (certificates made
 # at test time).
 test_pkgs=(python3-grpcio python3-protobuf python3-venv python3-pip python3-setuptools
-           python3-wheel python3-pandas curl clang-format prometheus openssl)
+           python3-wheel python3-pandas python3-numpy python3-dev pybind11-dev curl clang-format
+           prometheus openssl)
 runtime_pkgs=(
   libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-core1.0 libcivetweb1
   libabsl20220623 ca-certificates

@@ -214,11 +214,16 @@ absl::Status OfflineRegistry::Check(const v1::CheckRequest& request, absl::Time 
 
 absl::Status OfflineRegistry::CheckMany(absl::string_view purpose,
                                         absl::Span<const absl::string_view> user_ids,
+                                        absl::Span<const absl::string_view> content_ids,
                                         absl::Span<const v1::Content> contents, absl::Time at,
                                         OfflineDecision* out) const {
   if (contents.size() != 1 && contents.size() != user_ids.size()) {
     return absl::InvalidArgumentError(absl::StrCat("contents: ", contents.size(), " for ",
                                                    user_ids.size(), " user ids (1 or as many)"));
+  }
+  if (!content_ids.empty() && content_ids.size() != user_ids.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("content_ids: ", content_ids.size(), " for ", user_ids.size(), " user ids"));
   }
   thread_local std::vector<uint64_t> offsets;
   offsets.resize(user_ids.size());
@@ -236,8 +241,10 @@ absl::Status OfflineRegistry::CheckMany(absl::string_view purpose,
     const v1::Content& content = contents.size() == 1 ? contents[0] : contents[i];
     const SubjectView* record = nullptr;
     absl::Span<const std::string> excluded;
-    if (absl::Status s = Lookup(user_ids[i], offsets[i], content.content_id(), &scratch, &storage,
-                                &record, &excluded);
+    const absl::string_view content_id =
+        content_ids.empty() ? absl::string_view(content.content_id()) : content_ids[i];
+    if (absl::Status s =
+            Lookup(user_ids[i], offsets[i], content_id, &scratch, &storage, &record, &excluded);
         !s.ok()) {
       return s;
     }

@@ -67,10 +67,14 @@ class OfflineRegistry {
 
   // Decides `purpose` for user_ids[i] and contents[i] (or contents[0] for
   // every item when contents has one entry) at `at`, into `out` (one per
-  // user id). Items are not validated one by one, unlike BatchCheck: the
-  // caller's ids and contents are taken as they are (the Python module
-  // builds valid contents); an unknown purpose is kInvalidArgument.
+  // user id). The content ids exclusions are looked up by are
+  // content_ids[i] when content_ids is not empty (it then has one per
+  // item), else the contents'. Items are not validated one by one, unlike
+  // BatchCheck: the caller's ids and contents are taken as they are (the
+  // Python module builds valid contents); an unknown purpose, or sizes
+  // that do not match, are kInvalidArgument.
   absl::Status CheckMany(absl::string_view purpose, absl::Span<const absl::string_view> user_ids,
+                         absl::Span<const absl::string_view> content_ids,
                          absl::Span<const v1::Content> contents, absl::Time at,
                          OfflineDecision* out) const;
 

@@ -195,7 +195,7 @@ class OfflineTest : public ::testing::Test {
       if (!server.ok()) return compared;
       std::vector<absl::string_view> ids(offline_ids.begin(), offline_ids.end());
       std::vector<OfflineDecision> batch(ids.size());
-      EXPECT_TRUE(offline.CheckMany(purpose, ids, item_contents, at, batch.data()).ok());
+      EXPECT_TRUE(offline.CheckMany(purpose, ids, {}, item_contents, at, batch.data()).ok());
       for (int i = 0; i < request.items_size(); ++i) {
         const v1::Decision& expected = server->decisions(i);
         v1::CheckRequest one;

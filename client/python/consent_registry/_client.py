@@ -10,7 +10,7 @@ import uuid
 import grpc
 
 from . import _errors, _wire
-from ._proto.consent.v1 import admin_pb2_grpc, registry_pb2, registry_pb2_grpc, types_pb2
+from ._proto.consent.v1 import admin_pb2, admin_pb2_grpc, registry_pb2, registry_pb2_grpc, types_pb2
 
 _SERVICE = "/consent.v1.ConsentRegistry/"
 _REASONS = {number: name[len("DECISION_REASON_"):]
@@ -364,6 +364,41 @@ class Client:
             token = page.next_page_token
             if not token:
                 return events
+
+    def export_snapshot(self, path, *, pseudonymize=False, timeout=None):
+        """Writes a signed snapshot of the registry (ExportSnapshot, admin
+        role) to `path`: into path + ".tmp" (owner only), synced, then
+        renamed, so `path` is never a partial file. Returns (revision,
+        subjects, size in bytes). consent_registry.offline.Snapshot loads
+        it (docs/offline.md)."""
+        _, admin = self._stubs()
+        tmp = os.fspath(path) + ".tmp"
+        last = None
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                try:
+                    for message in admin.ExportSnapshot(
+                            admin_pb2.ExportSnapshotRequest(pseudonymize=pseudonymize),
+                            timeout=timeout):
+                        f.write(message.chunk)
+                        if message.last:
+                            last = message
+                except grpc.RpcError as e:
+                    raise _errors.from_rpc_error(e) from None
+                if last is None:
+                    raise _errors.ConsentError(
+                        "the stream ended before the snapshot's last message")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return last.revision, last.subjects, last.size_bytes
 
     def watch(self, start_revision=1, purpose="", *, checkpoint=None, checkpoints=False,
               max_backoff=5.0, give_up_after=None, idle_timeout=30.0):
