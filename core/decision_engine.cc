@@ -1,6 +1,7 @@
 #include "core/decision_engine.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -111,7 +112,13 @@ CivilDate UtcDate(absl::Time at) {
   }
   // H. Hinnant's civil_from_days: days since 1970-01-01 to a proleptic
   // Gregorian date, counted in 400-year eras that start on March 1st.
-  const int64_t days = (seconds >= 0 ? seconds : seconds - 86'399) / 86'400 + 719'468;
+  const int64_t day_number = (seconds >= 0 ? seconds : seconds - 86'399) / 86'400;
+  // The last day asked about on this thread, remembered: a batch's items
+  // share their evaluation time, and often their content's creation day.
+  thread_local int64_t last_day_number = std::numeric_limits<int64_t>::min();
+  thread_local CivilDate last_date{};
+  if (day_number == last_day_number) return last_date;
+  const int64_t days = day_number + 719'468;
   const int64_t era = (days >= 0 ? days : days - 146'096) / 146'097;
   const int64_t day_of_era = days - era * 146'097;  // [0, 146096]
   const int64_t year_of_era =
@@ -123,7 +130,9 @@ CivilDate UtcDate(absl::Time at) {
   const int day = static_cast<int>(day_of_year - (153 * month_from_march + 2) / 5 + 1);
   const int month =
       static_cast<int>(month_from_march < 10 ? month_from_march + 3 : month_from_march - 9);
-  return {year_of_era + era * 400 + (month <= 2 ? 1 : 0), month, day};
+  last_day_number = day_number;
+  last_date = {year_of_era + era * 400 + (month <= 2 ? 1 : 0), month, day};
+  return last_date;
 }
 
 int AgeInYears(const DateView& birth, absl::Time at) {

@@ -356,11 +356,21 @@ uint64_t SnapshotReader::Find(absl::string_view user_id, uint64_t hash) const {
   }
 }
 
-void SnapshotReader::FindMany(absl::Span<const absl::string_view> user_ids, uint64_t* out) const {
-  if (slots_ == nullptr) {
-    std::fill(out, out + user_ids.size(), 0);
-    return;
+void SnapshotReader::PrefetchRecord(uint64_t hash) const {
+  if (slots_ == nullptr) return;
+  // The first slot with the id's tag is almost always its record.
+  const uint64_t tag = hash >> kOffsetBits;
+  for (uint64_t j = hash & mask_;; j = (j + 1) & mask_) {
+    const uint64_t slot = absl::little_endian::ToHost64(slots_[j]);
+    if (slot == 0) return;
+    if ((slot >> kOffsetBits) == tag) {
+      __builtin_prefetch(bytes_.data() + (slot & kOffsetMask));
+      return;
+    }
   }
+}
+
+void SnapshotReader::FindMany(absl::Span<const absl::string_view> user_ids, uint64_t* out) const {
   // In groups: the group's slots are fetched together, then its records,
   // so their cache misses overlap instead of following one another.
   constexpr size_t kGroup = 16;
@@ -369,20 +379,9 @@ void SnapshotReader::FindMany(absl::Span<const absl::string_view> user_ids, uint
     const size_t n = std::min(kGroup, user_ids.size() - start);
     for (size_t i = 0; i < n; ++i) {
       hashes[i] = IdHash(user_ids[start + i]);
-      __builtin_prefetch(&slots_[hashes[i] & mask_]);
+      PrefetchSlot(hashes[i]);
     }
-    for (size_t i = 0; i < n; ++i) {
-      // The first slot with the id's tag is almost always its record.
-      const uint64_t tag = hashes[i] >> kOffsetBits;
-      for (uint64_t j = hashes[i] & mask_;; j = (j + 1) & mask_) {
-        const uint64_t slot = absl::little_endian::ToHost64(slots_[j]);
-        if (slot == 0) break;
-        if ((slot >> kOffsetBits) == tag) {
-          __builtin_prefetch(bytes_.data() + (slot & kOffsetMask));
-          break;
-        }
-      }
-    }
+    for (size_t i = 0; i < n; ++i) PrefetchRecord(hashes[i]);
     for (size_t i = 0; i < n; ++i) out[start + i] = Find(user_ids[start + i], hashes[i]);
   }
 }

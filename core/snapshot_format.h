@@ -122,6 +122,14 @@ class SnapshotReader {
   // Find for many ids at once, overlapping their memory reads: `out` gets
   // one offset each (0: none).
   void FindMany(absl::Span<const absl::string_view> user_ids, uint64_t* out) const;
+  // For callers that pipeline lookups themselves (consent_offline's
+  // batches): start loading the slot of `hash` into cache; then, once it
+  // is there, the record it most likely names. Neither changes anything a
+  // lookup returns.
+  void PrefetchSlot(uint64_t hash) const {
+    if (slots_ != nullptr) __builtin_prefetch(&slots_[hash & mask_]);
+  }
+  void PrefetchRecord(uint64_t hash) const;
 
   // Scratch space for Decode: the views it returns point into it (and
   // into the file) until its next use.

@@ -24,10 +24,10 @@ absl::StatusOr<PkeyPtr> ParsePemKey(absl::string_view pem, absl::string_view sou
                          : PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr),
               &EVP_PKEY_free);
   if (key == nullptr || EVP_PKEY_get_id(key.get()) != EVP_PKEY_ED25519) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, " holds no Ed25519 ", is_private ? "private key" : "public key",
-        " in PEM format (make one with: openssl genpkey -algorithm ed25519",
-        is_private ? "" : "; then openssl pkey -in KEY -pubout", ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, " holds no Ed25519 ", is_private ? "private key" : "public key",
+                     " in PEM format (make one with: openssl genpkey -algorithm ed25519",
+                     is_private ? "" : "; then openssl pkey -in KEY -pubout", ")"));
   }
   return key;
 }

@@ -10,7 +10,7 @@ set -euo pipefail
 build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  librocksdb-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev libssl-dev
+  librocksdb-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 # Tools the test suite uses: an independent Python gRPC client, the Python

@@ -2,7 +2,8 @@
 # Quick start, command 1: builds consentd and consentctl (installing what is
 # missing) and runs consentd on its embedded default: RocksDB under
 # ./consent-data (backups under ./consent-backups), the default policy,
-# loopback only. Extra arguments go to
+# loopback only, and snapshot keys made under ./consent-keys on first use
+# (an Ed25519 signing key and a pseudonymization key). Extra arguments go to
 # consentd (e.g. --listen=127.0.0.1:50052). Stop it with Ctrl-C.
 set -euo pipefail
 
@@ -10,6 +11,14 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/build.sh" consentd consentctl
 
 ctl="$root/build/client/consentctl"
+keys="$PWD/consent-keys"
+if [ ! -f "$keys/snapshot-signing.pem" ]; then
+  mkdir -p "$keys" && chmod 700 "$keys"
+  openssl genpkey -algorithm ed25519 -out "$keys/snapshot-signing.pem"
+  openssl pkey -in "$keys/snapshot-signing.pem" -pubout -out "$keys/snapshot-signing.pub"
+  head -c 32 /dev/urandom > "$keys/pseudonymize.key"
+  chmod 600 "$keys/snapshot-signing.pem" "$keys/pseudonymize.key"
+fi
 cat <<MSG
 
 consentd is starting on 127.0.0.1:50051; data lives in $PWD/consent-data
@@ -26,9 +35,13 @@ http://127.0.0.1:9464/healthz and /readyz. Try it from another terminal:
       -> DENIED   DENIED_CONTENT_TYPE (private messages never)
   $ctl clear alice ai_training
   $ctl subject get alice --json
+  $ctl snapshot export registry.snap     # signed, for decisions inside a job
+  $ctl snapshot verify registry.snap --public_key=$keys/snapshot-signing.pub
 
 Stop with Ctrl-C (drains in-flight calls, then closes the store).
 
 MSG
 exec "$root/build/server/consentd" --data_dir="$PWD/consent-data" \
-  --backup_dir="$PWD/consent-backups" --policy="$root/deploy/policy/default.textproto" "$@"
+  --backup_dir="$PWD/consent-backups" --policy="$root/deploy/policy/default.textproto" \
+  --snapshot_signing_key_file="$keys/snapshot-signing.pem" \
+  --pseudonymize_key_file="$keys/pseudonymize.key" "$@"

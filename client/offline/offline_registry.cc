@@ -225,9 +225,6 @@ absl::Status OfflineRegistry::CheckMany(absl::string_view purpose,
     return absl::InvalidArgumentError(
         absl::StrCat("content_ids: ", content_ids.size(), " for ", user_ids.size(), " user ids"));
   }
-  thread_local std::vector<uint64_t> offsets;
-  offsets.resize(user_ids.size());
-  reader_.FindMany(user_ids, offsets.data());
   absl::ReaderMutexLock lock(&mu_);
   const CompiledPolicy& policy = *policy_;
   if (!policy.HasPurpose(purpose)) {
@@ -237,14 +234,34 @@ absl::Status OfflineRegistry::CheckMany(absl::string_view purpose,
   RuleFinder rules(policy, purpose);
   snapshot::SnapshotReader::Scratch scratch;
   SubjectView storage;
-  for (size_t i = 0; i < user_ids.size(); ++i) {
+  // A software pipeline over the items, so that memory reads overlap:
+  // item i + kSlotAhead has its slot fetched, item i + kRecordAhead its
+  // record, while item i is looked up and decided.
+  constexpr size_t kSlotAhead = 32, kRecordAhead = 16, kRing = 64;
+  static_assert(kRing > kSlotAhead && kSlotAhead > kRecordAhead);
+  uint64_t hashes[kRing];
+  const size_t n = user_ids.size();
+  for (size_t i = 0; i < std::min(n, kSlotAhead); ++i) {
+    hashes[i % kRing] = snapshot::IdHash(user_ids[i]);
+    reader_.PrefetchSlot(hashes[i % kRing]);
+    if (i < kRecordAhead) reader_.PrefetchRecord(hashes[i % kRing]);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (const size_t ahead = i + kSlotAhead; ahead < n) {
+      hashes[ahead % kRing] = snapshot::IdHash(user_ids[ahead]);
+      reader_.PrefetchSlot(hashes[ahead % kRing]);
+    }
+    if (const size_t ahead = i + kRecordAhead; ahead < n) {
+      reader_.PrefetchRecord(hashes[ahead % kRing]);
+    }
     const v1::Content& content = contents.size() == 1 ? contents[0] : contents[i];
-    const SubjectView* record = nullptr;
-    absl::Span<const std::string> excluded;
     const absl::string_view content_id =
         content_ids.empty() ? absl::string_view(content.content_id()) : content_ids[i];
+    const uint64_t offset = reader_.Find(user_ids[i], hashes[i % kRing]);
+    const SubjectView* record = nullptr;
+    absl::Span<const std::string> excluded;
     if (absl::Status s =
-            Lookup(user_ids[i], offsets[i], content_id, &scratch, &storage, &record, &excluded);
+            Lookup(user_ids[i], offset, content_id, &scratch, &storage, &record, &excluded);
         !s.ok()) {
       return s;
     }
