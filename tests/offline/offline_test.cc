@@ -271,6 +271,40 @@ TEST_F(OfflineTest, AnswersAsTheServerBeforeAndAfterCatchingUp) {
   }
 }
 
+TEST_F(OfflineTest, PseudonymizedFeedNamesNoAccount) {
+  v1::SetPreferenceRequest objection;
+  objection.set_user_id("alice");
+  objection.set_purpose("ai_training");
+  objection.set_state(v1::PREFERENCE_STATE_OBJECTED);
+  objection.set_request_id("form-1");
+  objection.mutable_source()->set_channel("settings_page");
+  ASSERT_TRUE(client_->SetPreference(objection).ok());
+  v1::WatchChangesRequest request;
+  request.set_pseudonymize(true);
+  request.set_checkpoint_when_current(true);
+  std::vector<v1::WatchChangesResponse> messages;
+  ASSERT_TRUE(client_
+                  ->Watch(request,
+                          [&](const v1::WatchChangesResponse& m) {
+                            messages.push_back(m);
+                            return !m.has_checkpoint();
+                          })
+                  .ok());
+  ASSERT_EQ(messages.size(), 2u);
+  const v1::ChangeEvent& event = messages[0].event();
+  EXPECT_EQ(event.user_id(), snapshot::Pseudonym(kPseudonymKey, "alice"));
+  EXPECT_EQ(event.revision(), 1);
+  EXPECT_EQ(event.preference().purpose(), "ai_training");
+  EXPECT_TRUE(event.caller().empty());
+  EXPECT_TRUE(event.request_id().empty());
+  EXPECT_FALSE(event.has_source());
+  EXPECT_TRUE(event.hash().empty());
+  EXPECT_TRUE(event.previous_hash().empty());
+  // The checkpoint comes as soon as the feed is current, not after the
+  // idle interval.
+  EXPECT_EQ(messages[1].checkpoint().revision(), 1);
+}
+
 TEST_F(OfflineTest, RefusesWhatItCannotVouchFor) {
   ASSERT_TRUE(client_->UpdateSubject(testing::UkAdult("alice")).ok());
   const std::string path = Export("s.snap", false);
