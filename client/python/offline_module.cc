@@ -125,7 +125,9 @@ class PySnapshot {
   int64_t subjects() const { return registry_->info().subjects; }
   int64_t exclusions() const { return registry_->info().exclusions; }
   bool pseudonymized() const { return registry_->info().pseudonymized; }
-  double create_time() const { return absl::ToDoubleSeconds(registry_->info().create_time - absl::UnixEpoch()); }
+  double create_time() const {
+    return absl::ToDoubleSeconds(registry_->info().create_time - absl::UnixEpoch());
+  }
   std::string policy_version() const { return registry_->policy()->version(); }
   std::string policy_text() const { return registry_->policy()->text(); }
   size_t changed_subjects() const { return registry_->changed_subjects(); }
