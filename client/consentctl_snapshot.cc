@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -31,7 +32,8 @@ absl::Status Errno(const std::string& what) {
 }
 
 // Writes the snapshot to PATH.tmp (owner only: it holds personal data),
-// syncs it and renames it to PATH, so PATH is never a partial file.
+// syncs it, renames it to PATH and syncs the directory, so PATH is never a
+// partial file.
 int Export(Client& client, const std::string& path) {
   const std::string tmp = path + ".tmp";
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -72,6 +74,15 @@ int Export(Client& client, const std::string& path) {
   if (status.ok()) status = io;
   if (status.ok() && rename(tmp.c_str(), path.c_str()) != 0) {
     status = Errno(absl::StrCat("renaming ", tmp, " to ", path));
+  }
+  if (status.ok()) {
+    // The rename itself, synced: after a crash PATH is the whole file or
+    // absent.
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    const int dir_fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_CLOEXEC);
+    if (dir_fd < 0 || fsync(dir_fd) != 0)
+      status = Errno(absl::StrCat("syncing the directory of ", path));
+    if (dir_fd >= 0) close(dir_fd);
   }
   if (!status.ok()) {
     unlink(tmp.c_str());

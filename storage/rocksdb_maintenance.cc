@@ -253,7 +253,8 @@ absl::Status RocksDbStore::ScanSubjects(
   const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
   const int64_t revision = revision_.load(std::memory_order_acquire);
   write_lock.Release();
-  auto release = absl::MakeCleanup([&] { db_->ReleaseSnapshot(snapshot); });
+  rocksdb::DB* const db = db_.get();  // open_mu_ is held until the scan ends
+  auto release = absl::MakeCleanup([db, snapshot] { db->ReleaseSnapshot(snapshot); });
   at_revision(revision);
   rocksdb::ReadOptions read;
   read.snapshot = snapshot;

@@ -1,6 +1,7 @@
 // consentctl, the binary, against a real consentd: output, order and exit
 // codes as a script would see them.
 #include <algorithm>
+#include <filesystem>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -303,6 +304,75 @@ TEST_F(ConsentctlTest, ImportCsvAndJsonLinesResumes) {
   EXPECT_THAT(json.err, HasSubstr("rejected: line 2: unknown field \"extra\" (user_id, "
                                   "jurisdiction, birth_date, preferences)"));
   EXPECT_THAT(reason("gina"), HasSubstr("DENIED_OBJECTION"));
+}
+
+TEST_F(ConsentctlTest, SnapshotExportAndVerify) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"/usr/bin/openssl", "genpkey", "-algorithm", "ed25519", "-out", dir_.Sub("sign.pem")},
+           {"/usr/bin/openssl", "pkey", "-in", dir_.Sub("sign.pem"), "-pubout", "-out",
+            dir_.Sub("sign.pub")},
+           {"/usr/bin/openssl", "genpkey", "-algorithm", "ed25519", "-out", dir_.Sub("other.pem")},
+           {"/usr/bin/openssl", "pkey", "-in", dir_.Sub("other.pem"), "-pubout", "-out",
+            dir_.Sub("other.pub")}}) {
+    ASSERT_EQ(RunCommand(args).exit_code, 0) << args[1];
+  }
+  testing::WriteFile(dir_.Sub("pseudonym.key"), "sixteen-or-more-bytes");
+  // Without the signing key, consentd refuses.
+  CommandResult refused = Ctl({"snapshot", "export", dir_.Sub("none.snap")});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_EQ(refused.err,
+            "consentctl: FAILED_PRECONDITION: snapshots are signed: consentd runs without "
+            "--snapshot_signing_key_file\n");
+  server_.reset();
+  ConsentdProcess::Options options;
+  options.data_dir = dir_.Sub("data");
+  options.extra_args = {"--snapshot_signing_key_file=" + dir_.Sub("sign.pem"),
+                        "--pseudonymize_key_file=" + dir_.Sub("pseudonym.key")};
+  auto process = ConsentdProcess::Start(options);
+  ASSERT_TRUE(process.ok()) << process.status();
+  server_ = *std::move(process);
+  ASSERT_EQ(
+      Ctl({"subject", "set", "alice", "--jurisdiction=GB", "--birth_date=1990-01-01"}).exit_code,
+      0);
+  ASSERT_EQ(Ctl({"exclude", "carol", "post-1", "ai_training"}).exit_code, 0);
+
+  const std::string path = dir_.Sub("registry.snap");
+  CommandResult exported = Ctl({"snapshot", "export", path});
+  EXPECT_EQ(exported.exit_code, 0) << exported.err;
+  EXPECT_THAT(exported.out, ::testing::StartsWith("snapshot of revision 2: 2 subjects, "));
+  EXPECT_THAT(exported.out, HasSubstr(", written to " + path + "\n"));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+
+  CommandResult verified =
+      Ctl({"snapshot", "verify", path, "--public_key=" + dir_.Sub("sign.pub")});
+  EXPECT_EQ(verified.exit_code, 0) << verified.err;
+  EXPECT_THAT(verified.out, ::testing::StartsWith(path + ": signature good (Ed25519 "));
+  EXPECT_THAT(verified.out, HasSubstr("; revision 2 taken "));
+  EXPECT_THAT(verified.out,
+              HasSubstr("; 2 subjects, 1 exclusions; policy version 2026-11-27.1; loaded in "));
+
+  CommandResult other = Ctl({"snapshot", "verify", path, "--public_key=" + dir_.Sub("other.pub")});
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_THAT(other.err, HasSubstr("signed by another key"));
+  std::string bytes = testing::ReadFile(path);
+  bytes[10] ^= 1;
+  testing::WriteFile(dir_.Sub("changed.snap"), bytes);
+  CommandResult changed =
+      Ctl({"snapshot", "verify", dir_.Sub("changed.snap"), "--public_key=" + dir_.Sub("sign.pub")});
+  EXPECT_EQ(changed.exit_code, 1);
+  EXPECT_THAT(changed.err, HasSubstr("it was changed after signing"));
+  CommandResult no_key = Ctl({"snapshot", "verify", path});
+  EXPECT_EQ(no_key.exit_code, 2);
+  EXPECT_THAT(no_key.err, HasSubstr("snapshot verify needs --public_key=PEM_FILE"));
+
+  CommandResult pseudonymized =
+      Ctl({"snapshot", "export", dir_.Sub("pseudonymized.snap"), "--pseudonymize"});
+  EXPECT_EQ(pseudonymized.exit_code, 0) << pseudonymized.err;
+  EXPECT_THAT(pseudonymized.out, HasSubstr(" bytes a subject), pseudonymized, in "));
+  EXPECT_THAT(testing::ReadFile(dir_.Sub("pseudonymized.snap")),
+              ::testing::Not(HasSubstr("alice")));
 }
 
 TEST_F(ConsentctlTest, ExitCodes) {

@@ -9,7 +9,7 @@ import uuid
 
 import grpc
 
-from . import _errors, _wire
+from . import _errors, _files, _wire
 from ._proto.consent.v1 import admin_pb2, admin_pb2_grpc, registry_pb2, registry_pb2_grpc, types_pb2
 
 _SERVICE = "/consent.v1.ConsentRegistry/"
@@ -367,37 +367,29 @@ class Client:
 
     def export_snapshot(self, path, *, pseudonymize=False, timeout=None):
         """Writes a signed snapshot of the registry (ExportSnapshot, admin
-        role) to `path`: into path + ".tmp" (owner only), synced, then
-        renamed, so `path` is never a partial file. Returns (revision,
+        role) to `path`, replaced atomically (a temporary file in the same
+        directory, owner only, synced, renamed, the directory synced), so
+        `path` is never a partial file. Returns (revision,
         subjects, size in bytes). consent_registry.offline.Snapshot loads
         it (docs/offline.md)."""
         _, admin = self._stubs()
-        tmp = os.fspath(path) + ".tmp"
-        last = None
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                try:
-                    for message in admin.ExportSnapshot(
-                            admin_pb2.ExportSnapshotRequest(pseudonymize=pseudonymize),
-                            timeout=timeout):
-                        f.write(message.chunk)
-                        if message.last:
-                            last = message
-                except grpc.RpcError as e:
-                    raise _errors.from_rpc_error(e) from None
-                if last is None:
-                    raise _errors.ConsentError(
-                        "the stream ended before the snapshot's last message")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+
+        def write(f):
+            last = None
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+                for message in admin.ExportSnapshot(
+                        admin_pb2.ExportSnapshotRequest(pseudonymize=pseudonymize),
+                        timeout=timeout):
+                    f.write(message.chunk)
+                    if message.last:
+                        last = message
+            except grpc.RpcError as e:
+                raise _errors.from_rpc_error(e) from None
+            if last is None:
+                raise _errors.ConsentError("the stream ended before the snapshot's last message")
+            return last
+
+        last = _files.write_atomically(path, write, prefix=".snapshot-")
         return last.revision, last.subjects, last.size_bytes
 
     def watch(self, start_revision=1, purpose="", *, checkpoint=None, checkpoints=False,

@@ -1,12 +1,11 @@
 """Following the change feed with a resume point kept on disk."""
 import os
-import tempfile
 import threading
 import time
 
 import grpc
 
-from . import _errors
+from . import _errors, _files
 from ._proto.consent.v1 import registry_pb2, registry_pb2_grpc
 
 
@@ -33,25 +32,8 @@ class FileCheckpoint:
                              (self.path, text[:40])) from None
 
     def save(self, revision):
-        directory = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write("%d\n" % revision)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _files.write_atomically(self.path, lambda f: f.write(b"%d\n" % revision),
+                                prefix=".checkpoint-")
 
 
 class Watch:

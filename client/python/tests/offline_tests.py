@@ -52,7 +52,8 @@ class OfflineTest(ServerTest):
         path = os.path.join(self.tmp, name)
         revision, subjects, size = self.client.export_snapshot(path, pseudonymize=pseudonymize)
         self.assertEqual(os.path.getsize(path), size)
-        self.assertFalse(os.path.exists(path + ".tmp"))
+        self.assertEqual([f for f in os.listdir(self.tmp) if f.startswith(".snapshot-")], [])
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         return path, revision, subjects
 
     def server_reasons(self, users, purpose, content_ids):
