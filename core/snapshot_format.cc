@@ -345,7 +345,8 @@ absl::StatusOr<SnapshotReader> SnapshotReader::Open(absl::string_view bytes) {
 uint64_t SnapshotReader::Find(absl::string_view user_id, uint64_t hash) const {
   if (slots_ == nullptr) return 0;
   const uint64_t tag = hash >> kOffsetBits;
-  for (uint64_t i = hash & mask_;; i = (i + 1) & mask_) {
+  // At most every slot once: a damaged table may have no empty one.
+  for (uint64_t i = hash & mask_, probes = 0; probes <= mask_; i = (i + 1) & mask_, ++probes) {
     const uint64_t slot = absl::little_endian::ToHost64(slots_[i]);
     if (slot == 0) return 0;
     if ((slot >> kOffsetBits) != tag) continue;
@@ -354,13 +355,14 @@ uint64_t SnapshotReader::Find(absl::string_view user_id, uint64_t hash) const {
     Cursor c(bytes_.data() + offset, bytes_.data() + records_end_);
     if (c.String() == user_id && c.ok()) return offset;
   }
+  return 0;
 }
 
 void SnapshotReader::PrefetchRecord(uint64_t hash) const {
   if (slots_ == nullptr) return;
   // The first slot with the id's tag is almost always its record.
   const uint64_t tag = hash >> kOffsetBits;
-  for (uint64_t j = hash & mask_;; j = (j + 1) & mask_) {
+  for (uint64_t j = hash & mask_, probes = 0; probes <= mask_; j = (j + 1) & mask_, ++probes) {
     const uint64_t slot = absl::little_endian::ToHost64(slots_[j]);
     if (slot == 0) return;
     if ((slot >> kOffsetBits) == tag) {

@@ -180,6 +180,7 @@ absl::Status OfflineRegistry::Check(const v1::CheckRequest& request, absl::Time 
   }
   if (!v.empty()) return v.ToStatus();
   absl::ReaderMutexLock lock(&mu_);
+  if (!failed_.ok()) return failed_;
   if (request.min_revision() > revision_) {
     return absl::FailedPreconditionError(absl::StrCat("min_revision ", request.min_revision(),
                                                       " is ahead of the offline copy's ", revision_,
@@ -226,6 +227,7 @@ absl::Status OfflineRegistry::CheckMany(absl::string_view purpose,
         absl::StrCat("content_ids: ", content_ids.size(), " for ", user_ids.size(), " user ids"));
   }
   absl::ReaderMutexLock lock(&mu_);
+  if (!failed_.ok()) return failed_;
   const CompiledPolicy& policy = *policy_;
   if (!policy.HasPurpose(purpose)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -280,6 +282,7 @@ absl::Status OfflineRegistry::Apply(const v1::ChangeEvent& event) {
         "role, and an offline copy needs them"));
   }
   absl::MutexLock lock(&mu_);
+  if (!failed_.ok()) return failed_;
   if (event.revision() != revision_ + 1) {
     return absl::InvalidArgumentError(absl::StrCat("event of revision ", event.revision(),
                                                    " does not follow the offline copy's revision ",
@@ -302,6 +305,15 @@ absl::Status OfflineRegistry::Apply(const v1::ChangeEvent& event) {
   }
   ApplyEvent(event, &changed->state);
   changed->Rebuild();
+  if (changed->state.exists && changed->view == nullptr) {
+    // Never answered as "no record", which could allow what the record
+    // denies: the copy decides nothing more.
+    failed_ =
+        absl::InternalError(absl::StrCat("the offline copy is unusable: the state of a "
+                                         "subject after revision ",
+                                         event.revision(), " does not decode"));
+    return failed_;
+  }
   revision_ = event.revision();
   return absl::OkStatus();
 }

@@ -109,6 +109,9 @@ class OfflineRegistry {
   std::shared_ptr<const CompiledPolicy> policy_ ABSL_GUARDED_BY(mu_);
   int64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, std::unique_ptr<Changed>> changed_ ABSL_GUARDED_BY(mu_);
+  // Set when an event could not be applied whole: then every call fails
+  // with it, rather than decide from a partial state.
+  absl::Status failed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace consent::offline

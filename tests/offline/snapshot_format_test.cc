@@ -3,6 +3,7 @@
 // catches any change to the file; damaged files are refused, never read.
 #include "core/snapshot_format.h"
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -181,6 +182,23 @@ TEST(SnapshotFormatTest, RefusesWhatIsNotAWholeSnapshot) {
   wrong_version[wrong_version.size() - kFooterSize + 8] = 9;
   EXPECT_THAT(SnapshotReader::Open(wrong_version).status().message(),
               HasSubstr("format version 9, this build reads 1"));
+  // A slot table with no empty slot (damage the writer never makes): a
+  // lookup gives up after every slot instead of probing forever.
+  std::string full = bytes;
+  const size_t footer = full.size() - kFooterSize;
+  uint64_t table_offset, slots;
+  std::memcpy(&table_offset, full.data() + footer + 16 + 8 * 12, 8);
+  std::memcpy(&slots, full.data() + footer + 16 + 8 * 13, 8);
+  std::memset(full.data() + table_offset, 0xff, slots * 8);
+  std::vector<uint64_t> aligned((full.size() + 7) / 8);
+  std::memcpy(aligned.data(), full.data(), full.size());
+  auto reader = SnapshotReader::Open({reinterpret_cast<const char*>(aligned.data()), full.size()});
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ(reader->Find("rich", IdHash("rich")), 0u);
+  uint64_t found = 1;
+  const absl::string_view id = "rich";
+  reader->FindMany({&id, 1}, &found);
+  EXPECT_EQ(found, 0u);
 }
 
 TEST(SnapshotSigningTest, TheSignatureCoversEveryByte) {
