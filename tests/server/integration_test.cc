@@ -697,6 +697,28 @@ TEST(StartupTest, CorruptDataDirFails) {
   EXPECT_THAT(log, HasSubstr(dir.Sub("data")));
 }
 
+TEST(StartupTest, BadSnapshotKeysStopStartUp) {
+  TempDir dir;
+  testing::WriteFile(dir.Sub("not-a-key.pem"), "hello\n");
+  testing::WriteFile(dir.Sub("short.key"), "too short");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--snapshot_signing_key_file=" + dir.Sub("missing.pem"),
+       "--snapshot_signing_key_file: cannot read signing key " + dir.Sub("missing.pem")},
+      {"--snapshot_signing_key_file=" + dir.Sub("not-a-key.pem"),
+       "--snapshot_signing_key_file: " + dir.Sub("not-a-key.pem") +
+           " holds no Ed25519 private key in PEM format"},
+      {"--pseudonymize_key_file=" + dir.Sub("short.key"),
+       "--pseudonymize_key_file: pseudonymization key " + dir.Sub("short.key") +
+           " has 9 bytes; at least 16"}};
+  for (const auto& [flag, message] : cases) {
+    auto [code, log] = ConsentdProcess::RunToExit(
+        {flag, "--listen=127.0.0.1:0", "--metrics_listen=", "--data_dir=" + dir.Sub("data"),
+         "--policy=" + testing::DefaultPolicyPath()});
+    EXPECT_EQ(code, 1) << flag;
+    EXPECT_THAT(log, HasSubstr(message)) << flag;
+  }
+}
+
 TEST(StartupTest, NonLoopbackListenIsRefusedWithoutAuth) {
   TempDir dir;
   auto [code, log] = ConsentdProcess::RunToExit(
