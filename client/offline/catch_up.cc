@@ -2,6 +2,21 @@
 
 namespace consent::offline {
 
+namespace {
+
+// Adopts the server's policy if it is not the copy's: a policy activation
+// is not an event of the feed.
+absl::Status SyncPolicy(Client& client, OfflineRegistry& registry, CatchUpResult* result) {
+  auto policy = client.GetPolicy();
+  if (!policy.ok()) return policy.status();
+  if (policy->text() == registry.policy()->text()) return absl::OkStatus();
+  if (absl::Status s = registry.SetPolicy(policy->text()); !s.ok()) return s;
+  result->policy_changed = true;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<CatchUpResult> CatchUp(Client& client, OfflineRegistry& registry,
                                       const std::function<bool(int64_t revision)>& keep_following) {
   CatchUpResult result;
@@ -18,17 +33,12 @@ absl::StatusOr<CatchUpResult> CatchUp(Client& client, OfflineRegistry& registry,
       return true;
     }
     applied = registry.Advance(message.checkpoint().revision());
+    if (applied.ok()) applied = SyncPolicy(client, registry, &result);
     if (!applied.ok()) return false;
     return keep_following != nullptr && keep_following(message.checkpoint().revision());
   });
   if (!watched.ok()) return watched;
   if (!applied.ok()) return applied;
-  auto policy = client.GetPolicy();
-  if (!policy.ok()) return policy.status();
-  if (policy->text() != registry.policy()->text()) {
-    if (absl::Status s = registry.SetPolicy(policy->text()); !s.ok()) return s;
-    result.policy_changed = true;
-  }
   result.revision = registry.revision();
   return result;
 }

@@ -22,14 +22,14 @@ struct CatchUpResult {
 
 // Applies WatchChanges from the copy's revision + 1 (pseudonymized when the
 // snapshot is) until the server says the copy has every event up to its
-// revision at that moment (a checkpoint_when_current checkpoint), then
-// adopts the server's policy if it is not the copy's. So every write
-// acknowledged before that checkpoint, in particular before CatchUp was
-// called, is honoured by the copy when CatchUp returns. With
-// `keep_following`, goes on after each such checkpoint while it returns
-// true (it gets the revision reached). The caller needs the auditor role:
-// the feed of other callers carries no attribute values, and Apply refuses
-// it. Errors: the client's, and OfflineRegistry::Apply's.
+// revision at that moment (a checkpoint), then adopts the server's policy
+// if it is not the copy's (a policy activation is not an event). So every
+// write acknowledged before that checkpoint, in particular before CatchUp
+// was called, is honoured by the copy when CatchUp returns. With
+// `keep_following`, goes on after each checkpoint while it returns true
+// (it gets the revision reached), adopting the server's policy at each. The caller needs the
+// auditor role: the feed of other callers carries no attribute values, and Apply refuses it.
+// Errors: the client's, and OfflineRegistry::Apply's.
 absl::StatusOr<CatchUpResult> CatchUp(
     Client& client, OfflineRegistry& registry,
     const std::function<bool(int64_t revision)>& keep_following = nullptr);

@@ -305,6 +305,53 @@ TEST_F(OfflineTest, PseudonymizedFeedNamesNoAccount) {
   EXPECT_EQ(messages[1].checkpoint().revision(), 1);
 }
 
+TEST_F(OfflineTest, CatchUpAdoptsTheServersPolicy) {
+  // A server whose policy file the test rewrites.
+  ASSERT_TRUE(server_->Shutdown().ok());
+  std::string policy = testing::ReadFile(testing::DefaultPolicyPath());
+  testing::WriteFile(dir_.Sub("policy.textproto"), policy);
+  ServerOptions options = testing::InProcessOptions(dir_.Sub("data"), dir_.Sub("policy.textproto"));
+  options.snapshot_signing_key_file = dir_.Sub("sign.pem");
+  auto server = ConsentServer::Start(options, &clock_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+  client_ = Client::Connect(server_->listen_address());
+
+  // Nineteen when the post was made (PublicPostCheck: November 2023).
+  v1::UpdateSubjectRequest young = testing::UkAdult("young");
+  young.mutable_attributes()->mutable_birth_date()->set_year(2004);
+  ASSERT_TRUE(client_->UpdateSubject(young).ok());
+  std::unique_ptr<OfflineRegistry> offline = Load(Export("s.snap", false));
+  ASSERT_NE(offline, nullptr);
+  const v1::CheckRequest check = testing::PublicPostCheck("young", "ai_training");
+  v1::Decision decision;
+  ASSERT_TRUE(offline->Check(check, clock_.Now(), &decision).ok());
+  EXPECT_EQ(decision.reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
+
+  // A stricter policy (a minimum age of 21) activated on the server: not an
+  // event, yet catch_up brings it.
+  for (const std::string from : {"min_age: 18", "version: \"2026-11-27.1\""}) {
+    const std::string to = from == "min_age: 18" ? "min_age: 21" : "version: \"stricter\"";
+    for (size_t at = policy.find(from); at != std::string::npos; at = policy.find(from, at)) {
+      policy.replace(at, from.size(), to);
+    }
+  }
+  testing::WriteFile(dir_.Sub("policy.textproto"), policy);
+  auto reloaded = client_->ReloadPolicy();
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  auto caught_up = CatchUp(*client_, *offline);
+  ASSERT_TRUE(caught_up.ok()) << caught_up.status();
+  EXPECT_TRUE(caught_up->policy_changed);
+  EXPECT_EQ(caught_up->events, 0);
+  EXPECT_EQ(offline->policy()->version(), "stricter");
+  ASSERT_TRUE(offline->Check(check, clock_.Now(), &decision).ok());
+  EXPECT_EQ(decision.reason(), v1::DECISION_REASON_DENIED_MINOR);
+  EXPECT_EQ(decision.policy_version(), "stricter");
+  auto server_answer = client_->Check(check);
+  ASSERT_TRUE(server_answer.ok());
+  EXPECT_EQ(server_answer->decision().reason(), v1::DECISION_REASON_DENIED_MINOR);
+}
+
 TEST_F(OfflineTest, RefusesWhatItCannotVouchFor) {
   ASSERT_TRUE(client_->UpdateSubject(testing::UkAdult("alice")).ok());
   const std::string path = Export("s.snap", false);

@@ -140,7 +140,8 @@ class Snapshot:
         role (other callers' feeds carry no attribute values, and the copy
         refuses them). With `follow` (a callable taking the revision
         reached), goes on after each time it is current while follow
-        returns true. `timeout`: seconds for the whole call (None: none).
+        returns true, adopting the server's policy each time. `timeout`:
+        seconds for the whole call (None: none).
         Raises the package's errors (ConsentError subclasses) for the
         server's, ValueError for a feed the copy cannot apply."""
         registry, admin = client._stubs()
@@ -156,15 +157,17 @@ class Snapshot:
                     applied += 1
                     continue
                 self._native.advance(message.checkpoint.revision)
+                # A policy activation is not an event: asked for at each
+                # point the copy is current.
+                policy = client._call(admin.GetPolicy, admin_pb2.GetPolicyRequest(), timeout)
+                if policy.text != self._native.policy_text:
+                    self._native.set_policy(policy.text)
                 if follow is None or not follow(message.checkpoint.revision):
                     break
         except grpc.RpcError as e:
             raise _errors.from_rpc_error(e) from None
         finally:
             stream.cancel()
-        policy = client._call(admin.GetPolicy, admin_pb2.GetPolicyRequest(), timeout)
-        if policy.text != self._native.policy_text:
-            self._native.set_policy(policy.text)
         return applied
 
     def check(self, purpose, user_id, content_id="", *, content_type="POST", visibility="PUBLIC",
