@@ -46,6 +46,16 @@ inline bool IsAllowed(v1::DecisionReason reason) {
          reason == v1::DECISION_REASON_ALLOWED_CONSENT;
 }
 
+// The answer for `verdict`, made under `policy` at `revision`: what the
+// server's checks and an offline copy return alike.
+inline void FillDecision(const Verdict& verdict, const CompiledPolicy& policy, int64_t revision,
+                         v1::Decision* decision) {
+  decision->set_allowed(IsAllowed(verdict.reason));
+  decision->set_reason(verdict.reason);
+  decision->set_policy_version(policy.version());
+  decision->set_revision(revision);
+}
+
 // A calendar date (proleptic Gregorian).
 struct CivilDate {
   int64_t year;

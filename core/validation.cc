@@ -266,6 +266,13 @@ void ValidatePurpose(absl::string_view purpose, const std::string& field,
   }
 }
 
+absl::Status CheckPurposeDefined(absl::string_view purpose, const CompiledPolicy& policy) {
+  if (policy.HasPurpose(purpose)) return absl::OkStatus();
+  Violations v;
+  ValidatePurpose(purpose, "purpose", policy, &v);
+  return v.ToStatus();
+}
+
 // Validates one check: the request's own fields (index -1) or those of
 // items[index]. Field names are built only for violations: a batch of
 // 10,000 valid items builds none.

@@ -96,6 +96,11 @@ void ValidateOptionalId(absl::string_view id, const std::string& field, Violatio
 void ValidatePurpose(absl::string_view purpose, const std::string& field,
                      const CompiledPolicy& policy, Violations* violations);
 
+// Rule 1, for reads: kInvalidArgument naming "purpose" unless `policy`
+// (the one in force at the evaluation time) defines `purpose`; the
+// purpose's syntax problem when it has one.
+absl::Status CheckPurposeDefined(absl::string_view purpose, const CompiledPolicy& policy);
+
 // Validates one check: the request's own fields (index -1) or those of
 // items[index] (field names "items[i].user_id"). Field names are built
 // only for violations. Shared by the server's checks and consent_offline.

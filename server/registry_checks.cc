@@ -75,22 +75,6 @@ absl::Status RegistryChecks::LoadAsOf(absl::string_view user_id, absl::Time at,
 
 namespace {
 
-// Rule 1, for reads: the purpose must be defined by the policy in force at
-// the evaluation time.
-absl::Status CheckPurposeDefined(absl::string_view purpose, const CompiledPolicy& policy) {
-  if (policy.HasPurpose(purpose)) return absl::OkStatus();
-  return FieldError("purpose", absl::StrCat("\"", purpose, "\" is not defined by policy version ",
-                                            policy.version()));
-}
-
-void Fill(const Verdict& verdict, const CompiledPolicy& policy, int64_t revision,
-          v1::Decision* decision) {
-  decision->set_allowed(IsAllowed(verdict.reason));
-  decision->set_reason(verdict.reason);
-  decision->set_policy_version(policy.version());
-  decision->set_revision(revision);
-}
-
 const std::vector<std::string> kNoExclusions;
 
 const std::vector<std::string>& ExclusionsOf(const SubjectAsOf& state,
@@ -159,7 +143,7 @@ absl::Status RegistryChecks::Check(const v1::CheckRequest& request,
     verdict =
         Decide(*view->policy, subject, request.purpose(), request.content(), view->at, explain);
   }
-  Fill(verdict, *view->policy, revision, response->mutable_decision());
+  FillDecision(verdict, *view->policy, revision, response->mutable_decision());
   for (auto& e : explanation) *response->add_explanation() = std::move(e);
   return absl::OkStatus();
 }
@@ -176,7 +160,7 @@ class DecisionMessages final : public DecisionSink {
     decisions_->Reserve(n);
   }
   void Add(const Verdict& verdict, int64_t revision) override {
-    Fill(verdict, *policy_, revision, decisions_->Add());
+    FillDecision(verdict, *policy_, revision, decisions_->Add());
   }
   void AddInvalid(const absl::Status& problem) override {
     *decisions_->Add()->mutable_error() = ToRpcStatus(problem);

@@ -186,11 +186,7 @@ absl::Status OfflineRegistry::Check(const v1::CheckRequest& request, absl::Time 
                                                       " is ahead of the offline copy's ", revision_,
                                                       ": catch up first"));
   }
-  if (!policy_->HasPurpose(request.purpose())) {
-    v.Add("purpose", absl::StrCat("\"", request.purpose(), "\" is not defined by policy version ",
-                                  policy_->version()));
-    return v.ToStatus();
-  }
+  if (absl::Status s = CheckPurposeDefined(request.purpose(), *policy_); !s.ok()) return s;
   ValidateCreateTime(
       request.content(), at, [] { return std::string("content"); }, &v);
   if (!v.empty()) return v.ToStatus();
@@ -206,10 +202,7 @@ absl::Status OfflineRegistry::Check(const v1::CheckRequest& request, absl::Time 
   }
   const Verdict verdict =
       Decide(*policy_, CheckSubject{record, excluded}, request.purpose(), request.content(), at);
-  decision->set_allowed(IsAllowed(verdict.reason));
-  decision->set_reason(verdict.reason);
-  decision->set_policy_version(policy_->version());
-  decision->set_revision(revision_);
+  FillDecision(verdict, *policy_, revision_, decision);
   return absl::OkStatus();
 }
 
@@ -229,10 +222,7 @@ absl::Status OfflineRegistry::CheckMany(absl::string_view purpose,
   absl::ReaderMutexLock lock(&mu_);
   if (!failed_.ok()) return failed_;
   const CompiledPolicy& policy = *policy_;
-  if (!policy.HasPurpose(purpose)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "purpose \"", purpose, "\" is not defined by policy version ", policy.version()));
-  }
+  if (absl::Status s = CheckPurposeDefined(purpose, policy); !s.ok()) return s;
   RuleFinder rules(policy, purpose);
   snapshot::SnapshotReader::Scratch scratch;
   SubjectView storage;
