@@ -372,22 +372,6 @@ void SnapshotReader::PrefetchRecord(uint64_t hash) const {
   }
 }
 
-void SnapshotReader::FindMany(absl::Span<const absl::string_view> user_ids, uint64_t* out) const {
-  // In groups: the group's slots are fetched together, then its records,
-  // so their cache misses overlap instead of following one another.
-  constexpr size_t kGroup = 16;
-  uint64_t hashes[kGroup];
-  for (size_t start = 0; start < user_ids.size(); start += kGroup) {
-    const size_t n = std::min(kGroup, user_ids.size() - start);
-    for (size_t i = 0; i < n; ++i) {
-      hashes[i] = IdHash(user_ids[start + i]);
-      PrefetchSlot(hashes[i]);
-    }
-    for (size_t i = 0; i < n; ++i) PrefetchRecord(hashes[i]);
-    for (size_t i = 0; i < n; ++i) out[start + i] = Find(user_ids[start + i], hashes[i]);
-  }
-}
-
 absl::Status SnapshotReader::DecodeAt(uint64_t offset, absl::string_view* user_id,
                                       absl::string_view content_id, Scratch* scratch,
                                       SubjectView* view, std::vector<Exclusion>* all_exclusions,

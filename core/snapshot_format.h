@@ -119,11 +119,8 @@ class SnapshotReader {
   // The file offset of `user_id`'s record (`hash` is its IdHash), or 0
   // when the snapshot has none.
   uint64_t Find(absl::string_view user_id, uint64_t hash) const;
-  // Find for many ids at once, overlapping their memory reads: `out` gets
-  // one offset each (0: none).
-  void FindMany(absl::Span<const absl::string_view> user_ids, uint64_t* out) const;
-  // For callers that pipeline lookups themselves (consent_offline's
-  // batches): start loading the slot of `hash` into cache; then, once it
+  // For callers that pipeline lookups (consent_offline's batches): start
+  // loading the slot of `hash` into cache; then, once it
   // is there, the record it most likely names. Neither changes anything a
   // lookup returns.
   void PrefetchSlot(uint64_t hash) const {
