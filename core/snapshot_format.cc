@@ -7,6 +7,8 @@
 #include "absl/base/internal/endian.h"
 #include "absl/numeric/int128.h"
 #include "absl/strings/str_cat.h"
+#include "core/varint.h"
+#include "google/protobuf/io/coded_stream.h"
 
 namespace consent::snapshot {
 namespace {
@@ -31,11 +33,9 @@ uint64_t Mix(uint64_t a, uint64_t b) {
 }
 
 void PutVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
+  uint8_t buffer[10];
+  const uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(v, buffer);
+  out->append(reinterpret_cast<const char*>(buffer), end - buffer);
 }
 uint64_t ZigZag(int64_t v) {
   return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
@@ -65,14 +65,8 @@ class Cursor {
   bool ok() const { return ok_; }
   const char* position() const { return p_; }
   uint64_t Varint() {
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (p_ == end_) return Fail();
-      const uint8_t byte = static_cast<uint8_t>(*p_++);
-      v |= static_cast<uint64_t>(byte & 0x7f) << shift;
-      if (byte < 0x80) return v;
-    }
-    return Fail();
+    uint64_t v;
+    return ReadVarint(&p_, end_, &v) ? v : Fail();
   }
   uint8_t Byte() {
     if (p_ == end_) return static_cast<uint8_t>(Fail());

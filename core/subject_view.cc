@@ -9,6 +9,7 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "core/proto_time.h"
+#include "core/varint.h"
 #include "google/protobuf/io/coded_stream.h"
 
 namespace consent {
@@ -32,19 +33,7 @@ class WireReader {
 
   bool done() const { return p_ == end_; }
 
-  bool Varint(uint64_t* value) {
-    uint64_t result = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (p_ == end_) return false;
-      const uint8_t byte = static_cast<uint8_t>(*p_++);
-      result |= uint64_t{byte & 0x7fu} << shift;
-      if ((byte & 0x80u) == 0) {
-        *value = result;
-        return true;
-      }
-    }
-    return false;  // longer than 10 bytes
-  }
+  bool Varint(uint64_t* value) { return ReadVarint(&p_, end_, value); }
 
   // The next field's number and wire type. As protobuf reads a tag: at
   // most 5 bytes, the value's low 32 bits.
