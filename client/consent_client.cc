@@ -138,30 +138,36 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
       health_(grpc::health::v1::Health::NewStub(channel_)),
       options_(std::move(options)) {}
 
-template <typename Stub, typename Request, typename Response>
-absl::StatusOr<Response> Client::Call(Stub* stub,
-                                      grpc::Status (Stub::*method)(grpc::ClientContext*,
-                                                                   const Request&, Response*),
-                                      const Request& request, bool idempotent) {
-  const int attempts = idempotent ? std::max(1, options_.max_attempts) : 1;
+template <typename Attempt>
+auto Client::Retrying(int attempts, Attempt&& attempt) -> decltype(attempt()) {
   absl::BitGen random;
   absl::Duration backoff = options_.initial_backoff;
-  grpc::Status status;
-  for (int attempt = 1;; ++attempt) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         absl::ToChronoNanoseconds(options_.timeout));
-    Response response;
-    status = (stub->*method)(&context, request, &response);
-    if (status.ok()) return response;
-    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= attempts) {
-      break;
+  for (int n = 1;; ++n) {
+    auto result = attempt();
+    if (result.ok() || result.status().code() != absl::StatusCode::kUnavailable || n >= attempts) {
+      return result;
     }
     // Full backoff with +-20% jitter, so clients restarted together spread out.
     options_.sleep(backoff * absl::Uniform(random, 0.8, 1.2));
     backoff = std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
   }
-  return FromGrpcStatus(status);
+}
+
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> Client::Call(Stub* stub,
+                                      grpc::Status (Stub::*method)(grpc::ClientContext*,
+                                                                   const Request&, Response*),
+                                      const Request& request, bool idempotent) {
+  return Retrying(idempotent ? std::max(1, options_.max_attempts) : 1,
+                  [&]() -> absl::StatusOr<Response> {
+                    grpc::ClientContext context;
+                    context.set_deadline(std::chrono::system_clock::now() +
+                                         absl::ToChronoNanoseconds(options_.timeout));
+                    Response response;
+                    grpc::Status status = (stub->*method)(&context, request, &response);
+                    if (!status.ok()) return FromGrpcStatus(status);
+                    return response;
+                  });
 }
 
 absl::StatusOr<v1::SetPreferenceResponse> Client::SetPreference(
@@ -253,18 +259,11 @@ absl::StatusOr<v1::ImportSubjectsResponse> Client::ImportSubjects(
 }
 
 absl::StatusOr<int64_t> Client::ImportProgress(const std::string& import_id) {
-  const int attempts = std::max(1, options_.max_attempts);
-  absl::Duration backoff = options_.initial_backoff;
-  absl::BitGen random;
-  for (int attempt = 1;; ++attempt) {
+  return Retrying(std::max(1, options_.max_attempts), [&]() -> absl::StatusOr<int64_t> {
     auto response = ImportSubjects(import_id, [](v1::ImportSubjectsRequest*) { return false; });
-    if (response.ok()) return response->acknowledged_offset();
-    if (response.status().code() != absl::StatusCode::kUnavailable || attempt >= attempts) {
-      return response.status();
-    }
-    options_.sleep(backoff * absl::Uniform(random, 0.8, 1.2));
-    backoff = std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
-  }
+    if (!response.ok()) return response.status();
+    return response->acknowledged_offset();
+  });
 }
 
 absl::Status Client::Watch(const v1::WatchChangesRequest& request,

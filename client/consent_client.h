@@ -148,6 +148,12 @@ class Client {
                  absl::Status* error = nullptr);
 
  private:
+  // Calls `attempt` (returning an absl::StatusOr) until it succeeds, fails
+  // with other than kUnavailable, or has been called `attempts` times,
+  // waiting with exponential backoff and jitter between calls.
+  template <typename Attempt>
+  auto Retrying(int attempts, Attempt&& attempt) -> decltype(attempt());
+
   template <typename Stub, typename Request, typename Response>
   absl::StatusOr<Response> Call(Stub* stub,
                                 grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
