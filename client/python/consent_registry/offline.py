@@ -26,6 +26,9 @@ from ._client import _REASONS, Decision
 from ._proto.consent.v1 import admin_pb2, registry_pb2
 
 try:
+    # The compiled module answers with numpy arrays: both or neither.
+    import numpy
+
     from . import _offline
 except ImportError as e:  # pragma: no cover - depends on how the package was built
     _offline = None
@@ -76,13 +79,17 @@ def _enum_column(value, values, field):
     """An enum number, or a list/array of them, from names or numbers."""
     if isinstance(value, (str, int)):
         return _wire._enum(value, values, field)
-    try:
-        import numpy
-        if isinstance(value, numpy.ndarray) and value.dtype.kind in "iu":
-            return value
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(value, numpy.ndarray) and value.dtype.kind in "iu":
+        return value
     return [_wire._enum(v, values, field) for v in value]
+
+
+def _id_column(ids):
+    """Ids as the module takes them: a numpy array of str (dtype 'U',
+    which it does not read) as a list."""
+    if isinstance(ids, numpy.ndarray) and ids.dtype.kind == "U":
+        return ids.tolist()
+    return ids
 
 
 class Snapshot:
@@ -201,22 +208,12 @@ class Snapshot:
         has no record, as the server would say)."""
         content_type = _enum_column(content_type, _wire.CONTENT_TYPES, "content_type")
         visibility = _enum_column(visibility, _wire.VISIBILITIES, "visibility")
-        if create_times is not None and not isinstance(create_times, (int, float)):
-            try:
-                import numpy
-                if not isinstance(create_times, numpy.ndarray):
-                    create_times = [math.nan if t is None else _seconds(t, "create_times")
-                                    for t in create_times]
-            except ImportError:  # pragma: no cover
-                pass
-        if user_ids is not None and type(user_ids).__name__ == "ndarray" and \
-                user_ids.dtype.kind == "U":
-            user_ids = user_ids.tolist()
-        if content_ids is not None and type(content_ids).__name__ == "ndarray" and \
-                content_ids.dtype.kind == "U":
-            content_ids = content_ids.tolist()
+        if create_times is not None and \
+                not isinstance(create_times, (int, float, numpy.ndarray)):
+            create_times = [math.nan if t is None else _seconds(t, "create_times")
+                            for t in create_times]
         allowed, codes = self._native.check_many(
-            purpose, user_ids, content_ids, content_type, visibility, create_times,
+            purpose, _id_column(user_ids), _id_column(content_ids), content_type, visibility, create_times,
             [_wire._enum(s, _wire.SENSITIVE_CATEGORIES, "sensitive") for s in sensitive],
             _seconds(at, "at"))
         return (allowed, codes) if reasons else allowed
