@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/offline/offline_registry.h"
+#include "core/proto_time.h"
 #include "core/snapshot_signing.h"
 
 namespace py = pybind11;
@@ -158,10 +159,7 @@ class PySnapshot {
     content->set_content_type(static_cast<v1::ContentType>(content_type));
     content->set_visibility(static_cast<v1::Visibility>(visibility));
     if (!create_time.is_none()) {
-      const absl::Time t = TimeOf(create_time.cast<double>());
-      content->mutable_create_time()->set_seconds(absl::ToUnixSeconds(t));
-      content->mutable_create_time()->set_nanos(static_cast<int32_t>(
-          (t - absl::FromUnixSeconds(absl::ToUnixSeconds(t))) / absl::Nanoseconds(1)));
+      *content->mutable_create_time() = ToProto(TimeOf(create_time.cast<double>()));
     }
     for (int c : sensitive)
       content->add_sensitive_categories(static_cast<v1::SensitiveCategory>(c));
@@ -212,13 +210,7 @@ class PySnapshot {
       c.set_visibility(static_cast<v1::Visibility>(visibilities[visibilities.size() == 1 ? 0 : i]));
       if (!times.empty()) {
         const double t = times[times.size() == 1 ? 0 : i];
-        if (!std::isnan(t)) {
-          const absl::Time time = TimeOf(t);
-          const int64_t seconds = absl::ToUnixSeconds(time);
-          c.mutable_create_time()->set_seconds(seconds);
-          c.mutable_create_time()->set_nanos(
-              static_cast<int32_t>((time - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
-        }
+        if (!std::isnan(t)) *c.mutable_create_time() = ToProto(TimeOf(t));
       }
       for (int s : sensitive) c.add_sensitive_categories(static_cast<v1::SensitiveCategory>(s));
     }
