@@ -135,6 +135,30 @@ void BM_OfflineCheckMany(benchmark::State& state) {
 }
 BENCHMARK(BM_OfflineCheckMany)->Arg(1000)->Arg(10000);
 
+// The lookup alone (hash, slot, record's id compared), in groups as
+// CheckMany does it, with nothing decoded or decided.
+void BM_LookupAlone(benchmark::State& state) {
+  Fixture& f = *shared;
+  const snapshot::SnapshotReader& r = f.registry->snapshot();
+  constexpr size_t kGroup = 64, kBatch = 1024;
+  uint64_t hashes[kGroup], located[kGroup];
+  size_t next = 0;
+  uint64_t found = 0;
+  for (auto _ : state) {
+    if (next + kBatch > f.ids.size()) next = 0;
+    for (size_t g = next; g < next + kBatch; g += kGroup) {
+      for (size_t k = 0; k < kGroup; ++k) hashes[k] = snapshot::IdHash(f.ids[g + k]);
+      for (size_t k = 0; k < kGroup; ++k) located[k] = r.Locate(hashes[k]);
+      for (size_t k = 0; k < kGroup; ++k) r.Load(located[k]);
+      for (size_t k = 0; k < kGroup; ++k) found += r.Find(f.ids[g + k], hashes[k]) != 0;
+    }
+    next += kBatch;
+  }
+  benchmark::DoNotOptimize(found);
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kBatch));
+}
+BENCHMARK(BM_LookupAlone);
+
 // The rules alone on a record already decoded, as a batch runs them (the
 // rule found once per jurisdiction), and as a single check does.
 void BM_RulesAlone(benchmark::State& state) {

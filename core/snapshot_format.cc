@@ -352,18 +352,27 @@ uint64_t SnapshotReader::Find(absl::string_view user_id, uint64_t hash) const {
   return 0;
 }
 
-void SnapshotReader::PrefetchRecord(uint64_t hash) const {
-  if (slots_ == nullptr) return;
-  // The first slot with the id's tag is almost always its record.
+uint64_t SnapshotReader::Locate(uint64_t hash) const {
+  if (slots_ == nullptr) return 0;
   const uint64_t tag = hash >> kOffsetBits;
   for (uint64_t j = hash & mask_, probes = 0; probes <= mask_; j = (j + 1) & mask_, ++probes) {
     const uint64_t slot = absl::little_endian::ToHost64(slots_[j]);
-    if (slot == 0) return;
+    if (slot == 0) return 0;
     if ((slot >> kOffsetBits) == tag) {
-      __builtin_prefetch(bytes_.data() + (slot & kOffsetMask));
-      return;
+      const uint64_t offset = slot & kOffsetMask;
+      return offset >= records_begin_ && offset < records_end_ ? offset : 0;
     }
   }
+  return 0;
+}
+
+void SnapshotReader::Load(uint64_t offset) const {
+  if (offset < records_begin_ || offset >= records_end_) return;
+  const char* first = bytes_.data() + offset;
+  const char* second = bytes_.data() + std::min(offset + 63, records_end_ - 1);
+  // Reads the compiler must keep, though nothing uses their values.
+  char a = *first, b = *second;
+  asm volatile("" : : "r"(a), "r"(b));
 }
 
 absl::Status SnapshotReader::DecodeAt(uint64_t offset, absl::string_view* user_id,

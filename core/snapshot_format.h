@@ -119,14 +119,17 @@ class SnapshotReader {
   // The file offset of `user_id`'s record (`hash` is its IdHash), or 0
   // when the snapshot has none.
   uint64_t Find(absl::string_view user_id, uint64_t hash) const;
-  // For callers that pipeline lookups (consent_offline's batches): start
-  // loading the slot of `hash` into cache; then, once it
-  // is there, the record it most likely names. Neither changes anything a
-  // lookup returns.
-  void PrefetchSlot(uint64_t hash) const {
-    if (slots_ != nullptr) __builtin_prefetch(&slots_[hash & mask_]);
-  }
-  void PrefetchRecord(uint64_t hash) const;
+  // For callers that look up many ids at once (consent_offline's
+  // batches): Locate reads the slot of `hash` and returns the offset of
+  // the record it most likely names (0 when none), Load reads the first
+  // two cache lines of the record at such an offset (most records cross
+  // into a second). Both are plain reads, so a batch that calls Locate
+  // for a group of ids, then Load for each, has each group's reads in
+  // flight together. Prefetch hints instead were slower at 10M subjects
+  // (offline_bench BM_OfflineCheckMany; docs/performance.md, "Offline
+  // decisions"). Neither changes what Find returns.
+  uint64_t Locate(uint64_t hash) const;
+  void Load(uint64_t offset) const;
 
   // Scratch space for Decode: the views it returns point into it (and
   // into the file) until its next use.

@@ -226,30 +226,25 @@ absl::Status OfflineRegistry::CheckMany(absl::string_view purpose,
   RuleFinder rules(policy, purpose);
   snapshot::SnapshotReader::Scratch scratch;
   SubjectView storage;
-  // A software pipeline over the items, so that memory reads overlap:
-  // item i + kSlotAhead has its slot fetched, item i + kRecordAhead its
-  // record, while item i is looked up and decided.
-  constexpr size_t kSlotAhead = 32, kRecordAhead = 16, kRing = 64;
-  static_assert(kRing > kSlotAhead && kSlotAhead > kRecordAhead);
-  uint64_t hashes[kRing];
+  // Items go in groups: every slot of a group is read, then every
+  // record's first lines, then each item is decided. A group's reads are
+  // independent of each other, so they are in flight together and cost
+  // about one memory latency per stage, not one per item.
+  constexpr size_t kGroup = 64;
+  uint64_t hashes[kGroup];
+  uint64_t located[kGroup];
   const size_t n = user_ids.size();
-  for (size_t i = 0; i < std::min(n, kSlotAhead); ++i) {
-    hashes[i % kRing] = snapshot::IdHash(user_ids[i]);
-    reader_.PrefetchSlot(hashes[i % kRing]);
-    if (i < kRecordAhead) reader_.PrefetchRecord(hashes[i % kRing]);
-  }
   for (size_t i = 0; i < n; ++i) {
-    if (const size_t ahead = i + kSlotAhead; ahead < n) {
-      hashes[ahead % kRing] = snapshot::IdHash(user_ids[ahead]);
-      reader_.PrefetchSlot(hashes[ahead % kRing]);
-    }
-    if (const size_t ahead = i + kRecordAhead; ahead < n) {
-      reader_.PrefetchRecord(hashes[ahead % kRing]);
+    if (i % kGroup == 0) {
+      const size_t end = std::min(n, i + kGroup);
+      for (size_t k = i; k < end; ++k) hashes[k - i] = snapshot::IdHash(user_ids[k]);
+      for (size_t k = i; k < end; ++k) located[k - i] = reader_.Locate(hashes[k - i]);
+      for (size_t k = i; k < end; ++k) reader_.Load(located[k - i]);
     }
     const v1::Content& content = contents.size() == 1 ? contents[0] : contents[i];
     const absl::string_view content_id =
         content_ids.empty() ? absl::string_view(content.content_id()) : content_ids[i];
-    const uint64_t offset = reader_.Find(user_ids[i], hashes[i % kRing]);
+    const uint64_t offset = reader_.Find(user_ids[i], hashes[i % kGroup]);
     const SubjectView* record = nullptr;
     absl::Span<const std::string> excluded;
     if (absl::Status s =

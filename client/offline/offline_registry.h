@@ -49,6 +49,9 @@ class OfflineRegistry {
   ~OfflineRegistry();
 
   const snapshot::SnapshotInfo& info() const { return reader_.info(); }
+  // The snapshot as loaded, before any change applied (benchmarks time
+  // its lookups alone).
+  const snapshot::SnapshotReader& snapshot() const { return reader_; }
   // The revision decisions are made at: the snapshot's, then that of the
   // last event applied or checkpoint passed.
   int64_t revision() const;
