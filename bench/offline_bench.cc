@@ -150,7 +150,7 @@ void BM_LookupAlone(benchmark::State& state) {
       for (size_t k = 0; k < kGroup; ++k) hashes[k] = snapshot::IdHash(f.ids[g + k]);
       for (size_t k = 0; k < kGroup; ++k) located[k] = r.Locate(hashes[k]);
       for (size_t k = 0; k < kGroup; ++k) r.Load(located[k]);
-      for (size_t k = 0; k < kGroup; ++k) found += r.Find(f.ids[g + k], hashes[k]) != 0;
+      for (size_t k = 0; k < kGroup; ++k) found += r.Find(f.ids[g + k], hashes[k], located[k]) != 0;
     }
     next += kBatch;
   }

@@ -352,6 +352,14 @@ uint64_t SnapshotReader::Find(absl::string_view user_id, uint64_t hash) const {
   return 0;
 }
 
+uint64_t SnapshotReader::Find(absl::string_view user_id, uint64_t hash, uint64_t located) const {
+  if (located >= records_begin_ && located < records_end_) {
+    Cursor c(bytes_.data() + located, bytes_.data() + records_end_);
+    if (c.String() == user_id && c.ok()) return located;
+  }
+  return Find(user_id, hash);
+}
+
 uint64_t SnapshotReader::Locate(uint64_t hash) const {
   if (slots_ == nullptr) return 0;
   const uint64_t tag = hash >> kOffsetBits;

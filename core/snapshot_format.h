@@ -119,6 +119,9 @@ class SnapshotReader {
   // The file offset of `user_id`'s record (`hash` is its IdHash), or 0
   // when the snapshot has none.
   uint64_t Find(absl::string_view user_id, uint64_t hash) const;
+  // The same, given what Locate(hash) returned: its record is compared
+  // first, so the slots are not read again when it is the id's.
+  uint64_t Find(absl::string_view user_id, uint64_t hash, uint64_t located) const;
   // For callers that look up many ids at once (consent_offline's
   // batches): Locate reads the slot of `hash` and returns the offset of
   // the record it most likely names (0 when none), Load reads the first

@@ -244,7 +244,7 @@ absl::Status OfflineRegistry::CheckMany(absl::string_view purpose,
     const v1::Content& content = contents.size() == 1 ? contents[0] : contents[i];
     const absl::string_view content_id =
         content_ids.empty() ? absl::string_view(content.content_id()) : content_ids[i];
-    const uint64_t offset = reader_.Find(user_ids[i], hashes[i % kGroup]);
+    const uint64_t offset = reader_.Find(user_ids[i], hashes[i % kGroup], located[i % kGroup]);
     const SubjectView* record = nullptr;
     absl::Span<const std::string> excluded;
     if (absl::Status s =

@@ -154,6 +154,10 @@ TEST(SnapshotFormatTest, FindsEveryOneOfManyAndNoOneElse) {
     const uint64_t located = reader->Locate(IdHash(ids[i]));
     reader->Load(located);
     const uint64_t offset = reader->Find(ids[i], IdHash(ids[i]));
+    EXPECT_EQ(reader->Find(ids[i], IdHash(ids[i]), located), offset) << ids[i];
+    // Given another id's record (a tag collision), the slots decide.
+    const uint64_t other = reader->Locate(IdHash(ids[(i + 1) % 5000]));
+    EXPECT_EQ(reader->Find(ids[i], IdHash(ids[i]), other), offset) << ids[i];
     // Locate names the first record under the id's tag: nearly always
     // the id's own (a 24-bit tag in 5,000 ids).
     EXPECT_EQ(located, offset) << ids[i];
