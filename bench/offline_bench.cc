@@ -1,7 +1,7 @@
 // Offline decisions (consent_offline): a snapshot of N subjects written,
 // signed, loaded (time, resident memory against the file's size), then
-// decisions per second from batches, beside the rules alone in the same
-// run (Google Benchmark).
+// decisions per second from batches, beside the lookup alone and the
+// rules alone in the same run (Google Benchmark).
 //
 //   OFFLINE_BENCH_SUBJECTS=10000000 build/bench/offline_bench
 //       --benchmark_repetitions=3 --benchmark_report_aggregates_only=true

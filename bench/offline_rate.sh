@@ -4,9 +4,9 @@
 # signed snapshot of that many subjects (as consent-bench preload makes
 # them; kept in WORK for later runs), prints its size, load time and
 # resident memory, and measures CheckMany on batches of 1,000 and 10,000
-# beside the rules alone (Google Benchmark, RUNS repetitions, default 3:
-# medians); then bench/offline_python_bench.py measures check_many from
-# one Python process on the same file.
+# beside the lookup alone and the rules alone (Google Benchmark, RUNS
+# repetitions, default 3: medians); then bench/offline_python_bench.py
+# measures check_many from one Python process on the same file.
 # Environment: SIZES, RUNS, WORK (default /tmp/consent-offline-bench).
 set -euo pipefail
 
