@@ -8,8 +8,9 @@
 //
 // Subjects as consent-bench preload makes them: "user-<i>", GB, born
 // 1980-01-01, every tenth objecting to ai_training. The snapshot is kept in
-// OFFLINE_BENCH_DIR (default /tmp/consent-offline-bench) and reused by
-// later runs of the same size. Results: docs/performance.md ("Offline
+// OFFLINE_BENCH_DIR (default /tmp/consent-offline-bench) as
+// subjects-<N>-v<format version>.snap and reused by later runs of the same
+// size and format. Results: docs/performance.md ("Offline
 // decisions").
 #include <benchmark/benchmark.h>
 #include <unistd.h>
@@ -63,7 +64,9 @@ std::string MakeSnapshot(const std::string& dir, int64_t n) {
     Run("openssl genpkey -algorithm ed25519 -out " + key);
     Run("openssl pkey -in " + key + " -pubout -out " + dir + "/sign.pub");
   }
-  const std::string path = absl::StrCat(dir, "/subjects-", n, ".snap");
+  // Named by format too: a file an older build wrote is not reused.
+  const std::string path =
+      absl::StrCat(dir, "/subjects-", n, "-v", snapshot::kFormatVersion, ".snap");
   if (std::filesystem::exists(path)) return path;
   const absl::Time start = absl::Now();
   std::ofstream out(path + ".tmp", std::ios::binary);

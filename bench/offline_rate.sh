@@ -15,6 +15,8 @@ sizes=${SIZES:-"1000000 10000000"}
 runs=${RUNS:-3}
 work=${WORK:-/tmp/consent-offline-bench}
 "$root/scripts/build.sh" offline_bench consent_offline_py >&2
+# offline_bench names its files by the format version it writes.
+format=$(sed -n 's/.*kFormatVersion = \([0-9]*\);/\1/p' "$root/core/snapshot_format.h")
 venv="$work/venv"
 CONSENT_OFFLINE_MODULE=$(ls "$root"/build/client/_offline*.so) \
   "$root/client/python/install.sh" "$venv" >&2
@@ -23,6 +25,7 @@ for size in $sizes; do
   OFFLINE_BENCH_SUBJECTS=$size OFFLINE_BENCH_DIR=$work "$root/build/bench/offline_bench" \
     --benchmark_repetitions="$runs" --benchmark_report_aggregates_only=true \
     --benchmark_min_time=1 2>&1 | grep -E "offline_bench:|_median|_mean"
-  "$venv/bin/python" "$root/bench/offline_python_bench.py" "$work/subjects-$size.snap" \
+  "$venv/bin/python" "$root/bench/offline_python_bench.py" \
+    "$work/subjects-$size-v$format.snap" \
     "$work/sign.pub" "$runs"
 done

@@ -392,7 +392,11 @@ absl::Status SnapshotReader::DecodeAt(uint64_t offset, absl::string_view* user_i
   Cursor c(bytes_.data() + offset, bytes_.data() + records_end_);
   *user_id = c.String();
   const uint64_t flags = c.Varint();
-  *view = SubjectView{};
+  // Field by field: `*view = SubjectView{}` compiles to a `rep stos`,
+  // whose start-up cost was a fifth of this function in a batch's profile.
+  view->jurisdiction = {};
+  view->birth_date.reset();
+  view->exclusion_count = 0;
   view->account_state = static_cast<v1::AccountState>(flags >> kAccountStateShift);
   if (flags & kHasJurisdiction) {
     const uint64_t j = c.Varint();
