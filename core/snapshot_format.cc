@@ -168,7 +168,10 @@ absl::Status SnapshotWriter::Emit(absl::string_view bytes) {
 absl::Status SnapshotWriter::Add(absl::string_view user_id, const SubjectView& subject,
                                  std::vector<Exclusion> exclusions) {
   if (!status_.ok()) return status_;
-  if (user_id.empty()) return absl::InvalidArgumentError("a snapshot's user ids are 1+ bytes");
+  if (offset_ > kOffsetMask) {
+    return absl::ResourceExhaustedError("a snapshot holds at most 1 TiB of records");
+  }
+  entries_.emplace_back(IdHash(user_id), offset_);
   std::string record;
   PutString(&record, user_id);
   uint64_t flags = static_cast<uint64_t>(subject.account_state) << kAccountStateShift;
@@ -216,13 +219,6 @@ absl::Status SnapshotWriter::Add(absl::string_view user_id, const SubjectView& s
     }
     exclusions_ += static_cast<int64_t>(exclusions.size());
   }
-  if (offset_ % kLine + record.size() > kLine) {
-    if (absl::Status s = Emit(std::string(kLine - offset_ % kLine, '\0')); !s.ok()) return s;
-  }
-  if (offset_ > kOffsetMask) {
-    return absl::ResourceExhaustedError("a snapshot holds at most 1 TiB of records");
-  }
-  entries_.emplace_back(IdHash(user_id), offset_);
   return Emit(record);
 }
 
@@ -380,9 +376,11 @@ uint64_t SnapshotReader::Locate(uint64_t hash) const {
 
 void SnapshotReader::Load(uint64_t offset) const {
   if (offset < records_begin_ || offset >= records_end_) return;
-  // A read the compiler must keep, though nothing uses its value.
-  const char c = bytes_[offset];
-  asm volatile("" : : "r"(c));
+  const char* first = bytes_.data() + offset;
+  const char* second = bytes_.data() + std::min(offset + 63, records_end_ - 1);
+  // Reads the compiler must keep, though nothing uses their values.
+  char a = *first, b = *second;
+  asm volatile("" : : "r"(a), "r"(b));
 }
 
 absl::Status SnapshotReader::DecodeAt(uint64_t offset, absl::string_view* user_id,
@@ -484,10 +482,6 @@ absl::Status SnapshotReader::ForEach(
   Scratch scratch;
   std::vector<Exclusion> exclusions;
   for (uint64_t offset = records_begin_; offset < records_end_;) {
-    if (bytes_[offset] == '\0') {  // padding before a line
-      ++offset;
-      continue;
-    }
     absl::string_view user_id;
     SubjectView view;
     exclusions.clear();

@@ -6,8 +6,7 @@
 //
 // Layout, little-endian:
 //   "CRSNAP01"                          8 bytes
-//   records                             one per subject, variable size,
-//                                       line-aligned (below)
+//   records                             one per subject, variable size
 //   purposes, jurisdictions             tables of names records refer to
 //   policy text                         the consent.v1.Policy in force
 //   slot table                          8-aligned, a power of two of u64
@@ -16,9 +15,6 @@
 // state from bit 5), [varint jurisdiction index], [zigzag birth year,
 // month, day], varint revision, [preferences], [notices], [exclusions]
 // (each list a varint count, then its entries; see snapshot_format.cc).
-// A record that would cross a kLine boundary starts at the next one
-// instead, after zero bytes (no record starts with one: an id is 1-128
-// bytes), so a lookup reads one cache line for a record under kLine.
 // A slot: 0 when empty, else the top 24 bits of the id's IdHash above the
 // record's file offset (40 bits); linear probing from IdHash's low bits.
 #ifndef CONSENT_CORE_SNAPSHOT_FORMAT_H_
@@ -41,10 +37,7 @@
 namespace consent::snapshot {
 
 inline constexpr absl::string_view kMagic = "CRSNAP01";
-inline constexpr uint32_t kFormatVersion = 2;
-// The cache line records are aligned to, in file offsets (a mapped file
-// starts on a page, so file and memory alignment agree).
-inline constexpr uint64_t kLine = 64;
+inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr size_t kFooterSize = 128;
 // Footer flags.
 inline constexpr uint32_t kPseudonymized = 1;
@@ -82,8 +75,7 @@ class SnapshotWriter {
   explicit SnapshotWriter(Sink sink);
 
   // Adds a subject: `subject` is its decision view (DecisionView, decoded),
-  // `exclusions` all of them. Each user once; kInvalidArgument for an
-  // empty id.
+  // `exclusions` all of them. Each user once.
   absl::Status Add(absl::string_view user_id, const SubjectView& subject,
                    std::vector<Exclusion> exclusions);
 
@@ -132,9 +124,9 @@ class SnapshotReader {
   uint64_t Find(absl::string_view user_id, uint64_t hash, uint64_t located) const;
   // For callers that look up many ids at once (consent_offline's
   // batches): Locate reads the slot of `hash` and returns the offset of
-  // the record it most likely names (0 when none), Load reads the cache
-  // line the record at such an offset starts in (all of it when under
-  // kLine bytes: see the layout above). Both are plain reads, so a batch that calls Locate
+  // the record it most likely names (0 when none), Load reads the first
+  // two cache lines of the record at such an offset (most records cross
+  // into a second). Both are plain reads, so a batch that calls Locate
   // for a group of ids, then Load for each, has each group's reads in
   // flight together. Prefetch hints instead were slower at 10M subjects
   // (offline_bench BM_OfflineCheckMany; docs/performance.md, "Offline
