@@ -100,6 +100,18 @@ class Cursor {
   bool ok_ = true;
 };
 
+// a == b, for ids: those of 8 to 16 bytes (most) compared as two
+// overlapping words, in bounds of both, instead of through a call to
+// memcmp, which a batch's profile showed at 4-6% of its time.
+bool SameId(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  if (a.size() < 8 || a.size() > 16) return a == b;
+  const size_t last = a.size() - 8;
+  return absl::little_endian::Load64(a.data()) == absl::little_endian::Load64(b.data()) &&
+         absl::little_endian::Load64(a.data() + last) ==
+             absl::little_endian::Load64(b.data() + last);
+}
+
 absl::Status Damaged(uint64_t offset) {
   return absl::DataLossError(absl::StrCat("snapshot record at offset ", offset, " is damaged"));
 }
@@ -347,7 +359,7 @@ uint64_t SnapshotReader::Find(absl::string_view user_id, uint64_t hash) const {
     const uint64_t offset = slot & kOffsetMask;
     if (offset < records_begin_ || offset >= records_end_) continue;  // damaged: never matches
     Cursor c(bytes_.data() + offset, bytes_.data() + records_end_);
-    if (c.String() == user_id && c.ok()) return offset;
+    if (SameId(c.String(), user_id) && c.ok()) return offset;
   }
   return 0;
 }
@@ -355,7 +367,7 @@ uint64_t SnapshotReader::Find(absl::string_view user_id, uint64_t hash) const {
 uint64_t SnapshotReader::Find(absl::string_view user_id, uint64_t hash, uint64_t located) const {
   if (located >= records_begin_ && located < records_end_) {
     Cursor c(bytes_.data() + located, bytes_.data() + records_end_);
-    if (c.String() == user_id && c.ok()) return located;
+    if (SameId(c.String(), user_id) && c.ok()) return located;
   }
   return Find(user_id, hash);
 }

@@ -172,6 +172,34 @@ TEST(SnapshotFormatTest, FindsEveryOneOfManyAndNoOneElse) {
   }
 }
 
+TEST(SnapshotFormatTest, AnIdOneByteOffIsNotFound) {
+  // Ids of every length up to 40 are compared in pieces (SameId); a
+  // twin differing in any one byte, or a byte longer, is someone else.
+  std::vector<v1::Subject> subjects;
+  for (int size = 1; size <= 40; ++size) {
+    v1::Subject s;
+    for (int i = 0; i < size; ++i) s.mutable_user_id()->push_back(static_cast<char>('a' + i % 26));
+    s.set_revision(size);
+    subjects.push_back(s);
+  }
+  const std::string bytes = Write(subjects, {}, SnapshotInfo{});
+  auto reader = SnapshotReader::Open(bytes);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  for (const v1::Subject& s : subjects) {
+    const std::string& id = s.user_id();
+    const uint64_t offset = reader->Find(id, IdHash(id));
+    ASSERT_NE(offset, 0u) << id;
+    for (size_t i = 0; i < id.size(); ++i) {
+      std::string twin = id;
+      twin[i] = '#';
+      // Given the real id's record, as a batch would after a tag collision.
+      EXPECT_EQ(reader->Find(twin, IdHash(twin), offset), 0u) << twin;
+    }
+    const std::string longer = id + "#";
+    EXPECT_EQ(reader->Find(longer, IdHash(longer), offset), 0u) << longer;
+  }
+}
+
 TEST(SnapshotFormatTest, IdHashIsTheSameEverywhere) {
   // Fixed values: files written on one machine are read on another.
   EXPECT_EQ(IdHash(""), IdHash(std::string()));
