@@ -102,7 +102,8 @@ class Cursor {
 
 // a == b, for ids: those of 8 to 16 bytes (most) compared as two
 // overlapping words, in bounds of both, instead of through a call to
-// memcmp, which a batch's profile showed at 4-6% of its time.
+// memcmp (offline_bench BM_OfflineCheckMany before and after:
+// docs/performance.md, "Offline decisions").
 bool SameId(absl::string_view a, absl::string_view b) {
   if (a.size() != b.size()) return false;
   if (a.size() < 8 || a.size() > 16) return a == b;
@@ -403,7 +404,8 @@ absl::Status SnapshotReader::DecodeAt(uint64_t offset, absl::string_view* user_i
   *user_id = c.String();
   const uint64_t flags = c.Varint();
   // Field by field: `*view = SubjectView{}` compiles to a `rep stos`,
-  // whose start-up cost was a fifth of this function in a batch's profile.
+  // slow to start (offline_bench BM_OfflineCheckMany before and after:
+  // docs/performance.md, "Offline decisions").
   view->jurisdiction = {};
   view->birth_date.reset();
   view->exclusion_count = 0;
