@@ -534,15 +534,18 @@ class CheckResults:
                 responses = iter(call)
                 while True:
                     with self._cond:
-                        while not self._pending and not self._source_done:
-                            self._cond.wait()
-                        if not self._pending:
+                        # A call that failed before gRPC asked the request
+                        # iterator for a message (its server gone) never
+                        # will: it is done, and its error is read below.
+                        while not self._pending and not self._source_done and not call.done():
+                            self._cond.wait(0.05)
+                        if not self._pending and self._source_done:
                             break  # the source is done and every message answered
-                        tags, local, body = self._pending[0]
-                        if not body:  # no item to send: answered here
+                        tags, local, body = self._pending[0] if self._pending else (None, None, None)
+                        if tags is not None and not body:  # no item to send: answered here
                             self._pending.popleft()
                             self._cond.notify_all()
-                    if not body:
+                    if tags is not None and not body:
                         yield tags, local, None
                         continue
                     try:
@@ -551,6 +554,8 @@ class CheckResults:
                         raise _errors.Unavailable(
                             "StreamCheck ended with %d messages unanswered" %
                             len(self._pending)) from None
+                    if tags is None:
+                        raise _errors.ConsentError("StreamCheck answered a message never sent")
                     with self._cond:
                         self._pending.popleft()
                         self._cond.notify_all()

@@ -69,6 +69,59 @@ class ServerDownTest(unittest.TestCase):
         self.assertTrue(caught.exception.retryable)
 
 
+class _Unavailable(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "connection refused"
+
+    def trailing_metadata(self):
+        return ()
+
+
+class _CallThatFailedBeforeAskingForAMessage:
+    """A StreamCheck call whose server was gone: it failed before gRPC read
+    the first message from the request iterator, and never will read one."""
+
+    def __init__(self, requests, timeout=None):
+        pass
+
+    def done(self):
+        return True
+
+    def cancel(self):
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise _Unavailable()
+
+
+class StreamThatFailsAtOnceTest(unittest.TestCase):
+    def test_a_call_that_never_asks_for_a_message_raises_instead_of_waiting(self):
+        client = consent_registry.Client("127.0.0.1:%d" % support.free_port(), timeout=2)
+        client.channel()
+        client._stream_check = _CallThatFailedBeforeAskingForAMessage
+        outcome = []
+
+        def run():
+            try:
+                list(client.check_many(stream_of(10), "ai_training", retries=0))
+                outcome.append("no error")
+            except consent_registry.Unavailable:
+                outcome.append("unavailable")
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(10)
+        client.close()
+        self.assertFalse(worker.is_alive(), "check_many waited for a message never asked for")
+        self.assertEqual(outcome, ["unavailable"])
+
+
 class StreamFailureTest(support.ServerTest):
     @classmethod
     def setUpClass(cls):
