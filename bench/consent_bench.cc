@@ -12,6 +12,9 @@
 //                  read-your-writes: after each acknowledged write, the
 //                  next check of that user must reflect it
 //     preload      fill --data_dir with --users subjects, offline
+//     check-request  write one Check (of user-<users/2>) to stdout as gRPC
+//                  frames it, for an outside HTTP/2 load generator to
+//                  replay (h2load in bench/run.sh)
 //
 // Closed loop (--concurrency calls in flight) unless --rate sets a fixed
 // arrival rate; then latency is measured from each call's scheduled start,
@@ -617,9 +620,33 @@ int Preload() {
 }  // namespace
 }  // namespace consent::bench
 
+namespace consent::bench {
+namespace {
+
+int CheckRequestFrame() {
+  v1::CheckRequest request;
+  request.set_purpose("ai_training");
+  const int64_t user = absl::GetFlag(FLAGS_users) / 2;
+  SetUserId(user, request.mutable_user_id());
+  FillContent(user, request.mutable_content());
+  const std::string message = request.SerializeAsString();
+  // The gRPC message frame: not compressed, then the length, big-endian.
+  std::string frame(5, '\0');
+  for (int i = 0; i < 4; ++i) {
+    frame[1 + i] = static_cast<char>((message.size() >> (8 * (3 - i))) & 0xff);
+  }
+  frame += message;
+  std::cout.write(frame.data(), static_cast<std::streamsize>(frame.size()));
+  return std::cout.good() ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace consent::bench
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "consent-bench [flags] unary|batch|stream|write|write-batch|notices|mixed|preload\n"
+      "consent-bench [flags] unary|batch|stream|write|write-batch|notices|mixed|preload|"
+      "check-request\n"
       "Load generator for consentd; see docs/performance.md.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
@@ -636,6 +663,7 @@ int main(int argc, char** argv) {
                                                      {"notices", Mode::kNotices},
                                                      {"mixed", Mode::kMixed}};
   if (mode == "preload") return consent::bench::Preload();
+  if (mode == "check-request") return consent::bench::CheckRequestFrame();
   auto it = kModes.find(mode);
   if (it == kModes.end()) {
     std::cerr << "consent-bench: unknown mode \"" << mode << "\"\n";

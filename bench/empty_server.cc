@@ -7,13 +7,18 @@
 // decision per item at once: no validation, storage or rules, only the
 // messages' own parsing and serialization. consent-bench run against it
 // and against consentd in the same session gives the share of a check's
-// cost that is gRPC and protobuf itself (docs/performance.md).
+// cost that is gRPC and protobuf itself (docs/performance.md). Writes
+// likewise: SetPreference and BatchSetPreferences (callback API, as
+// consentd serves them) answer as consentd does, a revision and the
+// stored preference, while writing nothing: the framework's ceiling for
+// writes.
 //
 // --api=cq serves Check and BatchCheck on gRPC's asynchronous
 // completion-queue API instead (--cq_threads threads, each polling its own
 // queue), the same messages and the same work otherwise: the comparison of
 // the two server APIs for the hot path (docs/performance.md, "The server
 // API: callback or completion queue").
+#include <atomic>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -22,7 +27,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "consent/v1/registry.grpc.pb.h"
+#include "core/proto_time.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/reflection.h"
@@ -84,10 +91,51 @@ grpc::Status AnswerStream(
   return grpc::Status::OK;
 }
 
-class EmptyRegistry final
-    : public v1::ConsentRegistry::WithCallbackMethod_Check<
-          v1::ConsentRegistry::WithRawCallbackMethod_BatchCheck<v1::ConsentRegistry::Service>> {
+// The answer consentd gives a write of `request` at `revision`: the
+// stored preference, none after CLEARED.
+void AnswerWrite(const v1::SetPreferenceRequest& request, int64_t revision,
+                 v1::SetPreferenceResponse* response) {
+  response->set_revision(revision);
+  if (request.state() == v1::PREFERENCE_STATE_CLEARED) return;
+  v1::Preference* preference = response->mutable_preference();
+  preference->set_purpose(request.purpose());
+  preference->set_state(request.state());
+  if (request.has_effective_time())
+    *preference->mutable_effective_time() = request.effective_time();
+  if (request.has_expire_time()) *preference->mutable_expire_time() = request.expire_time();
+  if (request.has_source()) *preference->mutable_source() = request.source();
+  preference->set_revision(revision);
+  *preference->mutable_update_time() = consent::ToProto(absl::Now());
+}
+
+class EmptyRegistry final : public v1::ConsentRegistry::WithCallbackMethod_SetPreference<
+                                v1::ConsentRegistry::WithCallbackMethod_BatchSetPreferences<
+                                    v1::ConsentRegistry::WithCallbackMethod_Check<
+                                        v1::ConsentRegistry::WithRawCallbackMethod_BatchCheck<
+                                            v1::ConsentRegistry::Service>>>> {
  public:
+  grpc::ServerUnaryReactor* SetPreference(grpc::CallbackServerContext* context,
+                                          const v1::SetPreferenceRequest* request,
+                                          v1::SetPreferenceResponse* response) override {
+    AnswerWrite(*request, revision_.fetch_add(1, std::memory_order_relaxed) + 1, response);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* BatchSetPreferences(
+      grpc::CallbackServerContext* context, const v1::BatchSetPreferencesRequest* request,
+      v1::BatchSetPreferencesResponse* response) override {
+    const int64_t n = request->requests_size();
+    const int64_t first = revision_.fetch_add(n, std::memory_order_relaxed) + 1;
+    response->mutable_revisions()->Reserve(static_cast<int>(n));
+    for (int64_t i = 0; i < n; ++i) response->add_revisions(first + i);
+    response->set_revision(first + n - 1);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context, const v1::CheckRequest*,
                                   v1::CheckResponse* response) override {
     FixedDecision(response->mutable_decision());
@@ -109,6 +157,9 @@ class EmptyRegistry final
       grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) override {
     return AnswerStream(stream);
   }
+
+ private:
+  std::atomic<int64_t> revision_{kRevision};
 };
 
 // --api=cq: Check and BatchCheck requested on completion queues.

@@ -6,7 +6,14 @@
 #   3. starts consentd on it (loopback, free port) and runs every
 #      configuration RUNS times (default 3) for DURATION (default 10s) each,
 #      uniform and zipf;
-#   4. prints the median of the runs for each row as a Markdown table, and
+#   4. runs the peers in the same invocation (bench/peers.sh): h2load
+#      replaying one encoded Check against consentd and against the
+#      empty-handler server, and Redis (appendfsync always) with a deny
+#      set of the same users: SISMEMBER, SMISMEMBER of 1,000 and 10,000,
+#      SADD;
+#   5. prints the median of the runs for each row as a Markdown table, with
+#      each row's ratio to its ceiling (the same calls answered by
+#      consent-empty-server, which does no work) and to its peer, and
 #      keeps every JSON result in bench/results/<date>.jsonl.
 # Environment: SUBJECTS, DATA, RUNS, DURATION, WARMUP; CONSENTD_ARGS (extra
 # consentd flags, for experiments); CONSENTD (another consentd binary, e.g.
@@ -22,6 +29,7 @@ result_prefix=
 targets="consentd consent-bench consent-empty-server"
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+"$root/scripts/install-deps.sh" --with-bench-peers >&2
 
 out=$(mktemp)
 "${CONSENTD:-$root/build/server/consentd}" --data_dir="$data" --listen=127.0.0.1:0 --metrics_listen= \
@@ -41,6 +49,14 @@ for _ in $(seq 1 100); do grep -q "listening on" "$empty_out" && break; sleep 0.
 empty_target=$(sed -n 's/^consentd listening on //p' "$empty_out")
 [ -n "$empty_target" ] || { cat "$empty_out" >&2; exit 1; }
 
+# shellcheck source=bench/peers.sh
+source "$root/bench/peers.sh"
+# The Check the h2load rows replay.
+check_frame=$(mktemp)
+"$bench" --users="$subjects" check-request >"$check_frame"
+trap 'kill $server $empty 2>/dev/null; wait $server $empty 2>/dev/null || true; stop_redis
+  rm -f "$out" "$out.log" "$empty_out" "$check_frame"' EXIT
+
 # The Python package, installed once per run (client/python/install.sh).
 python_venv="$root/build/bench/python-venv"
 rm -rf "$python_venv"
@@ -57,10 +73,16 @@ rows=(
   "StreamCheck 1,000 per message, empty handler|stream --batch=1000 --concurrency=8 --connections=4 --target=EMPTY"
   "StreamCheck 1,000 per message|stream --batch=1000 --concurrency=8 --connections=4"
   "StreamCheck 1,000 per message, one stream|stream --batch=1000 --concurrency=1 --connections=1"
+  "BatchCheck 10,000 items, empty handler|batch --batch=10000 --concurrency=8 --connections=4 --target=EMPTY"
+  "BatchCheck 10,000 items|batch --batch=10000 --concurrency=8 --connections=4"
+  "StreamCheck 10,000 per message, empty handler|stream --batch=10000 --concurrency=8 --connections=4 --target=EMPTY"
+  "StreamCheck 10,000 per message|stream --batch=10000 --concurrency=8 --connections=4"
   "Python check_many, 1,000 per message|python --mode=check_many --batch=1000"
   "Python filter_allowed, 1,000 per message|python --mode=filter_allowed --batch=1000"
   "Python encoding alone, no server|python --mode=encode --batch=1000"
+  "SetPreference, 64 in flight, empty handler|write --concurrency=64 --connections=8 --target=EMPTY"
   "SetPreference, 64 in flight|write --concurrency=64 --connections=8"
+  "BatchSetPreferences of 100, empty handler|write-batch --batch=100 --concurrency=16 --connections=4 --target=EMPTY"
   "BatchSetPreferences of 100|write-batch --batch=100 --concurrency=16 --connections=4"
   "BatchRecordNotices of 100|notices --batch=100 --concurrency=16 --connections=4"
   "BatchSetPreferences of 1,000|write-batch --batch=1000 --concurrency=16 --connections=4"
@@ -95,23 +117,9 @@ for row in "${rows[@]}"; do
   done
 done
 
-/usr/bin/python3 - "$results" <<'PY'
-import json, statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if "label" not in r:
-        continue
-    rows.setdefault((r["label"], r["distribution"]), []).append(r)
-print("| row | users | calls/s | decisions/s | p50 µs | p99 µs | p99.9 µs | errors | RYW violations |")
-print("|---|---|---|---|---|---|---|---|---|")
-for (label, dist), rs in rows.items():
-    med = lambda f: statistics.median(f(r) for r in rs)
-    errors = sum(sum(r["errors"].values()) for r in rs)
-    print(f"| {label} | {dist} | {med(lambda r: r['calls_per_s']):,.0f} | "
-          f"{med(lambda r: r['decisions_per_s']):,.0f} | {med(lambda r: r['latency_us']['p50']):,.0f} | "
-          f"{med(lambda r: r['latency_us']['p99']):,.0f} | {med(lambda r: r['latency_us']['p99.9']):,.0f} | "
-          f"{errors} | {sum(r['read_your_writes_violations'] for r in rs)} |")
-runs = max((len(rs) for rs in rows.values()), default=0)
-print(f"\n({runs} runs per row, median; results in {sys.argv[1]})")
-PY
+# The peers.
+h2load_row "Check (h2load), empty handler" "$empty_target"
+h2load_row "Check (h2load)" "$target"
+redis_rows
+
+/usr/bin/python3 "$root/bench/table.py" "$results"

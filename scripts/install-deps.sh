@@ -5,6 +5,7 @@
 # Dockerfile, so all three build from the same set.
 #
 # Usage: scripts/install-deps.sh [--runtime-only] [--with-test-tools] [--with-clang]
+#                                [--with-bench-peers]
 set -euo pipefail
 
 build_pkgs=(
@@ -21,6 +22,9 @@ build_pkgs=(
 test_pkgs=(python3-grpcio python3-protobuf python3-venv python3-pip python3-setuptools
            python3-wheel python3-pandas python3-numpy python3-dev pybind11-dev curl clang-format
            prometheus openssl)
+# The peers bench/run.sh measures consentd beside: Redis and its
+# redis-benchmark, h2load, and curl to check h2load's replayed request.
+bench_peer_pkgs=(redis-server redis-tools nghttp2-client curl)
 runtime_pkgs=(
   libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-core1.0 libcivetweb1
   libabsl20220623 ca-certificates
@@ -33,6 +37,7 @@ for arg in "$@"; do
     --with-test-tools) want+=("${test_pkgs[@]}") ;;
     # clang for the thread-safety analysis and the fuzzers.
     --with-clang) want+=(clang libclang-rt-14-dev) ;;
+    --with-bench-peers) want+=("${bench_peer_pkgs[@]}") ;;
     *) echo "install-deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done

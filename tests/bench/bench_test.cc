@@ -1,9 +1,10 @@
 // consent-bench, the binary, against a real consentd on a preloaded store:
 // every mode runs, reports JSON, and finds no errors; mixed mode finds no
 // read-your-writes violations. consent-empty-server, on both of its server
-// APIs, answers the check modes. (Speed is measured by bench/run.sh, not
-// here.)
+// APIs, answers the check modes, and the write modes on the callback API. (Speed is measured by
+// bench/run.sh, not here.)
 #include "absl/strings/str_cat.h"
+#include "client/consent_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -104,6 +105,35 @@ TEST_F(BenchTest, MixedVerifiesReadYourWritesWithoutSubjectIndex) {
   EXPECT_THAT(result.out, ::testing::Not(HasSubstr("\"calls\":0,")));
 }
 
+// The request bench/run.sh's h2load rows replay: one gRPC-framed Check,
+// which consentd answers as the Check it encodes.
+TEST(CheckRequestTest, IsAFramedCheckThatConsentdAnswers) {
+  CommandResult result = RunCommand({CONSENT_BENCH_PATH, "--users=20000", "check-request"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const std::string& frame = result.out;
+  ASSERT_GE(frame.size(), 5u);
+  EXPECT_EQ(frame[0], '\0');  // not compressed
+  const size_t length = (static_cast<size_t>(static_cast<uint8_t>(frame[1])) << 24) |
+                        (static_cast<size_t>(static_cast<uint8_t>(frame[2])) << 16) |
+                        (static_cast<size_t>(static_cast<uint8_t>(frame[3])) << 8) |
+                        static_cast<size_t>(static_cast<uint8_t>(frame[4]));
+  ASSERT_EQ(length, frame.size() - 5);
+  v1::CheckRequest request;
+  ASSERT_TRUE(request.ParseFromString(frame.substr(5)));
+  EXPECT_EQ(request.user_id(), "user-10000");
+  EXPECT_EQ(request.purpose(), "ai_training");
+  TempDir dir;
+  ConsentdProcess::Options options;
+  options.data_dir = dir.Sub("data");
+  auto server = ConsentdProcess::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::unique_ptr<Client> client = Client::Connect((*server)->address());
+  absl::StatusOr<v1::CheckResponse> response = client->Check(request);
+  ASSERT_TRUE(response.ok()) << response.status();
+  // No such subject: its age is unknown, which the shipped policy denies.
+  EXPECT_EQ(response->decision().reason(), v1::DECISION_REASON_DENIED_MINOR);
+}
+
 TEST_F(BenchTest, BadUsage) {
   EXPECT_EQ(RunCommand({CONSENT_BENCH_PATH, "nonsense"}).exit_code, 2);
   EXPECT_EQ(RunCommand({CONSENT_BENCH_PATH, "--distribution=pareto", "unary"}).exit_code, 2);
@@ -128,6 +158,19 @@ TEST_P(EmptyServerTest, AnswersEveryCheckMode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Apis, EmptyServerTest, ::testing::Values("callback", "cq"));
+
+// The write ceiling: SetPreference and BatchSetPreferences answered, as
+// consentd answers them, with nothing written.
+TEST(EmptyServerWritesTest, AnswersWritesWithoutWriting) {
+  TempDir dir;
+  ConsentdProcess::Options options;
+  options.data_dir = dir.Sub("empty");
+  options.command = {CONSENT_EMPTY_SERVER_PATH, "--listen=127.0.0.1:0"};
+  auto server = ConsentdProcess::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  RunBench((*server)->address(), "write");
+  EXPECT_THAT(RunBench((*server)->address(), "write-batch"), HasSubstr("\"batch\":50"));
+}
 
 TEST(EmptyServerUsageTest, BadApiOrThreadsExitsWithUsageError) {
   EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--api=sync"}).exit_code, 2);
