@@ -61,9 +61,13 @@ class WatchTest(support.ServerTest):
         resumed = self.client.watch(written[0], "ai_training", checkpoint=checkpoint,
                                     max_backoff=0.2, idle_timeout=2)
 
+        looked = threading.Event()
+
         def follow():
-            for event in resumed:
+            for n, event in enumerate(resumed, 1):
                 seen.put(event.revision)
+                if n == 7:  # the last: still being handled until the test has looked
+                    looked.wait(30)
 
         thread = threading.Thread(target=follow, daemon=True)
         thread.start()
@@ -79,6 +83,7 @@ class WatchTest(support.ServerTest):
         self.assertTrue(seen.empty())  # no duplicate
         with open(checkpoint) as f:
             self.assertEqual(int(f.read()), more[-2])  # the last one is being handled
+        looked.set()
         resumed.close()
 
     def test_a_checkpoint_moves_past_filtered_events(self):
