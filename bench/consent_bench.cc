@@ -617,12 +617,7 @@ int Preload() {
   return (*store)->Close().ok() ? 0 : 1;
 }
 
-}  // namespace
-}  // namespace consent::bench
-
-namespace consent::bench {
-namespace {
-
+// check-request: see the file comment.
 int CheckRequestFrame() {
   v1::CheckRequest request;
   request.set_purpose("ai_training");
