@@ -58,9 +58,8 @@ def main(path):
     for (label, dist), rs in rows.items():
         latency = lambda key: median(rs, lambda r: r["latency_us"].get(key))
         ratios = []
-        ceiling, peer = COMPARED.get(label, (None, None))
-        for other in (ceiling, peer):
-            mine = rate(label, dist)
+        mine = rate(label, dist)
+        for other in COMPARED.get(label, (None, None)):  # its ceiling, its peer
             theirs = rate(other, dist) if other is not None else None
             ratios.append(f"{mine / theirs:.2f}" if mine and theirs else "")
         errors = sum(sum(r["errors"].values()) for r in rs)
