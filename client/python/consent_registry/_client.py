@@ -529,6 +529,9 @@ class CheckResults:
                 self._client.channel()
                 stream_check = self._client._stream_check
             call = stream_check(self._requests(generation), timeout=self._timeout)
+            # Wakes the wait below when the call ends, whether or not gRPC
+            # ever asked the request iterator for a message.
+            call.add_done_callback(lambda _: self._notify())
             finished = False
             try:
                 responses = iter(call)
@@ -538,7 +541,7 @@ class CheckResults:
                         # iterator for a message (its server gone) never
                         # will: it is done, and its error is read below.
                         while not self._pending and not self._source_done and not call.done():
-                            self._cond.wait(0.05)
+                            self._cond.wait()
                         if not self._pending and self._source_done:
                             break  # the source is done and every message answered
                         tags, local, body = self._pending[0] if self._pending else (None, None, None)
@@ -583,6 +586,10 @@ class CheckResults:
                 if self._source_error is not None:
                     raise self._source_error
                 return
+
+    def _notify(self):
+        with self._cond:
+            self._cond.notify_all()
 
     def _run(self):
         # Decisions by their bytes: most items of a run share a few answers

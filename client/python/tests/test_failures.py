@@ -90,6 +90,9 @@ class _CallThatFailedBeforeAskingForAMessage:
     def done(self):
         return True
 
+    def add_done_callback(self, callback):
+        callback(self)  # done already: called at once, as grpc.Future does
+
     def cancel(self):
         return False
 
