@@ -13,6 +13,13 @@
 // stored preference, while writing nothing: the framework's ceiling for
 // writes.
 //
+// --answer_writes=deferred gives each write's answer from another
+// thread, as any synced write must be answered: the thread that received
+// it cannot wait for the disk. Calls are handed to one answering thread,
+// which finishes every call queued since its last turn: the framework's
+// ceiling for writes answered after a hand-off (docs/performance.md,
+// "What bounds a synced write").
+//
 // --api=cq serves Check and BatchCheck on gRPC's asynchronous
 // completion-queue API instead (--cq_threads threads, each polling its own
 // queue), the same messages and the same work otherwise: the comparison of
@@ -40,6 +47,8 @@
 ABSL_FLAG(std::string, listen, "127.0.0.1:0", "host:port; port 0 picks a free port.");
 ABSL_FLAG(std::string, api, "callback",
           "callback (as consentd) or cq: Check and BatchCheck on the completion-queue API.");
+ABSL_FLAG(std::string, answer_writes, "inline",
+          "inline (on the thread that received the write) or deferred (from another thread).");
 ABSL_FLAG(int, cq_threads, 2, "With --api=cq: threads, each polling its own completion queue.");
 
 namespace {
@@ -108,19 +117,60 @@ void AnswerWrite(const v1::SetPreferenceRequest& request, int64_t revision,
   *preference->mutable_update_time() = consent::ToProto(absl::Now());
 }
 
+// --answer_writes=deferred: the thread that finishes the calls handed to
+// it. Thread safe.
+class DeferredAnswers {
+ public:
+  DeferredAnswers() : thread_([this] { Run(); }) {}
+  ~DeferredAnswers() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    thread_.join();
+  }
+  void Add(grpc::ServerUnaryReactor* reactor) {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(reactor);
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      std::vector<grpc::ServerUnaryReactor*> answers;
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || !queue_.empty();
+        };
+        mu_.Await(absl::Condition(&ready));
+        if (queue_.empty()) return;
+        answers.swap(queue_);
+      }
+      for (grpc::ServerUnaryReactor* reactor : answers) reactor->Finish(grpc::Status::OK);
+    }
+  }
+
+  absl::Mutex mu_;
+  std::vector<grpc::ServerUnaryReactor*> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
 class EmptyRegistry final : public v1::ConsentRegistry::WithCallbackMethod_SetPreference<
                                 v1::ConsentRegistry::WithCallbackMethod_BatchSetPreferences<
                                     v1::ConsentRegistry::WithCallbackMethod_Check<
                                         v1::ConsentRegistry::WithRawCallbackMethod_BatchCheck<
                                             v1::ConsentRegistry::Service>>>> {
  public:
+  // Writes are answered by `deferred` when it is not null.
+  explicit EmptyRegistry(DeferredAnswers* deferred) : deferred_(deferred) {}
+
   grpc::ServerUnaryReactor* SetPreference(grpc::CallbackServerContext* context,
                                           const v1::SetPreferenceRequest* request,
                                           v1::SetPreferenceResponse* response) override {
     AnswerWrite(*request, revision_.fetch_add(1, std::memory_order_relaxed) + 1, response);
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return FinishWrite(context);
   }
 
   grpc::ServerUnaryReactor* BatchSetPreferences(
@@ -131,9 +181,7 @@ class EmptyRegistry final : public v1::ConsentRegistry::WithCallbackMethod_SetPr
     response->mutable_revisions()->Reserve(static_cast<int>(n));
     for (int64_t i = 0; i < n; ++i) response->add_revisions(first + i);
     response->set_revision(first + n - 1);
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return FinishWrite(context);
   }
 
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context, const v1::CheckRequest*,
@@ -159,6 +207,17 @@ class EmptyRegistry final : public v1::ConsentRegistry::WithCallbackMethod_SetPr
   }
 
  private:
+  grpc::ServerUnaryReactor* FinishWrite(grpc::CallbackServerContext* context) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (deferred_ != nullptr) {
+      deferred_->Add(reactor);
+    } else {
+      reactor->Finish(grpc::Status::OK);
+    }
+    return reactor;
+  }
+
+  DeferredAnswers* const deferred_;
   std::atomic<int64_t> revision_{kRevision};
 };
 
@@ -260,11 +319,19 @@ int main(int argc, char** argv) {
     std::cerr << "consent-empty-server: --api must be callback or cq, not \"" << api << "\"\n";
     return 2;
   }
+  const std::string answer_writes = absl::GetFlag(FLAGS_answer_writes);
+  if (answer_writes != "inline" && answer_writes != "deferred") {
+    std::cerr << "consent-empty-server: --answer_writes must be inline or deferred, not \""
+              << answer_writes << "\"\n";
+    return 2;
+  }
   if (cq_threads < 1 || cq_threads > 256) {
     std::cerr << "consent-empty-server: --cq_threads must be 1 to 256, not " << cq_threads << "\n";
     return 2;
   }
-  EmptyRegistry callback_service;
+  std::unique_ptr<DeferredAnswers> deferred;
+  if (answer_writes == "deferred") deferred = std::make_unique<DeferredAnswers>();
+  EmptyRegistry callback_service(deferred.get());
   CqEmptyRegistry cq_service;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;

@@ -6,6 +6,9 @@
 #   3. starts consentd on it (loopback, free port) and runs every
 #      configuration RUNS times (default 3) for DURATION (default 10s) each,
 #      uniform and zipf;
+#      writes are also sent to an empty-handler server that answers each
+#      from another thread (--answer_writes=deferred), the ceiling of any
+#      write answered after a disk sync;
 #   4. runs the peers in the same invocation (bench/peers.sh): h2load
 #      replaying one encoded Check against consentd and against the
 #      empty-handler server, and Redis (appendfsync always) with a deny
@@ -49,13 +52,26 @@ for _ in $(seq 1 100); do grep -q "listening on" "$empty_out" && break; sleep 0.
 empty_target=$(sed -n 's/^consentd listening on //p' "$empty_out")
 [ -n "$empty_target" ] || { cat "$empty_out" >&2; exit 1; }
 
+# The same, each write answered from another thread, as a synced write
+# must be (consent-empty-server --answer_writes=deferred).
+deferred_out=$(mktemp)
+# shellcheck disable=SC2086
+"$root/build/bench/consent-empty-server" --listen=127.0.0.1:0 --answer_writes=deferred \
+  ${EMPTY_ARGS:-} >"$deferred_out" 2>&1 &
+deferred=$!
+trap 'kill $server $empty $deferred 2>/dev/null; wait $server $empty $deferred 2>/dev/null || true
+  rm -f "$out" "$out.log" "$empty_out" "$deferred_out"' EXIT
+for _ in $(seq 1 100); do grep -q "listening on" "$deferred_out" && break; sleep 0.1; done
+deferred_target=$(sed -n 's/^consentd listening on //p' "$deferred_out")
+[ -n "$deferred_target" ] || { cat "$deferred_out" >&2; exit 1; }
+
 # shellcheck source=bench/peers.sh
 source "$root/bench/peers.sh"
 # The Check the h2load rows replay.
 check_frame=$(mktemp)
 "$bench" --users="$subjects" check-request >"$check_frame"
-trap 'kill $server $empty 2>/dev/null; wait $server $empty 2>/dev/null || true; stop_redis
-  rm -f "$out" "$out.log" "$empty_out" "$check_frame"' EXIT
+trap 'kill $server $empty $deferred 2>/dev/null; wait $server $empty $deferred 2>/dev/null || true
+  stop_redis; rm -f "$out" "$out.log" "$empty_out" "$deferred_out" "$check_frame"' EXIT
 
 # The Python package, installed once per run (client/python/install.sh).
 python_venv="$root/build/bench/python-venv"
@@ -81,6 +97,7 @@ rows=(
   "Python filter_allowed, 1,000 per message|python --mode=filter_allowed --batch=1000"
   "Python encoding alone, no server|python --mode=encode --batch=1000"
   "SetPreference, 64 in flight, empty handler|write --concurrency=64 --connections=8 --target=EMPTY"
+  "SetPreference, 64 in flight, empty handler answering from another thread|write --concurrency=64 --connections=8 --target=DEFERRED"
   "SetPreference, 64 in flight|write --concurrency=64 --connections=8"
   "BatchSetPreferences of 100, empty handler|write-batch --batch=100 --concurrency=16 --connections=4 --target=EMPTY"
   "BatchSetPreferences of 100|write-batch --batch=100 --concurrency=16 --connections=4"
@@ -98,6 +115,9 @@ for row in "${rows[@]}"; do
       # shellcheck disable=SC2086
       row_target=$target
       [[ $args == *--target=EMPTY* ]] && row_target=$empty_target
+      [[ $args == *--target=DEFERRED* ]] && row_target=$deferred_target
+      row_args=${args/--target=EMPTY/}
+      row_args=${row_args/--target=DEFERRED/}
       if [[ $args == python* ]]; then
         # One Python process through the consent_registry package.
         [ -x "$python_venv/bin/python" ] || "$root/client/python/install.sh" "$python_venv" >&2
@@ -109,7 +129,7 @@ for row in "${rows[@]}"; do
       else
         # shellcheck disable=SC2086
         "$bench" --target="$row_target" --users="$subjects" --duration="$duration" \
-          --warmup="$warmup" --distribution="$distribution" ${args/--target=EMPTY/} 2>/dev/null |
+          --warmup="$warmup" --distribution="$distribution" $row_args 2>/dev/null |
           sed "s|^{|{\"label\":\"$label\",\"run\":$run,|" >>"$results" || true
       fi
       echo "run.sh: $label, $distribution, run $run done" >&2

@@ -26,6 +26,8 @@ COMPARED = {
                                 "Redis SMISMEMBER 10,000, 8 clients"),
     "StreamCheck 10,000 per message": ("StreamCheck 10,000 per message, empty handler",
                                        "Redis SMISMEMBER 10,000, 8 clients"),
+    "SetPreference, 64 in flight, empty handler answering from another thread": (
+        "SetPreference, 64 in flight, empty handler", None),
     "SetPreference, 64 in flight": ("SetPreference, 64 in flight, empty handler",
                                     "Redis SADD, appendfsync always, 64 clients"),
     "BatchSetPreferences of 100": ("BatchSetPreferences of 100, empty handler", None),

@@ -160,21 +160,28 @@ TEST_P(EmptyServerTest, AnswersEveryCheckMode) {
 INSTANTIATE_TEST_SUITE_P(Apis, EmptyServerTest, ::testing::Values("callback", "cq"));
 
 // The write ceiling: SetPreference and BatchSetPreferences answered, as
-// consentd answers them, with nothing written.
-TEST(EmptyServerWritesTest, AnswersWritesWithoutWriting) {
+// consentd answers them, with nothing written; answered on the thread
+// that received them, or from another one (--answer_writes).
+class EmptyServerWritesTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EmptyServerWritesTest, AnswersWritesWithoutWriting) {
   TempDir dir;
   ConsentdProcess::Options options;
   options.data_dir = dir.Sub("empty");
-  options.command = {CONSENT_EMPTY_SERVER_PATH, "--listen=127.0.0.1:0"};
+  options.command = {CONSENT_EMPTY_SERVER_PATH, "--listen=127.0.0.1:0",
+                     "--answer_writes=" + GetParam()};
   auto server = ConsentdProcess::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
   RunBench((*server)->address(), "write");
   EXPECT_THAT(RunBench((*server)->address(), "write-batch"), HasSubstr("\"batch\":50"));
 }
 
-TEST(EmptyServerUsageTest, BadApiOrThreadsExitsWithUsageError) {
+INSTANTIATE_TEST_SUITE_P(Answers, EmptyServerWritesTest, ::testing::Values("inline", "deferred"));
+
+TEST(EmptyServerUsageTest, BadFlagValueExitsWithUsageError) {
   EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--api=sync"}).exit_code, 2);
   EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--api=cq", "--cq_threads=0"}).exit_code, 2);
+  EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--answer_writes=later"}).exit_code, 2);
 }
 
 }  // namespace
