@@ -1,5 +1,5 @@
 // consent-empty-server: the gRPC floor for checks on this machine. The same
-// server set-up as consentd (Check on the callback API; BatchCheck on the
+// server set-up as consentd (malloc's thresholds; Check on the callback API; BatchCheck on the
 // callback API's raw form, its request parsed onto an arena and its
 // response written by hand; StreamCheck synchronous, each message on an
 // arena; health checking and reflection on; the same message size limit
@@ -49,6 +49,8 @@ ABSL_FLAG(std::string, api, "callback",
           "callback (as consentd) or cq: Check and BatchCheck on the completion-queue API.");
 ABSL_FLAG(std::string, answer_writes, "inline",
           "inline (on the thread that received the write) or deferred (from another thread).");
+ABSL_FLAG(int64_t, malloc_retain_mib, consent::kMaxMallocRetainMib,
+          "As consentd's flag: freed memory malloc keeps for reuse, in MiB (0: glibc's defaults).");
 ABSL_FLAG(int, cq_threads, 2, "With --api=cq: threads, each polling its own completion queue.");
 
 namespace {
@@ -324,6 +326,11 @@ int main(int argc, char** argv) {
     std::cerr << "consent-empty-server: --answer_writes must be inline or deferred, not \""
               << answer_writes << "\"\n";
     return 2;
+  }
+  if (absl::Status s = consent::RetainFreedMemory(absl::GetFlag(FLAGS_malloc_retain_mib));
+      !s.ok()) {
+    std::cerr << "consent-empty-server: " << s.message() << "\n";
+    if (absl::IsInvalidArgument(s)) return 2;
   }
   if (cq_threads < 1 || cq_threads > 256) {
     std::cerr << "consent-empty-server: --cq_threads must be 1 to 256, not " << cq_threads << "\n";

@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include <malloc.h>
+
 #include <exception>
 #include <thread>
 #include <utility>
@@ -286,6 +288,23 @@ bool IsLoopbackAddress(absl::string_view listen) {
   absl::string_view host, port;
   if (!SplitHostPort(listen, &host, &port)) return false;
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+absl::Status RetainFreedMemory(int64_t mib) {
+  if (mib < 0 || mib > kMaxMallocRetainMib) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--malloc_retain_mib must be 0 to ", kMaxMallocRetainMib, ", not ", mib));
+  }
+  if (mib == 0) return absl::OkStatus();
+  const int bytes = static_cast<int>(mib << 20);
+  // Setting either threshold also stops glibc from adjusting the mmap
+  // threshold itself, so both are set.
+  if (mallopt(M_MMAP_THRESHOLD, bytes) != 1 || mallopt(M_TRIM_THRESHOLD, bytes) != 1) {
+    return absl::UnavailableError(
+        absl::StrCat("the allocator does not take malloc thresholds; --malloc_retain_mib=", mib,
+                     " has no effect"));
+  }
+  return absl::OkStatus();
 }
 
 void ConfigureServerBuilder(const ServerOptions& options, grpc::ServerBuilder* builder) {

@@ -182,6 +182,7 @@ TEST(EmptyServerUsageTest, BadFlagValueExitsWithUsageError) {
   EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--api=sync"}).exit_code, 2);
   EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--api=cq", "--cq_threads=0"}).exit_code, 2);
   EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--answer_writes=later"}).exit_code, 2);
+  EXPECT_EQ(RunCommand({CONSENT_EMPTY_SERVER_PATH, "--malloc_retain_mib=33"}).exit_code, 2);
 }
 
 }  // namespace

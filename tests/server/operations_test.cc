@@ -245,7 +245,8 @@ TEST(ConsentdFlagsTest, BadOperatorFlagsStopStartUp) {
   TempDir dir;
   for (const std::string& flag :
        {std::string("--block_cache_mib=4"), std::string("--policy_watch_interval=-1s"),
-        std::string("--backup_keep=-1")}) {
+        std::string("--backup_keep=-1"), std::string("--malloc_retain_mib=33"),
+        std::string("--malloc_retain_mib=-1")}) {
     auto run = RunCommand({CONSENTD_PATH, "--data_dir=" + dir.Sub("data"),
                            "--policy=" + testing::DefaultPolicyPath(), flag});
     EXPECT_EQ(run.exit_code, 1) << flag;
