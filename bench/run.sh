@@ -34,44 +34,54 @@ targets="consentd consent-bench consent-empty-server"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 "$root/scripts/install-deps.sh" --with-bench-peers >&2
 
+# shellcheck source=bench/peers.sh
+source "$root/bench/peers.sh"
+
+# What this run starts and makes, stopped and removed when it exits.
+pids=()
+files=()
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  stop_redis
+  rm -f "${files[@]}"
+}
+trap cleanup EXIT
+
 out=$(mktemp)
+files+=("$out" "$out.log")
 "${CONSENTD:-$root/build/server/consentd}" --data_dir="$data" --listen=127.0.0.1:0 --metrics_listen= \
   --policy="$root/deploy/policy/default.textproto" ${CONSENTD_ARGS:-} >"$out" 2>"$out.log" &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$out" "$out.log"' EXIT
+pids+=("$server")
 await_consentd "$server" "$out" "$out.log"
 echo "run.sh: consentd on $target, $runs runs of $duration per row" >&2
 
+# Starts consent-empty-server with flags "$@" and EMPTY_ARGS; sets
+# started_target to its address.
+start_empty_server() {
+  local log
+  log=$(mktemp)
+  files+=("$log")
+  # shellcheck disable=SC2086
+  "$root/build/bench/consent-empty-server" --listen=127.0.0.1:0 "$@" ${EMPTY_ARGS:-} >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  started_target=$(sed -n 's/^consentd listening on //p' "$log")
+  [ -n "$started_target" ] || { cat "$log" >&2; exit 1; }
+}
 # The empty-handler server: the same gRPC set-up, checks doing nothing.
-empty_out=$(mktemp)
-# shellcheck disable=SC2086
-"$root/build/bench/consent-empty-server" --listen=127.0.0.1:0 ${EMPTY_ARGS:-} >"$empty_out" 2>&1 &
-empty=$!
-trap 'kill $server $empty 2>/dev/null; wait $server $empty 2>/dev/null || true; rm -f "$out" "$out.log" "$empty_out"' EXIT
-for _ in $(seq 1 100); do grep -q "listening on" "$empty_out" && break; sleep 0.1; done
-empty_target=$(sed -n 's/^consentd listening on //p' "$empty_out")
-[ -n "$empty_target" ] || { cat "$empty_out" >&2; exit 1; }
-
+start_empty_server
+empty_target=$started_target
 # The same, each write answered from another thread, as a synced write
-# must be (consent-empty-server --answer_writes=deferred).
-deferred_out=$(mktemp)
-# shellcheck disable=SC2086
-"$root/build/bench/consent-empty-server" --listen=127.0.0.1:0 --answer_writes=deferred \
-  ${EMPTY_ARGS:-} >"$deferred_out" 2>&1 &
-deferred=$!
-trap 'kill $server $empty $deferred 2>/dev/null; wait $server $empty $deferred 2>/dev/null || true
-  rm -f "$out" "$out.log" "$empty_out" "$deferred_out"' EXIT
-for _ in $(seq 1 100); do grep -q "listening on" "$deferred_out" && break; sleep 0.1; done
-deferred_target=$(sed -n 's/^consentd listening on //p' "$deferred_out")
-[ -n "$deferred_target" ] || { cat "$deferred_out" >&2; exit 1; }
+# must be.
+start_empty_server --answer_writes=deferred
+deferred_target=$started_target
 
-# shellcheck source=bench/peers.sh
-source "$root/bench/peers.sh"
 # The Check the h2load rows replay.
 check_frame=$(mktemp)
+files+=("$check_frame")
 "$bench" --users="$subjects" check-request >"$check_frame"
-trap 'kill $server $empty $deferred 2>/dev/null; wait $server $empty $deferred 2>/dev/null || true
-  stop_redis; rm -f "$out" "$out.log" "$empty_out" "$deferred_out" "$check_frame"' EXIT
 
 # The Python package, installed once per run (client/python/install.sh).
 python_venv="$root/build/bench/python-venv"
