@@ -1,8 +1,8 @@
 // consent-empty-server: the gRPC floor for checks on this machine. The same
 // server set-up as consentd (malloc's thresholds; Check on the callback API; BatchCheck on the
 // callback API's raw form, its request parsed onto an arena and its
-// response written by hand; StreamCheck synchronous, each message on an
-// arena; health checking and reflection on; the same message size limit
+// response written by hand; StreamCheck synchronous, raw the same way, each
+// message on an arena; health checking and reflection on; the same message size limit
 // and threads), but Check, BatchCheck and StreamCheck answer a fixed
 // decision per item at once: no validation, storage or rules, only the
 // messages' own parsing and serialization. consent-bench run against it
@@ -86,20 +86,37 @@ grpc::Status AnswerBatch(const grpc::ByteBuffer& request, grpc::ByteBuffer* resp
   return grpc::Status::OK;
 }
 
-grpc::Status AnswerStream(
-    grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) {
+// A fixed decision per item of each raw StreamCheck message, as consentd
+// parses and answers them.
+grpc::Status AnswerStream(consent::RawCheckStream* stream) {
   consent::StreamArena messages;
-  for (;;) {
-    google::protobuf::Arena* arena = messages.Next();
-    auto* request = google::protobuf::Arena::CreateMessage<v1::StreamCheckRequest>(arena);
-    if (!stream->Read(request)) break;
-    auto& response = *google::protobuf::Arena::CreateMessage<v1::StreamCheckResponse>(arena);
-    response.mutable_decisions()->Reserve(request->items_size());
-    for (int i = 0; i < request->items_size(); ++i) FixedDecision(response.add_decisions());
-    response.set_revision(kRevision);
-    if (!stream->Write(response)) break;
+  grpc::ByteBuffer in, out;
+  int64_t index = 0;
+  while (stream->Read(&in)) {
+    const v1::BatchCheckRequest* message = consent::ParseBatchCheck(in, messages.Next());
+    if (message == nullptr) return consent::BadStreamCheckMessage(index);
+    consent::EncodedDecisions decisions;
+    decisions.Reserve(message->items_size(), kVersion);
+    for (int i = 0; i < message->items_size(); ++i) {
+      decisions.Add(consent::Verdict{v1::DECISION_REASON_ALLOWED_DEFAULT, 10}, 0);
+    }
+    decisions.Finish(kRevision);
+    consent::SetResponseBytes(decisions.bytes(), &out);
+    if (!stream->Write(out)) break;
+    ++index;
   }
   return grpc::Status::OK;
+}
+
+// Serves `service`'s StreamCheck with AnswerStream (consentd's raw form).
+template <typename Service>
+void ServeRawStreamCheck(Service* service) {
+  service->MarkStreamCheck(
+      new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, grpc::ByteBuffer>(
+          [](Service*, grpc::ServerContext*, consent::RawCheckStream* stream) {
+            return AnswerStream(stream);
+          },
+          service));
 }
 
 // The answer consentd gives a write of `request` at `revision`: the
@@ -166,7 +183,12 @@ class EmptyRegistry final : public v1::ConsentRegistry::WithCallbackMethod_SetPr
                                             v1::ConsentRegistry::Service>>>> {
  public:
   // Writes are answered by `deferred` when it is not null.
-  explicit EmptyRegistry(DeferredAnswers* deferred) : deferred_(deferred) {}
+  explicit EmptyRegistry(DeferredAnswers* deferred) : deferred_(deferred) {
+    ServeRawStreamCheck(this);
+  }
+  void MarkStreamCheck(grpc::internal::MethodHandler* handler) {
+    MarkMethodStreamed(consent::StreamCheckMethodIndex(), handler);
+  }
 
   grpc::ServerUnaryReactor* SetPreference(grpc::CallbackServerContext* context,
                                           const v1::SetPreferenceRequest* request,
@@ -202,12 +224,6 @@ class EmptyRegistry final : public v1::ConsentRegistry::WithCallbackMethod_SetPr
     return reactor;
   }
 
-  grpc::Status StreamCheck(
-      grpc::ServerContext*,
-      grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) override {
-    return AnswerStream(stream);
-  }
-
  private:
   grpc::ServerUnaryReactor* FinishWrite(grpc::CallbackServerContext* context) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -228,10 +244,9 @@ class CqEmptyRegistry final
     : public v1::ConsentRegistry::WithAsyncMethod_Check<
           v1::ConsentRegistry::WithRawMethod_BatchCheck<v1::ConsentRegistry::Service>> {
  public:
-  grpc::Status StreamCheck(
-      grpc::ServerContext*,
-      grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) override {
-    return AnswerStream(stream);
+  CqEmptyRegistry() { ServeRawStreamCheck(this); }
+  void MarkStreamCheck(grpc::internal::MethodHandler* handler) {
+    MarkMethodStreamed(consent::StreamCheckMethodIndex(), handler);
   }
 };
 

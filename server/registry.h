@@ -2,7 +2,7 @@
 // the one object the gRPC services (registry_service.h), tools and tests
 // hold; it owns the three parts that do the work, one per job:
 //   RegistryWrites   (registry_writes.h)   the writes and GetSubject;
-//   RegistryChecks   (registry_checks.h)   Check, BatchCheck, StreamCheck;
+//   RegistryChecks   (registry_checks.h)   Check, BatchCheck (and so StreamCheck);
 //   RegistryHistory  (registry_history.h)  ListHistory, WatchChanges,
 //                                          VerifyAuditLog;
 // and does itself what touches all of them: activating policies and
@@ -146,10 +146,6 @@ class Registry {
   absl::Status BatchCheck(const v1::BatchCheckRequest& request, DecisionSink* decisions,
                           const CallControl& control = {}) {
     return checks_.BatchCheck(request, decisions, control);
-  }
-  absl::Status StreamCheck(const v1::StreamCheckRequest& request, v1::StreamCheckResponse* response,
-                           const CallControl& control = {}) {
-    return checks_.StreamCheck(request, response, control);
   }
 
   // History, the change feed and the audit chain (RegistryHistory).

@@ -148,33 +148,6 @@ absl::Status RegistryChecks::Check(const v1::CheckRequest& request,
   return absl::OkStatus();
 }
 
-namespace {
-
-// CheckItems' decisions as messages (StreamCheck).
-class DecisionMessages final : public DecisionSink {
- public:
-  explicit DecisionMessages(v1::StreamCheckResponse* response)
-      : response_(response), decisions_(response->mutable_decisions()) {}
-  void Reserve(int n, const CompiledPolicy& policy) override {
-    policy_ = &policy;
-    decisions_->Reserve(n);
-  }
-  void Add(const Verdict& verdict, int64_t revision) override {
-    FillDecision(verdict, *policy_, revision, decisions_->Add());
-  }
-  void AddInvalid(const absl::Status& problem) override {
-    *decisions_->Add()->mutable_error() = ToRpcStatus(problem);
-  }
-  void Finish(int64_t revision) override { response_->set_revision(revision); }
-
- private:
-  v1::StreamCheckResponse* response_;
-  google::protobuf::RepeatedPtrField<v1::Decision>* decisions_;
-  const CompiledPolicy* policy_ = nullptr;
-};
-
-}  // namespace
-
 absl::Status CallControl::GaveUp(absl::string_view what) const {
   if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
     return absl::DeadlineExceededError(
@@ -186,9 +159,8 @@ absl::Status CallControl::GaveUp(absl::string_view what) const {
   return absl::OkStatus();
 }
 
-template <typename Request>
-absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* decisions,
-                                        const CallControl& control) const {
+absl::Status RegistryChecks::BatchCheck(const v1::BatchCheckRequest& request,
+                                        DecisionSink* decisions, const CallControl& control) const {
   // The request as a whole: a problem here fails the call.
   Violations v;
   if (std::string p = PurposeProblem(request.purpose()); !p.empty()) v.Add("purpose", p);
@@ -295,18 +267,6 @@ absl::Status RegistryChecks::CheckItems(const Request& request, DecisionSink* de
   }
   decisions->Finish(revision);
   return absl::OkStatus();
-}
-
-absl::Status RegistryChecks::BatchCheck(const v1::BatchCheckRequest& request,
-                                        DecisionSink* decisions, const CallControl& control) const {
-  return CheckItems(request, decisions, control);
-}
-
-absl::Status RegistryChecks::StreamCheck(const v1::StreamCheckRequest& request,
-                                         v1::StreamCheckResponse* response,
-                                         const CallControl& control) const {
-  DecisionMessages decisions(response);
-  return CheckItems(request, &decisions, control);
 }
 
 }  // namespace consent

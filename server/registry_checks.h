@@ -1,7 +1,8 @@
-// The registry's checks (training pipelines): Check, BatchCheck and
-// StreamCheck, evaluated by the decision engine (core/decision_engine.h)
-// against the current state (the subject index or RocksDB) or, with
-// as_of, against the state folded from the user's history.
+// The registry's checks (training pipelines): Check and BatchCheck (each
+// message of a StreamCheck stream is a BatchCheck), evaluated by the
+// decision engine (core/decision_engine.h) against the current state (the
+// subject index or RocksDB) or, with as_of, against the state folded from
+// the user's history.
 #ifndef CONSENT_SERVER_REGISTRY_CHECKS_H_
 #define CONSENT_SERVER_REGISTRY_CHECKS_H_
 
@@ -37,7 +38,7 @@ struct CallControl {
 
 // Where a batch's decisions go, in item order: Reserve once, then Add per
 // item. The service layer's hand-written encoder (wire.h,
-// EncodedDecisions) is one; StreamCheck's messages another.
+// EncodedDecisions) is the one BatchCheck and StreamCheck answer with.
 class DecisionSink {
  public:
   virtual ~DecisionSink() = default;
@@ -73,20 +74,12 @@ class RegistryChecks {
   // A batch stops as soon as `control` says the caller gave up (its
   // deadline passed, or it cancelled): kDeadlineExceeded or kCancelled,
   // the decisions left incomplete (not to be sent). Checked every 256
-  // items, and before each user's history is folded for as_of.
+  // items, and before each user's history is folded for as_of. Each
+  // message of a StreamCheck stream is one (wire.h: RawCheckStream).
   absl::Status BatchCheck(const v1::BatchCheckRequest& request, DecisionSink* decisions,
                           const CallControl& control = {}) const;
-  // One message of a StreamCheck stream: a batch check.
-  absl::Status StreamCheck(const v1::StreamCheckRequest& request, v1::StreamCheckResponse* response,
-                           const CallControl& control = {}) const;
 
  private:
-  // BatchCheck and StreamCheck: requests with purpose, items, as_of and
-  // min_revision; decisions added in item order.
-  template <typename Request>
-  absl::Status CheckItems(const Request& request, DecisionSink* decisions,
-                          const CallControl& control) const;
-
   // What reads are evaluated against.
   struct ReadView {
     std::shared_ptr<const CompiledPolicy> policy;

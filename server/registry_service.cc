@@ -269,9 +269,7 @@ grpc::ServerUnaryReactor* RegistryService::BatchCheck(grpc::CallbackServerContex
   return reactor;
 }
 
-grpc::Status RegistryService::StreamCheck(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) {
+grpc::Status RegistryService::RawStreamCheck(grpc::ServerContext* context, RawCheckStream* stream) {
   return calls_->Serve(*context, Rpc::kStreamCheck, "", [&](const Authorized&) {
     if (!EnterStream()) return TooManyStreams();
     auto leave = absl::MakeCleanup([this] { LeaveStream(); });
@@ -287,30 +285,32 @@ grpc::Status RegistryService::StreamCheck(
       streams_.erase(context);
     });
     StreamArena messages;
+    grpc::ByteBuffer in, out;
+    EncodedDecisions decisions;
     int64_t index = 0;
     // One request in memory at a time: Write blocks while the client does
     // not read, so the server stops reading requests too (flow control).
-    for (;;) {
-      google::protobuf::Arena* arena = messages.Next();
-      auto* request = google::protobuf::Arena::CreateMessage<v1::StreamCheckRequest>(arena);
-      if (!stream->Read(request)) break;
+    while (stream->Read(&in)) {
       if (gate->draining()) return CallAccounting::Draining();
-      auto& response = *google::protobuf::Arena::CreateMessage<v1::StreamCheckResponse>(arena);
+      const v1::BatchCheckRequest* request = ParseBatchCheck(in, messages.Next());
+      if (request == nullptr) return BadStreamCheckMessage(index);
       // The deadline only: on the synchronous API IsCancelled polls the
       // completion queue, blocking the handler in the poller (StreamCheck
       // ran 10% slower asking every 256 items). A cancelled stream stops at
       // its next Read or Write, within one message.
-      absl::Status status = registry_->StreamCheck(*request, &response, DeadlineOf(context));
+      decisions = EncodedDecisions();
+      absl::Status status = registry_->BatchCheck(*request, &decisions, DeadlineOf(context));
       if (metrics != nullptr) {
         calls_->method(Rpc::kStreamCheck)->ObserveItems(request->items_size());
-        if (status.ok()) metrics->CountDecisions(request->purpose(), response.decisions());
+        if (status.ok()) metrics->CountDecisions(request->purpose(), decisions.tally());
       }
       if (!status.ok()) {
         // The stream ends at the first bad message, saying which one; the
         // details (a BadRequest naming the fields) go with it.
         return ToGrpcStatus(Reworded(status, absl::StrCat("message ", index, ": "), ""));
       }
-      if (!stream->Write(response)) break;  // the client went away
+      SetResponseBytes(decisions.bytes(), &out);
+      if (!stream->Write(out)) break;  // the client went away
       ++index;
     }
     // Cancelled by shutdown: the client retries elsewhere.
@@ -401,6 +401,13 @@ RegistryService::RegistryService(Registry* registry, CallAccounting* calls,
       clock_(clock),
       workers_(limits.worker_threads, "consent-worker", limits.max_queued_reads) {
   SetMessageAllocatorFor_BatchRecordNotices(&notices_allocator_);
+  MarkMethodStreamed(
+      StreamCheckMethodIndex(),
+      new grpc::internal::BidiStreamingHandler<RegistryService, grpc::ByteBuffer, grpc::ByteBuffer>(
+          [](RegistryService* service, grpc::ServerContext* context, RawCheckStream* stream) {
+            return service->RawStreamCheck(context, stream);
+          },
+          this));
   watchdog_ = std::thread([this] { WatchIdleWatchers(); });
   pthread_setname_np(watchdog_.native_handle(), "consent-watchdog");
 }

@@ -237,9 +237,9 @@ class RegistryService final
   grpc::ServerUnaryReactor* BatchCheck(grpc::CallbackServerContext* context,
                                        const grpc::ByteBuffer* request,
                                        grpc::ByteBuffer* response) override;
-  grpc::Status StreamCheck(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::StreamCheckResponse, v1::StreamCheckRequest>* stream) override;
+  // Raw, like BatchCheck (wire.h: RawCheckStream); the constructor
+  // registers it as StreamCheck's handler.
+  grpc::Status RawStreamCheck(grpc::ServerContext* context, RawCheckStream* stream);
   grpc::ServerUnaryReactor* ListHistory(grpc::CallbackServerContext* context,
                                         const v1::ListHistoryRequest* request,
                                         v1::ListHistoryResponse* response) override;

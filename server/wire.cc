@@ -1,5 +1,6 @@
 #include "server/wire.h"
 
+#include "absl/strings/str_cat.h"
 #include "core/decision_engine.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/proto_buffer_reader.h"
@@ -141,6 +142,20 @@ void SetResponseBytes(const std::string& bytes, grpc::ByteBuffer* response) {
   grpc::Slice slice(bytes);
   grpc::ByteBuffer buffer(&slice, 1);
   response->Swap(&buffer);
+}
+
+int StreamCheckMethodIndex() {
+  return v1::StreamCheckRequest::descriptor()
+      ->file()
+      ->FindServiceByName("ConsentRegistry")
+      ->FindMethodByName("StreamCheck")
+      ->index();
+}
+
+grpc::Status BadStreamCheckMessage(int64_t index) {
+  return grpc::Status(
+      grpc::StatusCode::INVALID_ARGUMENT,
+      absl::StrCat("message ", index, ": not a well-formed consent.v1.StreamCheckRequest"));
 }
 
 StreamArena::StreamArena()

@@ -1,7 +1,8 @@
 // The service layer's wire-level code, for the hot paths: a BatchCheck
 // request parsed onto an arena, its response written by hand
-// (EncodedDecisions), StreamCheck's per-stream arena, and
-// BatchRecordNotices' messages on an arena (ArenaMessageAllocator).
+// (EncodedDecisions), StreamCheck's messages handled the same way on a
+// per-stream arena, and BatchRecordNotices' messages on an arena
+// (ArenaMessageAllocator).
 // Everything else goes through gRPC's generated (de)serialization.
 #ifndef CONSENT_SERVER_WIRE_H_
 #define CONSENT_SERVER_WIRE_H_
@@ -18,6 +19,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/message_allocator.h"
 #include "grpcpp/support/status.h"
+#include "grpcpp/support/sync_stream.h"
 #include "server/registry_checks.h"
 
 namespace consent {
@@ -85,9 +87,25 @@ grpc::Status BadBatchCheckRequest();
 // `bytes` (copied) as a raw call's response.
 void SetResponseBytes(const std::string& bytes, grpc::ByteBuffer* response);
 
-// The arena of a StreamCheck stream: each message and its response on it,
-// reset between messages. Its first block, kept across resets, holds a
-// message of 1,000 items and its response (312,528 bytes by
+// StreamCheck with raw messages, on the synchronous API: a
+// StreamCheckRequest has a BatchCheckRequest's fields (names, numbers and
+// types; tests/server/encoded_decisions_test.cc compares the
+// descriptors), so each message is parsed by ParseBatchCheck, and a
+// StreamCheckResponse is a BatchCheckResponse, written as EncodedDecisions.
+// A service serves it so by passing StreamCheckMethodIndex() and a
+// grpc::internal::BidiStreamingHandler over ByteBuffers to
+// grpc::Service::MarkMethodStreamed, as gRPC's generated code does for
+// its own handlers.
+using RawCheckStream = grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
+// StreamCheck's position among ConsentRegistry's methods: the proto's
+// order, the order gRPC's generated service adds them in.
+int StreamCheckMethodIndex();
+// Message `index` of a stream (from 0) does not parse: INVALID_ARGUMENT.
+grpc::Status BadStreamCheckMessage(int64_t index);
+
+// The arena of a StreamCheck stream: each message on it, reset between
+// messages. Its first block, kept across resets, holds a message of 1,000
+// items (with the response that was once on it too: 312,528 bytes by
 // Arena::SpaceUsed), so such a message costs no allocation. (Messages on
 // the heap, reused, still freed and reallocated every item's content and
 // create_time: docs/performance.md.) Not thread safe.

@@ -4,9 +4,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "consent/v1/registry.pb.h"
 #include "core/decision_engine.h"
 #include "core/validation.h"
+#include "google/protobuf/descriptor.h"
 #include "google/rpc/error_details.pb.h"
 #include "gtest/gtest.h"
 #include "server/registry.h"
@@ -101,6 +103,29 @@ TEST(EncodedDecisionsTest, NoDecisionsIsAnEmptyResponse) {
   encoded.Reserve(0, "v1");
   encoded.Finish(0);
   EXPECT_EQ(encoded.bytes(), "");
+}
+
+// A field's wire identity: what a parser reads and a writer writes.
+std::vector<std::string> WireFields(const google::protobuf::Descriptor* message) {
+  std::vector<std::string> fields;
+  for (int i = 0; i < message->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* f = message->field(i);
+    fields.push_back(absl::StrCat(f->number(), " ", f->name(), " ", f->type_name(), " ",
+                                  f->is_repeated() ? "repeated" : "single", " ",
+                                  f->message_type() ? f->message_type()->full_name() : ""));
+  }
+  return fields;
+}
+
+// StreamCheck parses each message as a BatchCheckRequest and answers with
+// EncodedDecisions' bytes (wire.h, RawCheckStream): the stream's messages
+// must stay the batch's, field for field.
+TEST(EncodedDecisionsTest, StreamCheckMessagesAreBatchCheckMessages) {
+  EXPECT_EQ(WireFields(v1::StreamCheckRequest::descriptor()),
+            WireFields(v1::BatchCheckRequest::descriptor()));
+  EXPECT_EQ(WireFields(v1::StreamCheckResponse::descriptor()),
+            WireFields(v1::BatchCheckResponse::descriptor()));
+  EXPECT_EQ(WireFields(v1::StreamCheckRequest::descriptor()).size(), 4u);
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // StreamCheck against the real consentd binary: order, errors, flow
 // control (a client that stops reading stops the server) and cancellation.
 #include <atomic>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "client/consent_client.h"
@@ -9,6 +11,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
 
@@ -143,6 +146,55 @@ TEST_F(StreamCheckTest, BadItemIsAnsweredAndBadMessageEndsTheStream) {
   ASSERT_TRUE(details.details(0).UnpackTo(&bad_request));
   ASSERT_EQ(bad_request.field_violations_size(), 1);
   EXPECT_EQ(bad_request.field_violations(0).field(), "items");
+}
+
+// Bytes that do not parse as a message end the stream with
+// INVALID_ARGUMENT naming the message, after the messages before it were
+// answered.
+TEST_F(StreamCheckTest, MalformedMessageIsInvalidArgument) {
+  grpc::GenericStub stub(channel_);
+  grpc::CompletionQueue queue;
+  grpc::ClientContext context;
+  // Each step waits for its own tag before the next starts.
+  auto await = [&queue](intptr_t tag) {
+    void* got = nullptr;
+    bool ok = false;
+    EXPECT_TRUE(queue.Next(&got, &ok));
+    EXPECT_EQ(reinterpret_cast<intptr_t>(got), tag);
+    return ok;
+  };
+  auto call = stub.PrepareCall(&context, "/consent.v1.ConsentRegistry/StreamCheck", &queue);
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(await(1));
+  auto send = [&](const std::string& bytes, intptr_t tag) {
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer buffer(&slice, 1);
+    call->Write(buffer, reinterpret_cast<void*>(tag));
+    return await(tag);
+  };
+  ASSERT_TRUE(send(Message(2).SerializeAsString(), 2));
+  grpc::ByteBuffer answer;
+  call->Read(&answer, reinterpret_cast<void*>(3));
+  ASSERT_TRUE(await(3));
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(answer.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) bytes.append(slice.begin(), slice.end());
+  v1::StreamCheckResponse response;
+  ASSERT_TRUE(response.ParseFromString(bytes));
+  ASSERT_EQ(response.decisions_size(), 2);
+  EXPECT_EQ(response.decisions(0).reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
+  EXPECT_EQ(response.decisions(1).reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+
+  // items (2), length 5, but only two bytes follow.
+  ASSERT_TRUE(send(std::string("\x12\x05", 2) + "ab", 4));
+  call->Read(&answer, reinterpret_cast<void*>(5));
+  EXPECT_FALSE(await(5));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(6));
+  ASSERT_TRUE(await(6));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "message 1: not a well-formed consent.v1.StreamCheckRequest");
 }
 
 TEST_F(StreamCheckTest, ClientThatStopsReadingStopsTheServer) {
