@@ -389,8 +389,12 @@ void* SubjectViewArena::Allocate(size_t size) {
   return p;
 }
 
-std::string DecisionView(const v1::Subject& subject) {
-  v1::Subject view;
+void AppendDecisionView(const v1::Subject& subject, std::string* out) {
+  // Cleared, not destroyed, between calls: its messages and strings keep
+  // their memory, so a view costs no allocation once the thread has built
+  // one of its shape.
+  thread_local v1::Subject view;
+  view.Clear();
   if (subject.has_attributes()) *view.mutable_attributes() = subject.attributes();
   for (const v1::Preference& preference : subject.preferences()) {
     v1::Preference* p = view.add_preferences();
@@ -439,16 +443,21 @@ std::string DecisionView(const v1::Subject& subject) {
         static_cast<uint64_t>(seconds), end);
     packed.append(reinterpret_cast<const char*>(buffer), end - buffer);
   }
-  std::string bytes = view.SerializeAsString();
+  view.AppendToString(out);
   if (!packed.empty()) {
     uint8_t buffer[2 * 10];  // two varints of at most 10 bytes
     uint8_t* end = google::protobuf::io::CodedOutputStream::WriteTagToArray(
         (kCompactNoticesField << 3) | kLengthDelimited, buffer);
     end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
         static_cast<uint32_t>(packed.size()), end);
-    bytes.append(reinterpret_cast<const char*>(buffer), end - buffer);
-    bytes += packed;
+    out->append(reinterpret_cast<const char*>(buffer), end - buffer);
+    *out += packed;
   }
+}
+
+std::string DecisionView(const v1::Subject& subject) {
+  std::string bytes;
+  AppendDecisionView(subject, &bytes);
   return bytes;
 }
 

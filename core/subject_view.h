@@ -92,6 +92,8 @@ std::optional<absl::string_view> PurposeName(uint32_t number);
 // and the revision. Serialized as a Subject; SubjectViewArena::Decode
 // reads it. Uses PurposeNumber: the bytes are for this process only.
 std::string DecisionView(const v1::Subject& subject);
+// The same bytes, appended to `*out` (one buffer for many views).
+void AppendDecisionView(const v1::Subject& subject, std::string* out);
 
 // Owns views and everything they point to (strings, preferences), in a few
 // blocks: a batch's views cost no allocation each. Views live as long as

@@ -169,7 +169,15 @@ struct RocksDbStore::Group final : PreparedGroup {
   // changed once it is being written.
   std::shared_ptr<const Group> base;
   rocksdb::WriteBatch batch;
-  std::vector<std::pair<std::string, std::string>> views;  // for the subject index
+  // For the subject index: each written subject's view, in view_bytes.
+  // The user ids are the keys of `subjects`, which does not change once
+  // the group is prepared.
+  struct View {
+    const std::string* user_id;
+    size_t begin, end;
+  };
+  std::vector<View> views;
+  std::string view_bytes;
   // Keys of user_events, in commit order; sorted into `history` at the end.
   std::vector<std::string> user_events;
   // The group's history index entries, added to the store's history tail
@@ -432,6 +440,7 @@ std::shared_ptr<PreparedGroup> RocksDbStore::Prepare(const std::vector<PendingCo
   // one (the insert hint, ColumnFamilies).
   std::vector<const std::pair<const std::string, v1::Subject*>*> written;
   written.reserve(group->subjects.size());
+  if (index_ != nullptr) group->views.reserve(group->subjects.size());
   for (const auto& entry : group->subjects) written.push_back(&entry);
   std::sort(written.begin(), written.end(),
             [](const auto* a, const auto* b) { return a->first < b->first; });
@@ -440,7 +449,11 @@ std::shared_ptr<PreparedGroup> RocksDbStore::Prepare(const std::vector<PendingCo
     const auto& [user_id, subject] = *entry;
     subject->SerializeToString(&record);
     batch.Put(subjects(), user_id, record);
-    if (index_ != nullptr) group->views.emplace_back(user_id, DecisionView(*subject));
+    if (index_ != nullptr) {
+      const size_t begin = group->view_bytes.size();
+      AppendDecisionView(*subject, &group->view_bytes);
+      group->views.push_back({&user_id, begin, group->view_bytes.size()});
+    }
   }
   if (!group->user_events.empty()) {
     std::sort(group->user_events.begin(), group->user_events.end());
@@ -494,7 +507,10 @@ void RocksDbStore::Write(PreparedGroup& prepared, const std::vector<PendingCommi
     if (s.ok()) {
       // The index sees the write before anyone is acknowledged or the
       // revision moves, so every read that starts afterwards sees it too.
-      for (const auto& [user_id, view] : group.views) index_->Put(user_id, view);
+      const absl::string_view bytes = group.view_bytes;
+      for (const Group::View& view : group.views) {
+        index_->Put(*view.user_id, bytes.substr(view.begin, view.end - view.begin));
+      }
       if (group.history != nullptr) history_.Add(group.history);
       revision_.store(group.revision, std::memory_order_release);
       last_time_ = group.last_time;
