@@ -88,7 +88,7 @@ grpc::Status AnswerBatch(const grpc::ByteBuffer& request, grpc::ByteBuffer* resp
 
 // A fixed decision per item of each raw StreamCheck message, as consentd
 // parses and answers them.
-grpc::Status AnswerStream(consent::RawCheckStream* stream) {
+grpc::Status AnswerStream(grpc::ServerContext*, consent::RawCheckStream* stream) {
   consent::StreamArena messages;
   grpc::ByteBuffer in, out;
   int64_t index = 0;
@@ -106,17 +106,6 @@ grpc::Status AnswerStream(consent::RawCheckStream* stream) {
     ++index;
   }
   return grpc::Status::OK;
-}
-
-// Serves `service`'s StreamCheck with AnswerStream (consentd's raw form).
-template <typename Service>
-void ServeRawStreamCheck(Service* service) {
-  service->MarkStreamCheck(
-      new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, grpc::ByteBuffer>(
-          [](Service*, grpc::ServerContext*, consent::RawCheckStream* stream) {
-            return AnswerStream(stream);
-          },
-          service));
 }
 
 // The answer consentd gives a write of `request` at `revision`: the
@@ -184,10 +173,8 @@ class EmptyRegistry final : public v1::ConsentRegistry::WithCallbackMethod_SetPr
  public:
   // Writes are answered by `deferred` when it is not null.
   explicit EmptyRegistry(DeferredAnswers* deferred) : deferred_(deferred) {
-    ServeRawStreamCheck(this);
-  }
-  void MarkStreamCheck(grpc::internal::MethodHandler* handler) {
-    MarkMethodStreamed(consent::StreamCheckMethodIndex(), handler);
+    MarkMethodStreamed(consent::StreamCheckMethodIndex(),
+                       consent::NewRawStreamCheckHandler(this, AnswerStream));
   }
 
   grpc::ServerUnaryReactor* SetPreference(grpc::CallbackServerContext* context,
@@ -244,9 +231,9 @@ class CqEmptyRegistry final
     : public v1::ConsentRegistry::WithAsyncMethod_Check<
           v1::ConsentRegistry::WithRawMethod_BatchCheck<v1::ConsentRegistry::Service>> {
  public:
-  CqEmptyRegistry() { ServeRawStreamCheck(this); }
-  void MarkStreamCheck(grpc::internal::MethodHandler* handler) {
-    MarkMethodStreamed(consent::StreamCheckMethodIndex(), handler);
+  CqEmptyRegistry() {
+    MarkMethodStreamed(consent::StreamCheckMethodIndex(),
+                       consent::NewRawStreamCheckHandler(this, AnswerStream));
   }
 };
 

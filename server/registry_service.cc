@@ -286,7 +286,6 @@ grpc::Status RegistryService::RawStreamCheck(grpc::ServerContext* context, RawCh
     });
     StreamArena messages;
     grpc::ByteBuffer in, out;
-    EncodedDecisions decisions;
     int64_t index = 0;
     // One request in memory at a time: Write blocks while the client does
     // not read, so the server stops reading requests too (flow control).
@@ -298,7 +297,7 @@ grpc::Status RegistryService::RawStreamCheck(grpc::ServerContext* context, RawCh
       // completion queue, blocking the handler in the poller (StreamCheck
       // ran 10% slower asking every 256 items). A cancelled stream stops at
       // its next Read or Write, within one message.
-      decisions = EncodedDecisions();
+      EncodedDecisions decisions;
       absl::Status status = registry_->BatchCheck(*request, &decisions, DeadlineOf(context));
       if (metrics != nullptr) {
         calls_->method(Rpc::kStreamCheck)->ObserveItems(request->items_size());
@@ -403,11 +402,9 @@ RegistryService::RegistryService(Registry* registry, CallAccounting* calls,
   SetMessageAllocatorFor_BatchRecordNotices(&notices_allocator_);
   MarkMethodStreamed(
       StreamCheckMethodIndex(),
-      new grpc::internal::BidiStreamingHandler<RegistryService, grpc::ByteBuffer, grpc::ByteBuffer>(
-          [](RegistryService* service, grpc::ServerContext* context, RawCheckStream* stream) {
-            return service->RawStreamCheck(context, stream);
-          },
-          this));
+      NewRawStreamCheckHandler(this, [this](grpc::ServerContext* context, RawCheckStream* stream) {
+        return RawStreamCheck(context, stream);
+      }));
   watchdog_ = std::thread([this] { WatchIdleWatchers(); });
   pthread_setname_np(watchdog_.native_handle(), "consent-watchdog");
 }

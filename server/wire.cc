@@ -1,5 +1,7 @@
 #include "server/wire.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "core/decision_engine.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
@@ -150,6 +152,16 @@ int StreamCheckMethodIndex() {
       ->FindServiceByName("ConsentRegistry")
       ->FindMethodByName("StreamCheck")
       ->index();
+}
+
+grpc::internal::MethodHandler* NewRawStreamCheckHandler(
+    grpc::Service* service,
+    std::function<grpc::Status(grpc::ServerContext*, RawCheckStream*)> serve) {
+  return new grpc::internal::BidiStreamingHandler<grpc::Service, grpc::ByteBuffer,
+                                                  grpc::ByteBuffer>(
+      [serve = std::move(serve)](grpc::Service*, grpc::ServerContext* context,
+                                 RawCheckStream* stream) { return serve(context, stream); },
+      service);
 }
 
 grpc::Status BadStreamCheckMessage(int64_t index) {

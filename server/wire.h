@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,8 +17,10 @@
 #include "absl/types/span.h"
 #include "consent/v1/registry.pb.h"
 #include "google/protobuf/arena.h"
+#include "grpcpp/impl/service_type.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/message_allocator.h"
+#include "grpcpp/support/method_handler.h"
 #include "grpcpp/support/status.h"
 #include "grpcpp/support/sync_stream.h"
 #include "server/registry_checks.h"
@@ -92,11 +95,16 @@ void SetResponseBytes(const std::string& bytes, grpc::ByteBuffer* response);
 // types; tests/server/encoded_decisions_test.cc compares the
 // descriptors), so each message is parsed by ParseBatchCheck, and a
 // StreamCheckResponse is a BatchCheckResponse, written as EncodedDecisions.
-// A service serves it so by passing StreamCheckMethodIndex() and a
-// grpc::internal::BidiStreamingHandler over ByteBuffers to
-// grpc::Service::MarkMethodStreamed, as gRPC's generated code does for
-// its own handlers.
+// A service serves it so by passing StreamCheckMethodIndex() and
+// NewRawStreamCheckHandler(...) to grpc::Service::MarkMethodStreamed in
+// its constructor.
 using RawCheckStream = grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
+// A handler that runs `serve` for each StreamCheck call on `service`
+// (gRPC's synchronous handler over ByteBuffers, as its generated code
+// builds for typed methods); the service takes ownership of it.
+grpc::internal::MethodHandler* NewRawStreamCheckHandler(
+    grpc::Service* service,
+    std::function<grpc::Status(grpc::ServerContext*, RawCheckStream*)> serve);
 // StreamCheck's position among ConsentRegistry's methods: the proto's
 // order, the order gRPC's generated service adds them in.
 int StreamCheckMethodIndex();
