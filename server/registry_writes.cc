@@ -136,13 +136,6 @@ storage::SubjectUpdate PreferenceUpdate(const v1::SetPreferenceRequest& request,
                      });
 }
 
-const v1::Preference* FindPreference(const v1::Subject& subject, absl::string_view purpose) {
-  for (const v1::Preference& p : subject.preferences()) {
-    if (p.purpose() == purpose) return &p;
-  }
-  return nullptr;
-}
-
 // A notice's delivery time is not in the future beyond kMaxClockSkew, and
 // not further back than this unless the request says it is a backfill.
 constexpr absl::Duration kMaxDeliveryAge = absl::Hours(24 * 30);
@@ -255,26 +248,22 @@ void RegistryWrites::SetPreference(const v1::SetPreferenceRequest& request,
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(PreferenceUpdate(request, context));
-  if (!request.request_id().empty()) {
-    // Kept with the request id, for a replay's answer.
-    updates.back().reply = [](const v1::Subject&, const v1::ChangeEvent& event) {
-      return event.preference().has_after() ? event.preference().after().SerializeAsString()
-                                            : std::string();
-    };
-  }
+  // The answer is the preference the event records (none when it cleared
+  // one), kept with the request id for a replay's answer: the subject
+  // record is not copied out of the commit.
+  updates.back().return_subject = false;
+  updates.back().reply = [](const v1::Subject&, const v1::ChangeEvent& event) {
+    return event.preference().has_after() ? event.preference().after().SerializeAsString()
+                                          : std::string();
+  };
   CommitSingle(
       std::move(updates), response,
-      [&request, response](storage::CommitResult& result) -> absl::Status {
-        if (result.replayed[0]) {
-          // A replay: answer as the first attempt did (no preference: it
-          // cleared one).
-          const std::string& reply = result.replies[0];
-          if (!reply.empty() && !response->mutable_preference()->ParseFromString(reply)) {
-            return absl::DataLossError("the stored reply of a request id does not parse");
-          }
-        } else if (const v1::Preference* p =
-                       FindPreference(result.subjects[0], request.purpose())) {
-          *response->mutable_preference() = *p;
+      [response](storage::CommitResult& result) -> absl::Status {
+        const std::string& reply = result.replies[0];
+        if (!reply.empty() && !response->mutable_preference()->ParseFromString(reply)) {
+          return absl::DataLossError(result.replayed[0]
+                                         ? "the stored reply of a request id does not parse"
+                                         : "the written preference does not parse");
         }
         return absl::OkStatus();
       },

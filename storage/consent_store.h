@@ -206,14 +206,15 @@ struct SubjectUpdate {
   std::function<absl::Status(UpdateContext& context, v1::Subject& subject, v1::ChangeEvent& event)>
       apply;
   // Whether CommitResult::subjects gets a copy of the subject as written;
-  // false leaves that entry empty (a bulk import needs only revisions).
+  // false leaves that entry empty (a bulk import needs only revisions, a
+  // preference write only its reply).
   bool return_subject = true;
-  // With a request id: what a replay of this update answers besides its
-  // revision. Called once the update has applied, on the store's preparing
-  // thread, with the subject as written and its event (revision and times
-  // set); the bytes are kept with the request id and come back in
-  // CommitResult::replies, so a replay is answered without reading
-  // anything. May be empty (replays then get the revision only).
+  // What the update answers besides its revision, in CommitResult::replies.
+  // Called once the update has applied, on the store's preparing thread,
+  // with the subject as written and its event (revision and times set).
+  // With a request id the bytes are also kept with it, so a replay is
+  // answered without reading anything. May be empty (replays then get the
+  // revision only).
   std::function<std::string(const v1::Subject& subject, const v1::ChangeEvent& event)> reply;
 };
 

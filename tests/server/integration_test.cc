@@ -514,6 +514,48 @@ TEST_F(IntegrationTest, StaleExpectedRevisionIsAbortedNamingCurrent) {
   EXPECT_EQ(fresh->preference().revision(), 2);
 }
 
+TEST_F(IntegrationTest, SetPreferenceAnswersThePreferenceItStored) {
+  MakeUkAdult("alice");
+  v1::SetPreferenceRequest request;
+  request.set_user_id("alice");
+  request.set_purpose("ai_training");
+  request.set_state(v1::PREFERENCE_STATE_OBJECTED);
+  request.set_request_id("settings-7");
+  *request.mutable_effective_time() = ToProto(absl::FromUnixSeconds(1'767'225'600));
+  request.mutable_source()->set_channel("settings_page");
+  request.mutable_source()->set_actor("user");
+  auto first = client_->SetPreference(request);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->preference().purpose(), "ai_training");
+  EXPECT_EQ(first->preference().state(), v1::PREFERENCE_STATE_OBJECTED);
+  EXPECT_EQ(first->preference().effective_time().seconds(), 1'767'225'600);
+  EXPECT_EQ(first->preference().source().channel(), "settings_page");
+  EXPECT_EQ(first->preference().source().actor(), "user");
+  EXPECT_EQ(first->preference().revision(), first->revision());
+  EXPECT_TRUE(first->preference().has_update_time());
+
+  v1::GetSubjectRequest get;
+  get.set_user_id("alice");
+  auto subject = client_->GetSubject(get);
+  ASSERT_TRUE(subject.ok()) << subject.status();
+  ASSERT_EQ(subject->subject().preferences_size(), 1);
+  EXPECT_EQ(subject->subject().preferences(0).SerializeAsString(),
+            first->preference().SerializeAsString());
+
+  // A replay answers the same preference; a CLEARED write answers none.
+  auto replay = client_->SetPreference(request);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_EQ(replay->SerializeAsString(), first->SerializeAsString());
+  v1::SetPreferenceRequest clear;
+  clear.set_user_id("alice");
+  clear.set_purpose("ai_training");
+  clear.set_state(v1::PREFERENCE_STATE_CLEARED);
+  auto cleared = client_->SetPreference(clear);
+  ASSERT_TRUE(cleared.ok()) << cleared.status();
+  EXPECT_EQ(cleared->revision(), first->revision() + 1);
+  EXPECT_FALSE(cleared->has_preference());
+}
+
 TEST_F(IntegrationTest, DeletedSubjectIsDeniedAndTakesNoWrites) {
   MakeUkAdult("alice");
   v1::DeleteSubjectRequest request;
