@@ -11,7 +11,8 @@
 // BM_SetPreferenceInFlight/N keeps N SetPreferences in flight from one
 // thread, as consentd's callers do over gRPC, with the subject index on
 // (consentd's default): the store's and the registry's share of a synced
-// write at consentd's group sizes, with no gRPC. Its `cpu_us` counter is
+// write, with no gRPC (writes arrive faster than through gRPC, so groups
+// are larger than consentd's at the same count). Its `cpu_us` counter is
 // the whole process's CPU per write. WRITE_BENCH_SEED names a data
 // directory to start from (a copy is used, e.g. one `consent-bench
 // preload --users=1000000` made), WRITE_BENCH_USERS the users written
