@@ -12,16 +12,17 @@ build_pkgs=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev libssl-dev openssl
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libnats-dev
 )
 # Tools the test suite uses: an independent Python gRPC client, the Python
 # package's build and test needs (a virtual environment, pip, pandas, and
 # for its offline module numpy, Python's headers and pybind11),
-# Prometheus, clang-format, and the openssl command line (certificates made
+# Prometheus, clang-format, nats-server (a JetStream cluster for the command
+# log's tests), and the openssl command line (certificates made
 # at test time).
 test_pkgs=(python3-grpcio python3-protobuf python3-venv python3-pip python3-setuptools
            python3-wheel python3-pandas python3-numpy python3-dev pybind11-dev curl clang-format
-           prometheus openssl)
+           prometheus openssl nats-server)
 # The peers bench/run.sh measures consentd beside: Redis and its
 # redis-benchmark, h2load, and curl to check h2load's replayed request.
 bench_peer_pkgs=(redis-server redis-tools nghttp2-client curl)

@@ -1,0 +1,95 @@
+// A log of write commands kept by NATS JetStream: one stream, file
+// storage, replicated by JetStream's Raft groups across the NATS cluster.
+// Each command is appended with a message id (a write's request id), which
+// JetStream deduplicates within the stream's duplicate window, and gets the
+// stream's next sequence; readers take the commands back in sequence order
+// from any sequence still retained. Nothing here knows what a command
+// means. The NATS C client (libnats) stays behind this header.
+#ifndef CONSENT_STORAGE_JETSTREAM_LOG_H_
+#define CONSENT_STORAGE_JETSTREAM_LOG_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace consent::storage {
+
+struct JetStreamLogOptions {
+  // NATS servers to connect to ("nats://host:port"); the client fails over
+  // between them. At least one.
+  std::vector<std::string> urls;
+  // The stream and the one subject it holds; created on Open if absent.
+  std::string stream = "CONSENT_COMMANDS";
+  std::string subject = "consent.commands";
+  // Copies JetStream keeps of each command (1 to 5).
+  int replicas = 3;
+  // The largest command, in bytes: the stream refuses larger ones. The NATS
+  // servers' max_payload must be at least this.
+  int64_t max_message_bytes = 8 << 20;
+  // How long JetStream remembers a message id, so that a retried append
+  // with the same id is recognised as a duplicate.
+  absl::Duration duplicate_window = absl::Minutes(10);
+  // How long one call waits for the cluster (connecting, an append's
+  // acknowledgement, a read).
+  absl::Duration timeout = absl::Seconds(5);
+};
+
+// A command as the stream holds it.
+struct LoggedCommand {
+  uint64_t sequence = 0;  // the stream's, from 1
+  std::string msg_id;     // empty when appended without one
+  std::string bytes;
+};
+
+// Thread safe: Append, Get and LastSequence may be called concurrently. A
+// Reader is for one thread, and is destroyed before the log.
+class JetStreamLog {
+ public:
+  // Connects and makes sure the stream exists with `options`' settings.
+  // kUnavailable when no server answers or the cluster has no JetStream
+  // leader within options.timeout; kInvalidArgument for bad options.
+  static absl::StatusOr<std::unique_ptr<JetStreamLog>> Open(const JetStreamLogOptions& options);
+  virtual ~JetStreamLog() = default;
+
+  struct Appended {
+    uint64_t sequence = 0;
+    // True when the stream already held a command with this msg_id (within
+    // the duplicate window): `sequence` is that command's, and nothing new
+    // was stored.
+    bool duplicate = false;
+  };
+  // Appends `bytes` under `msg_id` (may be empty: no deduplication) and
+  // returns once the stream's leader has stored it on a quorum of replicas.
+  // kUnavailable when that is not confirmed within options.timeout (a
+  // quorum is down, or the answer was lost: the command may or may not be
+  // stored, and an append retried with the same msg_id finds out);
+  // kInvalidArgument when `bytes` exceeds options.max_message_bytes.
+  virtual absl::StatusOr<Appended> Append(absl::string_view msg_id, absl::string_view bytes) = 0;
+
+  // The command at `sequence`: kNotFound when the stream has none there.
+  virtual absl::StatusOr<LoggedCommand> Get(uint64_t sequence) = 0;
+
+  // The stream's last sequence (0 when empty).
+  virtual absl::StatusOr<uint64_t> LastSequence() = 0;
+
+  // Delivers the commands from `sequence` on, in order, with no gaps and
+  // no repeats (an ordered consumer: after a server fails over it resumes
+  // after the last command delivered).
+  class Reader {
+   public:
+    virtual ~Reader() = default;
+    // The next command, or nullopt when none arrived within `wait`.
+    virtual absl::StatusOr<std::optional<LoggedCommand>> Next(absl::Duration wait) = 0;
+  };
+  virtual absl::StatusOr<std::unique_ptr<Reader>> ReadFrom(uint64_t sequence) = 0;
+};
+
+}  // namespace consent::storage
+
+#endif  // CONSENT_STORAGE_JETSTREAM_LOG_H_

@@ -1,0 +1,48 @@
+// A real NATS cluster with JetStream for tests: nats-server processes on
+// free loopback ports, routed to each other, their stores in a temporary
+// directory. Debian's nats-server must be installed (scripts/install-deps.sh
+// --with-test-tools).
+#ifndef CONSENT_TESTS_NATS_CLUSTER_H_
+#define CONSENT_TESTS_NATS_CLUSTER_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tests/test_util.h"
+
+namespace consent::testing {
+
+class NatsCluster {
+ public:
+  // Starts `nodes` servers (each taking messages of up to
+  // `max_payload_bytes`) and returns once every one accepts clients.
+  static absl::StatusOr<std::unique_ptr<NatsCluster>> Start(int nodes, int64_t max_payload_bytes);
+  ~NatsCluster();  // stops every server still running
+
+  // Client URL of each node ("nats://127.0.0.1:PORT").
+  const std::vector<std::string>& urls() const { return urls_; }
+  // SIGKILLs node `i` (its store stays for a restart).
+  void Kill(int i);
+  // Starts node `i` again on the same ports and store.
+  absl::Status Restart(int i);
+  // Node `i`'s log so far.
+  std::string Log(int i) const;
+
+ private:
+  NatsCluster() = default;
+  absl::Status Spawn(int i);
+
+  TempDir dir_;
+  std::vector<std::string> urls_;
+  std::vector<std::string> configs_;
+  std::vector<int> client_ports_;
+  std::vector<pid_t> pids_;
+};
+
+}  // namespace consent::testing
+
+#endif  // CONSENT_TESTS_NATS_CLUSTER_H_

@@ -1,0 +1,156 @@
+// The JetStream command log against a real three-node NATS cluster.
+#include "storage/jetstream_log.h"
+
+#include <optional>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "tests/nats_cluster.h"
+
+namespace consent::storage {
+namespace {
+
+constexpr int64_t kMaxPayload = 8 << 20;
+
+class JetStreamLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto cluster = testing::NatsCluster::Start(3, kMaxPayload);
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = std::move(*cluster);
+  }
+
+  JetStreamLogOptions Options() const {
+    JetStreamLogOptions options;
+    options.urls = cluster_->urls();
+    options.max_message_bytes = kMaxPayload;
+    options.timeout = absl::Seconds(10);
+    return options;
+  }
+
+  std::unique_ptr<JetStreamLog> OpenLog() {
+    auto log = JetStreamLog::Open(Options());
+    EXPECT_TRUE(log.ok()) << log.status() << "\nnode 0's log:\n" << cluster_->Log(0);
+    return log.ok() ? std::move(*log) : nullptr;
+  }
+
+  std::unique_ptr<testing::NatsCluster> cluster_;
+};
+
+TEST_F(JetStreamLogTest, CommandsAreReadBackInOrderFromAnySequence) {
+  auto log = OpenLog();
+  ASSERT_NE(log, nullptr);
+  for (int i = 1; i <= 5; ++i) {
+    auto appended = log->Append(absl::StrCat("req-", i), absl::StrCat("command ", i));
+    ASSERT_TRUE(appended.ok()) << appended.status();
+    EXPECT_EQ(appended->sequence, static_cast<uint64_t>(i));
+    EXPECT_FALSE(appended->duplicate);
+  }
+  EXPECT_EQ(*log->LastSequence(), 5u);
+
+  auto reader = log->ReadFrom(3);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  for (uint64_t expected = 3; expected <= 5; ++expected) {
+    auto next = (*reader)->Next(absl::Seconds(10));
+    ASSERT_TRUE(next.ok()) << next.status();
+    ASSERT_TRUE(next->has_value());
+    EXPECT_EQ((*next)->sequence, expected);
+    EXPECT_EQ((*next)->msg_id, absl::StrCat("req-", expected));
+    EXPECT_EQ((*next)->bytes, absl::StrCat("command ", expected));
+  }
+  // Nothing more until something is appended; then exactly that.
+  auto idle = (*reader)->Next(absl::Milliseconds(200));
+  ASSERT_TRUE(idle.ok()) << idle.status();
+  EXPECT_FALSE(idle->has_value());
+  ASSERT_TRUE(log->Append("", "command 6").ok());
+  auto sixth = (*reader)->Next(absl::Seconds(10));
+  ASSERT_TRUE(sixth.ok() && sixth->has_value());
+  EXPECT_EQ((*sixth)->sequence, 6u);
+  EXPECT_EQ((*sixth)->msg_id, "");
+
+  auto second = log->Get(2);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->bytes, "command 2");
+  EXPECT_EQ(second->msg_id, "req-2");
+  EXPECT_EQ(log->Get(7).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(JetStreamLogTest, ARepeatedMessageIdIsADuplicateOfTheFirst) {
+  auto log = OpenLog();
+  ASSERT_NE(log, nullptr);
+  auto first = log->Append("req-a", "objection");
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(log->Append("req-b", "consent").ok());
+  auto again = log->Append("req-a", "objection");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_EQ(again->sequence, first->sequence);
+  EXPECT_EQ(*log->LastSequence(), 2u);
+}
+
+TEST_F(JetStreamLogTest, ALargestWriteFitsAndALargerOneIsRefused) {
+  auto log = OpenLog();
+  ASSERT_NE(log, nullptr);
+  const std::string largest(kMaxPayload - 4096, 'x');
+  auto stored = log->Append("big", largest);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(log->Get(stored->sequence)->bytes.size(), largest.size());
+  auto refused = log->Append("bigger", std::string(kMaxPayload + 1, 'x'));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+}
+
+TEST_F(JetStreamLogTest, OpeningAgainKeepsTheStreamAndItsCommands) {
+  {
+    auto log = OpenLog();
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(log->Append("req-1", "one").ok());
+  }
+  auto log = OpenLog();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(*log->LastSequence(), 1u);
+  JetStreamLogOptions other = Options();
+  other.replicas = 1;
+  EXPECT_EQ(JetStreamLog::Open(other).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JetStreamLogTest, AppendsGoOnWithOneNodeDownAndStopWithTwo) {
+  auto log = OpenLog();
+  ASSERT_NE(log, nullptr);
+  ASSERT_TRUE(log->Append("before", "0").ok());
+  auto reader = log->ReadFrom(1);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  auto first = (*reader)->Next(absl::Seconds(10));
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_EQ((*first)->sequence, 1u);
+  cluster_->Kill(0);
+  // A new stream leader may have to be elected: retried under the same id,
+  // the command is stored once.
+  absl::StatusOr<JetStreamLog::Appended> appended;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  do {
+    appended = log->Append("after-one", "1");
+  } while (!appended.ok() && absl::IsUnavailable(appended.status()) && absl::Now() < deadline);
+  ASSERT_TRUE(appended.ok()) << appended.status();
+  EXPECT_EQ(appended->sequence, 2u);
+  // The reader goes on after the failover: the next command, once.
+  std::optional<LoggedCommand> second;
+  const absl::Time read_deadline = absl::Now() + absl::Seconds(60);
+  while (!second && absl::Now() < read_deadline) {
+    auto next = (*reader)->Next(absl::Seconds(1));
+    ASSERT_TRUE(next.ok()) << next.status();
+    second = *next;
+  }
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->sequence, 2u);
+  EXPECT_EQ(second->msg_id, "after-one");
+
+  cluster_->Kill(1);
+  auto without_quorum = log->Append("after-two", "2");
+  EXPECT_EQ(without_quorum.status().code(), absl::StatusCode::kUnavailable)
+      << without_quorum.status();
+}
+
+}  // namespace
+}  // namespace consent::storage
