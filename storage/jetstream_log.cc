@@ -49,10 +49,15 @@ absl::Status FromNats(natsStatus s, jsErrCode js_error, absl::string_view what) 
   return absl::InternalError(detail);
 }
 
-std::string MsgIdOf(natsMsg* msg) {
+// The command `msg` holds, at stream sequence `sequence`; frees `msg`.
+LoggedCommand TakeCommand(uint64_t sequence, natsMsg* msg) {
+  LoggedCommand command;
+  command.sequence = sequence;
   const char* id = nullptr;
-  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) != NATS_OK || id == nullptr) return "";
-  return id;
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != nullptr) command.msg_id = id;
+  command.bytes.assign(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  natsMsg_Destroy(msg);
+  return command;
 }
 
 class NatsReader final : public JetStreamLog::Reader {
@@ -71,12 +76,9 @@ class NatsReader final : public JetStreamLog::Reader {
       natsMsg_Destroy(msg);
       return FromNats(m, static_cast<jsErrCode>(0), "reading a command's sequence");
     }
-    LoggedCommand command{
-        meta->Sequence.Stream, MsgIdOf(msg),
-        std::string(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)))};
+    const uint64_t sequence = meta->Sequence.Stream;
     jsMsgMetaData_Destroy(meta);
-    natsMsg_Destroy(msg);
-    return command;
+    return TakeCommand(sequence, msg);
   }
 
  private:
@@ -155,32 +157,23 @@ class NatsJetStreamLog final : public JetStreamLog {
     return appended;
   }
 
+  // Get and LastSequence wait as long as the JetStream context does
+  // (options.timeout, set when it was made).
   absl::StatusOr<LoggedCommand> Get(uint64_t sequence) override {
     natsMsg* msg = nullptr;
-    jsOptions js_options;
-    jsOptions_Init(&js_options);
-    js_options.Wait = Millis(options_.timeout);
     jsErrCode js_error = static_cast<jsErrCode>(0);
     const natsStatus s =
-        js_GetMsg(&msg, js_, options_.stream.c_str(), sequence, &js_options, &js_error);
+        js_GetMsg(&msg, js_, options_.stream.c_str(), sequence, nullptr, &js_error);
     if (s != NATS_OK) {
       return FromNats(s, js_error, absl::StrCat("reading command ", sequence));
     }
-    LoggedCommand command{
-        sequence, MsgIdOf(msg),
-        std::string(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)))};
-    natsMsg_Destroy(msg);
-    return command;
+    return TakeCommand(sequence, msg);
   }
 
   absl::StatusOr<uint64_t> LastSequence() override {
     jsStreamInfo* info = nullptr;
-    jsOptions js_options;
-    jsOptions_Init(&js_options);
-    js_options.Wait = Millis(options_.timeout);
     jsErrCode js_error = static_cast<jsErrCode>(0);
-    const natsStatus s =
-        js_GetStreamInfo(&info, js_, options_.stream.c_str(), &js_options, &js_error);
+    const natsStatus s = js_GetStreamInfo(&info, js_, options_.stream.c_str(), nullptr, &js_error);
     if (s != NATS_OK) return FromNats(s, js_error, "reading the stream's state");
     const uint64_t last = info->State.LastSeq;
     jsStreamInfo_Destroy(info);
