@@ -19,7 +19,6 @@
 // (user-0 .. user-(N-1), default 100,000). Results: docs/performance.md,
 // "The store's share of a synced write".
 #include <benchmark/benchmark.h>
-#include <sys/resource.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -32,6 +31,7 @@
 #include "absl/synchronization/notification.h"
 #include "core/clock.h"
 #include "core/policy.h"
+#include "server/process_stats.h"
 #include "server/registry.h"
 #include "storage/consent_store.h"
 
@@ -128,10 +128,9 @@ BENCHMARK(BM_BatchSetPreferences100)->Arg(0)->Arg(1)->MinTime(2.0)->UseRealTime(
 
 // Microseconds of CPU the whole process has used (all threads).
 double ProcessCpuMicros() {
-  rusage usage;
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_utime.tv_sec * 1e6 + usage.ru_utime.tv_usec + usage.ru_stime.tv_sec * 1e6 +
-         usage.ru_stime.tv_usec;
+  auto stats = ReadProcessStats();
+  if (!stats.ok()) std::abort();
+  return stats->cpu_seconds * 1e6;
 }
 
 // state.range(0) synced SetPreferences in flight; one per iteration.

@@ -17,24 +17,6 @@ namespace {
 
 constexpr char kNatsServer[] = "/usr/sbin/nats-server";  // Debian's nats-server
 
-// A loopback port nothing listens on now (the kernel's choice for port 0).
-absl::StatusOr<int> FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return absl::InternalError("bind to a free port failed");
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 bool Accepts(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return false;
@@ -58,8 +40,8 @@ absl::StatusOr<std::unique_ptr<NatsCluster>> NatsCluster::Start(int nodes,
   std::unique_ptr<NatsCluster> cluster(new NatsCluster());
   std::vector<int> route_ports;
   for (int i = 0; i < nodes; ++i) {
-    auto client = FreePort();
-    auto route = FreePort();
+    auto client = FreeLoopbackPort();
+    auto route = FreeLoopbackPort();
     if (!client.ok()) return client.status();
     if (!route.ok()) return route.status();
     cluster->client_ports_.push_back(*client);
@@ -121,11 +103,6 @@ void NatsCluster::Kill(int i) {
   kill(pids_[i], SIGKILL);
   waitpid(pids_[i], nullptr, 0);
   pids_[i] = -1;
-}
-
-absl::Status NatsCluster::Restart(int i) {
-  Kill(i);
-  return Spawn(i);
 }
 
 std::string NatsCluster::Log(int i) const {

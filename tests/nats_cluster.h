@@ -25,10 +25,8 @@ class NatsCluster {
 
   // Client URL of each node ("nats://127.0.0.1:PORT").
   const std::vector<std::string>& urls() const { return urls_; }
-  // SIGKILLs node `i` (its store stays for a restart).
+  // SIGKILLs node `i`.
   void Kill(int i);
-  // Starts node `i` again on the same ports and store.
-  absl::Status Restart(int i);
   // Node `i`'s log so far.
   std::string Log(int i) const;
 

@@ -1,7 +1,9 @@
 #include "tests/test_util.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -67,6 +69,23 @@ std::string ReadFile(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
+}
+
+absl::StatusOr<int> FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return absl::InternalError("bind to a free loopback port failed");
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
 }
 
 int64_t ResidentBytes(pid_t pid) {
@@ -284,6 +303,15 @@ v1::UpdateSubjectRequest UkAdult(const std::string& user) {
   request.mutable_attributes()->mutable_birth_date()->set_day(17);
   request.mutable_update_mask()->add_paths("jurisdiction");
   request.mutable_update_mask()->add_paths("birth_date");
+  return request;
+}
+
+v1::SetPreferenceRequest PreferenceOf(const std::string& user, v1::PreferenceState state,
+                                      const std::string& purpose) {
+  v1::SetPreferenceRequest request;
+  request.set_user_id(user);
+  request.set_purpose(purpose);
+  request.set_state(state);
   return request;
 }
 

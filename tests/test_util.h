@@ -33,6 +33,10 @@ inline constexpr bool kAddressSanitizer = false;
 // Resident memory of a process, in bytes (VmRSS of /proc/PID/status), or -1.
 int64_t ResidentBytes(pid_t pid);
 
+// A loopback port nothing listens on now: bound to port 0, then closed (so
+// another process may take it later; for servers that cannot bind 0).
+absl::StatusOr<int> FreeLoopbackPort();
+
 // A fresh directory, removed with everything in it on destruction.
 class TempDir {
  public:
@@ -136,6 +140,10 @@ v1::CheckRequest PublicPostCheck(const std::string& user,
 // Sets `user`'s jurisdiction to GB and an adult birth date (1990-05-17), so
 // ai_training defaults to allowed (legitimate interest).
 v1::UpdateSubjectRequest UkAdult(const std::string& user);
+
+// Records `state` (OBJECTED, CONSENTED or CLEARED) for `user` and `purpose`.
+v1::SetPreferenceRequest PreferenceOf(const std::string& user, v1::PreferenceState state,
+                                      const std::string& purpose = "ai_training");
 
 }  // namespace consent::testing
 

@@ -1,30 +1,20 @@
 // Client behaviour that needs no server: retries and fail-closed answers
 // against an address where nothing listens.
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <string>
 
 #include "client/consent_client.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
+#include "tests/test_util.h"
 
 namespace consent {
 namespace {
 
-// A loopback port with nothing listening: bound, then closed.
+// A loopback port with nothing listening.
 std::string DeadTarget() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  return "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort().value());
 }
 
 struct Recorder {

@@ -54,11 +54,7 @@ class IntegrationTest : public ::testing::Test {
 
   absl::StatusOr<int64_t> Set(const std::string& user, v1::PreferenceState state,
                               const std::string& purpose = "ai_training") {
-    v1::SetPreferenceRequest request;
-    request.set_user_id(user);
-    request.set_purpose(purpose);
-    request.set_state(state);
-    auto response = client_->SetPreference(request);
+    auto response = client_->SetPreference(testing::PreferenceOf(user, state, purpose));
     if (!response.ok()) return response.status();
     return response->revision();
   }
@@ -516,10 +512,7 @@ TEST_F(IntegrationTest, StaleExpectedRevisionIsAbortedNamingCurrent) {
 
 TEST_F(IntegrationTest, SetPreferenceAnswersThePreferenceItStored) {
   MakeUkAdult("alice");
-  v1::SetPreferenceRequest request;
-  request.set_user_id("alice");
-  request.set_purpose("ai_training");
-  request.set_state(v1::PREFERENCE_STATE_OBJECTED);
+  v1::SetPreferenceRequest request = testing::PreferenceOf("alice", v1::PREFERENCE_STATE_OBJECTED);
   request.set_request_id("settings-7");
   *request.mutable_effective_time() = ToProto(absl::FromUnixSeconds(1'767'225'600));
   request.mutable_source()->set_channel("settings_page");
@@ -546,11 +539,8 @@ TEST_F(IntegrationTest, SetPreferenceAnswersThePreferenceItStored) {
   auto replay = client_->SetPreference(request);
   ASSERT_TRUE(replay.ok()) << replay.status();
   EXPECT_EQ(replay->SerializeAsString(), first->SerializeAsString());
-  v1::SetPreferenceRequest clear;
-  clear.set_user_id("alice");
-  clear.set_purpose("ai_training");
-  clear.set_state(v1::PREFERENCE_STATE_CLEARED);
-  auto cleared = client_->SetPreference(clear);
+  auto cleared =
+      client_->SetPreference(testing::PreferenceOf("alice", v1::PREFERENCE_STATE_CLEARED));
   ASSERT_TRUE(cleared.ok()) << cleared.status();
   EXPECT_EQ(cleared->revision(), first->revision() + 1);
   EXPECT_FALSE(cleared->has_preference());

@@ -45,11 +45,8 @@ class StreamCheckTest : public ::testing::Test {
       r.mutable_update_mask()->add_paths("birth_date");
       ASSERT_TRUE(client_->UpdateSubject(r).ok());
     }
-    v1::SetPreferenceRequest objection;
-    objection.set_user_id("carol");
-    objection.set_purpose("ai_training");
-    objection.set_state(v1::PREFERENCE_STATE_OBJECTED);
-    ASSERT_TRUE(client_->SetPreference(objection).ok());
+    ASSERT_TRUE(
+        client_->SetPreference(testing::PreferenceOf("carol", v1::PREFERENCE_STATE_OBJECTED)).ok());
   }
 
   // A message of `n` items alternating alice and carol, content ids tagged
@@ -93,11 +90,8 @@ TEST_F(StreamCheckTest, ResultsComeInOrderPerMessageAndItem) {
     }
   }
   // Writes between messages are seen by the next message.
-  v1::SetPreferenceRequest clear;
-  clear.set_user_id("carol");
-  clear.set_purpose("ai_training");
-  clear.set_state(v1::PREFERENCE_STATE_CLEARED);
-  auto cleared = client_->SetPreference(clear);
+  auto cleared =
+      client_->SetPreference(testing::PreferenceOf("carol", v1::PREFERENCE_STATE_CLEARED));
   ASSERT_TRUE(cleared.ok()) << cleared.status();
   ASSERT_TRUE(stream->Write(Message(2)));
   v1::StreamCheckResponse response;
