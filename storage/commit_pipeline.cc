@@ -163,7 +163,7 @@ struct RocksDbStore::Group final : PreparedGroup {
   absl::flat_hash_map<std::string, v1::Subject*> subjects;   // user -> record written (on arena)
   absl::flat_hash_map<std::string, bool> exclusions;         // key -> excluded
   absl::flat_hash_map<std::string, RequestRecord> requests;  // request id -> record
-  absl::flat_hash_map<std::string, int64_t> imports;         // import id -> offset
+  absl::flat_hash_map<std::string, int64_t> progress;        // meta key -> position
   // The group that was being written when this one was prepared (null if
   // none): read after this group's own maps, before the database. Not
   // changed once it is being written.
@@ -308,22 +308,21 @@ class RocksDbStore::Context final : public UpdateContext {
   bool skipped_ = false;
 };
 
-absl::StatusOr<int64_t> RocksDbStore::FindImport(const Group& group, const std::string& id) {
-  if (const int64_t* offset = Group::Find(group, &Group::imports, id)) return *offset;
-  return ReadImport(id);
+absl::StatusOr<int64_t> RocksDbStore::FindProgress(const Group& group, const std::string& key) {
+  if (const int64_t* position = Group::Find(group, &Group::progress, key)) return *position;
+  return ReadProgress(key);
 }
 
-absl::StatusOr<int64_t> RocksDbStore::ReadImport(absl::string_view id) {
+absl::StatusOr<int64_t> RocksDbStore::ReadProgress(const std::string& key) {
   std::string value;
-  rocksdb::Status s =
-      db_->Get(rocksdb::ReadOptions(), meta(), absl::StrCat(kMetaImportPrefix, id), &value);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta(), key, &value);
   if (s.IsNotFound()) return 0;
-  if (!s.ok()) return FromRocks(s, "reading an import's progress");
-  int64_t offset = 0;
-  if (!DecodeRevision(value, &offset)) {
-    return absl::DataLossError(absl::StrCat("the progress of import \"", id, "\" does not parse"));
+  if (!s.ok()) return FromRocks(s, absl::StrCat("reading meta key \"", key, "\""));
+  int64_t position = 0;
+  if (!DecodeRevision(value, &position)) {
+    return absl::DataLossError(absl::StrCat("meta key \"", key, "\" does not parse"));
   }
-  return offset;
+  return position;
 }
 
 absl::StatusOr<std::optional<RequestRecord>> RocksDbStore::FindRequest(const Group& group,
@@ -387,7 +386,29 @@ void RocksDbStore::ImportAsync(std::vector<SubjectUpdate> updates, absl::Time no
 absl::StatusOr<int64_t> RocksDbStore::ImportedThrough(absl::string_view import_id) {
   absl::ReaderMutexLock lock(&open_mu_);
   if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
-  return ReadImport(import_id);
+  return ReadProgress(absl::StrCat(kMetaImportPrefix, import_id));
+}
+
+void RocksDbStore::ApplyLoggedAsync(std::vector<SubjectUpdate> updates, absl::Time now,
+                                    RequestKey request, int64_t sequence,
+                                    std::function<void(absl::StatusOr<CommitResult>)> done) {
+  if (updates.empty() || sequence <= 0) {
+    done(absl::InvalidArgumentError("a logged command needs updates and a positive sequence"));
+    return;
+  }
+  auto commit = std::make_unique<PendingCommit>();
+  commit->updates = std::move(updates);
+  commit->now = now;
+  commit->request = std::move(request);
+  commit->log_sequence = sequence;
+  commit->done = std::move(done);
+  pipeline_.Submit(std::move(commit));
+}
+
+absl::StatusOr<int64_t> RocksDbStore::AppliedSequence() {
+  absl::ReaderMutexLock lock(&open_mu_);
+  if (db_ == nullptr) return absl::FailedPreconditionError("store is closed");
+  return ReadProgress(kMetaAppliedSequence);
 }
 
 void RocksDbStore::AwaitNoWrite() {
@@ -579,6 +600,17 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
   };
   const absl::Time stamp = std::max(commit.now, group.last_time);
   CommitResult result;
+  // A command of the replicated log: once only, in order (before its
+  // request id is looked at: a command delivered again is not a replay).
+  if (commit.log_sequence > 0) {
+    auto through = FindProgress(group, kMetaAppliedSequence);
+    if (!through.ok()) return abandon(through.status());
+    if (*through >= commit.log_sequence) {
+      return abandon(absl::AbortedError(absl::StrCat("the command log is already applied through ",
+                                                     *through, ", not before ",
+                                                     commit.log_sequence)));
+    }
+  }
   // The commit's own request id: a replay answers from the first attempt.
   const RequestKey& request = commit.request;
   if (!request.request_id.empty()) {
@@ -601,7 +633,7 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
   }
   // An import's step: once only, in order.
   if (commit.import) {
-    auto through = FindImport(group, commit.import->import_id);
+    auto through = FindProgress(group, absl::StrCat(kMetaImportPrefix, commit.import->import_id));
     if (!through.ok()) return abandon(through.status());
     if (*through >= commit.import->offset) {
       return abandon(absl::AbortedError(absl::StrCat(
@@ -697,10 +729,16 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
   }
   if (commit.import) {
     // Even when every update skipped itself: the step is done.
-    batch.Put(meta(), absl::StrCat(kMetaImportPrefix, commit.import->import_id),
-              EncodeRevision(commit.import->offset));
-    group.imports[commit.import->import_id] = commit.import->offset;
+    std::string key = absl::StrCat(kMetaImportPrefix, commit.import->import_id);
+    batch.Put(meta(), key, EncodeRevision(commit.import->offset));
+    group.progress[std::move(key)] = commit.import->offset;
     applied = true;
+  }
+  if (applied && commit.log_sequence > 0) {
+    // Only with something written: a command that writes nothing (a
+    // replay) is applied again after a restart, with the same outcome.
+    batch.Put(meta(), kMetaAppliedSequence, EncodeRevision(commit.log_sequence));
+    group.progress[kMetaAppliedSequence] = commit.log_sequence;
   }
   if (!applied) {
     // Every update repeated an earlier request: nothing to write.

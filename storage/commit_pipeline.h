@@ -34,6 +34,9 @@ struct PendingCommit {
   RequestKey request;
   // Set for a step of a bulk import (ConsentStore::ImportAsync).
   std::optional<ImportStep> import;
+  // Set (> 0) for a command of the replicated log
+  // (ConsentStore::ApplyLoggedAsync).
+  int64_t log_sequence = 0;
   std::function<void(absl::StatusOr<CommitResult>)> done;
   // Set by the stages; handed to `done` by the answering thread.
   absl::StatusOr<CommitResult> result = absl::InternalError("commit not run");

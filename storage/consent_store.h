@@ -315,6 +315,20 @@ class ConsentStore {
   // 0 when no step of it was.
   virtual absl::StatusOr<int64_t> ImportedThrough(absl::string_view import_id) = 0;
 
+  // A command of the replicated command log (docs/replication.md): commits
+  // as CommitAsync does and records, in the same synced write, that the
+  // log is applied through `sequence` (> 0; AppliedSequence). Refused with
+  // kAborted, writing nothing, when the store has applied the log at or
+  // past `sequence`. A command that writes nothing (every update a replay,
+  // or refused by an update's `apply`) records nothing: applied again
+  // after a restart, on the same state, it has the same outcome.
+  virtual void ApplyLoggedAsync(std::vector<SubjectUpdate> updates, absl::Time now,
+                                RequestKey request, int64_t sequence,
+                                std::function<void(absl::StatusOr<CommitResult>)> done) = 0;
+  // The sequence through which the replicated log is applied; 0 when no
+  // command of it wrote anything here.
+  virtual absl::StatusOr<int64_t> AppliedSequence() = 0;
+
   // The subject's current record. kNotFound: nothing was ever recorded for
   // this user.
   virtual absl::StatusOr<v1::Subject> GetSubject(absl::string_view user_id) = 0;

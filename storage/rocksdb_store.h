@@ -54,6 +54,9 @@ inline constexpr char kMetaHistoryIndexed[] = "history_indexed";
 // Followed by an import id: the offset through which that import is
 // applied (8-byte big-endian).
 inline constexpr char kMetaImportPrefix[] = "import/";
+// The sequence of the replicated command log through which this store has
+// applied it (8-byte big-endian; ConsentStore::ApplyLoggedAsync).
+inline constexpr char kMetaAppliedSequence[] = "applied_sequence";
 // The file a bulk write of the history index is built in, in the data
 // directory; ingested (moved) into the database. A leftover is removed at
 // Open.
@@ -88,6 +91,10 @@ class RocksDbStore final : public ConsentStore, private CommitPipeline::Stages {
   void ImportAsync(std::vector<SubjectUpdate> updates, absl::Time now, ImportStep step,
                    std::function<void(absl::StatusOr<CommitResult>)> done) override;
   absl::StatusOr<int64_t> ImportedThrough(absl::string_view import_id) override;
+  void ApplyLoggedAsync(std::vector<SubjectUpdate> updates, absl::Time now, RequestKey request,
+                        int64_t sequence,
+                        std::function<void(absl::StatusOr<CommitResult>)> done) override;
+  absl::StatusOr<int64_t> AppliedSequence() override;
   absl::StatusOr<int64_t> OldestRevision() override;
   absl::StatusOr<ChainReport> VerifyChain(int64_t start, int64_t end) override;
   absl::StatusOr<int64_t> PurgeRequestIds(absl::Time before) override;
@@ -145,12 +152,12 @@ class RocksDbStore final : public ConsentStore, private CommitPipeline::Stages {
   absl::StatusOr<std::optional<RequestRecord>> FindRequest(const Group& group,
                                                            const std::string& id, absl::Time now)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
-  // The offset import `id` is applied through, from the group or the
-  // database (0: none).
-  absl::StatusOr<int64_t> FindImport(const Group& group, const std::string& id)
+  // A position kept under meta key `key` (an import's offset, the applied
+  // log sequence), from the group or the database (0: none).
+  absl::StatusOr<int64_t> FindProgress(const Group& group, const std::string& key)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
   // The same, from the database only (what is written).
-  absl::StatusOr<int64_t> ReadImport(absl::string_view id) ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
+  absl::StatusOr<int64_t> ReadProgress(const std::string& key) ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
   // Waits until no group is being written.
   void AwaitNoWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void AwaitNoWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(flight_mu_) {

@@ -138,6 +138,14 @@ class FakeStore final : public storage::ConsentStore {
   absl::StatusOr<int64_t> ImportedThrough(absl::string_view) override {
     return absl::UnimplementedError("the fake store makes no imports");
   }
+  void ApplyLoggedAsync(std::vector<storage::SubjectUpdate>, absl::Time, storage::RequestKey,
+                        int64_t,
+                        std::function<void(absl::StatusOr<storage::CommitResult>)> done) override {
+    done(absl::UnimplementedError("the fake store applies no command log"));
+  }
+  absl::StatusOr<int64_t> AppliedSequence() override {
+    return absl::UnimplementedError("the fake store applies no command log");
+  }
   absl::StatusOr<v1::Subject> GetSubject(absl::string_view user_id) override {
     if (!fail_next.ok()) return std::exchange(fail_next, absl::OkStatus());
     auto it = subjects_.find(std::string(user_id));

@@ -136,6 +136,71 @@ TEST(StoreTest, AnImportStepAppliesOnceAndInOrder) {
   EXPECT_EQ(*store->ImportedThrough("onboarding"), 300);
 }
 
+// Applies a command of the replicated log and waits for it.
+absl::StatusOr<CommitResult> ApplyLogged(ConsentStore& store, std::vector<SubjectUpdate> updates,
+                                         int64_t sequence, RequestKey request = {}) {
+  absl::StatusOr<CommitResult> result;
+  absl::Notification done;
+  store.ApplyLoggedAsync(std::move(updates), kNow, std::move(request), sequence,
+                         [&](absl::StatusOr<CommitResult> r) {
+                           result = std::move(r);
+                           done.Notify();
+                         });
+  done.WaitForNotification();
+  return result;
+}
+
+TEST(StoreTest, ALoggedCommandAppliesOnceAndRecordsItsSequence) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(*store->AppliedSequence(), 0);
+  std::vector<SubjectUpdate> first;
+  first.push_back(SetJurisdiction("alice", "GB"));
+  auto applied = ApplyLogged(*store, std::move(first), 3, RequestKey{"req-1", "f1"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_THAT(applied->revisions, ElementsAre(1));
+  EXPECT_EQ(*store->AppliedSequence(), 3);
+
+  // Delivered again, or an earlier command: refused, nothing written.
+  for (int64_t sequence : {3, 2}) {
+    std::vector<SubjectUpdate> again;
+    again.push_back(SetJurisdiction("bob", "GB"));
+    auto refused = ApplyLogged(*store, std::move(again), sequence);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kAborted);
+    EXPECT_THAT(refused.status().message(),
+                HasSubstr("the command log is already applied through 3, not before " +
+                          std::to_string(sequence)));
+  }
+  EXPECT_EQ(store->CurrentRevision(), 1);
+
+  // A later command that writes nothing (a replay of req-1, or refused by
+  // its update) records nothing: it would have the same outcome again.
+  std::vector<SubjectUpdate> replay;
+  replay.push_back(SetJurisdiction("alice", "GB"));
+  auto replayed = ApplyLogged(*store, std::move(replay), 4, RequestKey{"req-1", "f1"});
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_EQ(replayed->outcome, CommitResult::Outcome::kReplayed);
+  EXPECT_THAT(replayed->revisions, ElementsAre(1));
+  EXPECT_EQ(Commit(*store, {}).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<SubjectUpdate> failing;
+  failing.push_back(Failing("carol"));
+  EXPECT_EQ(ApplyLogged(*store, std::move(failing), 5).status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(*store->AppliedSequence(), 3);
+
+  // The next command that writes moves it on, past the gap; and it is
+  // recorded with the writes: it survives a reopen.
+  std::vector<SubjectUpdate> next;
+  next.push_back(SetJurisdiction("dave", "FR"));
+  auto written = ApplyLogged(*store, std::move(next), 6);
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_THAT(written->revisions, ElementsAre(2));
+  ASSERT_TRUE(store->Close().ok());
+  store = OpenOrDie(dir.path());
+  EXPECT_EQ(*store->AppliedSequence(), 6);
+  EXPECT_EQ(store->CurrentRevision(), 2);
+}
+
 TEST(StoreTest, LaterUpdateOfSameUserSeesEarlierOne) {
   TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
