@@ -352,7 +352,10 @@ class ConsentStore {
   // revisions must be contiguous.
   virtual absl::StatusOr<ChainReport> VerifyChain(int64_t start, int64_t end) = 0;
 
-  // Forgets request ids recorded before `before`. Returns how many. Works
+  // Forgets request ids recorded before `before`, or before the latest time
+  // stamped minus StoreOptions::request_id_retention if that is earlier (an
+  // id no later commit can find live), so a purge changes no outcome.
+  // Returns how many. Works
   // in chunks of 1,000 ids: commits wait for one chunk at most, never for
   // the whole purge.
   virtual absl::StatusOr<int64_t> PurgeRequestIds(absl::Time before) = 0;

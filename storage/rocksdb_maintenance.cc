@@ -76,6 +76,16 @@ absl::StatusOr<int64_t> RocksDbStore::PurgeRequestIds(absl::Time before) {
   // and deleted: a purge of a day of ids holds up no commit for more than
   // one chunk (docs/reliability.md, "The request-id purge").
   constexpr size_t kChunk = 1000;
+  // Never an id that a later commit could still find live: commits are
+  // stamped no earlier than the latest time stamped so far, and an id is
+  // live for request_id_retention after its own time. So a purge changes
+  // no commit's outcome, whatever the clock says: a replica applying the
+  // replicated log behind the clock purges only what it has passed, and
+  // every replica resolves the same replays (docs/replication.md).
+  {
+    absl::MutexLock lock(&flight_mu_);
+    before = std::min(before, last_time_ - options_.request_id_retention);
+  }
   const std::string limit = EncodeRevision(absl::ToUnixNanos(before));
   std::string from;  // the first request_times key of the next chunk
   int64_t purged = 0;

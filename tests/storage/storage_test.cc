@@ -515,6 +515,40 @@ TEST(StoreTest, PurgeForgetsExpiredIdsInChunksLettingCommitsThrough) {
   EXPECT_EQ(*store->PurgeRequestIds(kNow + absl::Hours(1)), 0);
 }
 
+// A purge asked for with a clock far ahead of the commits (a replica
+// applying the replicated log behind) forgets only ids that no later
+// commit can find live: the outcome of a replay never depends on when the
+// purge ran.
+TEST(StoreTest, PurgeKeepsIdsALaterCommitCouldStillReplay) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.path();
+  options.request_id_retention = absl::Hours(24);
+  auto store = *ConsentStore::Open(options);
+  auto commit_with_id = [&](const std::string& id, absl::Time at) {
+    std::vector<SubjectUpdate> updates;
+    updates.push_back(SetJurisdiction("alice", "GB"));
+    updates.back().request = RequestKey{id, "fingerprint"};
+    return store->Commit(std::move(updates), at);
+  };
+  ASSERT_TRUE(commit_with_id("early", kNow).ok());
+  ASSERT_TRUE(commit_with_id("late", kNow + absl::Hours(10)).ok());
+  // Latest time stamped: kNow + 10h; only ids before kNow - 14h may go.
+  EXPECT_EQ(*store->PurgeRequestIds(kNow + absl::Hours(48)), 0);
+  auto replay = commit_with_id("early", kNow + absl::Hours(20));
+  ASSERT_TRUE(replay.ok());
+  EXPECT_EQ(replay->outcome, CommitResult::Outcome::kReplayed);
+  // Once commits are stamped past its window, "early" goes; "late" stays.
+  ASSERT_TRUE(Commit(*store, {SetJurisdiction("bob", "GB")}).ok());  // stamped kNow (earlier)
+  std::vector<SubjectUpdate> later;
+  later.push_back(SetJurisdiction("bob", "FR"));
+  ASSERT_TRUE(store->Commit(std::move(later), kNow + absl::Hours(30)).ok());
+  EXPECT_EQ(*store->PurgeRequestIds(kNow + absl::Hours(48)), 1);
+  replay = commit_with_id("late", kNow + absl::Hours(31));
+  ASSERT_TRUE(replay.ok());
+  EXPECT_EQ(replay->outcome, CommitResult::Outcome::kReplayed);
+}
+
 TEST(KeysTest, RequestRecordsRoundTripAndOldOnesStillDecode) {
   RequestRecord record{1'780'000'000'000'000'000, std::string(32, 'f'), {7, 9}, "reply bytes"};
   RequestRecord decoded;
