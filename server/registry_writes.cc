@@ -236,15 +236,43 @@ storage::SubjectUpdate NoticeUpdate(const v1::RecordNoticeRequest& request,
       });
 }
 
+// A batch of single-subject writes: 1 to `max_items` items, each validated
+// by `validate(item, field_prefix, violations)`, and its request id.
+template <typename Request, typename ValidateItem>
+absl::Status ValidateBatch(const Request& request, int max_items, ValidateItem validate) {
+  Violations v;
+  if (request.requests_size() == 0) {
+    v.Add("requests", "at least one item is required");
+  } else if (request.requests_size() > max_items) {
+    v.Add("requests", absl::StrCat(request.requests_size(), " items; at most ", max_items,
+                                   " allowed per batch"));
+  } else {
+    for (int i = 0; i < request.requests_size(); ++i) {
+      // Checked first under its short field names; the "requests[i]."
+      // names are built only for an item that has a violation.
+      Violations item;
+      validate(request.requests(i), "", &item);
+      if (item.empty()) continue;
+      validate(request.requests(i), absl::StrCat("requests[", i, "]."), &v);
+    }
+  }
+  ValidateOptionalId(request.request_id(), "request_id", &v);
+  return v.ToStatus();
+}
+
 }  // namespace
+
+absl::Status RegistryWrites::Validate(const v1::SetPreferenceRequest& request, absl::Time) const {
+  Violations v;
+  ValidateSetPreference(request, "", *policies_->Get(), &v);
+  return v.ToStatus();
+}
 
 void RegistryWrites::SetPreference(const v1::SetPreferenceRequest& request,
                                    const CallContext& context, v1::SetPreferenceResponse* response,
                                    WriteDone done) {
-  const auto policy = policies_->Get();
-  Violations v;
-  ValidateSetPreference(request, "", *policy, &v);
-  if (!v.empty()) return done(v.ToStatus());
+  const absl::Time now = TimeOf(context);
+  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(PreferenceUpdate(request, context));
@@ -257,7 +285,7 @@ void RegistryWrites::SetPreference(const v1::SetPreferenceRequest& request,
                                           : std::string();
   };
   CommitSingle(
-      std::move(updates), response,
+      std::move(updates), context, now, response,
       [response](storage::CommitResult& result) -> absl::Status {
         const std::string& reply = result.replies[0];
         if (!reply.empty() && !response->mutable_preference()->ParseFromString(reply)) {
@@ -270,23 +298,30 @@ void RegistryWrites::SetPreference(const v1::SetPreferenceRequest& request,
       std::move(done));
 }
 
+absl::Status RegistryWrites::Validate(const v1::BatchSetPreferencesRequest& request,
+                                      absl::Time) const {
+  const auto policy = policies_->Get();
+  return ValidateBatch(
+      request, kMaxBatchSetItems,
+      [&policy](const v1::SetPreferenceRequest& item, const std::string& prefix, Violations* v) {
+        ValidateSetPreference(item, prefix, *policy, v);
+      });
+}
+
 void RegistryWrites::BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
                                          const CallContext& context,
                                          v1::BatchSetPreferencesResponse* response,
                                          WriteDone done) {
-  const auto policy = policies_->Get();
+  const absl::Time now = TimeOf(context);
+  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
   CommitBatch(
-      request, "BatchSetPreferences", kMaxBatchSetItems,
-      [&policy](const v1::SetPreferenceRequest& item, const std::string& prefix, Violations* v) {
-        ValidateSetPreference(item, prefix, *policy, v);
-      },
+      request, "BatchSetPreferences", context, now,
       [&context](const v1::SetPreferenceRequest& item) { return PreferenceUpdate(item, context); },
       response, std::move(done));
 }
 
-void RegistryWrites::UpdateSubject(const v1::UpdateSubjectRequest& request,
-                                   const CallContext& context, v1::UpdateSubjectResponse* response,
-                                   WriteDone done) {
+absl::Status RegistryWrites::Validate(const v1::UpdateSubjectRequest& request,
+                                      absl::Time now) const {
   Violations v;
   ValidateId(request.user_id(), "user_id", &v);
   const v1::SubjectAttributes& attrs = request.attributes();
@@ -310,7 +345,7 @@ void RegistryWrites::UpdateSubject(const v1::UpdateSubjectRequest& request,
       }
     } else if (path == "birth_date") {
       if (attrs.has_birth_date()) {
-        if (std::string p = BirthDateProblem(attrs.birth_date(), clock_->Now()); !p.empty()) {
+        if (std::string p = BirthDateProblem(attrs.birth_date(), now); !p.empty()) {
           v.Add("attributes.birth_date", p);
         }
       }
@@ -326,7 +361,14 @@ void RegistryWrites::UpdateSubject(const v1::UpdateSubjectRequest& request,
     }
   }
   ValidateWriteFields(request, "", &v);
-  if (!v.empty()) return done(v.ToStatus());
+  return v.ToStatus();
+}
+
+void RegistryWrites::UpdateSubject(const v1::UpdateSubjectRequest& request,
+                                   const CallContext& context, v1::UpdateSubjectResponse* response,
+                                   WriteDone done) {
+  const absl::Time now = TimeOf(context);
+  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(WriteUpdate(
@@ -359,7 +401,7 @@ void RegistryWrites::UpdateSubject(const v1::UpdateSubjectRequest& request,
     };
   }
   CommitSingle(
-      std::move(updates), response,
+      std::move(updates), context, now, response,
       [response](storage::CommitResult& result) -> absl::Status {
         if (result.replayed[0]) {
           // A replay: the subject as the first attempt left it.
@@ -374,13 +416,18 @@ void RegistryWrites::UpdateSubject(const v1::UpdateSubjectRequest& request,
       std::move(done));
 }
 
-void RegistryWrites::DeleteSubject(const v1::DeleteSubjectRequest& request,
-                                   const CallContext& context, v1::DeleteSubjectResponse* response,
-                                   WriteDone done) {
+absl::Status RegistryWrites::Validate(const v1::DeleteSubjectRequest& request, absl::Time) const {
   Violations v;
   ValidateId(request.user_id(), "user_id", &v);
   ValidateWriteFields(request, "", &v);
-  if (!v.empty()) return done(v.ToStatus());
+  return v.ToStatus();
+}
+
+void RegistryWrites::DeleteSubject(const v1::DeleteSubjectRequest& request,
+                                   const CallContext& context, v1::DeleteSubjectResponse* response,
+                                   WriteDone done) {
+  const absl::Time now = TimeOf(context);
+  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(WriteUpdate(
@@ -401,17 +448,22 @@ void RegistryWrites::DeleteSubject(const v1::DeleteSubjectRequest& request,
         return absl::OkStatus();
       }));
   CommitSingle(
-      std::move(updates), response, [](storage::CommitResult&) { return absl::OkStatus(); },
-      std::move(done));
+      std::move(updates), context, now, response,
+      [](storage::CommitResult&) { return absl::OkStatus(); }, std::move(done));
+}
+
+absl::Status RegistryWrites::Validate(const v1::RecordNoticeRequest& request,
+                                      absl::Time now) const {
+  Violations v;
+  ValidateRecordNotice(request, "", *policies_->Get(), now, &v);
+  return v.ToStatus();
 }
 
 void RegistryWrites::RecordNotice(const v1::RecordNoticeRequest& request,
                                   const CallContext& context, v1::RecordNoticeResponse* response,
                                   WriteDone done) {
-  const auto policy = policies_->Get();
-  Violations v;
-  ValidateRecordNotice(request, "", *policy, clock_->Now(), &v);
-  if (!v.empty()) return done(v.ToStatus());
+  const absl::Time now = TimeOf(context);
+  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(NoticeUpdate(request, context));
@@ -424,7 +476,7 @@ void RegistryWrites::RecordNotice(const v1::RecordNoticeRequest& request,
     };
   }
   CommitSingle(
-      std::move(updates), response,
+      std::move(updates), context, now, response,
       [&request, response](storage::CommitResult& result) -> absl::Status {
         if (result.replayed[0]) {
           if (!response->mutable_notice()->ParseFromString(result.replies[0])) {
@@ -439,42 +491,30 @@ void RegistryWrites::RecordNotice(const v1::RecordNoticeRequest& request,
       std::move(done));
 }
 
+absl::Status RegistryWrites::Validate(const v1::BatchRecordNoticesRequest& request,
+                                      absl::Time now) const {
+  const auto policy = policies_->Get();
+  return ValidateBatch(
+      request, kMaxBatchNoticeItems,
+      [&policy, now](const v1::RecordNoticeRequest& item, const std::string& prefix,
+                     Violations* v) { ValidateRecordNotice(item, prefix, *policy, now, v); });
+}
+
 void RegistryWrites::BatchRecordNotices(const v1::BatchRecordNoticesRequest& request,
                                         const CallContext& context,
                                         v1::BatchRecordNoticesResponse* response, WriteDone done) {
-  const auto policy = policies_->Get();
-  const absl::Time now = clock_->Now();
+  const absl::Time now = TimeOf(context);
+  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
   CommitBatch(
-      request, "BatchRecordNotices", kMaxBatchNoticeItems,
-      [&policy, now](const v1::RecordNoticeRequest& item, const std::string& prefix,
-                     Violations* v) { ValidateRecordNotice(item, prefix, *policy, now, v); },
+      request, "BatchRecordNotices", context, now,
       [&context](const v1::RecordNoticeRequest& item) { return NoticeUpdate(item, context); },
       response, std::move(done));
 }
 
-template <typename Request, typename Response, typename Validate, typename Update>
-void RegistryWrites::CommitBatch(const Request& request, absl::string_view kind, int max_items,
-                                 Validate validate, Update update, Response* response,
-                                 WriteDone done) {
-  Violations v;
-  if (request.requests_size() == 0) {
-    v.Add("requests", "at least one item is required");
-  } else if (request.requests_size() > max_items) {
-    v.Add("requests", absl::StrCat(request.requests_size(), " items; at most ", max_items,
-                                   " allowed per batch"));
-  } else {
-    for (int i = 0; i < request.requests_size(); ++i) {
-      // Checked first under its short field names; the "requests[i]."
-      // names are built only for an item that has a violation.
-      Violations item;
-      validate(request.requests(i), "", &item);
-      if (item.empty()) continue;
-      validate(request.requests(i), absl::StrCat("requests[", i, "]."), &v);
-    }
-  }
-  ValidateOptionalId(request.request_id(), "request_id", &v);
-  if (!v.empty()) return done(v.ToStatus());
-
+template <typename Request, typename Response, typename Update>
+void RegistryWrites::CommitBatch(const Request& request, absl::string_view kind,
+                                 const CallContext& context, absl::Time now, Update update,
+                                 Response* response, WriteDone done) {
   std::vector<storage::SubjectUpdate> updates;
   updates.reserve(request.requests_size());
   for (const auto& item : request.requests()) {
@@ -482,7 +522,7 @@ void RegistryWrites::CommitBatch(const Request& request, absl::string_view kind,
     updates.back().return_subject = false;  // the response has revisions only
   }
   Commit(
-      std::move(updates), KeyOf(kind, request, request.request_id()),
+      std::move(updates), KeyOf(kind, request, request.request_id()), context, now,
       [](int i) {
         return i < 0 ? std::string("request_id") : absl::StrCat("requests[", i, "].request_id");
       },
@@ -513,17 +553,22 @@ absl::Status RegistryWrites::GetSubject(const v1::GetSubjectRequest& request,
   return absl::OkStatus();
 }
 
+absl::Status RegistryWrites::Validate(const v1::SetContentExclusionRequest& request,
+                                      absl::Time) const {
+  Violations v;
+  ValidateId(request.user_id(), "user_id", &v);
+  ValidateId(request.content_id(), "content_id", &v);
+  ValidatePurpose(request.purpose(), "purpose", *policies_->Get(), &v);
+  ValidateWriteFields(request, "", &v);
+  return v.ToStatus();
+}
+
 void RegistryWrites::SetContentExclusion(const v1::SetContentExclusionRequest& request,
                                          const CallContext& context,
                                          v1::SetContentExclusionResponse* response,
                                          WriteDone done) {
-  const auto policy = policies_->Get();
-  Violations v;
-  ValidateId(request.user_id(), "user_id", &v);
-  ValidateId(request.content_id(), "content_id", &v);
-  ValidatePurpose(request.purpose(), "purpose", *policy, &v);
-  ValidateWriteFields(request, "", &v);
-  if (!v.empty()) return done(v.ToStatus());
+  const absl::Time now = TimeOf(context);
+  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(WriteUpdate(
@@ -545,29 +590,33 @@ void RegistryWrites::SetContentExclusion(const v1::SetContentExclusionRequest& r
         return absl::OkStatus();
       }));
   CommitSingle(
-      std::move(updates), response, [](storage::CommitResult&) { return absl::OkStatus(); },
-      std::move(done));
+      std::move(updates), context, now, response,
+      [](storage::CommitResult&) { return absl::OkStatus(); }, std::move(done));
 }
 
 void RegistryWrites::Commit(std::vector<storage::SubjectUpdate> updates,
-                            storage::RequestKey request,
+                            storage::RequestKey request, const CallContext& context, absl::Time now,
                             std::function<std::string(int index)> field_of,
                             std::function<void(absl::StatusOr<storage::CommitResult>)> then) {
-  store_->CommitAsync(
-      std::move(updates), clock_->Now(), std::move(request),
-      [this, field_of = std::move(field_of),
-       then = std::move(then)](absl::StatusOr<storage::CommitResult> result) {
-        if (result.ok() && result->outcome == storage::CommitResult::Outcome::kRequestIdConflict) {
-          // The id names another request: retrying cannot help, the caller
-          // must send a new id (docs/history.md, "Idempotency").
-          return then(FieldError(
-              field_of(result->conflict_index),
-              absl::StrCat("was already used for a different request (revision ",
-                           result->conflict_revision, "); a new request needs a new request_id")));
-        }
-        if (result.ok()) notifier_->Notify(store_->CurrentRevision());
-        then(std::move(result));
-      });
+  auto answer = [this, field_of = std::move(field_of),
+                 then = std::move(then)](absl::StatusOr<storage::CommitResult> result) {
+    if (result.ok() && result->outcome == storage::CommitResult::Outcome::kRequestIdConflict) {
+      // The id names another request: retrying cannot help, the caller
+      // must send a new id (docs/history.md, "Idempotency").
+      return then(FieldError(
+          field_of(result->conflict_index),
+          absl::StrCat("was already used for a different request (revision ",
+                       result->conflict_revision, "); a new request needs a new request_id")));
+    }
+    if (result.ok()) notifier_->Notify(store_->CurrentRevision());
+    then(std::move(result));
+  };
+  if (context.log_sequence > 0) {
+    store_->ApplyLoggedAsync(std::move(updates), now, std::move(request), context.log_sequence,
+                             std::move(answer));
+  } else {
+    store_->CommitAsync(std::move(updates), now, std::move(request), std::move(answer));
+  }
 }
 
 absl::Status RegistryWrites::AwaitWrite(const std::function<void(WriteDone)>& start) {

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "consent/v1/registry.pb.h"
 #include "core/clock.h"
 #include "core/policy.h"
@@ -19,10 +20,18 @@
 
 namespace consent {
 
-// Who is calling, for history.
+// Who is calling, for history; and, for a write, when and how it commits.
 struct CallContext {
   // The authenticated caller; without authentication, the peer address.
   std::string caller;
+  // The time a write is stamped with and validated against (a birth date
+  // or a notice's delivery time may not be in the future);
+  // absl::InfinitePast(): the clock's time when the write starts.
+  absl::Time time = absl::InfinitePast();
+  // > 0: the write is the command at this sequence of the replicated
+  // command log, committed with ConsentStore::ApplyLoggedAsync
+  // (docs/replication.md).
+  int64_t log_sequence = 0;
 };
 
 inline constexpr int kMaxBatchSetItems = 1000;
@@ -71,6 +80,21 @@ class RegistryWrites {
                     v1::RecordNoticeResponse* response, WriteDone done);
   void BatchRecordNotices(const v1::BatchRecordNoticesRequest& request, const CallContext& context,
                           v1::BatchRecordNoticesResponse* response, WriteDone done);
+  // The checks each write above makes before it commits, at time `now`
+  // (the write's stamp; CallContext::time): OK, or the kInvalidArgument it
+  // answers. They depend only on the request, `now` and the active policy.
+  absl::Status Validate(const v1::SetPreferenceRequest& request, absl::Time now) const;
+  absl::Status Validate(const v1::BatchSetPreferencesRequest& request, absl::Time now) const;
+  absl::Status Validate(const v1::UpdateSubjectRequest& request, absl::Time now) const;
+  absl::Status Validate(const v1::SetContentExclusionRequest& request, absl::Time now) const;
+  absl::Status Validate(const v1::DeleteSubjectRequest& request, absl::Time now) const;
+  absl::Status Validate(const v1::RecordNoticeRequest& request, absl::Time now) const;
+  absl::Status Validate(const v1::BatchRecordNoticesRequest& request, absl::Time now) const;
+  // CallContext::time, or the clock's time when it has none.
+  absl::Time TimeOf(const CallContext& context) const {
+    return context.time == absl::InfinitePast() ? clock_->Now() : context.time;
+  }
+
   // Starts a write (one of the above) with a `done` that records its
   // status, and waits for it: the blocking form, for tools and benchmarks.
   static absl::Status AwaitWrite(const std::function<void(WriteDone)>& start);
@@ -78,30 +102,31 @@ class RegistryWrites {
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response);
 
  private:
-  // Commits, wakes change-feed readers, then passes the result to `then`
-  // (on the store's thread, see ConsentStore::CommitAsync). A request id
+  // Commits at `now` (as the command at context.log_sequence, if it is
+  // one), wakes change-feed readers, then passes the result to `then` (on
+  // the store's thread, see ConsentStore::CommitAsync). A request id
   // conflict becomes kInvalidArgument naming `field_of(index)` (index -1:
   // the commit's own request id).
   void Commit(std::vector<storage::SubjectUpdate> updates, storage::RequestKey request,
+              const CallContext& context, absl::Time now,
               std::function<std::string(int index)> field_of,
               std::function<void(absl::StatusOr<storage::CommitResult>)> then);
-  // A batch of single-subject writes (BatchSetPreferences,
-  // BatchRecordNotices): 1 to `max_items` items, each validated by
-  // `validate(item, field_prefix, violations)`, committed atomically as
-  // `update(item)`; the response gets each item's revision and the last.
+  // Commits a validated batch of single-subject writes
+  // (BatchSetPreferences, BatchRecordNotices) atomically, as `update(item)`
+  // for each item; the response gets each item's revision and the last.
   // `kind` goes into the request id's fingerprint ("BatchSetPreferences":
   // what stored fingerprints were made with).
-  template <typename Request, typename Response, typename Validate, typename Update>
-  void CommitBatch(const Request& request, absl::string_view kind, int max_items, Validate validate,
-                   Update update, Response* response, WriteDone done);
+  template <typename Request, typename Response, typename Update>
+  void CommitBatch(const Request& request, absl::string_view kind, const CallContext& context,
+                   absl::Time now, Update update, Response* response, WriteDone done);
   // Commits a single-subject write and answers it: the response gets the
   // revision, then `answer(result)` (on the store's thread) fills the rest
   // and gives the status `done` receives.
   template <typename Response, typename Answer>
-  void CommitSingle(std::vector<storage::SubjectUpdate> updates, Response* response, Answer answer,
-                    WriteDone done) {
+  void CommitSingle(std::vector<storage::SubjectUpdate> updates, const CallContext& context,
+                    absl::Time now, Response* response, Answer answer, WriteDone done) {
     Commit(
-        std::move(updates), {}, [](int) { return std::string("request_id"); },
+        std::move(updates), {}, context, now, [](int) { return std::string("request_id"); },
         [response, answer = std::move(answer),
          done = std::move(done)](absl::StatusOr<storage::CommitResult> result) {
           if (!result.ok()) return done(result.status());
