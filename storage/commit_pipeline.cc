@@ -392,8 +392,8 @@ absl::StatusOr<int64_t> RocksDbStore::ImportedThrough(absl::string_view import_i
 void RocksDbStore::ApplyLoggedAsync(std::vector<SubjectUpdate> updates, absl::Time now,
                                     RequestKey request, int64_t sequence,
                                     std::function<void(absl::StatusOr<CommitResult>)> done) {
-  if (updates.empty() || sequence <= 0) {
-    done(absl::InvalidArgumentError("a logged command needs updates and a positive sequence"));
+  if (sequence <= 0) {
+    done(absl::InvalidArgumentError("a logged command needs a positive sequence"));
     return;
   }
   auto commit = std::make_unique<PendingCommit>();
@@ -589,26 +589,43 @@ absl::Status RocksDbStore::RecoverWrites() {
   return absl::OkStatus();
 }
 
+void RocksDbStore::RecordLogged(PendingCommit& commit, Group& group, rocksdb::WriteBatch& batch) {
+  batch.Put(meta(), kMetaAppliedSequence, EncodeRevision(commit.log_sequence));
+  group.progress[kMetaAppliedSequence] = commit.log_sequence;
+  commit.wrote = true;
+}
+
 void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::WriteBatch& batch) {
   group.BeginCommit();
   batch.SetSavePoint();
-  // Ends this commit without writing anything of it.
+  // Ends this commit without writing anything of it; but a command of the
+  // replicated log with an outcome that is the same on every replica (a
+  // replay, a request id conflict, a refusal) is recorded as applied, so
+  // the next command follows it.
   auto abandon = [&](absl::StatusOr<CommitResult> result) {
     group.Rollback();
     batch.RollbackToSavePoint().PermitUncheckedError();
+    if (commit.log_sequence > 0 && (result.ok() || IsRefusal(result.status()))) {
+      RecordLogged(commit, group, batch);
+    }
     commit.result = std::move(result);
   };
   const absl::Time stamp = std::max(commit.now, group.last_time);
   CommitResult result;
-  // A command of the replicated log: once only, in order (before its
-  // request id is looked at: a command delivered again is not a replay).
+  // A command of the replicated log: each once, in order, with no gap
+  // (checked before its request id: a command delivered again is not a
+  // replay).
   if (commit.log_sequence > 0) {
     auto through = FindProgress(group, kMetaAppliedSequence);
     if (!through.ok()) return abandon(through.status());
-    if (*through >= commit.log_sequence) {
-      return abandon(absl::AbortedError(absl::StrCat("the command log is already applied through ",
-                                                     *through, ", not before ",
-                                                     commit.log_sequence)));
+    if (commit.log_sequence != *through + 1) {
+      return abandon(absl::UnavailableError(
+          absl::StrCat("the replicated command log is applied through ", *through,
+                       "; command ", commit.log_sequence, " is not the next")));
+    }
+    if (commit.updates.empty()) {
+      result.outcome = CommitResult::Outcome::kApplied;
+      return abandon(result);  // recorded, and nothing else
     }
   }
   // The commit's own request id: a replay answers from the first attempt.
@@ -734,12 +751,7 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
     group.progress[std::move(key)] = commit.import->offset;
     applied = true;
   }
-  if (applied && commit.log_sequence > 0) {
-    // Only with something written: a command that writes nothing (a
-    // replay) is applied again after a restart, with the same outcome.
-    batch.Put(meta(), kMetaAppliedSequence, EncodeRevision(commit.log_sequence));
-    group.progress[kMetaAppliedSequence] = commit.log_sequence;
-  }
+  if (applied && commit.log_sequence > 0) RecordLogged(commit, group, batch);
   if (!applied) {
     // Every update repeated an earlier request: nothing to write.
     result.outcome = CommitResult::Outcome::kReplayed;

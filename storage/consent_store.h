@@ -317,16 +317,19 @@ class ConsentStore {
 
   // A command of the replicated command log (docs/replication.md): commits
   // as CommitAsync does and records, in the same synced write, that the
-  // log is applied through `sequence` (> 0; AppliedSequence). Refused with
-  // kAborted, writing nothing, when the store has applied the log at or
-  // past `sequence`. A command that writes nothing (every update a replay,
-  // or refused by an update's `apply`) records nothing: applied again
-  // after a restart, on the same state, it has the same outcome.
+  // log is applied through `sequence` (AppliedSequence). Commands apply
+  // each once, in order, with no gap: a `sequence` other than
+  // AppliedSequence() + 1 is refused with kUnavailable, writing nothing.
+  // An outcome that is the same on every replica is recorded too, with
+  // nothing else: a replay, a request id conflict, an update's refusal
+  // (IsRefusal), and no updates at all (a command refused before it
+  // reached the store). Any other error (a storage failure) records
+  // nothing, and the command is to be applied again.
   virtual void ApplyLoggedAsync(std::vector<SubjectUpdate> updates, absl::Time now,
                                 RequestKey request, int64_t sequence,
                                 std::function<void(absl::StatusOr<CommitResult>)> done) = 0;
-  // The sequence through which the replicated log is applied; 0 when no
-  // command of it wrote anything here.
+  // The sequence through which the replicated log is applied; 0 before
+  // its first command.
   virtual absl::StatusOr<int64_t> AppliedSequence() = 0;
 
   // The subject's current record. kNotFound: nothing was ever recorded for
@@ -429,6 +432,12 @@ class ConsentStore {
   // Also done by the destructor.
   virtual absl::Status Close() = 0;
 };
+
+// Whether an error from an update's `apply` is a refusal by the write
+// rules, which depends only on the update and the state it sees (kAborted,
+// kFailedPrecondition, kAlreadyExists, kInvalidArgument, kNotFound,
+// kOutOfRange), rather than a failure to read or write (any other code).
+bool IsRefusal(const absl::Status& status);
 
 // Creates `directory` (and missing parents) readable by its owner only
 // (0700): the registry's data is personal data. An existing directory is

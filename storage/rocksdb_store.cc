@@ -614,6 +614,20 @@ absl::Status RocksDbStore::Close() {
   return FromRocks(s, "closing store");
 }
 
+bool IsRefusal(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kOutOfRange:
+      return true;
+    default:
+      return false;
+  }
+}
+
 absl::Status CreatePrivateDirectory(const std::string& directory) {
   namespace fs = std::filesystem;
   std::error_code ec;

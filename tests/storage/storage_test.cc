@@ -150,55 +150,78 @@ absl::StatusOr<CommitResult> ApplyLogged(ConsentStore& store, std::vector<Subjec
   return result;
 }
 
-TEST(StoreTest, ALoggedCommandAppliesOnceAndRecordsItsSequence) {
+TEST(StoreTest, LoggedCommandsApplyOnceInOrderWithNoGap) {
   TempDir dir;
   auto store = OpenOrDie(dir.path());
   EXPECT_EQ(*store->AppliedSequence(), 0);
   std::vector<SubjectUpdate> first;
   first.push_back(SetJurisdiction("alice", "GB"));
-  auto applied = ApplyLogged(*store, std::move(first), 3, RequestKey{"req-1", "f1"});
+  auto applied = ApplyLogged(*store, std::move(first), 1, RequestKey{"req-1", "f1"});
   ASSERT_TRUE(applied.ok()) << applied.status();
   EXPECT_THAT(applied->revisions, ElementsAre(1));
-  EXPECT_EQ(*store->AppliedSequence(), 3);
+  EXPECT_EQ(*store->AppliedSequence(), 1);
 
-  // Delivered again, or an earlier command: refused, nothing written.
-  for (int64_t sequence : {3, 2}) {
+  // Delivered again, an earlier command, or one past a gap: refused as
+  // not the next (kUnavailable: read the log again), nothing written.
+  for (int64_t sequence : {1, 0, 3}) {
     std::vector<SubjectUpdate> again;
     again.push_back(SetJurisdiction("bob", "GB"));
     auto refused = ApplyLogged(*store, std::move(again), sequence);
-    EXPECT_EQ(refused.status().code(), absl::StatusCode::kAborted);
-    EXPECT_THAT(refused.status().message(),
-                HasSubstr("the command log is already applied through 3, not before " +
-                          std::to_string(sequence)));
+    EXPECT_EQ(refused.status().code(), sequence > 0 ? absl::StatusCode::kUnavailable
+                                                    : absl::StatusCode::kInvalidArgument);
+    if (sequence > 0) {
+      EXPECT_EQ(refused.status().message(),
+                absl::StrCat("the replicated command log is applied through 1; command ",
+                             sequence, " is not the next"));
+    }
   }
   EXPECT_EQ(store->CurrentRevision(), 1);
 
-  // A later command that writes nothing (a replay of req-1, or refused by
-  // its update) records nothing: it would have the same outcome again.
+  // A replay, a refusal by an update, and a command with no updates (one
+  // refused before the store) write nothing else but are recorded: the
+  // next command follows them.
   std::vector<SubjectUpdate> replay;
   replay.push_back(SetJurisdiction("alice", "GB"));
-  auto replayed = ApplyLogged(*store, std::move(replay), 4, RequestKey{"req-1", "f1"});
+  auto replayed = ApplyLogged(*store, std::move(replay), 2, RequestKey{"req-1", "f1"});
   ASSERT_TRUE(replayed.ok()) << replayed.status();
   EXPECT_EQ(replayed->outcome, CommitResult::Outcome::kReplayed);
   EXPECT_THAT(replayed->revisions, ElementsAre(1));
-  EXPECT_EQ(Commit(*store, {}).code(), absl::StatusCode::kInvalidArgument);
   std::vector<SubjectUpdate> failing;
   failing.push_back(Failing("carol"));
-  EXPECT_EQ(ApplyLogged(*store, std::move(failing), 5).status().code(),
+  EXPECT_EQ(ApplyLogged(*store, std::move(failing), 3).status().code(),
             absl::StatusCode::kAborted);
-  EXPECT_EQ(*store->AppliedSequence(), 3);
+  auto nothing = ApplyLogged(*store, {}, 4);
+  ASSERT_TRUE(nothing.ok()) << nothing.status();
+  EXPECT_TRUE(nothing->revisions.empty());
+  EXPECT_EQ(*store->AppliedSequence(), 4);
+  EXPECT_EQ(store->CurrentRevision(), 1);
+  EXPECT_EQ(store->GetSubject("carol").status().code(), absl::StatusCode::kNotFound);
 
-  // The next command that writes moves it on, past the gap; and it is
-  // recorded with the writes: it survives a reopen.
+  // Recorded with the writes: it survives a reopen.
   std::vector<SubjectUpdate> next;
   next.push_back(SetJurisdiction("dave", "FR"));
-  auto written = ApplyLogged(*store, std::move(next), 6);
+  auto written = ApplyLogged(*store, std::move(next), 5);
   ASSERT_TRUE(written.ok()) << written.status();
   EXPECT_THAT(written->revisions, ElementsAre(2));
   ASSERT_TRUE(store->Close().ok());
   store = OpenOrDie(dir.path());
-  EXPECT_EQ(*store->AppliedSequence(), 6);
+  EXPECT_EQ(*store->AppliedSequence(), 5);
   EXPECT_EQ(store->CurrentRevision(), 2);
+
+  // A failure to read or write is not an outcome: nothing is recorded,
+  // and the same command applies once the store can.
+  std::vector<SubjectUpdate> broken;
+  broken.push_back(SetJurisdiction("erin", "GB"));
+  broken.back().apply = [](UpdateContext&, v1::Subject&, v1::ChangeEvent&) {
+    return absl::InternalError("reading an exclusion failed");
+  };
+  EXPECT_EQ(ApplyLogged(*store, std::move(broken), 6).status().code(),
+            absl::StatusCode::kInternal);
+  EXPECT_EQ(*store->AppliedSequence(), 5);
+  std::vector<SubjectUpdate> retried;
+  retried.push_back(SetJurisdiction("erin", "GB"));
+  ASSERT_TRUE(ApplyLogged(*store, std::move(retried), 6).ok());
+  EXPECT_EQ(*store->AppliedSequence(), 6);
 }
 
 TEST(StoreTest, LaterUpdateOfSameUserSeesEarlierOne) {
