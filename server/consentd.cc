@@ -9,6 +9,9 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/build_info.h"
@@ -109,6 +112,34 @@ ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(1),
 ABSL_FLAG(int, max_receive_message_bytes, 8 << 20,
           "Largest request message accepted, in bytes (a BatchCheck of 10,000 items is about "
           "1 MB); larger ones get RESOURCE_EXHAUSTED. 4096 to 67108864.");
+
+ABSL_FLAG(std::string, replication, "standalone",
+          "standalone (this process holds the only copy) or jetstream (replicas share a "
+          "command log in NATS JetStream, --nats_url; docs/replication.md).");
+ABSL_FLAG(std::string, nats_url, "",
+          "With --replication=jetstream: NATS servers, comma-separated "
+          "(nats://host:port,...); the client fails over between them.");
+ABSL_FLAG(std::string, nats_stream, "CONSENT_COMMANDS",
+          "The JetStream stream of write commands; created (file storage, --nats_replicas "
+          "copies) if missing.");
+ABSL_FLAG(std::string, nats_subject, "consent.commands", "The subject the stream holds.");
+ABSL_FLAG(int, nats_replicas, 3,
+          "Copies JetStream keeps of each command (1 to 5): a write is acknowledged once a "
+          "majority of them stored it.");
+ABSL_FLAG(int64_t, nats_max_message_bytes, 8 << 20,
+          "Largest write command, in bytes; a larger write is refused. The NATS servers' "
+          "max_payload must be at least this.");
+ABSL_FLAG(absl::Duration, nats_timeout, absl::Seconds(5),
+          "How long one request to NATS (an append's acknowledgement, a read) waits.");
+ABSL_FLAG(absl::Duration, min_revision_wait, absl::Seconds(2),
+          "With replication: how long a read whose min_revision this replica has not applied "
+          "yet waits for it before answering UNAVAILABLE.");
+ABSL_FLAG(absl::Duration, apply_wait, absl::Seconds(10),
+          "With replication: how long a write waits for this replica to apply its command "
+          "once the log has it, before answering UNAVAILABLE (the write still takes effect).");
+ABSL_FLAG(absl::Duration, catch_up_timeout, absl::Minutes(10),
+          "With replication: how long start-up may take to apply the command log before "
+          "serving.");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -242,6 +273,41 @@ int main(int argc, char** argv) {
         {{"max_receive_message_bytes", absl::StrCat(options.max_receive_message_bytes)}});
     return 1;
   }
+  const std::string replication = absl::GetFlag(FLAGS_replication);
+  if (replication == "jetstream") {
+    consent::storage::JetStreamLogOptions& log = options.replication.log;
+    for (absl::string_view url :
+         absl::StrSplit(absl::GetFlag(FLAGS_nats_url), ',', absl::SkipWhitespace())) {
+      log.urls.emplace_back(absl::StripAsciiWhitespace(url));
+    }
+    if (log.urls.empty()) {
+      consent::LogError("--replication=jetstream needs --nats_url (nats://host:port,...)");
+      return 1;
+    }
+    log.stream = absl::GetFlag(FLAGS_nats_stream);
+    log.subject = absl::GetFlag(FLAGS_nats_subject);
+    log.replicas = absl::GetFlag(FLAGS_nats_replicas);
+    log.max_message_bytes = absl::GetFlag(FLAGS_nats_max_message_bytes);
+    log.timeout = absl::GetFlag(FLAGS_nats_timeout);
+    options.replication.apply_wait = absl::GetFlag(FLAGS_apply_wait);
+    options.min_revision_wait = absl::GetFlag(FLAGS_min_revision_wait);
+    options.catch_up_timeout = absl::GetFlag(FLAGS_catch_up_timeout);
+    if (options.replication.apply_wait <= absl::ZeroDuration() ||
+        options.min_revision_wait < absl::ZeroDuration() ||
+        options.catch_up_timeout <= absl::ZeroDuration() || log.timeout <= absl::ZeroDuration()) {
+      consent::LogError(
+          "--apply_wait, --catch_up_timeout and --nats_timeout must be positive, "
+          "--min_revision_wait not negative");
+      return 1;
+    }
+  } else if (replication != "standalone") {
+    consent::LogError("--replication must be standalone or jetstream",
+                      {{"replication", replication}});
+    return 1;
+  } else if (!absl::GetFlag(FLAGS_nats_url).empty()) {
+    consent::LogError("--nats_url is for --replication=jetstream");
+    return 1;
+  }
   // The effective configuration, every setting, defaults included.
   consent::LogInfo(
       "starting consentd",
@@ -278,6 +344,8 @@ int main(int argc, char** argv) {
        {"tls", options.tls.enabled() ? options.tls.cert_file : "(off)"},
        {"tls_client_auth", absl::GetFlag(FLAGS_tls_client_auth)},
        {"auth_file", options.auth_file.empty() ? "(none)" : options.auth_file},
+       {"replication", replication},
+       {"nats_url", absl::StrJoin(options.replication.log.urls, ",")},
        {"log_format", absl::GetFlag(FLAGS_log_format)},
        {"log_level", std::string(consent::LogLevelName(log_level))}});
 

@@ -11,7 +11,7 @@
 
 namespace consent {
 
-absl::Status Registry::Init(std::shared_ptr<const CompiledPolicy> file_policy) {
+absl::Status Registry::LoadStoredPolicies() {
   auto records = store_->ListPolicies();
   if (!records.ok()) return records.status();
   for (const auto& record : *records) {
@@ -24,31 +24,39 @@ absl::Status Registry::Init(std::shared_ptr<const CompiledPolicy> file_policy) {
     }
     policies_->Activate(record.activate_time, *std::move(compiled));
   }
-  return ActivatePolicy(std::move(file_policy)).status();
+  return absl::OkStatus();
 }
 
-absl::StatusOr<PolicyChange> Registry::ActivatePolicy(std::shared_ptr<const CompiledPolicy> next) {
+absl::StatusOr<bool> Registry::CheckActivation(const CompiledPolicy& next) {
+  const auto current = policies_->Get();
+  if (current == nullptr) return true;
+  if (current->text() == next.text()) return false;  // nothing new
+  if (current->version() == next.version()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the policy text changed but its version \"", next.version(),
+        "\" is the active policy's; decisions record the version, so give the new policy a "
+        "new version"));
+  }
+  // A policy that allows more than the one in force must say so itself.
+  auto changes = LooseningChanges(*current, next, [this](const std::vector<std::string>& dropped) {
+    return store_->PurposesInUse(dropped);
+  });
+  if (!changes.ok()) return changes.status();
+  if (absl::Status s = CheckLoosening(*current, next, *changes); !s.ok()) return s;
+  return true;
+}
+
+absl::StatusOr<PolicyChange> Registry::ActivatePolicyAt(std::shared_ptr<const CompiledPolicy> next,
+                                                        absl::Time now) {
   absl::MutexLock lock(&activate_mu_);
   const auto current = policies_->Get();
   PolicyChange change;
   change.version = next->version();
   change.previous_version = current ? current->version() : "";
-  if (current != nullptr && current->text() == next->text()) return change;  // nothing new
-  if (current != nullptr && current->version() == next->version()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the policy text changed but its version \"", next->version(),
-        "\" is the active policy's; decisions record the version, so give the new policy a "
-        "new version"));
-  }
-  if (current != nullptr) {
-    // A policy that allows more than the one in force must say so itself.
-    auto changes = LooseningChanges(
-        *current, *next,
-        [this](const std::vector<std::string>& dropped) { return store_->PurposesInUse(dropped); });
-    if (!changes.ok()) return changes.status();
-    if (absl::Status s = CheckLoosening(*current, *next, *changes); !s.ok()) return s;
-  }
-  auto at = store_->RecordPolicy(clock_->Now(), next->text());
+  auto changed = CheckActivation(*next);
+  if (!changed.ok()) return changed.status();
+  if (!*changed) return change;
+  auto at = store_->RecordPolicy(now, next->text());
   if (!at.ok()) return at.status();
   policies_->Activate(*at, std::move(next));
   change.changed = true;

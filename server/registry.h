@@ -8,6 +8,12 @@
 // and does itself what touches all of them: activating policies and
 // backups. GetSubjectSummary is a function over the store and the policy
 // (subject_summary.h). The errors each call gives are listed on its part's class.
+//
+// With replication (replication.h, set_replicator) the writes and policy
+// activations go through the replicated command log: validated here,
+// appended, and answered once this replica has applied them; the registry
+// is also what applies the log's commands (command_applier,
+// registry_replication.cc).
 #ifndef CONSENT_SERVER_REGISTRY_H_
 #define CONSENT_SERVER_REGISTRY_H_
 
@@ -20,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "consent/replication/v1/command.pb.h"
 #include "consent/v1/admin.pb.h"
 #include "consent/v1/registry.pb.h"
 #include "core/clock.h"
@@ -28,6 +35,7 @@
 #include "server/registry_history.h"
 #include "server/registry_import.h"
 #include "server/registry_writes.h"
+#include "server/replication.h"
 #include "server/revision_notifier.h"
 #include "server/snapshot_export.h"
 #include "server/subject_summary.h"
@@ -79,46 +87,89 @@ class Registry {
   // Loads every policy version kept in the store (for as_of), then
   // activates `file_policy` unless it is the latest already. Call once,
   // before serving.
-  absl::Status Init(std::shared_ptr<const CompiledPolicy> file_policy);
+  absl::Status Init(std::shared_ptr<const CompiledPolicy> file_policy) {
+    if (absl::Status s = LoadStoredPolicies(); !s.ok()) return s;
+    return ActivatePolicy(std::move(file_policy)).status();
+  }
+  // Init's first half: the policy versions kept in the store.
+  absl::Status LoadStoredPolicies();
 
   // Makes `next` the active policy and records it (with its activation
   // time) in the store. The same text as the active policy changes nothing;
   // a different text under the active policy's version is
   // kFailedPrecondition, and so is a policy that loosens what the active
   // one allows without saying so (policy_change.h). Activations are
-  // serialised.
+  // serialised. With replication, checked here, then activated through
+  // the command log (on every replica, at the same place in the log).
   absl::StatusOr<PolicyChange> ActivatePolicy(std::shared_ptr<const CompiledPolicy> next);
+
+  // Replication: from now on writes and policy activations go through
+  // `replicator`'s command log, and a read whose min_revision is ahead of
+  // this replica waits up to `min_revision_wait` for it (then
+  // kUnavailable). Call once, before serving; `replicator` must have been
+  // started with command_applier() and outlive the registry's use.
+  void set_replicator(Replicator* replicator, absl::Duration min_revision_wait);
+  // What applies the replicated command log's commands to this registry.
+  CommandApplier* command_applier() { return &applier_; }
 
   // Writes (RegistryWrites).
   using WriteDone = RegistryWrites::WriteDone;
   void SetPreference(const v1::SetPreferenceRequest& request, const CallContext& context,
                      v1::SetPreferenceResponse* response, WriteDone done) {
+    if (replicator_ != nullptr) {
+      return Replicate(request, &replication::v1::Command::mutable_set_preference, context,
+                       response, std::move(done));
+    }
     writes_.SetPreference(request, context, response, std::move(done));
   }
   void BatchSetPreferences(const v1::BatchSetPreferencesRequest& request,
                            const CallContext& context, v1::BatchSetPreferencesResponse* response,
                            WriteDone done) {
+    if (replicator_ != nullptr) {
+      return Replicate(request, &replication::v1::Command::mutable_batch_set_preferences, context,
+                       response, std::move(done));
+    }
     writes_.BatchSetPreferences(request, context, response, std::move(done));
   }
   void UpdateSubject(const v1::UpdateSubjectRequest& request, const CallContext& context,
                      v1::UpdateSubjectResponse* response, WriteDone done) {
+    if (replicator_ != nullptr) {
+      return Replicate(request, &replication::v1::Command::mutable_update_subject, context,
+                       response, std::move(done));
+    }
     writes_.UpdateSubject(request, context, response, std::move(done));
   }
   void SetContentExclusion(const v1::SetContentExclusionRequest& request,
                            const CallContext& context, v1::SetContentExclusionResponse* response,
                            WriteDone done) {
+    if (replicator_ != nullptr) {
+      return Replicate(request, &replication::v1::Command::mutable_set_content_exclusion, context,
+                       response, std::move(done));
+    }
     writes_.SetContentExclusion(request, context, response, std::move(done));
   }
   void DeleteSubject(const v1::DeleteSubjectRequest& request, const CallContext& context,
                      v1::DeleteSubjectResponse* response, WriteDone done) {
+    if (replicator_ != nullptr) {
+      return Replicate(request, &replication::v1::Command::mutable_delete_subject, context,
+                       response, std::move(done));
+    }
     writes_.DeleteSubject(request, context, response, std::move(done));
   }
   void RecordNotice(const v1::RecordNoticeRequest& request, const CallContext& context,
                     v1::RecordNoticeResponse* response, WriteDone done) {
+    if (replicator_ != nullptr) {
+      return Replicate(request, &replication::v1::Command::mutable_record_notice, context, response,
+                       std::move(done));
+    }
     writes_.RecordNotice(request, context, response, std::move(done));
   }
   void BatchRecordNotices(const v1::BatchRecordNoticesRequest& request, const CallContext& context,
                           v1::BatchRecordNoticesResponse* response, WriteDone done) {
+    if (replicator_ != nullptr) {
+      return Replicate(request, &replication::v1::Command::mutable_batch_record_notices, context,
+                       response, std::move(done));
+    }
     writes_.BatchRecordNotices(request, context, response, std::move(done));
   }
   static absl::Status AwaitWrite(const std::function<void(WriteDone)>& start) {
@@ -127,6 +178,11 @@ class Registry {
   // An ImportSubjects call (registry_import.h).
   absl::StatusOr<std::unique_ptr<RegistryImport::Call>> BeginImport(
       const std::string& import_id, CallContext context, RegistryImport::StepObserver on_step) {
+    if (replicator_ != nullptr) {
+      return absl::FailedPreconditionError(
+          "ImportSubjects is not replicated: import into a standalone consentd, then start the "
+          "replicas from its backup");
+    }
     return imports_.Begin(import_id, std::move(context), std::move(on_step));
   }
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response) {
@@ -181,6 +237,47 @@ class Registry {
   }
 
  private:
+  // Applies the replicated log's commands (registry_replication.cc).
+  class LogApplier final : public CommandApplier {
+   public:
+    explicit LogApplier(Registry* registry) : registry_(registry) {}
+    void ApplyWrite(const replication::v1::Command& command, int64_t sequence, Done done) override;
+    absl::Status ApplyPolicy(const replication::v1::Command& command, int64_t sequence,
+                             std::string* response) override;
+
+   private:
+    Registry* const registry_;
+  };
+
+  // A write with replication: validated at the caller's time, appended as
+  // a command holding `request` (in the field `field` gives), answered
+  // once applied here.
+  template <typename Request, typename Response>
+  void Replicate(const Request& request, Request* (replication::v1::Command::*field)(),
+                 const CallContext& context, Response* response, WriteDone done) {
+    const absl::Time now = writes_.TimeOf(context);
+    if (absl::Status s = writes_.Validate(request, now); !s.ok()) return done(s);
+    replication::v1::Command command;
+    StampCommand(context.caller, now, &command);
+    *(command.*field)() = request;
+    replicator_->Submit(std::move(command), request.request_id(),
+                        [response, done = std::move(done)](absl::Status status, std::string bytes) {
+                          if (status.ok() && !response->ParseFromString(bytes)) {
+                            status =
+                                absl::InternalError("a write's replicated answer does not parse");
+                          }
+                          done(std::move(status));
+                        });
+  }
+  static void StampCommand(const std::string& caller, absl::Time now,
+                           replication::v1::Command* command);
+  // Whether `next` changes the active policy (false: the same text), or
+  // why it may not replace it.
+  absl::StatusOr<bool> CheckActivation(const CompiledPolicy& next);
+  // ActivatePolicy's checks and activation, stamped `now`.
+  absl::StatusOr<PolicyChange> ActivatePolicyAt(std::shared_ptr<const CompiledPolicy> next,
+                                                absl::Time now);
+
   storage::ConsentStore* const store_;
   PolicyHolder* const policies_;
   const Clock* const clock_;
@@ -194,6 +291,9 @@ class Registry {
   SnapshotExporter exporter_;
   std::string backup_dir_;
   int backup_keep_ = 0;
+  LogApplier applier_{this};
+  Replicator* replicator_ = nullptr;  // null: standalone
+  absl::Duration min_revision_wait_;
 };
 
 }  // namespace consent

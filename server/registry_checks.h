@@ -63,7 +63,8 @@ class DecisionSink {
 // not fail the call: that item's answer is its error (AddInvalid) and the
 // others are decided;
 // kFailedPrecondition (PreconditionFailure REVISION_NOT_REACHED) for a
-// min_revision beyond the registry's revision; kOutOfRange for an as_of
+// min_revision beyond the registry's revision (with replication: kUnavailable
+// once the wait for it ends, set_revision_wait); kOutOfRange for an as_of
 // before the first policy. Storage failures pass through.
 class RegistryChecks {
  public:
@@ -78,6 +79,14 @@ class RegistryChecks {
   // message of a StreamCheck stream is one (wire.h: RawCheckStream).
   absl::Status BatchCheck(const v1::BatchCheckRequest& request, DecisionSink* decisions,
                           const CallControl& control = {}) const;
+
+  // Replication: a read whose min_revision is ahead of the store calls
+  // `wait(min_revision)`, which waits a while for this replica to apply it
+  // and returns OK, or kUnavailable when it did not. Unset (standalone),
+  // such a read is kFailedPrecondition at once. Set before serving.
+  void set_revision_wait(std::function<absl::Status(int64_t revision)> wait) {
+    revision_wait_ = std::move(wait);
+  }
 
  private:
   // What reads are evaluated against.
@@ -96,6 +105,7 @@ class RegistryChecks {
   storage::ConsentStore* const store_;
   PolicyHolder* const policies_;
   const Clock* const clock_;
+  std::function<absl::Status(int64_t revision)> revision_wait_;
 };
 
 }  // namespace consent

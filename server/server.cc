@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -194,6 +195,8 @@ class ServerImpl final : public ConsentServer {
   std::unique_ptr<PolicyWatcher> policy_watcher_;  // null when not watching
   std::unique_ptr<AuthHolder> auth_;               // null without --auth_file
   std::unique_ptr<Registry> registry_;
+  // After registry_, whose command applier it calls; null standalone.
+  std::unique_ptr<Replicator> replicator_;
   DrainGate gate_;
   std::unique_ptr<CallAccounting> calls_;
   std::unique_ptr<RegistryService> registry_service_;
@@ -211,6 +214,45 @@ class ServerImpl final : public ConsentServer {
   bool serving_ ABSL_GUARDED_BY(health_mu_) = false;
   absl::Notification stop_maintenance_;
   std::thread maintenance_;
+
+  // Replication: applies the command log up to where it stood, then makes
+  // the policy file's policy active through it (a no-op when it already
+  // is).
+  absl::Status StartReplication(std::shared_ptr<const CompiledPolicy> file_policy) {
+    if (absl::Status s = registry_->LoadStoredPolicies(); !s.ok()) return s;
+    auto replicator =
+        Replicator::Start(options_.replication, store_.get(), registry_->command_applier());
+    if (!replicator.ok()) {
+      return absl::Status(replicator.status().code(),
+                          absl::StrCat("replication: ", replicator.status().message()));
+    }
+    replicator_ = *std::move(replicator);
+    registry_->set_replicator(replicator_.get(), options_.min_revision_wait);
+    LogInfo("replication: applying the command log before serving",
+            {{"nats", absl::StrJoin(options_.replication.log.urls, ",")},
+             {"stream", options_.replication.log.stream}});
+    const absl::Time start = absl::Now();
+    absl::Status caught_up =
+        replicator_->AwaitCaughtUp(options_.catch_up_timeout, [](int64_t applied, int64_t target) {
+          LogInfo("replication: catching up",
+                  {{"applied", absl::StrCat(applied)}, {"target", absl::StrCat(target)}});
+        });
+    if (!caught_up.ok()) {
+      return absl::Status(caught_up.code(),
+                          absl::StrCat("replication: catching up: ", caught_up.message()));
+    }
+    const Replicator::Stats stats = replicator_->stats();
+    LogInfo("replication: caught up", {{"applied_sequence", absl::StrCat(stats.applied_sequence)},
+                                       {"revision", absl::StrCat(store_->CurrentRevision())},
+                                       {"took", absl::FormatDuration(absl::Now() - start)}});
+    auto activated = registry_->ActivatePolicy(std::move(file_policy));
+    if (!activated.ok()) return activated.status();
+    if (activated->changed) {
+      LogInfo("replication: activated the policy file's policy through the command log",
+              {{"version", activated->version}, {"previous_version", activated->previous_version}});
+    }
+    return absl::OkStatus();
+  }
 
   // Forgets expired request ids now and then every hour.
   void StartMaintenance(const Clock* clock) {
@@ -258,7 +300,8 @@ absl::Status ServerImpl::Shutdown() {
     stop_maintenance_.Notify();
     maintenance_.join();
   }
-  if (store_ == nullptr) return absl::OkStatus();  // start-up failed before opening it
+  if (replicator_ != nullptr) replicator_->Stop();  // before the store closes
+  if (store_ == nullptr) return absl::OkStatus();   // start-up failed before opening it
   absl::Status status = store_->Close();
   if (status.ok()) {
     LogInfo("store closed cleanly");
@@ -403,7 +446,11 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
   server->policies_ = std::make_unique<PolicyHolder>();
   server->registry_ =
       std::make_unique<Registry>(server->store_.get(), server->policies_.get(), clock);
-  if (absl::Status s = server->registry_->Init(*std::move(policy)); !s.ok()) return s;
+  if (options.replication.log.urls.empty()) {
+    if (absl::Status s = server->registry_->Init(*std::move(policy)); !s.ok()) return s;
+  } else if (absl::Status s = server->StartReplication(*std::move(policy)); !s.ok()) {
+    return s;
+  }
   server->registry_->set_checkpoint_interval(options.watch_checkpoint_interval);
   if (!options.backup_dir.empty()) {
     if (absl::Status s = storage::CreatePrivateDirectory(options.backup_dir); !s.ok()) {

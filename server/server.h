@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/clock.h"
+#include "server/replication.h"
 #include "server/tls.h"
 
 namespace grpc {
@@ -117,6 +118,14 @@ struct ServerOptions {
   // Serve a non-loopback address without authentication: every local and
   // network peer may call every RPC. For trusted networks only.
   bool insecure_listen_any = false;
+  // Replication on NATS JetStream (docs/replication.md): on when
+  // replication.log.urls is not empty; standalone otherwise.
+  ReplicationOptions replication;
+  // With replication: how long a read whose min_revision this replica has
+  // not applied waits for it (then UNAVAILABLE), and how long start-up
+  // waits to apply the command log before serving.
+  absl::Duration min_revision_wait = absl::Seconds(2);
+  absl::Duration catch_up_timeout = absl::Minutes(10);
   // Tests only: changes the store's options before it opens (to give it a
   // fault-injecting file system). May be empty.
   std::function<void(storage::StoreOptions&)> adjust_store_options;

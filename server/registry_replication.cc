@@ -1,0 +1,182 @@
+// The registry with replication (replication.h): writes and policy
+// activations through the command log, reads that wait for min_revision,
+// and the registry as what applies the log's commands.
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "core/proto_time.h"
+#include "core/status_details.h"
+#include "google/rpc/error_details.pb.h"
+#include "server/registry.h"
+
+namespace consent {
+namespace {
+
+using replication::v1::Command;
+
+// Commits a command of the log with nothing in it but its place: for a
+// command refused before it reached the store (its checks, a policy), so
+// the next command follows it. Waits for the synced write.
+absl::Status RecordRefused(storage::ConsentStore* store, absl::Time now, int64_t sequence) {
+  absl::Status status;
+  absl::Notification written;
+  store->ApplyLoggedAsync({}, now, {}, sequence, [&](absl::StatusOr<storage::CommitResult> r) {
+    status = r.status();
+    written.Notify();
+  });
+  written.WaitForNotification();
+  return status;
+}
+
+}  // namespace
+
+void Registry::StampCommand(const std::string& caller, absl::Time now, Command* command) {
+  *command->mutable_time() = ToProto(now);
+  command->set_caller(caller);
+}
+
+void Registry::set_replicator(Replicator* replicator, absl::Duration min_revision_wait) {
+  replicator_ = replicator;
+  min_revision_wait_ = min_revision_wait;
+  checks_.set_revision_wait([this](int64_t revision) -> absl::Status {
+    const absl::Time deadline = absl::Now() + min_revision_wait_;
+    int64_t current = store_->CurrentRevision();
+    while (current < revision && absl::Now() < deadline) {
+      if (!notifier_.WaitBeyond(current, deadline)) break;  // shutting down
+      current = store_->CurrentRevision();
+    }
+    if (current >= revision) return absl::OkStatus();
+    absl::Status status = absl::UnavailableError(
+        absl::StrCat("min_revision ", revision, " is ahead of this replica's revision ", current,
+                     " after waiting ", absl::FormatDuration(min_revision_wait_),
+                     " for it to be applied; retry, here or on another replica"));
+    google::rpc::PreconditionFailure failure;
+    auto* violation = failure.add_violations();
+    violation->set_type("REVISION_NOT_REACHED");
+    violation->set_subject("min_revision");
+    violation->set_description(absl::StrCat("current revision is ", current));
+    AttachDetail(status, failure);
+    return status;
+  });
+}
+
+absl::StatusOr<PolicyChange> Registry::ActivatePolicy(std::shared_ptr<const CompiledPolicy> next) {
+  if (replicator_ == nullptr) return ActivatePolicyAt(std::move(next), clock_->Now());
+  // Checked here first, so that a refused policy never reaches the log;
+  // applying checks again, against the policy in force at its place there.
+  PolicyChange unchanged;
+  unchanged.version = next->version();
+  {
+    absl::MutexLock lock(&activate_mu_);
+    const auto current = policies_->Get();
+    unchanged.previous_version = current ? current->version() : "";
+    auto changed = CheckActivation(*next);
+    if (!changed.ok()) return changed.status();
+    if (!*changed) return unchanged;
+  }
+  Command command;
+  StampCommand("policy", clock_->Now(), &command);
+  command.mutable_activate_policy()->set_text(next->text());
+  absl::Status status;
+  replication::v1::PolicyActivated activated;
+  absl::Notification applied;
+  replicator_->Submit(std::move(command), "", [&](absl::Status s, std::string bytes) {
+    status = std::move(s);
+    if (status.ok() && !activated.ParseFromString(bytes)) {
+      status = absl::InternalError("a policy activation's replicated answer does not parse");
+    }
+    applied.Notify();
+  });
+  applied.WaitForNotification();
+  if (!status.ok()) return status;
+  PolicyChange change;
+  change.version = activated.version();
+  change.previous_version = activated.previous_version();
+  change.changed = activated.changed();
+  return change;
+}
+
+void Registry::LogApplier::ApplyWrite(const Command& command, int64_t sequence, Done done) {
+  Registry& r = *registry_;
+  if (r.policies_->Get() == nullptr) {
+    // Every log starts with a policy activation; without one, refused alike
+    // on every replica.
+    absl::Status refused =
+        absl::FailedPreconditionError("no policy was active at this place in the command log");
+    absl::Status recorded = RecordRefused(r.store_, FromProto(command.time()), sequence);
+    return done(recorded.ok() ? refused : recorded, "");
+  }
+  // What a write needs until it is answered: its context and response.
+  auto apply = [&](const auto& request, auto write, auto response_type) {
+    using Response = decltype(response_type);
+    struct Applying {
+      CallContext context;
+      Response response;
+    };
+    auto applying = std::make_shared<Applying>();
+    applying->context.caller = command.caller();
+    applying->context.time = FromProto(command.time());
+    applying->context.log_sequence = sequence;
+    (r.writes_.*write)(request, applying->context, &applying->response,
+                       [applying, done = std::move(done)](absl::Status status) {
+                         done(status,
+                              status.ok() ? applying->response.SerializeAsString() : std::string());
+                       });
+  };
+  switch (command.write_case()) {
+    case Command::kSetPreference:
+      return apply(command.set_preference(), &RegistryWrites::SetPreference,
+                   v1::SetPreferenceResponse());
+    case Command::kBatchSetPreferences:
+      return apply(command.batch_set_preferences(), &RegistryWrites::BatchSetPreferences,
+                   v1::BatchSetPreferencesResponse());
+    case Command::kUpdateSubject:
+      return apply(command.update_subject(), &RegistryWrites::UpdateSubject,
+                   v1::UpdateSubjectResponse());
+    case Command::kSetContentExclusion:
+      return apply(command.set_content_exclusion(), &RegistryWrites::SetContentExclusion,
+                   v1::SetContentExclusionResponse());
+    case Command::kDeleteSubject:
+      return apply(command.delete_subject(), &RegistryWrites::DeleteSubject,
+                   v1::DeleteSubjectResponse());
+    case Command::kRecordNotice:
+      return apply(command.record_notice(), &RegistryWrites::RecordNotice,
+                   v1::RecordNoticeResponse());
+    case Command::kBatchRecordNotices:
+      return apply(command.batch_record_notices(), &RegistryWrites::BatchRecordNotices,
+                   v1::BatchRecordNoticesResponse());
+    case Command::kActivatePolicy:
+    case Command::WRITE_NOT_SET:
+      break;
+  }
+  absl::Status refused = absl::InvalidArgumentError("the command holds no write");
+  absl::Status recorded = RecordRefused(r.store_, FromProto(command.time()), sequence);
+  done(recorded.ok() ? refused : recorded, "");
+}
+
+absl::Status Registry::LogApplier::ApplyPolicy(const Command& command, int64_t sequence,
+                                               std::string* response) {
+  Registry& r = *registry_;
+  const absl::Time now = FromProto(command.time());
+  auto compiled = CompiledPolicy::FromText(command.activate_policy().text(),
+                                           absl::StrCat("the policy at command ", sequence));
+  absl::StatusOr<PolicyChange> change = compiled.ok()
+                                            ? r.ActivatePolicyAt(*std::move(compiled), now)
+                                            : absl::StatusOr<PolicyChange>(compiled.status());
+  if (!change.ok() && !storage::IsRefusal(change.status())) return change.status();
+  // Recorded apart from the policy: applied again after a crash between
+  // the two, the same text changes nothing, and is recorded then.
+  if (absl::Status s = RecordRefused(r.store_, now, sequence); !s.ok()) return s;
+  if (!change.ok()) return change.status();
+  replication::v1::PolicyActivated activated;
+  activated.set_version(change->version);
+  activated.set_previous_version(change->previous_version);
+  activated.set_changed(change->changed);
+  *response = activated.SerializeAsString();
+  return absl::OkStatus();
+}
+
+}  // namespace consent
