@@ -25,6 +25,10 @@ const std::vector<double> kHandlingBuckets = {0.00005, 0.0001, 0.00025, 0.0005, 
 const std::vector<double> kWalSyncBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                              0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
 // Batches hold 1 to 10,000 items.
+// An append waits for a quorum of NATS servers to store the command: a
+// millisecond or so on one network; seconds during a leader election.
+const std::vector<double> kAppendBuckets = {0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                            0.05,    0.1,    0.25,  0.5,    1,     2.5,  5};
 const std::vector<double> kItemBuckets = {1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 constexpr double kNanos = 1e-9;
 
@@ -178,7 +182,10 @@ void MethodMetrics::ObserveItems(int items) {
   if (items_ != nullptr) items_->Observe(items);
 }
 
-Metrics::Metrics() : generation_(++g_generation), wal_sync_(kWalSyncBuckets, kNanos) {}
+Metrics::Metrics()
+    : generation_(++g_generation),
+      wal_sync_(kWalSyncBuckets, kNanos),
+      appends_(kAppendBuckets, kNanos) {}
 
 Metrics::~Metrics() = default;
 
@@ -264,6 +271,16 @@ void Metrics::ObserveWalSync(absl::Duration duration) {
   wal_sync_.Observe(absl::ToInt64Nanoseconds(duration));
 }
 
+void Metrics::ObserveAppend(absl::Duration duration, bool acknowledged) {
+  if (acknowledged) {
+    appends_.Observe(absl::ToInt64Nanoseconds(duration));
+  } else {
+    append_failures_.Add();
+  }
+}
+
+void Metrics::CountRevisionWait(bool reached) { revision_waits_[reached ? 0 : 1].Add(); }
+
 std::vector<prometheus::MetricFamily> Metrics::Collect() const {
   using prometheus::MetricType;
   auto started =
@@ -306,6 +323,19 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
                     "Duration of one synced RocksDB write (a group of commits sharing one WAL "
                     "sync), in seconds.",
                     MetricType::Histogram);
+  auto appends = Family("consent_replication_append_seconds",
+                        "Time from appending a write's command to the replicated log to its "
+                        "quorum's acknowledgement, in seconds.",
+                        MetricType::Histogram);
+  auto append_failures = Family("consent_replication_append_failures_total",
+                                "Appends to the replicated command log not acknowledged in time "
+                                "(retried under the same message id).",
+                                MetricType::Counter);
+  auto revision_waits = Family("consent_min_revision_waits_total",
+                               "Reads whose min_revision this replica had not applied, by whether "
+                               "it was reached within --min_revision_wait or the read answered "
+                               "UNAVAILABLE.",
+                               MetricType::Counter);
   {
     absl::MutexLock lock(&mu_);
     for (const auto& m : methods_) {
@@ -345,6 +375,12 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
   AddCounter(reloads, {{"result", "error"}}, reloads_[1]);
   AddCounter(reloads, {{"result", "ok"}}, reloads_[0]);
   AddHistogram(wal, {}, wal_sync_);
+  if (replicated_.load(std::memory_order_relaxed)) {
+    AddHistogram(appends, {}, appends_);
+    AddCounter(append_failures, {}, append_failures_);
+    AddCounter(revision_waits, {{"result", "reached"}}, revision_waits_[0]);
+    AddCounter(revision_waits, {{"result", "timeout"}}, revision_waits_[1]);
+  }
   constexpr const char* kRejections[] = {"streams", "worker_queue", "commit_queue", "idle_watcher"};
   static_assert(std::size(kRejections) == static_cast<size_t>(Rejection::kCount));
   for (size_t r = 0; r < std::size(kRejections); ++r) {
@@ -359,8 +395,9 @@ std::vector<prometheus::MetricFamily> Metrics::Collect() const {
   }
 
   std::vector<prometheus::MetricFamily> out;
-  for (auto* family : {&started, &handled, &seconds, &items, &decisions, &invalid_items, &writes,
-                       &reloads, &rejected, &auth_failures, &by_caller, &wal}) {
+  for (auto* family :
+       {&started, &handled, &seconds, &items, &decisions, &invalid_items, &writes, &reloads,
+        &rejected, &auth_failures, &by_caller, &wal, &appends, &append_failures, &revision_waits}) {
     if (!family->metric.empty()) out.push_back(std::move(*family));
   }
   return out;

@@ -183,6 +183,18 @@ class Metrics final : public prometheus::Collectable {
   // consent_wal_sync_seconds: one synced RocksDB write (a group commit).
   void ObserveWalSync(absl::Duration duration);
 
+  // Exposes the replication metrics below (standalone has none). Set
+  // before serving.
+  void set_replicated() { replicated_.store(true, std::memory_order_relaxed); }
+  // consent_replication_append_seconds: one append to the replicated
+  // command log that its quorum acknowledged; failed appends count in
+  // consent_replication_append_failures_total.
+  void ObserveAppend(absl::Duration duration, bool acknowledged);
+
+  // consent_min_revision_waits_total{result="reached"|"timeout"}: reads
+  // that waited for this replica to apply their min_revision.
+  void CountRevisionWait(bool reached);
+
   // consent_rejected_total{reason}.
   void CountRejected(Rejection reason);
 
@@ -206,6 +218,10 @@ class Metrics final : public prometheus::Collectable {
   std::array<metrics_internal::Counter, static_cast<int>(Rejection::kCount)> rejected_;
   std::array<metrics_internal::Counter, static_cast<int>(AuthFailure::kCount)> auth_failures_;
   metrics_internal::Histogram wal_sync_;
+  metrics_internal::Histogram appends_;
+  metrics_internal::Counter append_failures_;
+  std::array<metrics_internal::Counter, 2> revision_waits_;  // reached, timeout
+  std::atomic<bool> replicated_{false};
 
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<MethodMetrics>> methods_ ABSL_GUARDED_BY(mu_);

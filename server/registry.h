@@ -106,9 +106,11 @@ class Registry {
   // Replication: from now on writes and policy activations go through
   // `replicator`'s command log, and a read whose min_revision is ahead of
   // this replica waits up to `min_revision_wait` for it (then
-  // kUnavailable). Call once, before serving; `replicator` must have been
-  // started with command_applier() and outlive the registry's use.
-  void set_replicator(Replicator* replicator, absl::Duration min_revision_wait);
+  // kUnavailable); `on_revision_wait(reached)` (may be empty) is told
+  // of each such wait. Call once, before serving; `replicator` must have
+  // been started with command_applier() and outlive the registry's use.
+  void set_replicator(Replicator* replicator, absl::Duration min_revision_wait,
+                      std::function<void(bool reached)> on_revision_wait = {});
   // What applies the replicated command log's commands to this registry.
   CommandApplier* command_applier() { return &applier_; }
 

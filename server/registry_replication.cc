@@ -38,29 +38,32 @@ void Registry::StampCommand(const std::string& caller, absl::Time now, Command* 
   command->set_caller(caller);
 }
 
-void Registry::set_replicator(Replicator* replicator, absl::Duration min_revision_wait) {
+void Registry::set_replicator(Replicator* replicator, absl::Duration min_revision_wait,
+                              std::function<void(bool reached)> on_revision_wait) {
   replicator_ = replicator;
   min_revision_wait_ = min_revision_wait;
-  checks_.set_revision_wait([this](int64_t revision) -> absl::Status {
-    const absl::Time deadline = absl::Now() + min_revision_wait_;
-    int64_t current = store_->CurrentRevision();
-    while (current < revision && absl::Now() < deadline) {
-      if (!notifier_.WaitBeyond(current, deadline)) break;  // shutting down
-      current = store_->CurrentRevision();
-    }
-    if (current >= revision) return absl::OkStatus();
-    absl::Status status = absl::UnavailableError(
-        absl::StrCat("min_revision ", revision, " is ahead of this replica's revision ", current,
-                     " after waiting ", absl::FormatDuration(min_revision_wait_),
-                     " for it to be applied; retry, here or on another replica"));
-    google::rpc::PreconditionFailure failure;
-    auto* violation = failure.add_violations();
-    violation->set_type("REVISION_NOT_REACHED");
-    violation->set_subject("min_revision");
-    violation->set_description(absl::StrCat("current revision is ", current));
-    AttachDetail(status, failure);
-    return status;
-  });
+  checks_.set_revision_wait(
+      [this, on_revision_wait = std::move(on_revision_wait)](int64_t revision) -> absl::Status {
+        const absl::Time deadline = absl::Now() + min_revision_wait_;
+        int64_t current = store_->CurrentRevision();
+        while (current < revision && absl::Now() < deadline) {
+          if (!notifier_.WaitBeyond(current, deadline)) break;  // shutting down
+          current = store_->CurrentRevision();
+        }
+        if (on_revision_wait) on_revision_wait(current >= revision);
+        if (current >= revision) return absl::OkStatus();
+        absl::Status status = absl::UnavailableError(
+            absl::StrCat("min_revision ", revision, " is ahead of this replica's revision ",
+                         current, " after waiting ", absl::FormatDuration(min_revision_wait_),
+                         " for it to be applied; retry, here or on another replica"));
+        google::rpc::PreconditionFailure failure;
+        auto* violation = failure.add_violations();
+        violation->set_type("REVISION_NOT_REACHED");
+        violation->set_subject("min_revision");
+        violation->set_description(absl::StrCat("current revision is ", current));
+        AttachDetail(status, failure);
+        return status;
+      });
 }
 
 absl::StatusOr<PolicyChange> Registry::ActivatePolicy(std::shared_ptr<const CompiledPolicy> next) {

@@ -194,7 +194,10 @@ void Replicator::RunApplier() {
   const absl::Duration kPoll = absl::Milliseconds(100);
   std::unique_ptr<storage::JetStreamLog::Reader> reader;
   int64_t next = 0;  // the sequence the reader delivers next
+  // Where a new reader starts: 0 for after what the store has applied.
+  int64_t resume_from = 0;
   absl::Time last_log_read = absl::InfinitePast();
+  absl::Time last_delivery = absl::Now();
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -207,10 +210,12 @@ void Replicator::RunApplier() {
         mu_.Await(absl::Condition(&idle));
         reapply_ = false;
         reader.reset();
+        resume_from = 0;
       }
     }
     if (reader == nullptr) {
-      absl::StatusOr<int64_t> applied = store_->AppliedSequence();
+      absl::StatusOr<int64_t> applied =
+          resume_from > 0 ? absl::StatusOr<int64_t>(resume_from - 1) : store_->AppliedSequence();
       absl::StatusOr<std::unique_ptr<storage::JetStreamLog::Reader>> opened =
           applied.ok()
               ? log_->ReadFrom(static_cast<uint64_t>(*applied + 1))
@@ -224,8 +229,11 @@ void Replicator::RunApplier() {
       }
       reader = *std::move(opened);
       next = *applied + 1;
-      absl::MutexLock lock(&mu_);
-      stats_.applied_sequence = std::max(stats_.applied_sequence, *applied);
+      last_delivery = absl::Now();
+      if (resume_from == 0) {
+        absl::MutexLock lock(&mu_);
+        stats_.applied_sequence = std::max(stats_.applied_sequence, *applied);
+      }
     }
     absl::StatusOr<std::optional<storage::LoggedCommand>> delivered = reader->Next(kPoll);
     if (!delivered.ok()) {
@@ -233,10 +241,39 @@ void Replicator::RunApplier() {
           "reading the replicated command log failed; reading again",
           {{"error", std::string(delivered.status().message())}, {"next", absl::StrCat(next)}});
       reader.reset();
+      resume_from = next;  // what was delivered is being applied
       absl::SleepFor(kPoll);
     } else if (delivered->has_value()) {
+      if (static_cast<int64_t>((*delivered)->sequence) != next) {
+        // The log no longer holds what this replica needs next (its
+        // retention dropped it): only a newer backup can catch it up.
+        LogError(
+            "the replicated command log does not hold the next command this replica needs; "
+            "start it from a newer backup (docs/replication.md)",
+            {{"needed", absl::StrCat(next)}, {"delivered", absl::StrCat((*delivered)->sequence)}});
+        reader.reset();
+        resume_from = next;
+        ExpireWaiters();
+        absl::SleepFor(absl::Seconds(5));
+        continue;
+      }
       next = static_cast<int64_t>((*delivered)->sequence) + 1;
+      last_delivery = absl::Now();
       ApplyOne(*std::move(*delivered));
+    } else {
+      // Nothing delivered although the log holds more: the server holding
+      // the reader may have failed. Read again from where it stopped.
+      int64_t log_sequence = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        log_sequence = stats_.log_sequence;
+      }
+      if (log_sequence >= next && absl::Now() - last_delivery > absl::Seconds(2)) {
+        LogWarning("the replicated command log's reader is stalled; reading again",
+                   {{"next", absl::StrCat(next)}, {"log_sequence", absl::StrCat(log_sequence)}});
+        reader.reset();
+        resume_from = next;
+      }
     }
     ExpireWaiters();
     if (absl::Now() - last_log_read >= absl::Seconds(1)) {

@@ -38,8 +38,10 @@ namespace {
 // so they cost nothing on the hot path.
 class ScrapeCollector final : public prometheus::Collectable {
  public:
-  ScrapeCollector(storage::ConsentStore* store, const PolicyHolder* policies)
-      : store_(store), policies_(policies) {}
+  // `replicator` is null standalone.
+  ScrapeCollector(storage::ConsentStore* store, const PolicyHolder* policies,
+                  const Replicator* replicator)
+      : store_(store), policies_(policies), replicator_(replicator) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     std::vector<prometheus::MetricFamily> out;
@@ -116,6 +118,31 @@ class ScrapeCollector final : public prometheus::Collectable {
           counter, static_cast<double>(stats->reopens));
     }
 
+    if (replicator_ != nullptr) {
+      const Replicator::Stats r = replicator_->stats();
+      add("consent_replication_log_sequence",
+          "Last sequence of the replicated command log (read about once a second).", gauge,
+          static_cast<double>(r.log_sequence));
+      add("consent_replication_applied_sequence",
+          "Last sequence of the replicated command log this replica applied.", gauge,
+          static_cast<double>(r.applied_sequence));
+      add("consent_replication_lag_commands",
+          "Commands of the replicated log this replica has not applied yet.", gauge,
+          static_cast<double>(std::max<int64_t>(0, r.log_sequence - r.applied_sequence)));
+      add("consent_replication_applied_commands_total",
+          "Commands of the replicated log applied (written, replayed or refused) since start.",
+          counter, static_cast<double>(r.applied_commands));
+      add("consent_replication_reapplied_commands_total",
+          "Commands that failed to apply for a storage failure and were applied again.", counter,
+          static_cast<double>(r.reapplied_commands));
+      add("consent_replication_malformed_commands_total",
+          "Commands of the replicated log that did not parse and were skipped.", counter,
+          static_cast<double>(r.malformed_commands));
+      add("consent_replication_waiting_writes",
+          "Writes taken here waiting for their command to be applied here.", gauge,
+          static_cast<double>(r.waiting_writes));
+    }
+
     if (auto process = ReadProcessStats(); process.ok()) {
       add("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", counter,
           process->cpu_seconds);
@@ -138,6 +165,7 @@ class ScrapeCollector final : public prometheus::Collectable {
  private:
   storage::ConsentStore* store_;
   const PolicyHolder* policies_;
+  const Replicator* replicator_;
 };
 
 class ServerImpl final : public ConsentServer {
@@ -227,7 +255,16 @@ class ServerImpl final : public ConsentServer {
                           absl::StrCat("replication: ", replicator.status().message()));
     }
     replicator_ = *std::move(replicator);
-    registry_->set_replicator(replicator_.get(), options_.min_revision_wait);
+    std::function<void(bool)> on_revision_wait;
+    if (Metrics* metrics = metrics_.get()) {
+      metrics->set_replicated();
+      replicator_->set_on_append([metrics](absl::Duration took, bool acknowledged) {
+        metrics->ObserveAppend(took, acknowledged);
+      });
+      on_revision_wait = [metrics](bool reached) { metrics->CountRevisionWait(reached); };
+    }
+    registry_->set_replicator(replicator_.get(), options_.min_revision_wait,
+                              std::move(on_revision_wait));
     LogInfo("replication: applying the command log before serving",
             {{"nats", absl::StrJoin(options_.replication.log.urls, ",")},
              {"stream", options_.replication.log.stream}});
@@ -504,8 +541,8 @@ absl::StatusOr<std::unique_ptr<ConsentServer>> ConsentServer::Start(const Server
                                      server->reloader_.get(), server->calls_.get());
 
   if (!options.metrics_listen.empty()) {
-    server->collector_ =
-        std::make_shared<ScrapeCollector>(server->store_.get(), server->policies_.get());
+    server->collector_ = std::make_shared<ScrapeCollector>(
+        server->store_.get(), server->policies_.get(), server->replicator_.get());
     auto http = HttpEndpoints::Start(options.metrics_listen, {server->collector_, server->metrics_},
                                      [serving] { return serving->ReadinessNow(); });
     if (!http.ok()) return http.status();

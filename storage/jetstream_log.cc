@@ -171,13 +171,24 @@ class NatsJetStreamLog final : public JetStreamLog {
   }
 
   absl::StatusOr<uint64_t> LastSequence() override {
+    auto state = GetState();
+    if (!state.ok()) return state.status();
+    return state->last_sequence;
+  }
+
+  absl::StatusOr<State> GetState() override {
     jsStreamInfo* info = nullptr;
     jsErrCode js_error = static_cast<jsErrCode>(0);
     const natsStatus s = js_GetStreamInfo(&info, js_, options_.stream.c_str(), nullptr, &js_error);
     if (s != NATS_OK) return FromNats(s, js_error, "reading the stream's state");
-    const uint64_t last = info->State.LastSeq;
+    State state;
+    state.first_sequence = info->State.FirstSeq;
+    state.last_sequence = info->State.LastSeq;
+    if (info->Cluster != nullptr && info->Cluster->Leader != nullptr) {
+      state.leader = info->Cluster->Leader;
+    }
     jsStreamInfo_Destroy(info);
-    return last;
+    return state;
   }
 
   absl::StatusOr<std::unique_ptr<Reader>> ReadFrom(uint64_t sequence) override {
@@ -185,6 +196,7 @@ class NatsJetStreamLog final : public JetStreamLog {
     jsSubOptions_Init(&sub_options);
     sub_options.Stream = options_.stream.c_str();
     sub_options.Ordered = true;
+    sub_options.Config.Heartbeat = absl::ToInt64Nanoseconds(options_.reader_heartbeat);
     if (sequence > 1) {
       sub_options.Config.DeliverPolicy = js_DeliverByStartSequence;
       sub_options.Config.OptStartSeq = sequence;
@@ -221,7 +233,7 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(
     return absl::InvalidArgumentError(
         absl::StrCat("max_message_bytes must be 1 to 64 MiB, not ", options.max_message_bytes));
   }
-  const absl::Time deadline = absl::Now() + options.timeout;
+  const absl::Time deadline = absl::Now() + options.open_timeout;
   natsOptions* nats_options = nullptr;
   if (natsOptions_Create(&nats_options) != NATS_OK) {
     return absl::InternalError("cannot create NATS options");

@@ -38,6 +38,14 @@ struct JetStreamLogOptions {
   // How long one call waits for the cluster (connecting, an append's
   // acknowledgement, a read).
   absl::Duration timeout = absl::Seconds(5);
+  // How long Open waits for the cluster to take the stream: a cluster
+  // that has just started elects its JetStream leader first, which can
+  // take several seconds.
+  absl::Duration open_timeout = absl::Seconds(30);
+  // A Reader's server sends a heartbeat this often when it has nothing to
+  // deliver; two missed ones make the Reader start over on another server
+  // (after the one holding it failed), after the last command delivered.
+  absl::Duration reader_heartbeat = absl::Seconds(1);
 };
 
 // A command as the stream holds it.
@@ -53,7 +61,7 @@ class JetStreamLog {
  public:
   // Connects and makes sure the stream exists with `options`' settings.
   // kUnavailable when no server answers or the cluster has no JetStream
-  // leader within options.timeout; kInvalidArgument for bad options.
+  // leader within options.open_timeout; kInvalidArgument for bad options.
   static absl::StatusOr<std::unique_ptr<JetStreamLog>> Open(const JetStreamLogOptions& options);
   virtual ~JetStreamLog() = default;
 
@@ -77,6 +85,17 @@ class JetStreamLog {
 
   // The stream's last sequence (0 when empty).
   virtual absl::StatusOr<uint64_t> LastSequence() = 0;
+
+  struct State {
+    // The oldest command still held (retention drops older ones) and the
+    // newest; 0 and 0 when empty.
+    uint64_t first_sequence = 0;
+    uint64_t last_sequence = 0;
+    // The NATS server (its server_name) leading the stream's Raft group;
+    // empty while there is none.
+    std::string leader;
+  };
+  virtual absl::StatusOr<State> GetState() = 0;
 
   // Delivers the commands from `sequence` on, in order, with no gaps and
   // no repeats (an ordered consumer: after a server fails over it resumes

@@ -27,6 +27,9 @@ class NatsCluster {
   const std::vector<std::string>& urls() const { return urls_; }
   // SIGKILLs node `i`.
   void Kill(int i);
+  // Starts node `i` again after Kill, on the same store and ports; returns
+  // once it accepts clients.
+  absl::Status Restart(int i) { return Spawn(i); }
   // Node `i`'s log so far.
   std::string Log(int i) const;
 

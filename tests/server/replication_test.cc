@@ -1,17 +1,24 @@
 // Replication end to end: a real three-node NATS cluster with JetStream and
 // consentd replicas (the real binary, --replication=jetstream) on loopback,
 // each with its own data directory.
+#include <signal.h>
+
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "client/consent_client.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
 #include "gtest/gtest.h"
+#include "storage/jetstream_log.h"
 #include "tests/nats_cluster.h"
 #include "tests/test_util.h"
 
@@ -33,6 +40,16 @@ class ReplicationTest : public ::testing::Test {
     nats_ = *std::move(cluster);
   }
 
+  void TearDown() override {
+    if (!HasFailure()) return;
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      if (replicas_[i] == nullptr) continue;
+      const std::string log = replicas_[i]->Log();
+      std::cout << "--- replica " << i << "'s log (end):\n"
+                << log.substr(log.size() > 6000 ? log.size() - 6000 : 0) << "\n";
+    }
+  }
+
   // Starts replica `i` (again, after a stop) on its own data directory.
   void StartReplica(size_t i, std::vector<std::string> extra = {}) {
     if (replicas_.size() <= i) {
@@ -50,6 +67,7 @@ class ReplicationTest : public ::testing::Test {
     replicas_[i] = *std::move(process);
     ClientOptions client_options;
     client_options.timeout = absl::Seconds(20);
+    client_options.max_attempts = 1;  // each answer as the replica gave it
     clients_[i] = Client::Connect(replicas_[i]->address(), client_options);
   }
 
@@ -77,7 +95,7 @@ class ReplicationTest : public ::testing::Test {
 
 TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
   StartReplica(0);
-  StartReplica(1);
+  StartReplica(1, {"--metrics_listen=127.0.0.1:0"});
   auto adult = client(0).UpdateSubject(testing::UkAdult("alice"));
   ASSERT_TRUE(adult.ok()) << adult.status();
   auto objected =
@@ -106,8 +124,7 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
 
   // The write rules hold across replicas: a stale expected_revision is
   // ABORTED, a request id replayed elsewhere answers the first result.
-  v1::SetPreferenceRequest stale =
-      testing::PreferenceOf("alice", v1::PREFERENCE_STATE_CONSENTED);
+  v1::SetPreferenceRequest stale = testing::PreferenceOf("alice", v1::PREFERENCE_STATE_CONSENTED);
   stale.set_expected_revision(adult->revision());
   EXPECT_EQ(client(1).SetPreference(stale).status().code(), absl::StatusCode::kAborted);
   v1::SetPreferenceRequest form = testing::PreferenceOf("bob", v1::PREFERENCE_STATE_OBJECTED);
@@ -143,6 +160,205 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
     ASSERT_TRUE(verified.ok()) << verified.status();
     EXPECT_TRUE(verified->ok()) << verified->detail();
     EXPECT_EQ(verified->verified_count(), 3);
+  }
+
+  // What replica 1 applied, and its one read that waited in vain. The log
+  // holds the policy, the three writes, the refused stale write, and the
+  // replayed and conflicting request (as commands of their own: they found
+  // their request id in the log under another call).
+  auto metrics = testing::HttpGet(replicas_[1]->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  auto sample = [&](const std::string& series) {
+    auto value = testing::SampleValue(*metrics, series);
+    EXPECT_TRUE(value.ok()) << series << ": " << value.status();
+    return value.ok() ? *value : -1;
+  };
+  EXPECT_EQ(sample("consent_replication_applied_sequence"), 7);
+  EXPECT_EQ(sample("consent_replication_applied_commands_total"), 7);
+  EXPECT_EQ(sample("consent_min_revision_waits_total{result=\"timeout\"}"), 1);
+  EXPECT_EQ(sample("consent_replication_malformed_commands_total"), 0);
+  EXPECT_EQ(sample("consent_replication_waiting_writes"), 0);
+  EXPECT_GE(sample("consent_replication_append_seconds_count"), 3);
+}
+
+// Writers that keep recording preferences through any replica, each write
+// retried (same request id) on the other replica until one acknowledges
+// it; what was acknowledged, and when.
+class Writers {
+ public:
+  struct Acked {
+    std::string user;
+    std::string request_id;
+    int64_t revision = 0;
+    absl::Time at;
+  };
+
+  Writers(int threads, std::vector<std::string> addresses) : addresses_(std::move(addresses)) {
+    for (int t = 0; t < threads; ++t) threads_.emplace_back([this, t] { Run(t); });
+  }
+  ~Writers() { Stop(); }
+
+  void Stop() {
+    stop_ = true;
+    for (std::thread& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  // Waits until `more` writes beyond those acknowledged now are; false
+  // when that takes over a minute.
+  bool AwaitMore(size_t more) {
+    absl::MutexLock lock(&mu_);
+    const size_t target = acked_.size() + more;
+    auto enough = [this, target]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return acked_.size() >= target; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Minutes(1));
+  }
+  std::vector<Acked> acked() const {
+    absl::MutexLock lock(&mu_);
+    return acked_;
+  }
+  int64_t failures() const { return failures_.load(); }
+
+ private:
+  void Run(int t) {
+    std::vector<std::unique_ptr<Client>> clients;
+    ClientOptions options;
+    options.timeout = absl::Seconds(3);
+    options.max_attempts = 1;  // retried here, on the other replica
+    for (const std::string& address : addresses_) {
+      clients.push_back(Client::Connect(address, options));
+    }
+    for (int k = 0; !stop_; ++k) {
+      v1::SetPreferenceRequest request = testing::PreferenceOf(
+          absl::StrCat("w", t, "-u", k % 5),
+          k % 2 == 0 ? v1::PREFERENCE_STATE_OBJECTED : v1::PREFERENCE_STATE_CONSENTED);
+      request.set_request_id(absl::StrCat("w", t, "-", k));
+      for (size_t attempt = 0; !stop_; ++attempt) {
+        auto response = clients[(t + attempt) % clients.size()]->SetPreference(request);
+        if (response.ok()) {
+          absl::MutexLock lock(&mu_);
+          acked_.push_back(
+              {request.user_id(), request.request_id(), response->revision(), absl::Now()});
+          break;
+        }
+        ++failures_;
+      }
+    }
+  }
+
+  const std::vector<std::string> addresses_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> failures_{0};
+  mutable absl::Mutex mu_;
+  std::vector<Acked> acked_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_;
+};
+
+// Kills the stream's leader, a replica, and pauses the other while eight
+// writers run: every acknowledged write is on both replicas, at the
+// revision it was acknowledged with, and both hold the same history. Then
+// with two of three NATS servers down writes are UNAVAILABLE and checks
+// still answer.
+TEST_F(ReplicationTest, NoAcknowledgedWriteIsLostThroughFaults) {
+  std::vector<std::string> addresses;
+  std::vector<std::vector<std::string>> args;
+  for (size_t i : {0, 1}) {
+    auto port = testing::FreeLoopbackPort();
+    ASSERT_TRUE(port.ok()) << port.status();
+    addresses.push_back(absl::StrCat("127.0.0.1:", *port));
+    args.push_back({"--listen=" + addresses.back(), "--nats_timeout=1s", "--apply_wait=5s"});
+    StartReplica(i, args.back());
+  }
+  storage::JetStreamLogOptions log_options;
+  log_options.urls = nats_->urls();
+  auto log = storage::JetStreamLog::Open(log_options);
+  ASSERT_TRUE(log.ok()) << log.status();
+
+  Writers writers(8, addresses);
+  ASSERT_TRUE(writers.AwaitMore(100));
+
+  // The stream's leader dies; JetStream elects another.
+  auto state = (*log)->GetState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state->leader, ::testing::MatchesRegex("n[0-2]"));
+  const int leader = state->leader[1] - '0';
+  const absl::Time killed = absl::Now();
+  nats_->Kill(leader);
+  ASSERT_TRUE(writers.AwaitMore(100)) << nats_->Log((leader + 1) % 3);
+  {
+    // The longest pause between acknowledgements after the kill: the stall.
+    absl::Duration stall;
+    absl::Time previous = killed;
+    for (const auto& a : writers.acked()) {
+      if (a.at < killed) continue;
+      stall = std::max(stall, a.at - previous);
+      previous = a.at;
+    }
+    std::cout << "stream leader n" << leader << " killed: writes stalled for at most "
+              << absl::FormatDuration(stall) << "\n";
+  }
+  ASSERT_TRUE(nats_->Restart(leader).ok());
+
+  // A replica dies, and comes back: it applies what it missed.
+  replicas_[1]->Kill9();
+  ASSERT_TRUE(writers.AwaitMore(100));
+  StartReplica(1, args[1]);
+  ASSERT_TRUE(writers.AwaitMore(100));
+
+  // The other pauses (its callers time out and go elsewhere), then resumes.
+  ASSERT_EQ(kill(replicas_[0]->pid(), SIGSTOP), 0);
+  ASSERT_TRUE(writers.AwaitMore(100));
+  ASSERT_EQ(kill(replicas_[0]->pid(), SIGCONT), 0);
+  ASSERT_TRUE(writers.AwaitMore(100));
+  writers.Stop();
+
+  const std::vector<Writers::Acked> acked = writers.acked();
+  int64_t last = 0;
+  for (const auto& a : acked) last = std::max(last, a.revision);
+  std::cout << acked.size() << " writes acknowledged, " << writers.failures()
+            << " attempts failed and were retried, last revision " << last << "\n";
+  // Each replica reaches the last acknowledged revision.
+  for (size_t i : {0, 1}) {
+    v1::CheckRequest check = testing::PublicPostCheck("w0-u0");
+    check.set_min_revision(last);
+    absl::StatusOr<v1::CheckResponse> reached = client(i).Check(check);
+    for (int tries = 0; !reached.ok() && tries < 100; ++tries) reached = client(i).Check(check);
+    ASSERT_TRUE(reached.ok()) << i << ": " << reached.status();
+  }
+  const std::vector<std::string> events = AllEvents(0);
+  ASSERT_EQ(AllEvents(1), events);
+  ASSERT_GE(events.size(), acked.size());
+  for (size_t r = 0; r < events.size(); ++r) {
+    v1::ChangeEvent event;
+    ASSERT_TRUE(event.ParseFromString(events[r]));
+    ASSERT_EQ(event.revision(), static_cast<int64_t>(r + 1));  // contiguous
+  }
+  for (const auto& a : acked) {
+    ASSERT_GE(a.revision, 1);
+    ASSERT_LE(a.revision, static_cast<int64_t>(events.size()));
+    v1::ChangeEvent event;
+    ASSERT_TRUE(event.ParseFromString(events[a.revision - 1]));
+    EXPECT_EQ(event.user_id(), a.user);
+    EXPECT_EQ(event.request_id(), a.request_id);
+  }
+  for (size_t i : {0, 1}) {
+    auto verified = client(i).VerifyAuditLog(v1::VerifyAuditLogRequest());
+    ASSERT_TRUE(verified.ok()) << verified.status();
+    EXPECT_TRUE(verified->ok()) << verified->detail();
+    EXPECT_EQ(verified->verified_count(), static_cast<int64_t>(events.size()));
+  }
+
+  // Two of three NATS servers down: no quorum, so no write is
+  // acknowledged; checks answer from what each replica applied.
+  nats_->Kill((leader + 1) % 3);
+  nats_->Kill((leader + 2) % 3);
+  auto refused =
+      client(0).SetPreference(testing::PreferenceOf("late", v1::PREFERENCE_STATE_OBJECTED));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  for (size_t i : {0, 1}) {
+    auto decision = client(i).Check(testing::PublicPostCheck(acked.back().user));
+    ASSERT_TRUE(decision.ok()) << decision.status();
+    EXPECT_EQ(decision->decision().revision(), static_cast<int64_t>(events.size()));
   }
 }
 

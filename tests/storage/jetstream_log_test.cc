@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/nats_cluster.h"
 
@@ -49,6 +50,11 @@ TEST_F(JetStreamLogTest, CommandsAreReadBackInOrderFromAnySequence) {
     EXPECT_FALSE(appended->duplicate);
   }
   EXPECT_EQ(*log->LastSequence(), 5u);
+  auto state = log->GetState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->first_sequence, 1u);
+  EXPECT_EQ(state->last_sequence, 5u);
+  EXPECT_THAT(state->leader, ::testing::MatchesRegex("n[0-2]"));
 
   auto reader = log->ReadFrom(3);
   ASSERT_TRUE(reader.ok()) << reader.status();
