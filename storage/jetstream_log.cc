@@ -17,6 +17,9 @@ constexpr int kStreamNameInUse = 10058;       // the stream exists, other settin
 constexpr int kNoMessageFound = 10037;        // nothing at that sequence
 constexpr int kMessageTooLarge = 10054;       // over the stream's max_msg_size
 constexpr int kJetStreamUnavailable = 10008;  // no meta leader yet
+// The meta leader does not know enough servers yet to place the stream's
+// replicas: a cluster still forming.
+constexpr int kNoSuitablePeers = 10005;
 
 int Millis(absl::Duration d) {
   const int64_t ms = absl::ToInt64Milliseconds(d);
@@ -128,7 +131,8 @@ class NatsJetStreamLog final : public JetStreamLog {
             options_.subject, "); change it with the NATS tools or use another stream name"));
       }
       last = FromNats(s, js_error, absl::StrCat("creating stream ", options_.stream));
-      if (!absl::IsUnavailable(last) || absl::Now() >= deadline) return last;
+      const bool forming = js_error == kNoSuitablePeers;
+      if ((!absl::IsUnavailable(last) && !forming) || absl::Now() >= deadline) return last;
       absl::SleepFor(absl::Milliseconds(100));
     }
   }
