@@ -645,8 +645,12 @@ int BackupCommand(Client& client, const std::vector<std::string>& args) {
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(*response);
   } else {
-    std::cout << "backup of revision " << response->revision() << " written to "
-              << response->directory() << "\n";
+    std::cout << "backup of revision " << response->revision();
+    if (response->applied_log_sequence() > 0) {
+      std::cout << " (replicated command log applied through " << response->applied_log_sequence()
+                << ")";
+    }
+    std::cout << " written to " << response->directory() << "\n";
   }
   return 0;
 }

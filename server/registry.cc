@@ -84,10 +84,11 @@ absl::Status Registry::CreateBackup(const v1::CreateBackupRequest& request,
         "backups are disabled: consentd was started without --backup_dir");
   }
   const std::string directory = absl::StrCat(backup_dir_, "/", name);
-  auto revision = store_->Checkpoint(directory);
-  if (!revision.ok()) return revision.status();
+  auto position = store_->Checkpoint(directory);
+  if (!position.ok()) return position.status();
   response->set_directory(directory);
-  response->set_revision(*revision);
+  response->set_revision(position->revision);
+  response->set_applied_log_sequence(position->applied_sequence);
   if (backup_keep_ > 0) {
     // The backup itself succeeded; a failure to prune is logged, not
     // returned.

@@ -408,11 +408,17 @@ class ConsentStore {
   // Writes a consistent copy of the database (a RocksDB checkpoint: hard
   // links where the file system allows, copies otherwise) into `directory`,
   // which must not exist; its parent must. Commits wait while the copy is
-  // taken, so it holds exactly the writes up to the returned revision. The
-  // copy is a data directory: consentd --data_dir=<copy> serves it.
+  // taken, so it holds exactly the writes up to the returned revision (and
+  // the replicated command log up to the returned sequence). The copy is a
+  // data directory: consentd --data_dir=<copy> serves it, and a replica
+  // started on it applies the log from the command after that sequence.
   // kAlreadyExists if `directory` exists, kFailedPrecondition if its parent
   // does not or the store is closed.
-  virtual absl::StatusOr<int64_t> Checkpoint(const std::string& directory) = 0;
+  struct CheckpointPosition {
+    int64_t revision = 0;
+    int64_t applied_sequence = 0;  // AppliedSequence
+  };
+  virtual absl::StatusOr<CheckpointPosition> Checkpoint(const std::string& directory) = 0;
 
   // Reads every subject's record and exclusions as of one revision, from a
   // consistent view of the database taken while commits wait (briefly);

@@ -173,7 +173,8 @@ absl::StatusOr<absl::Time> RocksDbStore::RecordPolicy(absl::Time now, const std:
   return stamp;
 }
 
-absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
+absl::StatusOr<ConsentStore::CheckpointPosition> RocksDbStore::Checkpoint(
+    const std::string& directory) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path path(directory);
@@ -201,6 +202,11 @@ absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
   rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
   if (!s.ok()) return FromRocks(s, "creating a checkpoint");
   std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  CheckpointPosition position;
+  position.revision = revision_.load(std::memory_order_acquire);
+  absl::StatusOr<int64_t> applied = ReadProgress(kMetaAppliedSequence);
+  if (!applied.ok()) return applied.status();
+  position.applied_sequence = *applied;
   // No flush here: what the memtables hold is in the synced WAL, which the
   // checkpoint copies, and the copy replays it when opened.
   s = checkpoint->CreateCheckpoint(directory, std::numeric_limits<uint64_t>::max());
@@ -208,7 +214,7 @@ absl::StatusOr<int64_t> RocksDbStore::Checkpoint(const std::string& directory) {
   // Owner only, like the data directory (RocksDB creates it with the umask).
   std::filesystem::permissions(directory, std::filesystem::perms::owner_all,
                                std::filesystem::perm_options::replace, ec);
-  return revision_.load(std::memory_order_acquire);
+  return position;
 }
 
 absl::StatusOr<std::vector<std::string>> PruneBackups(const std::string& backup_dir, size_t keep) {

@@ -114,7 +114,7 @@ class RocksDbStore final : public ConsentStore, private CommitPipeline::Stages {
   absl::StatusOr<std::vector<std::string>> PurposesInUse(
       const std::vector<std::string>& purposes) override;
   absl::StatusOr<StoreStats> Stats() override;
-  absl::StatusOr<int64_t> Checkpoint(const std::string& directory) override;
+  absl::StatusOr<CheckpointPosition> Checkpoint(const std::string& directory) override;
   absl::Status ScanSubjects(
       const std::function<void(int64_t revision)>& at_revision,
       const std::function<absl::Status(const v1::Subject& subject,

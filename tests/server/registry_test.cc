@@ -202,7 +202,7 @@ class FakeStore final : public storage::ConsentStore {
     return absl::UnimplementedError("not in the fake");
   }
   absl::StatusOr<storage::StoreStats> Stats() override { return storage::StoreStats(); }
-  absl::StatusOr<int64_t> Checkpoint(const std::string&) override {
+  absl::StatusOr<CheckpointPosition> Checkpoint(const std::string&) override {
     return absl::UnimplementedError("not in the fake");
   }
   absl::Status ScanSubjects(

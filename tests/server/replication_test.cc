@@ -41,7 +41,7 @@ class ReplicationTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (!HasFailure()) return;
+    if (!HasFailure() && getenv("DUMP") == nullptr) return;
     for (size_t i = 0; i < replicas_.size(); ++i) {
       if (replicas_[i] == nullptr) continue;
       const std::string log = replicas_[i]->Log();
@@ -50,17 +50,20 @@ class ReplicationTest : public ::testing::Test {
     }
   }
 
-  // Starts replica `i` (again, after a stop) on its own data directory.
-  void StartReplica(size_t i, std::vector<std::string> extra = {}) {
+  // Starts replica `i` (again, after a stop) on its own data directory,
+  // or on `data_dir`.
+  void StartReplica(size_t i, std::vector<std::string> extra = {}, std::string data_dir = "") {
     if (replicas_.size() <= i) {
       replicas_.resize(i + 1);
       clients_.resize(i + 1);
     }
     ConsentdProcess::Options options;
-    options.data_dir = dir_.Sub(absl::StrCat("replica-", i));
+    options.data_dir = data_dir.empty() ? dir_.Sub(absl::StrCat("replica-", i)) : data_dir;
     options.extra_args = {"--replication=jetstream",
                           "--nats_url=" + absl::StrJoin(nats_->urls(), ","),
-                          "--min_revision_wait=300ms"};
+                          "--min_revision_wait=300ms",
+                          // AllEvents reads until the feed's first checkpoint.
+                          "--watch_checkpoint_interval=100ms"};
     options.extra_args.insert(options.extra_args.end(), extra.begin(), extra.end());
     auto process = ConsentdProcess::Start(options);
     ASSERT_TRUE(process.ok()) << process.status();
@@ -95,7 +98,7 @@ class ReplicationTest : public ::testing::Test {
 
 TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
   StartReplica(0);
-  StartReplica(1, {"--metrics_listen=127.0.0.1:0"});
+  StartReplica(1, {"--metrics_listen=127.0.0.1:0", "--backup_dir=" + dir_.Sub("backups")});
   auto adult = client(0).UpdateSubject(testing::UkAdult("alice"));
   ASSERT_TRUE(adult.ok()) << adult.status();
   auto objected =
@@ -179,6 +182,23 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
   EXPECT_EQ(sample("consent_replication_malformed_commands_total"), 0);
   EXPECT_EQ(sample("consent_replication_waiting_writes"), 0);
   EXPECT_GE(sample("consent_replication_append_seconds_count"), 3);
+
+  // A new replica starts from a backup and applies the rest of the log.
+  auto backup = client(1).CreateBackup("seed");
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  EXPECT_EQ(backup->revision(), 3);
+  EXPECT_EQ(backup->applied_log_sequence(), 7);
+  auto later =
+      client(0).SetPreference(testing::PreferenceOf("alice", v1::PREFERENCE_STATE_CLEARED));
+  ASSERT_TRUE(later.ok()) << later.status();
+  StartReplica(2, {}, backup->directory());
+  v1::CheckRequest withdrawn = testing::PublicPostCheck("alice");
+  withdrawn.set_min_revision(later->revision());
+  auto on_2 = client(2).Check(withdrawn);
+  ASSERT_TRUE(on_2.ok()) << on_2.status();
+  EXPECT_EQ(on_2->decision().reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
+  EXPECT_EQ(AllEvents(2), AllEvents(0));
+  EXPECT_THAT(replicas_[2]->Log(), HasSubstr("replication: caught up applied_sequence=8"));
 }
 
 // Writers that keep recording preferences through any replica, each write

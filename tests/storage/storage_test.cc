@@ -376,9 +376,10 @@ TEST(StoreTest, CheckpointHoldsExactlyTheWritesUpToItsRevision) {
   auto store = OpenOrDie(dir.Sub("db"));
   ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "GB")}).ok());
   ASSERT_TRUE(Commit(*store, {SetJurisdiction("bob", "FR")}).ok());
-  auto revision = store->Checkpoint(dir.Sub("copy"));
-  ASSERT_TRUE(revision.ok()) << revision.status();
-  EXPECT_EQ(*revision, 2);
+  auto position = store->Checkpoint(dir.Sub("copy"));
+  ASSERT_TRUE(position.ok()) << position.status();
+  EXPECT_EQ(position->revision, 2);
+  EXPECT_EQ(position->applied_sequence, 0);
   ASSERT_TRUE(Commit(*store, {SetJurisdiction("alice", "DE")}).ok());
   EXPECT_EQ(store->Checkpoint(dir.Sub("copy")).status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(store->Checkpoint(dir.Sub("no/such/parent")).status().code(),
