@@ -2,7 +2,9 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -131,6 +133,15 @@ ABSL_FLAG(int64_t, nats_max_message_bytes, 8 << 20,
           "max_payload must be at least this.");
 ABSL_FLAG(absl::Duration, nats_timeout, absl::Seconds(5),
           "How long one request to NATS (an append's acknowledgement, a read) waits.");
+ABSL_FLAG(std::string, nats_tls_ca_file, "",
+          "CA certificate(s) (PEM) the NATS servers' certificates are verified against; set, "
+          "the connection to NATS uses TLS.");
+ABSL_FLAG(std::string, nats_tls_cert_file, "",
+          "Client certificate (PEM) for NATS servers that ask for one; with --nats_tls_key_file.");
+ABSL_FLAG(std::string, nats_tls_key_file, "", "The NATS client certificate's private key (PEM).");
+ABSL_FLAG(std::string, nats_token_file, "",
+          "File holding the token NATS servers require (authorization { token }); read at "
+          "start, surrounding whitespace ignored.");
 ABSL_FLAG(absl::Duration, min_revision_wait, absl::Seconds(2),
           "With replication: how long a read whose min_revision this replica has not applied "
           "yet waits for it before answering UNAVAILABLE.");
@@ -289,6 +300,20 @@ int main(int argc, char** argv) {
     log.replicas = absl::GetFlag(FLAGS_nats_replicas);
     log.max_message_bytes = absl::GetFlag(FLAGS_nats_max_message_bytes);
     log.timeout = absl::GetFlag(FLAGS_nats_timeout);
+    log.tls_ca_file = absl::GetFlag(FLAGS_nats_tls_ca_file);
+    log.tls_cert_file = absl::GetFlag(FLAGS_nats_tls_cert_file);
+    log.tls_key_file = absl::GetFlag(FLAGS_nats_tls_key_file);
+    if (const std::string token_file = absl::GetFlag(FLAGS_nats_token_file); !token_file.empty()) {
+      std::ifstream in(token_file);
+      std::stringstream token;
+      token << in.rdbuf();
+      log.token = std::string(absl::StripAsciiWhitespace(token.str()));
+      if (!in || log.token.empty()) {
+        consent::LogError("--nats_token_file cannot be read, or holds no token",
+                          {{"nats_token_file", token_file}});
+        return 1;
+      }
+    }
     options.replication.apply_wait = absl::GetFlag(FLAGS_apply_wait);
     options.min_revision_wait = absl::GetFlag(FLAGS_min_revision_wait);
     options.catch_up_timeout = absl::GetFlag(FLAGS_catch_up_timeout);
@@ -346,6 +371,10 @@ int main(int argc, char** argv) {
        {"auth_file", options.auth_file.empty() ? "(none)" : options.auth_file},
        {"replication", replication},
        {"nats_url", absl::StrJoin(options.replication.log.urls, ",")},
+       {"nats_tls", options.replication.log.tls_ca_file.empty()
+                        ? "(off)"
+                        : options.replication.log.tls_ca_file},
+       {"nats_token", options.replication.log.token.empty() ? "(none)" : "(from file)"},
        {"log_format", absl::GetFlag(FLAGS_log_format)},
        {"log_level", std::string(consent::LogLevelName(log_level))}});
 

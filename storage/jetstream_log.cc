@@ -233,6 +233,11 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(
     return absl::InvalidArgumentError(
         absl::StrCat("replicas must be 1 to 5, not ", options.replicas));
   }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty() ||
+      (!options.tls_cert_file.empty() && options.tls_ca_file.empty())) {
+    return absl::InvalidArgumentError(
+        "a NATS client certificate needs its key, and TLS (its CA file), and the other way round");
+  }
   if (options.max_message_bytes < 1 || options.max_message_bytes > (64 << 20)) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_message_bytes must be 1 to 64 MiB, not ", options.max_message_bytes));
@@ -250,6 +255,19 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(
   // (and times out), it does not lose the connection for good.
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(nats_options, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(nats_options, 100);
+  if (s == NATS_OK && !options.tls_ca_file.empty()) {
+    s = natsOptions_SetSecure(nats_options, true);
+    if (s == NATS_OK) {
+      s = natsOptions_LoadCATrustedCertificates(nats_options, options.tls_ca_file.c_str());
+    }
+    if (s == NATS_OK && !options.tls_cert_file.empty()) {
+      s = natsOptions_LoadCertificatesChain(nats_options, options.tls_cert_file.c_str(),
+                                            options.tls_key_file.c_str());
+    }
+  }
+  if (s == NATS_OK && !options.token.empty()) {
+    s = natsOptions_SetToken(nats_options, options.token.c_str());
+  }
   if (s != NATS_OK) {
     natsOptions_Destroy(nats_options);
     return FromNats(s, static_cast<jsErrCode>(0), "setting NATS options");

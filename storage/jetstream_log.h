@@ -24,6 +24,15 @@ struct JetStreamLogOptions {
   // NATS servers to connect to ("nats://host:port"); the client fails over
   // between them. At least one.
   std::vector<std::string> urls;
+  // TLS to the servers: on when tls_ca_file (PEM CA certificates the
+  // servers' certificates are verified against) is set; tls_cert_file and
+  // tls_key_file (PEM) give a client certificate for servers that ask.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // The token of servers that require one (authorization { token }); empty:
+  // none.
+  std::string token;
   // The stream and the one subject it holds; created on Open if absent.
   std::string stream = "CONSENT_COMMANDS";
   std::string subject = "consent.commands";

@@ -31,8 +31,8 @@ bool Accepts(int port) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<NatsCluster>> NatsCluster::Start(int nodes,
-                                                                int64_t max_payload_bytes) {
+absl::StatusOr<std::unique_ptr<NatsCluster>> NatsCluster::Start(const Options& options) {
+  const int nodes = options.nodes;
   if (access(kNatsServer, X_OK) != 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(kNatsServer, " is missing: scripts/install-deps.sh --with-test-tools"));
@@ -50,13 +50,26 @@ absl::StatusOr<std::unique_ptr<NatsCluster>> NatsCluster::Start(int nodes,
   }
   std::vector<std::string> routes;
   for (int port : route_ports) routes.push_back(absl::StrCat("nats-route://127.0.0.1:", port));
+  std::string client_security;
+  if (!options.tls_cert_file.empty()) {
+    absl::StrAppend(&client_security, "tls {\n  cert_file: \"", options.tls_cert_file,
+                    "\"\n  key_file: \"", options.tls_key_file, "\"\n");
+    if (!options.tls_ca_file.empty()) {
+      absl::StrAppend(&client_security, "  ca_file: \"", options.tls_ca_file,
+                      "\"\n  verify: true\n");
+    }
+    absl::StrAppend(&client_security, "}\n");
+  }
+  if (!options.token.empty()) {
+    absl::StrAppend(&client_security, "authorization { token: \"", options.token, "\" }\n");
+  }
   for (int i = 0; i < nodes; ++i) {
     const std::string config = cluster->dir_.Sub(absl::StrCat("n", i, ".conf"));
     WriteFile(
         config,
         absl::StrCat("server_name: n", i, "\nhost: 127.0.0.1\nport: ", cluster->client_ports_[i],
-                     "\nmax_payload: ", max_payload_bytes, "\njetstream { store_dir: \"",
-                     cluster->dir_.Sub(absl::StrCat("n", i)),
+                     "\nmax_payload: ", options.max_payload_bytes, "\n", client_security,
+                     "jetstream { store_dir: \"", cluster->dir_.Sub(absl::StrCat("n", i)),
                      "\" }\ncluster {\n  name: consent-test\n  listen: 127.0.0.1:", route_ports[i],
                      "\n  routes: [", absl::StrJoin(routes, ", "), "]\n}\n"));
     cluster->configs_.push_back(config);

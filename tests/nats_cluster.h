@@ -18,9 +18,26 @@ namespace consent::testing {
 
 class NatsCluster {
  public:
-  // Starts `nodes` servers (each taking messages of up to
-  // `max_payload_bytes`) and returns once every one accepts clients.
-  static absl::StatusOr<std::unique_ptr<NatsCluster>> Start(int nodes, int64_t max_payload_bytes);
+  struct Options {
+    int nodes = 3;
+    // The largest message each server takes.
+    int64_t max_payload_bytes = 8 << 20;
+    // Clients connect over TLS with this certificate and key (PEM) when
+    // set; with tls_ca_file they must present a certificate it signed.
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    std::string tls_ca_file;
+    // Clients must present this token when set.
+    std::string token;
+  };
+  // Starts the servers and returns once every one accepts clients.
+  static absl::StatusOr<std::unique_ptr<NatsCluster>> Start(const Options& options);
+  static absl::StatusOr<std::unique_ptr<NatsCluster>> Start(int nodes, int64_t max_payload_bytes) {
+    Options options;
+    options.nodes = nodes;
+    options.max_payload_bytes = max_payload_bytes;
+    return Start(options);
+  }
   ~NatsCluster();  // stops every server still running
 
   // Client URL of each node ("nats://127.0.0.1:PORT").

@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/nats_cluster.h"
+#include "tests/test_certs.h"
 
 namespace consent::storage {
 namespace {
@@ -156,6 +157,56 @@ TEST_F(JetStreamLogTest, AppendsGoOnWithOneNodeDownAndStopWithTwo) {
   auto without_quorum = log->Append("after-two", "2");
   EXPECT_EQ(without_quorum.status().code(), absl::StatusCode::kUnavailable)
       << without_quorum.status();
+}
+
+// Servers that take clients over TLS only, with a client certificate and a
+// token: the log connects with all three, and not without any one of them.
+TEST(JetStreamLogSecurityTest, ConnectsWithTlsAClientCertificateAndAToken) {
+  testing::TestCertificates certs;
+  certs.MakeCa("nats");
+  certs.MakeCert("nats", "server", testing::ServerExtensions());
+  certs.MakeCa("clients");
+  certs.MakeCert("clients", "consentd", testing::ClientExtensions(""));
+  testing::NatsCluster::Options cluster_options;
+  cluster_options.tls_cert_file = certs.Path("server.pem");
+  cluster_options.tls_key_file = certs.Path("server.key");
+  cluster_options.tls_ca_file = certs.Path("clients-ca.pem");
+  cluster_options.token = "s3cret-token";
+  auto cluster = testing::NatsCluster::Start(cluster_options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+
+  JetStreamLogOptions options;
+  options.urls = (*cluster)->urls();
+  options.tls_ca_file = certs.Path("nats-ca.pem");
+  options.tls_cert_file = certs.Path("consentd.pem");
+  options.tls_key_file = certs.Path("consentd.key");
+  options.token = "s3cret-token";
+  auto log = JetStreamLog::Open(options);
+  ASSERT_TRUE(log.ok()) << log.status() << "\n" << (*cluster)->Log(0);
+  auto appended = (*log)->Append("req-1", "command 1");
+  ASSERT_TRUE(appended.ok()) << appended.status();
+  EXPECT_EQ((*log)->Get(appended->sequence)->bytes, "command 1");
+
+  options.open_timeout = absl::Seconds(2);
+  options.timeout = absl::Seconds(2);
+  JetStreamLogOptions wrong_token = options;
+  wrong_token.token = "guess";
+  auto refused = JetStreamLog::Open(wrong_token);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("uthorization"));
+  JetStreamLogOptions no_certificate = options;
+  no_certificate.tls_cert_file.clear();
+  no_certificate.tls_key_file.clear();
+  EXPECT_FALSE(JetStreamLog::Open(no_certificate).ok());
+  JetStreamLogOptions plain = options;
+  plain.tls_ca_file.clear();
+  plain.tls_cert_file.clear();
+  plain.tls_key_file.clear();
+  EXPECT_FALSE(JetStreamLog::Open(plain).ok());
+  JetStreamLogOptions key_without_certificate = options;
+  key_without_certificate.tls_cert_file.clear();
+  EXPECT_EQ(JetStreamLog::Open(key_without_certificate).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
