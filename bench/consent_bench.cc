@@ -127,6 +127,10 @@ struct Run {
   std::atomic<int64_t> next_arrival{0};
   std::atomic<bool> stopping{false};
   std::atomic<int> finished{0};
+  // The last successful answer in the measured time, and the longest time
+  // without one (a failover's stall), in NowNanos.
+  std::atomic<int64_t> last_ok{0};
+  std::atomic<int64_t> longest_gap{0};
   const UserPicker* picker = nullptr;
   std::mutex violations_mu;
   std::vector<std::string> violation_samples;
@@ -358,6 +362,10 @@ class Slot {
     stats_->latency.Record(end - intended_);
     if (status.ok()) {
       stats_->decisions += decisions;
+      const int64_t gap = end - run_->last_ok.exchange(end);
+      int64_t longest = run_->longest_gap.load();
+      while (gap > longest && !run_->longest_gap.compare_exchange_weak(longest, gap)) {
+      }
     } else {
       Count(status);
     }
@@ -480,11 +488,18 @@ int Load(Mode mode, const std::string& mode_name) {
       }
     });
   }
+  // Measured from the start: a stall there counts as much as any.
+  run.last_ok.store(run.measure_from);
   // Begin only starts calls; their completions run on the queue threads.
   for (auto& slot : slots) slot->Begin();
   std::this_thread::sleep_until(
       std::chrono::system_clock::time_point(std::chrono::nanoseconds(run.measure_until)));
   run.stopping.store(true);
+  {
+    // A stall at the end counts too.
+    const int64_t gap = run.measure_until - run.last_ok.load();
+    if (gap > run.longest_gap.load()) run.longest_gap.store(gap);
+  }
   while (run.finished.load() < concurrency) std::this_thread::yield();
   for (auto& q : queues) q->Shutdown();
   for (auto& w : workers) w.join();
@@ -521,12 +536,16 @@ int Load(Mode mode, const std::string& mode_name) {
                             ",\"p90\":", us(total.latency.Quantile(0.9)),
                             ",\"p99\":", us(total.latency.Quantile(0.99)),
                             ",\"p99.9\":", us(total.latency.Quantile(0.999)),
-                            ",\"max\":", us(total.latency.max()), "}}")
+                            ",\"max\":", us(total.latency.max()), "}",
+                            ",\"longest_gap_ms\":", static_cast<double>(run.longest_gap.load()) / 1e6,
+                            "}")
             << std::endl;
   std::cerr << mode_name << ": " << static_cast<int64_t>(static_cast<double>(total.calls) / seconds)
             << " calls/s, " << static_cast<int64_t>(static_cast<double>(total.decisions) / seconds)
             << " decisions/s, p50 " << us(total.latency.Quantile(0.5)) << " us, p99 "
-            << us(total.latency.Quantile(0.99)) << " us, " << error_count << " errors, "
+            << us(total.latency.Quantile(0.99)) << " us, longest pause between answers "
+            << static_cast<double>(run.longest_gap.load()) / 1e6 << " ms, " << error_count
+            << " errors, "
             << total.violations << " read-your-writes violations\n";
   for (const std::string& v : run.violation_samples) std::cerr << "  violation: " << v << "\n";
   return error_count == 0 && total.violations == 0 ? 0 : 1;

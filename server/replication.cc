@@ -108,7 +108,12 @@ void Replicator::RunAppender() {
 void Replicator::AppendOne(Append& append) {
   absl::Status failure;
   bool renamed = false;
-  for (int attempt = 0; attempt < options_.append_attempts; ++attempt) {
+  // Retried under the same id until append_attempts appends have had their
+  // whole wait: a stream without a leader (an election) refuses at once,
+  // so quick refusals are retried after a pause, up to that deadline.
+  const absl::Time deadline = absl::Now() + options_.append_attempts * options_.log.timeout;
+  absl::Duration pause = absl::Milliseconds(50);
+  while (true) {
     const absl::Time start = absl::Now();
     absl::StatusOr<storage::JetStreamLog::Appended> appended =
         log_->Append(append.msg_id, append.bytes);
@@ -122,7 +127,6 @@ void Replicator::AppendOne(Append& append) {
       // a conflict. Whichever of the two is this call's answers it.
       append.msg_id = absl::StrCat(append.request_id, "#", origin_, "-", append.call);
       renamed = true;
-      attempt = -1;
       continue;
     }
     if (appended.ok()) {
@@ -136,8 +140,13 @@ void Replicator::AppendOne(Append& append) {
     }
     failure = appended.status();
     if (!absl::IsUnavailable(failure)) break;  // too large: retrying cannot help
-    absl::MutexLock lock(&mu_);
-    if (stopping_) break;
+    if (absl::Now() + pause >= deadline) break;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+    }
+    if (absl::Now() - start < pause) absl::SleepFor(pause);
+    pause = std::min(pause * 2, absl::Seconds(1));
   }
   CommandApplier::Done done = TakeWaiter(append.call);
   if (done == nullptr) return;

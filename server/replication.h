@@ -39,8 +39,10 @@ struct ReplicationOptions {
   // the log and is applied: a retry with the same request_id learns its
   // outcome).
   absl::Duration apply_wait = absl::Seconds(10);
-  // Appends tried for one command (each waits up to log.timeout), under
-  // the same message id, before the caller gets kUnavailable.
+  // A command is appended, under the same message id, for up to this many
+  // times log.timeout (refusals that come at once, as during a stream
+  // leader's election, are retried after a pause) before the caller gets
+  // kUnavailable.
   int append_attempts = 3;
   // Threads appending commands; each waits for its command's
   // acknowledgement, so this bounds the appends in flight.
