@@ -131,6 +131,9 @@ ABSL_FLAG(int, nats_replicas, 3,
 ABSL_FLAG(int64_t, nats_max_message_bytes, 8 << 20,
           "Largest write command, in bytes; a larger write is refused. The NATS servers' "
           "max_payload must be at least this.");
+ABSL_FLAG(absl::Duration, nats_max_age, absl::ZeroDuration(),
+          "How long the stream keeps a command; 0: for ever. A new replica catches up from the "
+          "log only from a backup younger than this (docs/replication.md).");
 ABSL_FLAG(absl::Duration, nats_timeout, absl::Seconds(5),
           "How long one request to NATS (an append's acknowledgement, a read) waits.");
 ABSL_FLAG(std::string, nats_tls_ca_file, "",
@@ -300,6 +303,7 @@ int main(int argc, char** argv) {
     log.replicas = absl::GetFlag(FLAGS_nats_replicas);
     log.max_message_bytes = absl::GetFlag(FLAGS_nats_max_message_bytes);
     log.timeout = absl::GetFlag(FLAGS_nats_timeout);
+    log.max_age = absl::GetFlag(FLAGS_nats_max_age);
     log.tls_ca_file = absl::GetFlag(FLAGS_nats_tls_ca_file);
     log.tls_cert_file = absl::GetFlag(FLAGS_nats_tls_cert_file);
     log.tls_key_file = absl::GetFlag(FLAGS_nats_tls_key_file);
@@ -319,10 +323,11 @@ int main(int argc, char** argv) {
     options.catch_up_timeout = absl::GetFlag(FLAGS_catch_up_timeout);
     if (options.replication.apply_wait <= absl::ZeroDuration() ||
         options.min_revision_wait < absl::ZeroDuration() ||
-        options.catch_up_timeout <= absl::ZeroDuration() || log.timeout <= absl::ZeroDuration()) {
+        options.catch_up_timeout <= absl::ZeroDuration() || log.timeout <= absl::ZeroDuration() ||
+        log.max_age < absl::ZeroDuration()) {
       consent::LogError(
           "--apply_wait, --catch_up_timeout and --nats_timeout must be positive, "
-          "--min_revision_wait not negative");
+          "--min_revision_wait and --nats_max_age not negative");
       return 1;
     }
   } else if (replication != "standalone") {

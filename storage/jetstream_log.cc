@@ -112,6 +112,7 @@ class NatsJetStreamLog final : public JetStreamLog {
     config.Replicas = options_.replicas;
     config.MaxMsgSize = static_cast<int32_t>(options_.max_message_bytes);
     config.Duplicates = absl::ToInt64Nanoseconds(options_.duplicate_window);
+    config.MaxAge = absl::ToInt64Nanoseconds(options_.max_age);
     // Short attempts: a request sent before the cluster has a JetStream
     // leader is never answered, and must not use up the whole wait.
     jsOptions attempt;
@@ -128,7 +129,10 @@ class NatsJetStreamLog final : public JetStreamLog {
         return absl::FailedPreconditionError(absl::StrCat(
             "stream ", options_.stream, " exists with other settings than these (replicas ",
             options_.replicas, ", max message bytes ", options_.max_message_bytes, ", subject ",
-            options_.subject, "); change it with the NATS tools or use another stream name"));
+            options_.subject, ", max age ",
+            options_.max_age == absl::ZeroDuration() ? "none"
+                                                     : absl::FormatDuration(options_.max_age),
+            "); change it with the NATS tools or use another stream name"));
       }
       last = FromNats(s, js_error, absl::StrCat("creating stream ", options_.stream));
       const bool forming = js_error == kNoSuitablePeers;

@@ -44,6 +44,10 @@ struct JetStreamLogOptions {
   // How long JetStream remembers a message id, so that a retried append
   // with the same id is recognised as a duplicate.
   absl::Duration duplicate_window = absl::Minutes(10);
+  // How long the stream keeps a command; zero: for ever. A replica can
+  // catch up from the log only while it still holds the command after the
+  // replica's last one: a new replica needs a backup younger than this.
+  absl::Duration max_age = absl::ZeroDuration();
   // How long one call waits for the cluster (connecting, an append's
   // acknowledgement, a read).
   absl::Duration timeout = absl::Seconds(5);
