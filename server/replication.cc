@@ -40,6 +40,19 @@ absl::StatusOr<std::unique_ptr<Replicator>> Replicator::Start(const ReplicationO
   }
   auto log = storage::JetStreamLog::Open(options.log);
   if (!log.ok()) return log.status();
+  // A store that applied commands the log does not hold: the NATS cluster
+  // lost acknowledged commands (docs/replication.md, "Guarantees"), and
+  // what it appends next would take their sequences.
+  absl::StatusOr<int64_t> applied = store->AppliedSequence();
+  if (!applied.ok()) return applied.status();
+  absl::StatusOr<uint64_t> last = (*log)->LastSequence();
+  if (!last.ok()) return last.status();
+  if (*applied > static_cast<int64_t>(*last)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this replica applied the command log through ", *applied, " but the log ends at ", *last,
+        ": the NATS cluster lost commands it had acknowledged; see docs/replication.md, "
+        "\"When the log lost commands\""));
+  }
   std::unique_ptr<Replicator> replicator(
       new Replicator(options, store, applier, *std::move(log), NewOrigin()));
   absl::MutexLock lock(&replicator->threads_mu_);
@@ -290,6 +303,14 @@ void Replicator::RunApplier() {
       if (absl::StatusOr<uint64_t> last = log_->LastSequence(); last.ok()) {
         absl::MutexLock lock(&mu_);
         stats_.log_sequence = static_cast<int64_t>(*last);
+        if (stats_.log_sequence + 1 < next) {
+          LogError(
+              "the replicated command log ends before what this replica applied: the NATS "
+              "cluster lost commands it had acknowledged (docs/replication.md, \"When the log "
+              "lost commands\")",
+              {{"log_sequence", absl::StrCat(stats_.log_sequence)},
+               {"applied_through", absl::StrCat(next - 1)}});
+        }
       }
     }
   }
