@@ -2,7 +2,7 @@
 # Checks the Kubernetes kit (deploy/kubernetes/) without a cluster:
 #   1. the generated files match their sources (scripts/gen-kubernetes.sh
 #      --check: the PrometheusRule and the policy ConfigMaps);
-#   2. the base and the example overlay render with Debian's kubectl 1.20
+#   2. the base, the example overlay and the replicated one render with Debian's kubectl 1.20
 #      (kustomize v2.0.3, the oldest the kit supports), unpacked from the
 #      kubernetes-client package into .cache/ (it would clash with another
 #      kubectl installed on the machine);
@@ -12,7 +12,8 @@
 #      registry, versions pinned in tests/kubernetes/package-lock.json),
 #      and has no field its kind does not define (tests/kubernetes/fields.js:
 #      the same packages' TypeScript declarations, checked by tsc);
-#   4. the PrometheusRule's groups pass promtool check rules.
+#   4. the PrometheusRule's groups pass promtool check rules;
+#   5. the replicated overlay's nats.conf passes nats-server -t.
 # Rendered manifests are left in .cache/kubernetes/rendered/.
 set -euo pipefail
 
@@ -33,7 +34,7 @@ if [ ! -x "$kubectl" ]; then
 fi
 "$kubectl" version --client --short 2>/dev/null || "$kubectl" version --client
 
-for kit in base overlays/example; do
+for kit in base overlays/example overlays/replicated; do
   name=${kit//\//-}
   "$kubectl" kustomize "$root/deploy/kubernetes/$kit" >"$out/$name.yaml"
   echo "kubectl kustomize deploy/kubernetes/$kit: $(grep -c '^kind:' "$out/$name.yaml") objects"
@@ -44,9 +45,11 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 (cd "$root/tests/kubernetes" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 node "$root/tests/kubernetes/validate.js" --self-test
-node "$root/tests/kubernetes/validate.js" "$out/base.yaml" "$out/overlays-example.yaml"
+node "$root/tests/kubernetes/validate.js" "$out/base.yaml" "$out/overlays-example.yaml" \
+  "$out/overlays-replicated.yaml"
 node "$root/tests/kubernetes/fields.js" --self-test
-node "$root/tests/kubernetes/fields.js" "$out/base.yaml" "$out/overlays-example.yaml"
+node "$root/tests/kubernetes/fields.js" "$out/base.yaml" "$out/overlays-example.yaml" \
+  "$out/overlays-replicated.yaml"
 
 # The PrometheusRule's spec is a Prometheus rule file.
 NODE_PATH="$root/tests/kubernetes/node_modules" node -e '
@@ -56,4 +59,10 @@ NODE_PATH="$root/tests/kubernetes/node_modules" node -e '
   process.stdout.write(yaml.dump(rule.spec));
 ' "$out/base.yaml" >"$out/prometheusrule-spec.yml"
 promtool check rules "$out/prometheusrule-spec.yml"
+
+# The replicated overlay's NATS configuration, as nats-server reads it.
+if [ -x /usr/sbin/nats-server ]; then
+  POD_NAME=nats-0 NATS_TOKEN=test-token /usr/sbin/nats-server -t \
+    -c "$root/deploy/kubernetes/overlays/replicated/nats.conf"
+fi
 echo "kubernetes-test: passed"
