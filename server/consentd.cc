@@ -155,6 +155,62 @@ ABSL_FLAG(absl::Duration, catch_up_timeout, absl::Minutes(10),
           "With replication: how long start-up may take to apply the command log before "
           "serving.");
 
+// The replication flags into `options` (standalone leaves them empty);
+// false, with the error logged, when they do not make sense.
+bool ReplicationFromFlags(const std::string& replication, consent::ServerOptions* options) {
+  if (replication == "jetstream") {
+    consent::storage::JetStreamLogOptions& log = options->replication.log;
+    for (absl::string_view url :
+         absl::StrSplit(absl::GetFlag(FLAGS_nats_url), ',', absl::SkipWhitespace())) {
+      log.urls.emplace_back(absl::StripAsciiWhitespace(url));
+    }
+    if (log.urls.empty()) {
+      consent::LogError("--replication=jetstream needs --nats_url (nats://host:port,...)");
+      return false;
+    }
+    log.stream = absl::GetFlag(FLAGS_nats_stream);
+    log.subject = absl::GetFlag(FLAGS_nats_subject);
+    log.replicas = absl::GetFlag(FLAGS_nats_replicas);
+    log.max_message_bytes = absl::GetFlag(FLAGS_nats_max_message_bytes);
+    log.timeout = absl::GetFlag(FLAGS_nats_timeout);
+    log.max_age = absl::GetFlag(FLAGS_nats_max_age);
+    log.tls_ca_file = absl::GetFlag(FLAGS_nats_tls_ca_file);
+    log.tls_cert_file = absl::GetFlag(FLAGS_nats_tls_cert_file);
+    log.tls_key_file = absl::GetFlag(FLAGS_nats_tls_key_file);
+    if (const std::string token_file = absl::GetFlag(FLAGS_nats_token_file); !token_file.empty()) {
+      std::ifstream in(token_file);
+      std::stringstream token;
+      token << in.rdbuf();
+      log.token = std::string(absl::StripAsciiWhitespace(token.str()));
+      if (!in || log.token.empty()) {
+        consent::LogError("--nats_token_file cannot be read, or holds no token",
+                          {{"nats_token_file", token_file}});
+        return false;
+      }
+    }
+    options->replication.apply_wait = absl::GetFlag(FLAGS_apply_wait);
+    options->min_revision_wait = absl::GetFlag(FLAGS_min_revision_wait);
+    options->catch_up_timeout = absl::GetFlag(FLAGS_catch_up_timeout);
+    if (options->replication.apply_wait <= absl::ZeroDuration() ||
+        options->min_revision_wait < absl::ZeroDuration() ||
+        options->catch_up_timeout <= absl::ZeroDuration() || log.timeout <= absl::ZeroDuration() ||
+        log.max_age < absl::ZeroDuration()) {
+      consent::LogError(
+          "--apply_wait, --catch_up_timeout and --nats_timeout must be positive, "
+          "--min_revision_wait and --nats_max_age not negative");
+      return false;
+    }
+  } else if (replication != "standalone") {
+    consent::LogError("--replication must be standalone or jetstream",
+                      {{"replication", replication}});
+    return false;
+  } else if (!absl::GetFlag(FLAGS_nats_url).empty()) {
+    consent::LogError("--nats_url is for --replication=jetstream");
+    return false;
+  }
+  return true;
+}
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "consentd: records users' objections and consents and answers whether "
@@ -288,56 +344,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string replication = absl::GetFlag(FLAGS_replication);
-  if (replication == "jetstream") {
-    consent::storage::JetStreamLogOptions& log = options.replication.log;
-    for (absl::string_view url :
-         absl::StrSplit(absl::GetFlag(FLAGS_nats_url), ',', absl::SkipWhitespace())) {
-      log.urls.emplace_back(absl::StripAsciiWhitespace(url));
-    }
-    if (log.urls.empty()) {
-      consent::LogError("--replication=jetstream needs --nats_url (nats://host:port,...)");
-      return 1;
-    }
-    log.stream = absl::GetFlag(FLAGS_nats_stream);
-    log.subject = absl::GetFlag(FLAGS_nats_subject);
-    log.replicas = absl::GetFlag(FLAGS_nats_replicas);
-    log.max_message_bytes = absl::GetFlag(FLAGS_nats_max_message_bytes);
-    log.timeout = absl::GetFlag(FLAGS_nats_timeout);
-    log.max_age = absl::GetFlag(FLAGS_nats_max_age);
-    log.tls_ca_file = absl::GetFlag(FLAGS_nats_tls_ca_file);
-    log.tls_cert_file = absl::GetFlag(FLAGS_nats_tls_cert_file);
-    log.tls_key_file = absl::GetFlag(FLAGS_nats_tls_key_file);
-    if (const std::string token_file = absl::GetFlag(FLAGS_nats_token_file); !token_file.empty()) {
-      std::ifstream in(token_file);
-      std::stringstream token;
-      token << in.rdbuf();
-      log.token = std::string(absl::StripAsciiWhitespace(token.str()));
-      if (!in || log.token.empty()) {
-        consent::LogError("--nats_token_file cannot be read, or holds no token",
-                          {{"nats_token_file", token_file}});
-        return 1;
-      }
-    }
-    options.replication.apply_wait = absl::GetFlag(FLAGS_apply_wait);
-    options.min_revision_wait = absl::GetFlag(FLAGS_min_revision_wait);
-    options.catch_up_timeout = absl::GetFlag(FLAGS_catch_up_timeout);
-    if (options.replication.apply_wait <= absl::ZeroDuration() ||
-        options.min_revision_wait < absl::ZeroDuration() ||
-        options.catch_up_timeout <= absl::ZeroDuration() || log.timeout <= absl::ZeroDuration() ||
-        log.max_age < absl::ZeroDuration()) {
-      consent::LogError(
-          "--apply_wait, --catch_up_timeout and --nats_timeout must be positive, "
-          "--min_revision_wait and --nats_max_age not negative");
-      return 1;
-    }
-  } else if (replication != "standalone") {
-    consent::LogError("--replication must be standalone or jetstream",
-                      {{"replication", replication}});
-    return 1;
-  } else if (!absl::GetFlag(FLAGS_nats_url).empty()) {
-    consent::LogError("--nats_url is for --replication=jetstream");
-    return 1;
-  }
+  if (!ReplicationFromFlags(replication, &options)) return 1;
   // The effective configuration, every setting, defaults included.
   consent::LogInfo(
       "starting consentd",

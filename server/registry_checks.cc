@@ -19,12 +19,18 @@ namespace consent {
 absl::StatusOr<RegistryChecks::ReadView> RegistryChecks::PrepareRead(
     bool has_as_of, const google::protobuf::Timestamp& as_of, int64_t min_revision) const {
   if (min_revision < 0) return FieldError("min_revision", "must not be negative");
-  const int64_t current = store_->CurrentRevision();
-  if (min_revision > current && revision_wait_) {
-    if (absl::Status s = revision_wait_(min_revision); !s.ok()) return s;
-  } else if (min_revision > current) {
-    absl::Status status = absl::FailedPreconditionError(absl::StrCat(
-        "min_revision ", min_revision, " is ahead of the registry's revision ", current));
+  int64_t current = store_->CurrentRevision();
+  if (min_revision > current && revision_wait_) current = revision_wait_(min_revision);
+  if (min_revision > current) {
+    // Standalone, the one copy will never have it; a replica may, later.
+    absl::Status status =
+        revision_wait_
+            ? absl::UnavailableError(absl::StrCat(
+                  "min_revision ", min_revision, " is ahead of this replica's revision ", current,
+                  " after waiting for it to be applied; retry, here or on "
+                  "another replica"))
+            : absl::FailedPreconditionError(absl::StrCat(
+                  "min_revision ", min_revision, " is ahead of the registry's revision ", current));
     google::rpc::PreconditionFailure failure;
     auto* violation = failure.add_violations();
     violation->set_type("REVISION_NOT_REACHED");

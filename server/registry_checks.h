@@ -82,9 +82,10 @@ class RegistryChecks {
 
   // Replication: a read whose min_revision is ahead of the store calls
   // `wait(min_revision)`, which waits a while for this replica to apply it
-  // and returns OK, or kUnavailable when it did not. Unset (standalone),
-  // such a read is kFailedPrecondition at once. Set before serving.
-  void set_revision_wait(std::function<absl::Status(int64_t revision)> wait) {
+  // and returns the store's revision then; still behind, the read is
+  // kUnavailable. Unset (standalone), such a read is kFailedPrecondition at
+  // once. Set before serving.
+  void set_revision_wait(std::function<int64_t(int64_t revision)> wait) {
     revision_wait_ = std::move(wait);
   }
 
@@ -105,7 +106,7 @@ class RegistryChecks {
   storage::ConsentStore* const store_;
   PolicyHolder* const policies_;
   const Clock* const clock_;
-  std::function<absl::Status(int64_t revision)> revision_wait_;
+  std::function<int64_t(int64_t revision)> revision_wait_;
 };
 
 }  // namespace consent

@@ -8,8 +8,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "core/proto_time.h"
-#include "core/status_details.h"
-#include "google/rpc/error_details.pb.h"
 #include "server/registry.h"
 
 namespace consent {
@@ -43,7 +41,7 @@ void Registry::set_replicator(Replicator* replicator, absl::Duration min_revisio
   replicator_ = replicator;
   min_revision_wait_ = min_revision_wait;
   checks_.set_revision_wait(
-      [this, on_revision_wait = std::move(on_revision_wait)](int64_t revision) -> absl::Status {
+      [this, on_revision_wait = std::move(on_revision_wait)](int64_t revision) -> int64_t {
         const absl::Time deadline = absl::Now() + min_revision_wait_;
         int64_t current = store_->CurrentRevision();
         while (current < revision && absl::Now() < deadline) {
@@ -51,18 +49,7 @@ void Registry::set_replicator(Replicator* replicator, absl::Duration min_revisio
           current = store_->CurrentRevision();
         }
         if (on_revision_wait) on_revision_wait(current >= revision);
-        if (current >= revision) return absl::OkStatus();
-        absl::Status status = absl::UnavailableError(
-            absl::StrCat("min_revision ", revision, " is ahead of this replica's revision ",
-                         current, " after waiting ", absl::FormatDuration(min_revision_wait_),
-                         " for it to be applied; retry, here or on another replica"));
-        google::rpc::PreconditionFailure failure;
-        auto* violation = failure.add_violations();
-        violation->set_type("REVISION_NOT_REACHED");
-        violation->set_subject("min_revision");
-        violation->set_description(absl::StrCat("current revision is ", current));
-        AttachDetail(status, failure);
-        return status;
+        return current;
       });
 }
 

@@ -382,5 +382,34 @@ TEST_F(ReplicationTest, NoAcknowledgedWriteIsLostThroughFaults) {
   }
 }
 
+// Replication flags that do not make sense, and a NATS cluster that is not
+// there, stop start-up with a message and exit status 1.
+TEST(ReplicationFlagsTest, BadFlagsAndAnUnreachableClusterStopStartUp) {
+  TempDir dir;
+  auto port = testing::FreeLoopbackPort();
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string data = "--data_dir=" + dir.Sub("data");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--replication=raft"}, "--replication must be standalone or jetstream"},
+      {{"--replication=jetstream"}, "--replication=jetstream needs --nats_url"},
+      {{"--nats_url=nats://127.0.0.1:4222"}, "--nats_url is for --replication=jetstream"},
+      {{"--replication=jetstream", "--nats_url=nats://127.0.0.1:4222", "--apply_wait=0s"},
+       "--apply_wait, --catch_up_timeout and --nats_timeout must be positive"},
+      {{"--replication=jetstream", "--nats_url=nats://127.0.0.1:4222",
+        "--nats_token_file=" + dir.Sub("missing")},
+       "--nats_token_file cannot be read"},
+      {{"--replication=jetstream", absl::StrCat("--nats_url=nats://127.0.0.1:", *port)},
+       "replication: connecting to nats://127.0.0.1:"},
+  };
+  for (const auto& [flags, message] : cases) {
+    std::vector<std::string> args = {data, "--listen=127.0.0.1:0", "--metrics_listen=",
+                                     "--policy=" + testing::DefaultPolicyPath()};
+    args.insert(args.end(), flags.begin(), flags.end());
+    auto [code, log] = ConsentdProcess::RunToExit(args);
+    EXPECT_EQ(code, 1) << absl::StrJoin(flags, " ");
+    EXPECT_THAT(log, HasSubstr(message)) << absl::StrJoin(flags, " ");
+  }
+}
+
 }  // namespace
 }  // namespace consent
