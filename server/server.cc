@@ -243,9 +243,12 @@ class ServerImpl final : public ConsentServer {
   absl::Notification stop_maintenance_;
   std::thread maintenance_;
 
-  // Replication: applies the command log up to where it stood, then makes
-  // the policy file's policy active through it (a no-op when it already
-  // is).
+  // Replication: applies the command log up to where it stood; then, for
+  // the registry's first start, makes the policy file's policy active
+  // through the log. Later a replica's start activates nothing: one
+  // starting with an older file must not set the policy back for every
+  // replica. A changed file is activated by the watcher, SIGHUP or
+  // ReloadPolicy, as standalone.
   absl::Status StartReplication(std::shared_ptr<const CompiledPolicy> file_policy) {
     if (absl::Status s = registry_->LoadStoredPolicies(); !s.ok()) return s;
     auto replicator =
@@ -282,12 +285,19 @@ class ServerImpl final : public ConsentServer {
     LogInfo("replication: caught up", {{"applied_sequence", absl::StrCat(stats.applied_sequence)},
                                        {"revision", absl::StrCat(store_->CurrentRevision())},
                                        {"took", absl::FormatDuration(absl::Now() - start)}});
+    if (const auto active = policies_->Get(); active != nullptr) {
+      if (active->text() != file_policy->text()) {
+        LogWarning(
+            "replication: the policy file differs from the registry's active policy, which "
+            "stays active; reload (SIGHUP, ReloadPolicy) to activate the file's on every replica",
+            {{"active_version", active->version()}, {"file_version", file_policy->version()}});
+      }
+      return absl::OkStatus();
+    }
     auto activated = registry_->ActivatePolicy(std::move(file_policy));
     if (!activated.ok()) return activated.status();
-    if (activated->changed) {
-      LogInfo("replication: activated the policy file's policy through the command log",
-              {{"version", activated->version}, {"previous_version", activated->previous_version}});
-    }
+    LogInfo("replication: activated the policy file's policy through the command log",
+            {{"version", activated->version}, {"previous_version", activated->previous_version}});
     return absl::OkStatus();
   }
 

@@ -201,6 +201,50 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
   EXPECT_THAT(replicas_[2]->Log(), HasSubstr("replication: caught up applied_sequence=8"));
 }
 
+// A policy reloaded on one replica goes through the log: every replica
+// switches at the same place among the writes; a replica started later
+// with its old file does not set it back.
+TEST_F(ReplicationTest, APolicyReloadedOnOneReplicaIsActiveOnEvery) {
+  const std::string original = testing::ReadFile(testing::DefaultPolicyPath());
+  for (size_t i : {0, 1}) {
+    testing::WriteFile(dir_.Sub(absl::StrCat("policy-", i)), original);
+    StartReplica(i, {"--policy=" + dir_.Sub(absl::StrCat("policy-", i))});
+  }
+  ASSERT_TRUE(client(0).UpdateSubject(testing::UkAdult("alice")).ok());
+  // Stricter: UK training needs consent.
+  std::string strict = original;
+  const std::string version = "version: \"2026-11-27.1\"";
+  strict.replace(strict.find(version), version.size(), "version: \"uk-consent\"");
+  const std::string uk = "legal_basis: LEGAL_BASIS_LEGITIMATE_INTEREST";
+  strict.replace(strict.find(uk), uk.size(), "legal_basis: LEGAL_BASIS_CONSENT");
+  testing::WriteFile(dir_.Sub("policy-0"), strict);
+  auto reloaded = client(0).ReloadPolicy();
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(reloaded->version(), "uk-consent");
+  EXPECT_EQ(reloaded->previous_version(), "2026-11-27.1");
+  // A write after it, read on the other replica, has the policy before it.
+  auto later = client(0).SetPreference(testing::PreferenceOf("bob", v1::PREFERENCE_STATE_OBJECTED));
+  ASSERT_TRUE(later.ok()) << later.status();
+  v1::CheckRequest check = testing::PublicPostCheck("alice");
+  check.set_min_revision(later->revision());
+  for (size_t i : {0, 1}) {
+    auto decision = client(i).Check(check);
+    ASSERT_TRUE(decision.ok()) << decision.status();
+    EXPECT_EQ(decision->decision().reason(), v1::DECISION_REASON_DENIED_NO_CONSENT) << i;
+    EXPECT_EQ(decision->decision().policy_version(), "uk-consent") << i;
+  }
+
+  // Replica 1 restarts with its old file: the registry's policy stays.
+  replicas_[1]->Terminate();
+  StartReplica(1, {"--policy=" + dir_.Sub("policy-1")});
+  auto policy = client(1).GetPolicy();
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_EQ(policy->version(), "uk-consent");
+  EXPECT_THAT(replicas_[1]->Log(),
+              HasSubstr("the policy file differs from the registry's active policy"));
+  EXPECT_EQ(AllEvents(1), AllEvents(0));
+}
+
 // Writers that keep recording preferences through any replica, each write
 // retried (same request id) on the other replica until one acknowledges
 // it; what was acknowledged, and when.
