@@ -153,9 +153,9 @@ class RocksDbStore final : public ConsentStore, private CommitPipeline::Stages {
                                                            const std::string& id, absl::Time now)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
   // Records in `batch` that `commit`, a command of the replicated log, is
-  // applied (whatever else it writes).
-  void RecordLogged(PendingCommit& commit, Group& group, rocksdb::WriteBatch& batch)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // applied (whatever else it writes). Touches only its arguments: the
+  // group being prepared, under ApplyCommit's write lock.
+  void RecordLogged(PendingCommit& commit, Group& group, rocksdb::WriteBatch& batch);
   // A position kept under meta key `key` (an import's offset, the applied
   // log sequence), from the group or the database (0: none).
   absl::StatusOr<int64_t> FindProgress(const Group& group, const std::string& key)
