@@ -520,33 +520,31 @@ int Load(Mode mode, const std::string& mode_name) {
     errors.push_back(absl::StrCat("\"", code, "\":", n));
     error_count += n;
   }
-  std::cout << absl::StrCat("{\"mode\":\"", mode_name, "\",\"target\":\"",
-                            absl::GetFlag(FLAGS_target), "\",\"concurrency\":", concurrency,
-                            ",\"connections\":", connections, ",\"threads\":", threads,
-                            ",\"batch\":", run.batch, ",\"rate\":", run.rate,
-                            ",\"distribution\":\"", absl::GetFlag(FLAGS_distribution),
-                            "\",\"users\":", users, ",\"duration_s\":", seconds,
-                            ",\"warmup_s\":", absl::ToDoubleSeconds(absl::GetFlag(FLAGS_warmup)),
-                            ",\"calls\":", total.calls, ",\"decisions\":", total.decisions,
-                            ",\"errors\":{", absl::StrJoin(errors, ","), "}",
-                            ",\"read_your_writes_violations\":", total.violations,
-                            ",\"calls_per_s\":", static_cast<double>(total.calls) / seconds,
-                            ",\"decisions_per_s\":", static_cast<double>(total.decisions) / seconds,
-                            ",\"latency_us\":{\"p50\":", us(total.latency.Quantile(0.5)),
-                            ",\"p90\":", us(total.latency.Quantile(0.9)),
-                            ",\"p99\":", us(total.latency.Quantile(0.99)),
-                            ",\"p99.9\":", us(total.latency.Quantile(0.999)),
-                            ",\"max\":", us(total.latency.max()), "}",
-                            ",\"longest_gap_ms\":", static_cast<double>(run.longest_gap.load()) / 1e6,
-                            "}")
+  std::cout << absl::StrCat(
+                   "{\"mode\":\"", mode_name, "\",\"target\":\"", absl::GetFlag(FLAGS_target),
+                   "\",\"concurrency\":", concurrency, ",\"connections\":", connections,
+                   ",\"threads\":", threads, ",\"batch\":", run.batch, ",\"rate\":", run.rate,
+                   ",\"distribution\":\"", absl::GetFlag(FLAGS_distribution),
+                   "\",\"users\":", users, ",\"duration_s\":", seconds,
+                   ",\"warmup_s\":", absl::ToDoubleSeconds(absl::GetFlag(FLAGS_warmup)),
+                   ",\"calls\":", total.calls, ",\"decisions\":", total.decisions, ",\"errors\":{",
+                   absl::StrJoin(errors, ","), "}",
+                   ",\"read_your_writes_violations\":", total.violations,
+                   ",\"calls_per_s\":", static_cast<double>(total.calls) / seconds,
+                   ",\"decisions_per_s\":", static_cast<double>(total.decisions) / seconds,
+                   ",\"latency_us\":{\"p50\":", us(total.latency.Quantile(0.5)),
+                   ",\"p90\":", us(total.latency.Quantile(0.9)),
+                   ",\"p99\":", us(total.latency.Quantile(0.99)),
+                   ",\"p99.9\":", us(total.latency.Quantile(0.999)),
+                   ",\"max\":", us(total.latency.max()), "}",
+                   ",\"longest_gap_ms\":", static_cast<double>(run.longest_gap.load()) / 1e6, "}")
             << std::endl;
   std::cerr << mode_name << ": " << static_cast<int64_t>(static_cast<double>(total.calls) / seconds)
             << " calls/s, " << static_cast<int64_t>(static_cast<double>(total.decisions) / seconds)
             << " decisions/s, p50 " << us(total.latency.Quantile(0.5)) << " us, p99 "
             << us(total.latency.Quantile(0.99)) << " us, longest pause between answers "
             << static_cast<double>(run.longest_gap.load()) / 1e6 << " ms, " << error_count
-            << " errors, "
-            << total.violations << " read-your-writes violations\n";
+            << " errors, " << total.violations << " read-your-writes violations\n";
   for (const std::string& v : run.violation_samples) std::cerr << "  violation: " << v << "\n";
   return error_count == 0 && total.violations == 0 ? 0 : 1;
 }
