@@ -620,8 +620,8 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
     if (!through.ok()) return abandon(through.status());
     if (commit.log_sequence != *through + 1) {
       return abandon(absl::UnavailableError(
-          absl::StrCat("the replicated command log is applied through ", *through,
-                       "; command ", commit.log_sequence, " is not the next")));
+          absl::StrCat("the replicated command log is applied through ", *through, "; command ",
+                       commit.log_sequence, " is not the next")));
     }
     if (commit.updates.empty()) {
       result.outcome = CommitResult::Outcome::kApplied;

@@ -167,12 +167,12 @@ TEST(StoreTest, LoggedCommandsApplyOnceInOrderWithNoGap) {
     std::vector<SubjectUpdate> again;
     again.push_back(SetJurisdiction("bob", "GB"));
     auto refused = ApplyLogged(*store, std::move(again), sequence);
-    EXPECT_EQ(refused.status().code(), sequence > 0 ? absl::StatusCode::kUnavailable
-                                                    : absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(refused.status().code(),
+              sequence > 0 ? absl::StatusCode::kUnavailable : absl::StatusCode::kInvalidArgument);
     if (sequence > 0) {
       EXPECT_EQ(refused.status().message(),
-                absl::StrCat("the replicated command log is applied through 1; command ",
-                             sequence, " is not the next"));
+                absl::StrCat("the replicated command log is applied through 1; command ", sequence,
+                             " is not the next"));
     }
   }
   EXPECT_EQ(store->CurrentRevision(), 1);
@@ -188,8 +188,7 @@ TEST(StoreTest, LoggedCommandsApplyOnceInOrderWithNoGap) {
   EXPECT_THAT(replayed->revisions, ElementsAre(1));
   std::vector<SubjectUpdate> failing;
   failing.push_back(Failing("carol"));
-  EXPECT_EQ(ApplyLogged(*store, std::move(failing), 3).status().code(),
-            absl::StatusCode::kAborted);
+  EXPECT_EQ(ApplyLogged(*store, std::move(failing), 3).status().code(), absl::StatusCode::kAborted);
   auto nothing = ApplyLogged(*store, {}, 4);
   ASSERT_TRUE(nothing.ok()) << nothing.status();
   EXPECT_TRUE(nothing->revisions.empty());
@@ -215,8 +214,7 @@ TEST(StoreTest, LoggedCommandsApplyOnceInOrderWithNoGap) {
   broken.back().apply = [](UpdateContext&, v1::Subject&, v1::ChangeEvent&) {
     return absl::InternalError("reading an exclusion failed");
   };
-  EXPECT_EQ(ApplyLogged(*store, std::move(broken), 6).status().code(),
-            absl::StatusCode::kInternal);
+  EXPECT_EQ(ApplyLogged(*store, std::move(broken), 6).status().code(), absl::StatusCode::kInternal);
   EXPECT_EQ(*store->AppliedSequence(), 5);
   std::vector<SubjectUpdate> retried;
   retried.push_back(SetJurisdiction("erin", "GB"));
