@@ -31,6 +31,8 @@ using ::consent::testing::TempDir;
 using ::testing::HasSubstr;
 
 constexpr int64_t kMaxPayload = 8 << 20;
+// BatchSetPreferences' limit.
+constexpr int kLargestBatch = 1000;
 
 class ReplicationTest : public ::testing::Test {
  protected:
@@ -165,10 +167,43 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
     EXPECT_EQ(verified->verified_count(), 3);
   }
 
+  // The largest write: 1,000 preferences, every id and source field at its
+  // longest, about 1.4 MB as one command (more than NATS's default
+  // max_payload of 1 MiB; the servers here take 8 MiB).
+  v1::BatchSetPreferencesRequest big;
+  for (int i = 0; i < kLargestBatch; ++i) {
+    v1::SetPreferenceRequest* item = big.add_requests();
+    const std::string n = absl::StrCat(i);
+    item->set_user_id(n + std::string(128 - n.size(), 'u'));
+    item->set_purpose("ai_training.generative");
+    item->set_state(v1::PREFERENCE_STATE_OBJECTED);
+    item->set_request_id(n + std::string(128 - n.size(), 'r'));
+    v1::Source* source = item->mutable_source();
+    source->set_channel(std::string(256, 'c'));
+    source->set_notice_id(std::string(256, 'n'));
+    source->set_notice_version(std::string(256, 'v'));
+    source->set_actor(std::string(256, 'a'));
+  }
+  ASSERT_GT(big.ByteSizeLong(), size_t{1} << 20);
+  auto written = client(0).BatchSetPreferences(big);
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(written->revisions_size(), kLargestBatch);
+  EXPECT_EQ(written->revision(), 1003);
+  v1::GetSubjectRequest last_user;
+  last_user.set_user_id(big.requests(kLargestBatch - 1).user_id());
+  // Read on replica 1 once it has the batch (a check names the revision).
+  v1::CheckRequest after_batch = testing::PublicPostCheck(last_user.user_id());
+  after_batch.set_min_revision(written->revision());
+  ASSERT_TRUE(client(1).Check(after_batch).ok());
+  auto copied = client(1).GetSubject(last_user);
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  EXPECT_EQ(copied->subject().revision(), 1003);
+  EXPECT_EQ(copied->subject().preferences(0).source().actor(), std::string(256, 'a'));
+
   // What replica 1 applied, and its one read that waited in vain. The log
-  // holds the policy, the three writes, the refused stale write, and the
+  // holds the policy, the three writes, the refused stale write, the
   // replayed and conflicting request (as commands of their own: they found
-  // their request id in the log under another call).
+  // their request id in the log under another call), and the batch.
   auto metrics = testing::HttpGet(replicas_[1]->metrics_address(), "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   auto sample = [&](const std::string& series) {
@@ -176,8 +211,8 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
     EXPECT_TRUE(value.ok()) << series << ": " << value.status();
     return value.ok() ? *value : -1;
   };
-  EXPECT_EQ(sample("consent_replication_applied_sequence"), 7);
-  EXPECT_EQ(sample("consent_replication_applied_commands_total"), 7);
+  EXPECT_EQ(sample("consent_replication_applied_sequence"), 8);
+  EXPECT_EQ(sample("consent_replication_applied_commands_total"), 8);
   EXPECT_EQ(sample("consent_min_revision_waits_total{result=\"timeout\"}"), 1);
   EXPECT_EQ(sample("consent_replication_malformed_commands_total"), 0);
   EXPECT_EQ(sample("consent_replication_waiting_writes"), 0);
@@ -186,8 +221,8 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
   // A new replica starts from a backup and applies the rest of the log.
   auto backup = client(1).CreateBackup("seed");
   ASSERT_TRUE(backup.ok()) << backup.status();
-  EXPECT_EQ(backup->revision(), 3);
-  EXPECT_EQ(backup->applied_log_sequence(), 7);
+  EXPECT_EQ(backup->revision(), 1003);
+  EXPECT_EQ(backup->applied_log_sequence(), 8);
   auto later =
       client(0).SetPreference(testing::PreferenceOf("alice", v1::PREFERENCE_STATE_CLEARED));
   ASSERT_TRUE(later.ok()) << later.status();
@@ -198,7 +233,7 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
   ASSERT_TRUE(on_2.ok()) << on_2.status();
   EXPECT_EQ(on_2->decision().reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
   EXPECT_EQ(AllEvents(2), AllEvents(0));
-  EXPECT_THAT(replicas_[2]->Log(), HasSubstr("replication: caught up applied_sequence=8"));
+  EXPECT_THAT(replicas_[2]->Log(), HasSubstr("replication: caught up applied_sequence=9"));
 }
 
 // A policy reloaded on one replica goes through the log: every replica
