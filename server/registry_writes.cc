@@ -272,7 +272,9 @@ void RegistryWrites::SetPreference(const v1::SetPreferenceRequest& request,
                                    const CallContext& context, v1::SetPreferenceResponse* response,
                                    WriteDone done) {
   const absl::Time now = TimeOf(context);
-  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
+  if (absl::Status s = Validate(request, now); !s.ok()) {
+    return Refuse(context, now, std::move(s), std::move(done));
+  }
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(PreferenceUpdate(request, context));
@@ -313,7 +315,9 @@ void RegistryWrites::BatchSetPreferences(const v1::BatchSetPreferencesRequest& r
                                          v1::BatchSetPreferencesResponse* response,
                                          WriteDone done) {
   const absl::Time now = TimeOf(context);
-  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
+  if (absl::Status s = Validate(request, now); !s.ok()) {
+    return Refuse(context, now, std::move(s), std::move(done));
+  }
   CommitBatch(
       request, "BatchSetPreferences", context, now,
       [&context](const v1::SetPreferenceRequest& item) { return PreferenceUpdate(item, context); },
@@ -368,7 +372,9 @@ void RegistryWrites::UpdateSubject(const v1::UpdateSubjectRequest& request,
                                    const CallContext& context, v1::UpdateSubjectResponse* response,
                                    WriteDone done) {
   const absl::Time now = TimeOf(context);
-  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
+  if (absl::Status s = Validate(request, now); !s.ok()) {
+    return Refuse(context, now, std::move(s), std::move(done));
+  }
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(WriteUpdate(
@@ -427,7 +433,9 @@ void RegistryWrites::DeleteSubject(const v1::DeleteSubjectRequest& request,
                                    const CallContext& context, v1::DeleteSubjectResponse* response,
                                    WriteDone done) {
   const absl::Time now = TimeOf(context);
-  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
+  if (absl::Status s = Validate(request, now); !s.ok()) {
+    return Refuse(context, now, std::move(s), std::move(done));
+  }
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(WriteUpdate(
@@ -463,7 +471,9 @@ void RegistryWrites::RecordNotice(const v1::RecordNoticeRequest& request,
                                   const CallContext& context, v1::RecordNoticeResponse* response,
                                   WriteDone done) {
   const absl::Time now = TimeOf(context);
-  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
+  if (absl::Status s = Validate(request, now); !s.ok()) {
+    return Refuse(context, now, std::move(s), std::move(done));
+  }
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(NoticeUpdate(request, context));
@@ -504,7 +514,9 @@ void RegistryWrites::BatchRecordNotices(const v1::BatchRecordNoticesRequest& req
                                         const CallContext& context,
                                         v1::BatchRecordNoticesResponse* response, WriteDone done) {
   const absl::Time now = TimeOf(context);
-  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
+  if (absl::Status s = Validate(request, now); !s.ok()) {
+    return Refuse(context, now, std::move(s), std::move(done));
+  }
   CommitBatch(
       request, "BatchRecordNotices", context, now,
       [&context](const v1::RecordNoticeRequest& item) { return NoticeUpdate(item, context); },
@@ -568,7 +580,9 @@ void RegistryWrites::SetContentExclusion(const v1::SetContentExclusionRequest& r
                                          v1::SetContentExclusionResponse* response,
                                          WriteDone done) {
   const absl::Time now = TimeOf(context);
-  if (absl::Status s = Validate(request, now); !s.ok()) return done(s);
+  if (absl::Status s = Validate(request, now); !s.ok()) {
+    return Refuse(context, now, std::move(s), std::move(done));
+  }
 
   std::vector<storage::SubjectUpdate> updates;
   updates.push_back(WriteUpdate(
@@ -617,6 +631,19 @@ void RegistryWrites::Commit(std::vector<storage::SubjectUpdate> updates,
   } else {
     store_->CommitAsync(std::move(updates), now, std::move(request), std::move(answer));
   }
+}
+
+void RegistryWrites::Refuse(const CallContext& context, absl::Time now, absl::Status refusal,
+                            WriteDone done) {
+  if (context.log_sequence == 0) return done(std::move(refusal));
+  // Applying checks a command again, against the policy in force at its
+  // place in the log; refused there, it is recorded as applied all the
+  // same, so that the next command follows it.
+  store_->ApplyLoggedAsync({}, now, {}, context.log_sequence,
+                           [refusal = std::move(refusal), done = std::move(done)](
+                               absl::StatusOr<storage::CommitResult> recorded) {
+                             done(recorded.ok() ? refusal : recorded.status());
+                           });
 }
 
 absl::Status RegistryWrites::AwaitWrite(const std::function<void(WriteDone)>& start) {

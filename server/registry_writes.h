@@ -102,6 +102,9 @@ class RegistryWrites {
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response);
 
  private:
+  // Answers a write its checks refused: at once, or, for a command of the
+  // replicated log, once the store has recorded the command as applied.
+  void Refuse(const CallContext& context, absl::Time now, absl::Status refusal, WriteDone done);
   // Commits at `now` (as the command at context.log_sequence, if it is
   // one), wakes change-feed readers, then passes the result to `then` (on
   // the store's thread, see ConsentStore::CommitAsync). A request id
