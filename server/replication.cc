@@ -88,6 +88,13 @@ void Replicator::Submit(Command command, const std::string& request_id, CommandA
   if (call == 0) {
     return done(absl::UnavailableError("the replica is shutting down; retry on another"), "");
   }
+  if (stats().log_lost) {
+    TakeWaiter(call);
+    return done(absl::UnavailableError(
+                    "this replica stopped: the replicated command log lost commands it had "
+                    "applied (docs/replication.md); retry on another replica"),
+                "");
+  }
   command.set_origin(origin_);
   command.set_call(call);
   Append append;
@@ -192,6 +199,8 @@ void Replicator::ExpireWaiters() {
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
+    if (now - last_expiry_ < absl::Milliseconds(100)) return;
+    last_expiry_ = now;
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       if (it->second.sequence > 0 && it->second.deadline < now) {
         expired.emplace_back(it->second.sequence, std::move(it->second.done));
@@ -221,9 +230,22 @@ void Replicator::RunApplier() {
   absl::Time last_log_read = absl::InfinitePast();
   absl::Time last_delivery = absl::Now();
   while (true) {
+    bool log_lost = false;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
+      log_lost = stats_.log_lost;
+    }
+    if (log_lost) {
+      // Nothing more is applied: the next commands appended would take the
+      // sequences this replica applied with other commands.
+      reader.reset();
+      ExpireWaiters();
+      absl::SleepFor(absl::Seconds(1));
+      continue;
+    }
+    {
+      absl::MutexLock lock(&mu_);
       if (reapply_) {
         // A command failed for a storage failure: once nothing is being
         // applied, read again from what the store has applied (a command
@@ -304,10 +326,11 @@ void Replicator::RunApplier() {
         absl::MutexLock lock(&mu_);
         stats_.log_sequence = static_cast<int64_t>(*last);
         if (stats_.log_sequence + 1 < next) {
+          stats_.log_lost = true;
           LogError(
               "the replicated command log ends before what this replica applied: the NATS "
-              "cluster lost commands it had acknowledged (docs/replication.md, \"When the log "
-              "lost commands\")",
+              "cluster lost commands it had acknowledged; this replica applies nothing more and "
+              "refuses writes (docs/replication.md, \"When the log lost commands\")",
               {{"log_sequence", absl::StrCat(stats_.log_sequence)},
                {"applied_through", absl::StrCat(next - 1)}});
         }

@@ -115,6 +115,10 @@ class Replicator {
     int64_t malformed_commands = 0;
     // Writes waiting for their command to be applied here.
     int64_t waiting_writes = 0;
+    // True once the log was seen to end before what this replica applied
+    // (the NATS cluster lost acknowledged commands): it applies nothing
+    // more and refuses writes (docs/replication.md).
+    bool log_lost = false;
   };
   Stats stats() const;
 
@@ -153,7 +157,8 @@ class Replicator {
   void Answer(const replication::v1::Command& command, absl::Status status, std::string response);
   // Takes the caller of `call` out of waiting; null when none waits.
   CommandApplier::Done TakeWaiter(uint64_t call) ABSL_LOCKS_EXCLUDED(mu_);
-  // Answers the callers whose commands were not applied in time.
+  // Answers the callers whose commands were not applied in time; at most
+  // every 100 ms, however often called.
   void ExpireWaiters();
   // Applies one delivered command (the applying thread).
   void ApplyOne(storage::LoggedCommand logged);
@@ -176,6 +181,7 @@ class Replicator {
   // reads the log again from the store's AppliedSequence.
   bool reapply_ ABSL_GUARDED_BY(mu_) = false;
   Stats stats_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_expiry_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 
   absl::Mutex threads_mu_;
   std::vector<std::thread> appenders_ ABSL_GUARDED_BY(threads_mu_);

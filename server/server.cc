@@ -141,6 +141,10 @@ class ScrapeCollector final : public prometheus::Collectable {
       add("consent_replication_waiting_writes",
           "Writes taken here waiting for their command to be applied here.", gauge,
           static_cast<double>(r.waiting_writes));
+      add("consent_replication_log_lost",
+          "1 once the replicated log was seen to end before what this replica applied (the NATS "
+          "cluster lost acknowledged commands): it applies nothing more and refuses writes.",
+          gauge, r.log_lost ? 1 : 0);
     }
 
     if (auto process = ReadProcessStats(); process.ok()) {

@@ -234,6 +234,19 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
   EXPECT_EQ(on_2->decision().reason(), v1::DECISION_REASON_ALLOWED_DEFAULT);
   EXPECT_EQ(AllEvents(2), AllEvents(0));
   EXPECT_THAT(replicas_[2]->Log(), HasSubstr("replication: caught up applied_sequence=9"));
+
+  // A store that applied more than its log holds (here: pointed at another,
+  // new stream; in production, a NATS cluster that lost acknowledged
+  // commands) refuses to start.
+  ASSERT_EQ(replicas_[2]->Terminate(), 0);
+  auto [code, log] = ConsentdProcess::RunToExit(
+      {"--data_dir=" + backup->directory(), "--listen=127.0.0.1:0",
+       "--metrics_listen=", "--policy=" + testing::DefaultPolicyPath(), "--replication=jetstream",
+       "--nats_url=" + absl::StrJoin(nats_->urls(), ","), "--nats_stream=OTHER",
+       "--nats_subject=other.commands"});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(log, HasSubstr("this replica applied the command log through 9 but the log ends "
+                             "at 0: the NATS cluster lost commands it had acknowledged"));
 }
 
 // A policy reloaded on one replica goes through the log: every replica
