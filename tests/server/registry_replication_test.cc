@@ -15,8 +15,8 @@
 namespace consent {
 namespace {
 
-using ::testing::HasSubstr;
 using replication::v1::Command;
+using ::testing::HasSubstr;
 
 const absl::Time kStart =
     absl::FromCivil(absl::CivilSecond(2026, 6, 1, 0, 0, 0), absl::UTCTimeZone());
