@@ -28,7 +28,7 @@ test_pkgs=(python3-grpcio python3-protobuf python3-venv python3-pip python3-setu
 bench_peer_pkgs=(redis-server redis-tools nghttp2-client curl)
 runtime_pkgs=(
   libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-core1.0 libcivetweb1
-  libabsl20220623 ca-certificates
+  libabsl20220623 libnats3.4 ca-certificates
 )
 
 want=("${build_pkgs[@]}")
