@@ -78,23 +78,21 @@ Replicator::~Replicator() { Stop(); }
 
 void Replicator::Submit(Command command, const std::string& request_id, CommandApplier::Done done) {
   uint64_t call = 0;
+  absl::Status refused;
   {
     absl::MutexLock lock(&mu_);
-    if (!stopping_) {
+    if (stopping_) {
+      refused = absl::UnavailableError("the replica is shutting down; retry on another");
+    } else if (stats_.log_lost) {
+      refused = absl::UnavailableError(
+          "this replica stopped: the replicated command log lost commands it had applied "
+          "(docs/replication.md); retry on another replica");
+    } else {
       call = next_call_++;
       waiters_[call].done = std::move(done);
     }
   }
-  if (call == 0) {
-    return done(absl::UnavailableError("the replica is shutting down; retry on another"), "");
-  }
-  if (stats().log_lost) {
-    TakeWaiter(call);
-    return done(absl::UnavailableError(
-                    "this replica stopped: the replicated command log lost commands it had "
-                    "applied (docs/replication.md); retry on another replica"),
-                "");
-  }
+  if (!refused.ok()) return done(std::move(refused), "");
   command.set_origin(origin_);
   command.set_call(call);
   Append append;
