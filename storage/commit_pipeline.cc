@@ -392,6 +392,20 @@ absl::StatusOr<int64_t> RocksDbStore::ImportedThrough(absl::string_view import_i
 void RocksDbStore::ApplyLoggedAsync(std::vector<SubjectUpdate> updates, absl::Time now,
                                     RequestKey request, int64_t sequence,
                                     std::function<void(absl::StatusOr<CommitResult>)> done) {
+  SubmitLogged(std::move(updates), now, std::move(request), std::nullopt, sequence,
+               std::move(done));
+}
+
+void RocksDbStore::ApplyLoggedImportAsync(std::vector<SubjectUpdate> updates, absl::Time now,
+                                          ImportStep step, int64_t sequence,
+                                          std::function<void(absl::StatusOr<CommitResult>)> done) {
+  SubmitLogged(std::move(updates), now, {}, std::move(step), sequence, std::move(done));
+}
+
+void RocksDbStore::SubmitLogged(std::vector<SubjectUpdate> updates, absl::Time now,
+                                RequestKey request, std::optional<ImportStep> import,
+                                int64_t sequence,
+                                std::function<void(absl::StatusOr<CommitResult>)> done) {
   if (sequence <= 0) {
     done(absl::InvalidArgumentError("a logged command needs a positive sequence"));
     return;
@@ -400,6 +414,7 @@ void RocksDbStore::ApplyLoggedAsync(std::vector<SubjectUpdate> updates, absl::Ti
   commit->updates = std::move(updates);
   commit->now = now;
   commit->request = std::move(request);
+  commit->import = std::move(import);
   commit->log_sequence = sequence;
   commit->done = std::move(done);
   pipeline_.Submit(std::move(commit));
@@ -623,7 +638,7 @@ void RocksDbStore::ApplyCommit(PendingCommit& commit, Group& group, rocksdb::Wri
           absl::StrCat("the replicated command log is applied through ", *through, "; command ",
                        commit.log_sequence, " is not the next")));
     }
-    if (commit.updates.empty()) {
+    if (commit.updates.empty() && !commit.import) {
       result.outcome = CommitResult::Outcome::kApplied;
       return abandon(result);  // recorded, and nothing else
     }

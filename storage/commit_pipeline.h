@@ -35,7 +35,7 @@ struct PendingCommit {
   // Set for a step of a bulk import (ConsentStore::ImportAsync).
   std::optional<ImportStep> import;
   // Set (> 0) for a command of the replicated log
-  // (ConsentStore::ApplyLoggedAsync).
+  // (ConsentStore::ApplyLoggedAsync, ApplyLoggedImportAsync).
   int64_t log_sequence = 0;
   std::function<void(absl::StatusOr<CommitResult>)> done;
   // Set by the stages; handed to `done` by the answering thread.

@@ -328,6 +328,14 @@ class ConsentStore {
   virtual void ApplyLoggedAsync(std::vector<SubjectUpdate> updates, absl::Time now,
                                 RequestKey request, int64_t sequence,
                                 std::function<void(absl::StatusOr<CommitResult>)> done) = 0;
+  // A step of a bulk import that is a command of the replicated log: as
+  // ImportAsync (the step's progress recorded with its updates, even
+  // none; kAborted, recorded as applied, for a step at or below the
+  // import's progress) with the log's `sequence` recorded as
+  // ApplyLoggedAsync records it.
+  virtual void ApplyLoggedImportAsync(std::vector<SubjectUpdate> updates, absl::Time now,
+                                      ImportStep step, int64_t sequence,
+                                      std::function<void(absl::StatusOr<CommitResult>)> done) = 0;
   // The sequence through which the replicated log is applied; 0 before
   // its first command.
   virtual absl::StatusOr<int64_t> AppliedSequence() = 0;

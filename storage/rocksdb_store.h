@@ -94,6 +94,9 @@ class RocksDbStore final : public ConsentStore, private CommitPipeline::Stages {
   void ApplyLoggedAsync(std::vector<SubjectUpdate> updates, absl::Time now, RequestKey request,
                         int64_t sequence,
                         std::function<void(absl::StatusOr<CommitResult>)> done) override;
+  void ApplyLoggedImportAsync(std::vector<SubjectUpdate> updates, absl::Time now, ImportStep step,
+                              int64_t sequence,
+                              std::function<void(absl::StatusOr<CommitResult>)> done) override;
   absl::StatusOr<int64_t> AppliedSequence() override;
   absl::StatusOr<int64_t> OldestRevision() override;
   absl::StatusOr<ChainReport> VerifyChain(int64_t start, int64_t end) override;
@@ -152,6 +155,11 @@ class RocksDbStore final : public ConsentStore, private CommitPipeline::Stages {
   absl::StatusOr<std::optional<RequestRecord>> FindRequest(const Group& group,
                                                            const std::string& id, absl::Time now)
       ABSL_SHARED_LOCKS_REQUIRED(open_mu_);
+  // ApplyLoggedAsync and ApplyLoggedImportAsync: the commit of the log's
+  // command at `sequence`.
+  void SubmitLogged(std::vector<SubjectUpdate> updates, absl::Time now, RequestKey request,
+                    std::optional<ImportStep> import, int64_t sequence,
+                    std::function<void(absl::StatusOr<CommitResult>)> done);
   // Records in `batch` that `commit`, a command of the replicated log, is
   // applied (whatever else it writes). Touches only its arguments: the
   // group being prepared, under ApplyCommit's write lock.

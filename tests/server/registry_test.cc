@@ -143,6 +143,11 @@ class FakeStore final : public storage::ConsentStore {
                         std::function<void(absl::StatusOr<storage::CommitResult>)> done) override {
     done(absl::UnimplementedError("the fake store applies no command log"));
   }
+  void ApplyLoggedImportAsync(
+      std::vector<storage::SubjectUpdate>, absl::Time, storage::ImportStep, int64_t,
+      std::function<void(absl::StatusOr<storage::CommitResult>)> done) override {
+    done(absl::UnimplementedError("the fake store applies no command log"));
+  }
   absl::StatusOr<int64_t> AppliedSequence() override {
     return absl::UnimplementedError("the fake store applies no command log");
   }

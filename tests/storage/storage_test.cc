@@ -222,6 +222,58 @@ TEST(StoreTest, LoggedCommandsApplyOnceInOrderWithNoGap) {
   EXPECT_EQ(*store->AppliedSequence(), 6);
 }
 
+absl::StatusOr<CommitResult> ApplyLoggedImport(ConsentStore& store,
+                                               std::vector<SubjectUpdate> updates,
+                                               ImportStep step, int64_t sequence) {
+  absl::StatusOr<CommitResult> result = absl::InternalError("not answered");
+  absl::Notification answered;
+  store.ApplyLoggedImportAsync(std::move(updates), kNow, std::move(step), sequence,
+                               [&](absl::StatusOr<CommitResult> r) {
+                                 result = std::move(r);
+                                 answered.Notify();
+                               });
+  answered.WaitForNotification();
+  return result;
+}
+
+TEST(StoreTest, LoggedImportStepsRecordProgressAndSequenceTogether) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  std::vector<SubjectUpdate> first;
+  first.push_back(SetJurisdiction("alice", "GB"));
+  auto applied = ApplyLoggedImport(*store, std::move(first), ImportStep{"load", 100}, 1);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_THAT(applied->revisions, ElementsAre(1));
+  EXPECT_EQ(*store->ImportedThrough("load"), 100);
+  EXPECT_EQ(*store->AppliedSequence(), 1);
+
+  // A step with no updates (each of its records rejected) still moves the
+  // import on, and the log.
+  auto empty = ApplyLoggedImport(*store, {}, ImportStep{"load", 250}, 2);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->revisions.empty());
+  EXPECT_EQ(*store->ImportedThrough("load"), 250);
+  EXPECT_EQ(*store->AppliedSequence(), 2);
+
+  // A step at or below the progress is refused, and recorded as applied;
+  // its updates are not written.
+  std::vector<SubjectUpdate> stale;
+  stale.push_back(SetJurisdiction("bob", "GB"));
+  auto refused = ApplyLoggedImport(*store, std::move(stale), ImportStep{"load", 250}, 3);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(*store->AppliedSequence(), 3);
+  EXPECT_EQ(*store->ImportedThrough("load"), 250);
+  EXPECT_EQ(store->GetSubject("bob").status().code(), absl::StatusCode::kNotFound);
+
+  // Not the next command: nothing written, not even the progress.
+  std::vector<SubjectUpdate> early;
+  early.push_back(SetJurisdiction("carol", "GB"));
+  EXPECT_EQ(ApplyLoggedImport(*store, std::move(early), ImportStep{"load", 300}, 5).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(*store->ImportedThrough("load"), 250);
+  EXPECT_EQ(store->CurrentRevision(), 1);
+}
+
 TEST(StoreTest, LaterUpdateOfSameUserSeesEarlierOne) {
   TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
