@@ -180,11 +180,6 @@ class Registry {
   // An ImportSubjects call (registry_import.h).
   absl::StatusOr<std::unique_ptr<RegistryImport::Call>> BeginImport(
       const std::string& import_id, CallContext context, RegistryImport::StepObserver on_step) {
-    if (replicator_ != nullptr) {
-      return absl::FailedPreconditionError(
-          "ImportSubjects is not replicated: import into a standalone consentd, then start the "
-          "replicas from its backup");
-    }
     return imports_.Begin(import_id, std::move(context), std::move(on_step));
   }
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response) {
@@ -244,10 +239,17 @@ class Registry {
    public:
     explicit LogApplier(Registry* registry) : registry_(registry) {}
     void ApplyWrite(const replication::v1::Command& command, int64_t sequence, Done done) override;
-    absl::Status ApplyPolicy(const replication::v1::Command& command, int64_t sequence,
-                             std::string* response) override;
+    absl::Status ApplyAlone(const replication::v1::Command& command, int64_t sequence,
+                            std::string* response) override;
 
    private:
+    absl::Status ApplyPolicy(const replication::v1::Command& command, int64_t sequence,
+                             std::string* response);
+    // An import step: its records above the import's progress, each
+    // validated again under the policy in force here.
+    absl::Status ApplyImport(const replication::v1::Command& command, int64_t sequence,
+                             std::string* response);
+
     Registry* const registry_;
   };
 
@@ -271,8 +273,6 @@ class Registry {
                           done(std::move(status));
                         });
   }
-  static void StampCommand(const std::string& caller, absl::Time now,
-                           replication::v1::Command* command);
   // Whether `next` changes the active policy (false: the same text), or
   // why it may not replace it.
   absl::StatusOr<bool> CheckActivation(const CompiledPolicy& next);

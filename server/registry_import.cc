@@ -5,23 +5,20 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "core/validation.h"
 #include "server/preference_write.h"
 
 namespace consent {
 
-// A message's records on their way through the store.
+// A message's records on their way through the store (standalone).
 struct RegistryImport::Call::Step {
-  Call* call = nullptr;
+  explicit Step(RegistryImport::Call* call, std::unique_ptr<v1::ImportSubjectsRequest> m)
+      : message(std::move(m)),
+        batch(call->import_id_, call->context_.caller, &message->records()) {}
   std::unique_ptr<v1::ImportSubjectsRequest> message;
+  ImportBatch batch;
   int64_t offset = 0;  // the last record's
-  // Records not skipped, and those rejected by validation (record order).
-  int64_t records = 0;
-  std::vector<v1::ImportRejection> invalid;
-  std::vector<storage::SubjectUpdate> updates;
-  // Per record: refused when applied, the subject being deleted. Written
-  // by the store's preparing thread, read once the step is answered.
-  std::vector<char> deleted;
   bool answered = false;
 };
 
@@ -29,6 +26,10 @@ namespace {
 
 // Preferences per record, at most (one per purpose of a policy is plenty).
 constexpr int kMaxRecordPreferences = 64;
+// What a command holds besides its step's records, at most (its time,
+// caller, origin and call, the import id and offset, and the NATS
+// headers), with room to spare.
+constexpr int64_t kCommandOverheadBytes = 4096;
 
 // The rejection of a record that `v` (not empty) finds bad.
 v1::ImportRejection RejectionOf(const v1::ImportRecord& record, const Violations& v) {
@@ -82,7 +83,105 @@ void ValidateRecord(const v1::ImportRecord& record, const CompiledPolicy& policy
   }
 }
 
+void SortByOffset(std::vector<v1::ImportRejection>& rejections) {
+  std::sort(rejections.begin(), rejections.end(),
+            [](const auto& a, const auto& b) { return a.offset() < b.offset(); });
+}
+
 }  // namespace
+
+std::optional<v1::ImportRejection> ImportRecordProblem(const v1::ImportRecord& record,
+                                                       const CompiledPolicy& policy,
+                                                       absl::Time now) {
+  Violations v;
+  ValidateRecord(record, policy, now, &v);
+  if (v.empty()) return std::nullopt;
+  return RejectionOf(record, v);
+}
+
+ImportBatch::ImportBatch(std::string import_id, std::string caller,
+                         const google::protobuf::RepeatedPtrField<v1::ImportRecord>* records)
+    : import_id_(std::move(import_id)), caller_(std::move(caller)), records_in_(records) {
+  source_.set_channel("import");
+}
+
+std::vector<storage::SubjectUpdate> ImportBatch::Prepare(const CompiledPolicy& policy,
+                                                         absl::Time now, int first) {
+  std::vector<storage::SubjectUpdate> updates;
+  const int size = records_in_->size();
+  deleted_.assign(size, 0);
+  records_ = size - first;
+  for (int r = first; r < size; ++r) {
+    const v1::ImportRecord& record = (*records_in_)[r];
+    if (std::optional<v1::ImportRejection> problem = ImportRecordProblem(record, policy, now)) {
+      invalid_.push_back(*std::move(problem));
+      continue;
+    }
+    if (!record.jurisdiction().empty() || record.has_birth_date()) {
+      storage::SubjectUpdate update;
+      update.user_id = record.user_id();
+      update.return_subject = false;
+      update.apply = [this, r](storage::UpdateContext& context, v1::Subject& subject,
+                               v1::ChangeEvent& event) {
+        if (Refused(r, context, subject)) return absl::OkStatus();
+        const v1::ImportRecord& imported = (*records_in_)[r];
+        v1::AttributesChange* change = event.mutable_attributes();
+        *change->mutable_before() = subject.attributes();
+        v1::SubjectAttributes* attributes = subject.mutable_attributes();
+        if (!imported.jurisdiction().empty()) {
+          attributes->set_jurisdiction(imported.jurisdiction());
+        }
+        if (imported.has_birth_date()) *attributes->mutable_birth_date() = imported.birth_date();
+        *change->mutable_after() = *attributes;
+        Describe(r, v1::CHANGE_KIND_SUBJECT_ATTRIBUTES, event);
+        return absl::OkStatus();
+      };
+      updates.push_back(std::move(update));
+    }
+    for (int i = 0; i < record.preferences_size(); ++i) {
+      storage::SubjectUpdate update;
+      update.user_id = record.user_id();
+      update.return_subject = false;
+      update.apply = [this, r, i](storage::UpdateContext& context, v1::Subject& subject,
+                                  v1::ChangeEvent& event) {
+        if (Refused(r, context, subject)) return absl::OkStatus();
+        ApplyPreference((*records_in_)[r].preferences(i), &source_, context, subject, event);
+        Describe(r, v1::CHANGE_KIND_PREFERENCE, event);
+        return absl::OkStatus();
+      };
+      updates.push_back(std::move(update));
+    }
+  }
+  return updates;
+}
+
+bool ImportBatch::Refused(int r, storage::UpdateContext& context, const v1::Subject& subject) {
+  if (subject.attributes().account_state() != v1::ACCOUNT_STATE_DELETED) return false;
+  deleted_[r] = 1;
+  context.Skip();
+  return true;
+}
+
+void ImportBatch::Describe(int r, v1::ChangeKind kind, v1::ChangeEvent& event) const {
+  event.set_kind(kind);
+  event.set_caller(caller_);
+  event.set_request_id(absl::StrCat(import_id_, ":", (*records_in_)[r].offset()));
+  *event.mutable_source() = source_;
+}
+
+std::vector<v1::ImportRejection> ImportBatch::Rejections() const {
+  std::vector<v1::ImportRejection> rejections = invalid_;
+  for (size_t r = 0; r < deleted_.size(); ++r) {
+    if (!deleted_[r]) continue;
+    const v1::ImportRecord& record = (*records_in_)[static_cast<int>(r)];
+    v1::ImportRejection& rejection = rejections.emplace_back();
+    rejection.set_offset(record.offset());
+    rejection.set_user_id(record.user_id());
+    rejection.set_description("the subject was deleted; a deleted subject takes no more writes");
+  }
+  SortByOffset(rejections);
+  return rejections;
+}
 
 absl::StatusOr<std::unique_ptr<RegistryImport::Call>> RegistryImport::Begin(
     const std::string& import_id, CallContext context, StepObserver on_step) {
@@ -117,9 +216,7 @@ RegistryImport::Call::Call(RegistryImport* owner, std::string import_id, CallCon
       start_offset_(start_offset),
       on_step_(std::move(on_step)),
       last_offset_(0),
-      acknowledged_(start_offset) {
-  source_.set_channel("import");
-}
+      acknowledged_(start_offset) {}
 
 RegistryImport::Call::~Call() {
   AwaitInFlight(0);
@@ -150,18 +247,20 @@ absl::Status RegistryImport::Call::Add(std::unique_ptr<v1::ImportSubjectsRequest
     last_offset_ = offset;
     if (offset <= start_offset_) first = i + 1;
   }
-  skipped_ += first;
+  {
+    absl::MutexLock lock(&mu_);
+    skipped_ += first;
+  }
   if (first == message->records_size()) return absl::OkStatus();
+  if (owner_->replicator_ != nullptr) return AddReplicated(*message, first);
 
-  auto step = std::make_unique<Step>();
-  step->call = this;
-  step->message = std::move(message);
+  auto step = std::make_unique<Step>(this, std::move(message));
   step->offset = last_offset_;
-  Prepare(*step, *owner_->policies_->Get(), first);
+  std::vector<storage::SubjectUpdate> updates =
+      step->batch.Prepare(*owner_->policies_->Get(), owner_->clock_->Now(), first);
 
   AwaitInFlight(kMaxInFlight - 1);
   Step* submitted = step.get();
-  std::vector<storage::SubjectUpdate> updates = std::move(step->updates);
   {
     absl::MutexLock lock(&mu_);
     if (!failure_.ok()) return failure_;
@@ -175,73 +274,90 @@ absl::Status RegistryImport::Call::Add(std::unique_ptr<v1::ImportSubjectsRequest
   return absl::OkStatus();
 }
 
-void RegistryImport::Call::Prepare(Step& step, const CompiledPolicy& policy, int first) {
-  const v1::ImportSubjectsRequest& message = *step.message;
+absl::Status RegistryImport::Call::AddReplicated(const v1::ImportSubjectsRequest& message,
+                                                 int first) {
   const absl::Time now = owner_->clock_->Now();
-  step.deleted.assign(message.records_size(), 0);
-  step.records = message.records_size() - first;
-  Step* const s = &step;
+  const std::shared_ptr<const CompiledPolicy> policy = owner_->policies_->Get();
+  const int64_t budget = owner_->replicator_->max_command_bytes() - kCommandOverheadBytes;
+  replication::v1::Command command;
+  std::vector<v1::ImportRejection> invalid;
+  int64_t bytes = 0;  // of the command's records
+  auto start = [&] {
+    command.Clear();
+    StampCommand(context_.caller, now, &command);
+    command.mutable_import_step()->set_import_id(import_id_);
+    invalid.clear();
+    bytes = 0;
+  };
+  start();
   for (int r = first; r < message.records_size(); ++r) {
     const v1::ImportRecord& record = message.records(r);
-    Violations v;
-    ValidateRecord(record, policy, now, &v);
-    if (!v.empty()) {
-      step.invalid.push_back(RejectionOf(record, v));
+    if (std::optional<v1::ImportRejection> problem = ImportRecordProblem(record, *policy, now)) {
+      invalid.push_back(*std::move(problem));
       continue;
     }
-    if (!record.jurisdiction().empty() || record.has_birth_date()) {
-      storage::SubjectUpdate update;
-      update.user_id = record.user_id();
-      update.return_subject = false;
-      update.apply = [s, r](storage::UpdateContext& context, v1::Subject& subject,
-                            v1::ChangeEvent& event) {
-        if (Refused(*s, r, context, subject)) return absl::OkStatus();
-        const v1::ImportRecord& imported = s->message->records(r);
-        v1::AttributesChange* change = event.mutable_attributes();
-        *change->mutable_before() = subject.attributes();
-        v1::SubjectAttributes* attributes = subject.mutable_attributes();
-        if (!imported.jurisdiction().empty()) {
-          attributes->set_jurisdiction(imported.jurisdiction());
-        }
-        if (imported.has_birth_date()) *attributes->mutable_birth_date() = imported.birth_date();
-        *change->mutable_after() = *attributes;
-        Describe(*s, r, v1::CHANGE_KIND_SUBJECT_ATTRIBUTES, event);
-        return absl::OkStatus();
-      };
-      step.updates.push_back(std::move(update));
+    // Tag and length of the record in the step: at most 6 bytes.
+    const int64_t size = static_cast<int64_t>(record.ByteSizeLong()) + 6;
+    if (bytes > 0 && bytes + size > budget) {
+      // The records so far, through the one before this, are a step.
+      command.mutable_import_step()->set_offset(message.records(r - 1).offset());
+      if (absl::Status s = SubmitStep(std::move(command), std::move(invalid)); !s.ok()) {
+        return s;
+      }
+      start();
     }
-    for (int i = 0; i < record.preferences_size(); ++i) {
-      storage::SubjectUpdate update;
-      update.user_id = record.user_id();
-      update.return_subject = false;
-      update.apply = [s, r, i](storage::UpdateContext& context, v1::Subject& subject,
-                               v1::ChangeEvent& event) {
-        if (Refused(*s, r, context, subject)) return absl::OkStatus();
-        ApplyPreference(s->message->records(r).preferences(i), &s->call->source_, context, subject,
-                        event);
-        Describe(*s, r, v1::CHANGE_KIND_PREFERENCE, event);
-        return absl::OkStatus();
-      };
-      step.updates.push_back(std::move(update));
+    *command.mutable_import_step()->add_records() = record;
+    bytes += size;
+  }
+  command.mutable_import_step()->set_offset(message.records(message.records_size() - 1).offset());
+  return SubmitStep(std::move(command), std::move(invalid));
+}
+
+absl::Status RegistryImport::Call::SubmitStep(replication::v1::Command command,
+                                              std::vector<v1::ImportRejection> invalid) {
+  absl::Status status;
+  replication::v1::ImportStepApplied applied;
+  absl::Notification answered;
+  owner_->replicator_->Submit(std::move(command), "", [&](absl::Status s, std::string bytes) {
+    status = std::move(s);
+    if (status.ok() && !applied.ParseFromString(bytes)) {
+      status = absl::InternalError("an import step's replicated answer does not parse");
+    }
+    answered.Notify();
+  });
+  answered.WaitForNotification();
+  int64_t imported = 0;
+  int64_t rejected = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (status.ok()) {
+      std::vector<v1::ImportRejection> rejections = std::move(invalid);
+      for (v1::ImportRejection& rejection : *applied.mutable_rejections()) {
+        rejections.push_back(std::move(rejection));
+      }
+      SortByOffset(rejections);
+      rejected = static_cast<int64_t>(rejections.size());
+      imported = applied.imported();
+      Count(imported, applied.skipped(), std::move(rejections), applied.acknowledged_offset());
+    } else if (failure_.ok()) {
+      failure_ = status;
     }
   }
+  if (on_step_) on_step_(imported, rejected, status);
+  return status;
 }
 
-bool RegistryImport::Call::Refused(Step& step, int r, storage::UpdateContext& context,
-                                   const v1::Subject& subject) {
-  if (subject.attributes().account_state() != v1::ACCOUNT_STATE_DELETED) return false;
-  step.deleted[r] = 1;
-  context.Skip();
-  return true;
-}
-
-void RegistryImport::Call::Describe(const Step& step, int r, v1::ChangeKind kind,
-                                    v1::ChangeEvent& event) {
-  const Call& call = *step.call;
-  event.set_kind(kind);
-  event.set_caller(call.context_.caller);
-  event.set_request_id(absl::StrCat(call.import_id_, ":", step.message->records(r).offset()));
-  *event.mutable_source() = call.source_;
+void RegistryImport::Call::Count(int64_t imported, int64_t skipped,
+                                 std::vector<v1::ImportRejection> rejections,
+                                 int64_t acknowledged) {
+  imported_ += imported;
+  rejected_ += static_cast<int64_t>(rejections.size());
+  skipped_ += skipped;
+  acknowledged_ = std::max(acknowledged_, acknowledged);
+  for (v1::ImportRejection& rejection : rejections) {
+    if (rejections_.size() >= kMaxImportRejections) break;
+    rejections_.push_back(std::move(rejection));
+  }
 }
 
 void RegistryImport::Call::Answered(Step* step, absl::StatusOr<storage::CommitResult> result) {
@@ -250,27 +366,10 @@ void RegistryImport::Call::Answered(Step* step, absl::StatusOr<storage::CommitRe
   {
     absl::MutexLock lock(&mu_);
     if (result.ok()) {
-      std::vector<v1::ImportRejection> rejections = std::move(step->invalid);
-      const v1::ImportSubjectsRequest& message = *step->message;
-      for (int r = 0; r < message.records_size(); ++r) {
-        if (!step->deleted[r]) continue;
-        v1::ImportRejection& rejection = rejections.emplace_back();
-        rejection.set_offset(message.records(r).offset());
-        rejection.set_user_id(message.records(r).user_id());
-        rejection.set_description(
-            "the subject was deleted; a deleted subject takes no more writes");
-      }
-      std::sort(rejections.begin(), rejections.end(),
-                [](const auto& a, const auto& b) { return a.offset() < b.offset(); });
+      std::vector<v1::ImportRejection> rejections = step->batch.Rejections();
       rejected = static_cast<int64_t>(rejections.size());
-      imported = step->records - rejected;
-      imported_ += imported;
-      rejected_ += rejected;
-      acknowledged_ = step->offset;
-      for (v1::ImportRejection& rejection : rejections) {
-        if (rejections_.size() >= kMaxImportRejections) break;
-        rejections_.push_back(std::move(rejection));
-      }
+      imported = step->batch.records() - rejected;
+      Count(imported, 0, std::move(rejections), step->offset);
     } else if (failure_.ok()) {
       failure_ = result.status();
     }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "core/proto_time.h"
+#include "core/validation.h"
 #include "server/registry.h"
 
 namespace consent {
@@ -31,14 +32,10 @@ absl::Status RecordRefused(storage::ConsentStore* store, absl::Time now, int64_t
 
 }  // namespace
 
-void Registry::StampCommand(const std::string& caller, absl::Time now, Command* command) {
-  *command->mutable_time() = ToProto(now);
-  command->set_caller(caller);
-}
-
 void Registry::set_replicator(Replicator* replicator, absl::Duration min_revision_wait,
                               std::function<void(bool reached)> on_revision_wait) {
   replicator_ = replicator;
+  imports_.set_replicator(replicator);
   min_revision_wait_ = min_revision_wait;
   checks_.set_revision_wait(
       [this, on_revision_wait = std::move(on_revision_wait)](int64_t revision) -> int64_t {
@@ -138,13 +135,77 @@ void Registry::LogApplier::ApplyWrite(const Command& command, int64_t sequence, 
     case Command::kBatchRecordNotices:
       return apply(command.batch_record_notices(), &RegistryWrites::BatchRecordNotices,
                    v1::BatchRecordNoticesResponse());
-    case Command::kActivatePolicy:
+    case Command::kActivatePolicy:  // applied alone
+    case Command::kImportStep:
     case Command::WRITE_NOT_SET:
       break;
   }
   absl::Status refused = absl::InvalidArgumentError("the command holds no write");
   absl::Status recorded = RecordRefused(r.store_, FromProto(command.time()), sequence);
   done(recorded.ok() ? refused : recorded, "");
+}
+
+absl::Status Registry::LogApplier::ApplyAlone(const Command& command, int64_t sequence,
+                                              std::string* response) {
+  if (command.write_case() == Command::kImportStep) {
+    return ApplyImport(command, sequence, response);
+  }
+  return ApplyPolicy(command, sequence, response);
+}
+
+absl::Status Registry::LogApplier::ApplyImport(const Command& command, int64_t sequence,
+                                               std::string* response) {
+  Registry& r = *registry_;
+  const absl::Time now = FromProto(command.time());
+  const replication::v1::ImportStep& step = command.import_step();
+  auto refuse = [&](absl::Status refused) {
+    absl::Status recorded = RecordRefused(r.store_, now, sequence);
+    return recorded.ok() ? refused : recorded;
+  };
+  const std::shared_ptr<const CompiledPolicy> policy = r.policies_->Get();
+  if (policy == nullptr) {
+    return refuse(
+        absl::FailedPreconditionError("no policy was active at this place in the command log"));
+  }
+  if (!IdProblem(step.import_id()).empty() || step.offset() <= 0) {
+    return refuse(absl::InvalidArgumentError("the import step has no valid import id or offset"));
+  }
+  // Nothing else is being applied: the progress read is that of every
+  // command before this one.
+  absl::StatusOr<int64_t> through = r.store_->ImportedThrough(step.import_id());
+  if (!through.ok()) return through.status();
+  replication::v1::ImportStepApplied applied;
+  int first = 0;
+  while (first < step.records_size() && step.records(first).offset() <= *through) ++first;
+  applied.set_skipped(first);
+  if (step.offset() <= *through) {
+    // Sent again, or by another call that got there first.
+    if (absl::Status s = RecordRefused(r.store_, now, sequence); !s.ok()) return s;
+    applied.set_acknowledged_offset(*through);
+    *response = applied.SerializeAsString();
+    return absl::OkStatus();
+  }
+  ImportBatch batch(step.import_id(), command.caller(), &step.records());
+  std::vector<storage::SubjectUpdate> updates = batch.Prepare(*policy, now, first);
+  absl::StatusOr<storage::CommitResult> result = absl::InternalError("not answered");
+  absl::Notification committed;
+  r.store_->ApplyLoggedImportAsync(std::move(updates), now,
+                                   storage::ImportStep{step.import_id(), step.offset()}, sequence,
+                                   [&](absl::StatusOr<storage::CommitResult> c) {
+                                     result = std::move(c);
+                                     committed.Notify();
+                                   });
+  committed.WaitForNotification();
+  if (!result.ok()) return result.status();
+  r.notifier_.Notify(r.store_->CurrentRevision());
+  std::vector<v1::ImportRejection> rejections = batch.Rejections();
+  applied.set_imported(batch.records() - static_cast<int64_t>(rejections.size()));
+  for (v1::ImportRejection& rejection : rejections) {
+    *applied.add_rejections() = std::move(rejection);
+  }
+  applied.set_acknowledged_offset(step.offset());
+  *response = applied.SerializeAsString();
+  return absl::OkStatus();
 }
 
 absl::Status Registry::LogApplier::ApplyPolicy(const Command& command, int64_t sequence,

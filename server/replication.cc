@@ -9,6 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "core/proto_time.h"
 #include "server/log.h"
 
 namespace consent {
@@ -26,6 +27,16 @@ std::string NewOrigin() {
 }
 
 }  // namespace
+
+void StampCommand(const std::string& caller, absl::Time now, Command* command) {
+  *command->mutable_time() = ToProto(now);
+  command->set_caller(caller);
+}
+
+bool AppliesAlone(const Command& command) {
+  return command.write_case() == Command::kActivatePolicy ||
+         command.write_case() == Command::kImportStep;
+}
 
 bool IsDeterministicOutcome(const absl::Status& status) {
   return status.ok() || storage::IsRefusal(status);
@@ -353,8 +364,7 @@ void Replicator::ApplyOne(storage::LoggedCommand logged) {
     stats_.applied_sequence = std::max(stats_.applied_sequence, sequence);
     return;
   }
-  if (command->write_case() == Command::kActivatePolicy) {
-    // Applied alone, between writes.
+  if (AppliesAlone(*command)) {
     {
       absl::MutexLock lock(&mu_);
       auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return applying_ == 0; };
@@ -362,7 +372,7 @@ void Replicator::ApplyOne(storage::LoggedCommand logged) {
       if (reapply_) return;  // read again from before a failed write
     }
     std::string response;
-    absl::Status status = applier_->ApplyPolicy(*command, sequence, &response);
+    absl::Status status = applier_->ApplyAlone(*command, sequence, &response);
     {
       absl::MutexLock lock(&mu_);
       if (!IsDeterministicOutcome(status)) {

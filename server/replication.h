@@ -68,10 +68,12 @@ class CommandApplier {
   // (kUnavailable, kResourceExhausted, kInternal, kDataLoss) is not, and
   // the command is applied again.
   virtual void ApplyWrite(const replication::v1::Command& command, int64_t sequence, Done done) = 0;
-  // Applies a policy activation, before returning. Called when no write
-  // is being applied.
-  virtual absl::Status ApplyPolicy(const replication::v1::Command& command, int64_t sequence,
-                                   std::string* response) = 0;
+  // Applies a command that must see every command before it committed
+  // (AppliesAlone: a policy activation, an import step), before
+  // returning; `response` gets the serialized outcome when OK. Called
+  // when no write is being applied.
+  virtual absl::Status ApplyAlone(const replication::v1::Command& command, int64_t sequence,
+                                  std::string* response) = 0;
 };
 
 // Thread safe. Stop (or the destructor) before the store closes.
@@ -96,6 +98,9 @@ class Replicator {
   // is larger than the log takes.
   void Submit(replication::v1::Command command, const std::string& request_id,
               CommandApplier::Done done);
+
+  // The largest command the log takes, in bytes (serialized).
+  int64_t max_command_bytes() const { return options_.log.max_message_bytes; }
 
   // Waits until this replica has applied every command the log held when
   // called, or `timeout` passes (kDeadlineExceeded), reporting progress
@@ -187,6 +192,13 @@ class Replicator {
   std::vector<std::thread> appenders_ ABSL_GUARDED_BY(threads_mu_);
   std::thread applier_thread_ ABSL_GUARDED_BY(threads_mu_);
 };
+
+// Sets what every command carries from the replica that accepts it: the
+// time it is stamped with and the caller.
+void StampCommand(const std::string& caller, absl::Time now, replication::v1::Command* command);
+
+// Whether `command` is applied alone (CommandApplier::ApplyAlone).
+bool AppliesAlone(const replication::v1::Command& command);
 
 // Whether a status from applying a command is the same on every replica
 // (a refusal by the write rules) rather than a storage failure here.

@@ -122,11 +122,11 @@ TEST_F(RegistryReplicationTest, APolicyCommandActivatesItAndIsRecorded) {
   *command.mutable_time() = ToProto(clock_.Now() + absl::Hours(1));
   command.mutable_activate_policy()->set_text("version: \"\"\n");  // does not load
   std::string response;
-  EXPECT_EQ(registry_->command_applier()->ApplyPolicy(command, 1, &response).code(),
+  EXPECT_EQ(registry_->command_applier()->ApplyAlone(command, 1, &response).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(*store_->AppliedSequence(), 1);
   command.mutable_activate_policy()->set_text(strict);
-  ASSERT_TRUE(registry_->command_applier()->ApplyPolicy(command, 2, &response).ok());
+  ASSERT_TRUE(registry_->command_applier()->ApplyAlone(command, 2, &response).ok());
   replication::v1::PolicyActivated activated;
   ASSERT_TRUE(activated.ParseFromString(response));
   EXPECT_EQ(activated.version(), "uk-consent");
@@ -136,9 +136,111 @@ TEST_F(RegistryReplicationTest, APolicyCommandActivatesItAndIsRecorded) {
   EXPECT_EQ(*store_->AppliedSequence(), 2);
   // Applied again after a crash before its record: the same text changes
   // nothing.
-  ASSERT_TRUE(registry_->command_applier()->ApplyPolicy(command, 3, &response).ok());
+  ASSERT_TRUE(registry_->command_applier()->ApplyAlone(command, 3, &response).ok());
   ASSERT_TRUE(activated.ParseFromString(response));
   EXPECT_FALSE(activated.changed());
+}
+
+v1::ImportRecord Record(int64_t offset, const std::string& user, const std::string& purpose) {
+  v1::ImportRecord record;
+  record.set_offset(offset);
+  record.set_user_id(user);
+  record.set_jurisdiction("GB");
+  v1::ImportedPreference* preference = record.add_preferences();
+  preference->set_purpose(purpose);
+  preference->set_state(v1::PREFERENCE_STATE_OBJECTED);
+  return record;
+}
+
+TEST_F(RegistryReplicationTest, ImportStepsApplyTheirRecordsAboveTheProgressOnce) {
+  Command deletion;
+  *deletion.mutable_time() = ToProto(clock_.Now());
+  deletion.set_caller("settings");
+  deletion.mutable_delete_subject()->set_user_id("carol");
+  ASSERT_TRUE(Apply(deletion, 1).status.ok());
+  const int64_t deleted_at = store_->CurrentRevision();
+
+  auto step = [this](int64_t offset, std::vector<v1::ImportRecord> records) {
+    Command command;
+    *command.mutable_time() = ToProto(clock_.Now());
+    command.set_caller("loader");
+    command.mutable_import_step()->set_import_id("load");
+    command.mutable_import_step()->set_offset(offset);
+    for (v1::ImportRecord& record : records) {
+      *command.mutable_import_step()->add_records() = std::move(record);
+    }
+    return command;
+  };
+  auto apply = [this](const Command& command, int64_t sequence,
+                      replication::v1::ImportStepApplied* applied) {
+    std::string response;
+    absl::Status status = registry_->command_applier()->ApplyAlone(command, sequence, &response);
+    if (status.ok() && !applied->ParseFromString(response)) {
+      return absl::InternalError("the answer does not parse");
+    }
+    return status;
+  };
+
+  // Offset 40 (the step's end) was rejected by the accepting replica and
+  // is not in the command. A purpose the policy does not define and a
+  // deleted subject are refused here; alice is imported.
+  replication::v1::ImportStepApplied applied;
+  ASSERT_TRUE(apply(step(40, {Record(10, "alice", "ai_training"), Record(20, "bob", "no_such"),
+                              Record(30, "carol", "ai_training")}),
+                    2, &applied)
+                  .ok());
+  EXPECT_EQ(applied.imported(), 1);
+  EXPECT_EQ(applied.skipped(), 0);
+  EXPECT_EQ(applied.acknowledged_offset(), 40);
+  ASSERT_EQ(applied.rejections_size(), 2);
+  EXPECT_EQ(applied.rejections(0).offset(), 20);
+  EXPECT_EQ(applied.rejections(0).field(), "preferences[0].purpose");
+  EXPECT_EQ(applied.rejections(1).offset(), 30);
+  EXPECT_EQ(applied.rejections(1).user_id(), "carol");
+  EXPECT_EQ(applied.rejections(1).description(),
+            "the subject was deleted; a deleted subject takes no more writes");
+  EXPECT_EQ(*store_->ImportedThrough("load"), 40);
+  EXPECT_EQ(*store_->AppliedSequence(), 2);
+  EXPECT_EQ(store_->CurrentRevision(), deleted_at + 2);  // alice's attributes and objection
+  v1::ListHistoryRequest history;
+  history.set_user_id("alice");
+  v1::ListHistoryResponse events;
+  ASSERT_TRUE(registry_->ListHistory(history, &events).ok());
+  ASSERT_EQ(events.events_size(), 2);
+  EXPECT_EQ(events.events(1).caller(), "loader");
+  EXPECT_EQ(events.events(1).request_id(), "load:10");
+  EXPECT_EQ(events.events(1).source().channel(), "import");
+  EXPECT_EQ(events.events(1).event_time(), ToProto(clock_.Now()));
+
+  // Resumed from an older progress (another replica's call): the records
+  // at or below 40 are skipped, dave is imported.
+  ASSERT_TRUE(
+      apply(step(50, {Record(30, "carol", "ai_training"), Record(40, "erin", "ai_training"),
+                      Record(50, "dave", "ai_training")}),
+            3, &applied)
+          .ok());
+  EXPECT_EQ(applied.imported(), 1);
+  EXPECT_EQ(applied.skipped(), 2);
+  EXPECT_EQ(applied.rejections_size(), 0);
+  EXPECT_EQ(applied.acknowledged_offset(), 50);
+  EXPECT_EQ(store_->GetSubject("erin").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetSubject("dave")->attributes().jurisdiction(), "GB");
+  const int64_t revision = store_->CurrentRevision();
+
+  // The whole step again: skipped, recorded, nothing written.
+  ASSERT_TRUE(apply(step(50, {Record(50, "dave", "ai_training")}), 4, &applied).ok());
+  EXPECT_EQ(applied.imported(), 0);
+  EXPECT_EQ(applied.skipped(), 1);
+  EXPECT_EQ(applied.acknowledged_offset(), 50);
+  EXPECT_EQ(store_->CurrentRevision(), revision);
+  EXPECT_EQ(*store_->AppliedSequence(), 4);
+
+  // A step without an import id: refused, recorded.
+  Command bad = step(60, {Record(60, "frank", "ai_training")});
+  bad.mutable_import_step()->clear_import_id();
+  EXPECT_EQ(apply(bad, 5, &applied).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*store_->AppliedSequence(), 5);
+  EXPECT_EQ(store_->CurrentRevision(), revision);
 }
 
 }  // namespace

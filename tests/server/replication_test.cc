@@ -34,6 +34,12 @@ constexpr int64_t kMaxPayload = 8 << 20;
 // BatchSetPreferences' limit.
 constexpr int kLargestBatch = 1000;
 
+// A user id of 100 bytes: an import record of about 140.
+std::string UserOf(int64_t n) {
+  const std::string id = absl::StrCat("user-", n, "-");
+  return id + std::string(100 - id.size(), 'x');
+}
+
 class ReplicationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -247,6 +253,100 @@ TEST_F(ReplicationTest, AWriteOnOneReplicaIsReadOnTheOtherWithMinRevision) {
   EXPECT_EQ(code, 1);
   EXPECT_THAT(log, HasSubstr("this replica applied the command log through 9 but the log ends "
                              "at 0: the NATS cluster lost commands it had acknowledged"));
+}
+
+// A bulk import taken by one replica is applied by every replica: each
+// step a command of the log, split when it is larger than the log's
+// largest command, and resumed on another replica from the progress the
+// log has made.
+TEST_F(ReplicationTest, AnImportOnOneReplicaIsAppliedOnEvery) {
+  // 64 KiB commands: a message of 1,000 records (about 150 KB) takes
+  // several.
+  const std::vector<std::string> small = {"--nats_max_message_bytes=65536",
+                                          "--metrics_listen=127.0.0.1:0"};
+  StartReplica(0, small);
+  StartReplica(1, small);
+  v1::DeleteSubjectRequest deletion;
+  deletion.set_user_id(UserOf(500));
+  ASSERT_TRUE(client(0).DeleteSubject(deletion).ok());
+
+  // Records 1..1500 in two messages; 500's subject is deleted, 600 names a
+  // purpose the policy does not define.
+  auto records = [](int64_t from, int64_t to, v1::ImportSubjectsRequest* message) {
+    for (int64_t offset = from; offset <= to; ++offset) {
+      v1::ImportRecord* record = message->add_records();
+      record->set_offset(offset);
+      record->set_user_id(UserOf(offset));
+      record->set_jurisdiction("GB");
+      record->mutable_birth_date()->set_year(1990);
+      record->mutable_birth_date()->set_month(1);
+      record->mutable_birth_date()->set_day(1);
+      v1::ImportedPreference* preference = record->add_preferences();
+      preference->set_purpose(offset == 600 ? "no_such" : "ai_training");
+      preference->set_state(v1::PREFERENCE_STATE_OBJECTED);
+    }
+  };
+  int sent = 0;
+  auto imported = client(0).ImportSubjects("load", [&](v1::ImportSubjectsRequest* message) {
+    if (sent++ == 0) {
+      records(1, 1000, message);
+      return true;
+    }
+    records(1001, 1500, message);
+    return false;
+  });
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->imported(), 1498);
+  EXPECT_EQ(imported->rejected(), 2);
+  EXPECT_EQ(imported->skipped(), 0);
+  EXPECT_EQ(imported->acknowledged_offset(), 1500);
+  ASSERT_EQ(imported->rejections_size(), 2);
+  EXPECT_EQ(imported->rejections(0).offset(), 500);
+  EXPECT_EQ(imported->rejections(0).description(),
+            "the subject was deleted; a deleted subject takes no more writes");
+  EXPECT_EQ(imported->rejections(1).offset(), 600);
+  EXPECT_EQ(imported->rejections(1).field(), "preferences[0].purpose");
+  // Two events per imported record, after the deletion's one.
+  EXPECT_EQ(imported->revision(), 1 + 2 * 1498);
+
+  // Replica 1 applied it; resumed there, the import skips what is done.
+  v1::CheckRequest last = testing::PublicPostCheck(UserOf(1500));
+  last.set_min_revision(imported->revision());
+  auto decision = client(1).Check(last);
+  ASSERT_TRUE(decision.ok()) << decision.status();
+  EXPECT_EQ(decision->decision().reason(), v1::DECISION_REASON_DENIED_OBJECTION);
+  auto progress = client(1).ImportProgress("load");
+  ASSERT_TRUE(progress.ok()) << progress.status();
+  EXPECT_EQ(*progress, 1500);
+  auto resumed = client(1).ImportSubjects("load", [&](v1::ImportSubjectsRequest* message) {
+    records(1201, 1700, message);
+    return false;
+  });
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->skipped(), 300);
+  EXPECT_EQ(resumed->imported(), 200);
+  EXPECT_EQ(resumed->acknowledged_offset(), 1700);
+
+  // The same records, history and chain on both replicas.
+  v1::CheckRequest end = testing::PublicPostCheck(UserOf(1700));
+  end.set_min_revision(resumed->revision());
+  ASSERT_TRUE(client(0).Check(end).ok());
+  const std::vector<std::string> events = AllEvents(0);
+  EXPECT_EQ(events.size(), static_cast<size_t>(1 + 2 * 1698));
+  EXPECT_EQ(AllEvents(1), events);
+  for (size_t i : {0, 1}) {
+    auto verified = client(i).VerifyAuditLog(v1::VerifyAuditLogRequest());
+    ASSERT_TRUE(verified.ok()) << verified.status();
+    EXPECT_TRUE(verified->ok()) << verified->detail();
+  }
+
+  // The log holds the policy, the deletion, the resumed step and at least
+  // three commands for the first message and two for the second.
+  auto metrics = testing::HttpGet(replicas_[1]->metrics_address(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  auto applied = testing::SampleValue(*metrics, "consent_replication_applied_sequence");
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_GE(*applied, 2 + 3 + 2 + 1);
 }
 
 // A policy reloaded on one replica goes through the log: every replica
