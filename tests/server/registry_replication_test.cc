@@ -214,11 +214,10 @@ TEST_F(RegistryReplicationTest, ImportStepsApplyTheirRecordsAboveTheProgressOnce
 
   // Resumed from an older progress (another replica's call): the records
   // at or below 40 are skipped, dave is imported.
-  ASSERT_TRUE(
-      apply(step(50, {Record(30, "carol", "ai_training"), Record(40, "erin", "ai_training"),
-                      Record(50, "dave", "ai_training")}),
-            3, &applied)
-          .ok());
+  ASSERT_TRUE(apply(step(50, {Record(30, "carol", "ai_training"), Record(40, "erin", "ai_training"),
+                              Record(50, "dave", "ai_training")}),
+                    3, &applied)
+                  .ok());
   EXPECT_EQ(applied.imported(), 1);
   EXPECT_EQ(applied.skipped(), 2);
   EXPECT_EQ(applied.rejections_size(), 0);

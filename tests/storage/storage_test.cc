@@ -223,8 +223,8 @@ TEST(StoreTest, LoggedCommandsApplyOnceInOrderWithNoGap) {
 }
 
 absl::StatusOr<CommitResult> ApplyLoggedImport(ConsentStore& store,
-                                               std::vector<SubjectUpdate> updates,
-                                               ImportStep step, int64_t sequence) {
+                                               std::vector<SubjectUpdate> updates, ImportStep step,
+                                               int64_t sequence) {
   absl::StatusOr<CommitResult> result = absl::InternalError("not answered");
   absl::Notification answered;
   store.ApplyLoggedImportAsync(std::move(updates), kNow, std::move(step), sequence,
