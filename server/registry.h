@@ -9,11 +9,11 @@
 // backups. GetSubjectSummary is a function over the store and the policy
 // (subject_summary.h). The errors each call gives are listed on its part's class.
 //
-// With replication (replication.h, set_replicator) the writes and policy
-// activations go through the replicated command log: validated here,
-// appended, and answered once this replica has applied them; the registry
-// is also what applies the log's commands (command_applier,
-// registry_replication.cc).
+// With replication (replication.h, set_replicator) the writes, import
+// steps and policy activations go through the replicated command log:
+// validated here, appended, and answered once this replica has applied
+// them; the registry is also what applies the log's commands
+// (command_applier, registry_replication.cc).
 #ifndef CONSENT_SERVER_REGISTRY_H_
 #define CONSENT_SERVER_REGISTRY_H_
 
@@ -103,11 +103,11 @@ class Registry {
   // the command log (on every replica, at the same place in the log).
   absl::StatusOr<PolicyChange> ActivatePolicy(std::shared_ptr<const CompiledPolicy> next);
 
-  // Replication: from now on writes and policy activations go through
-  // `replicator`'s command log, and a read whose min_revision is ahead of
-  // this replica waits up to `min_revision_wait` for it (then
-  // kUnavailable); `on_revision_wait(reached)` (may be empty) is told
-  // of each such wait. Call once, before serving; `replicator` must have
+  // Replication: from now on writes, import steps and policy activations
+  // go through `replicator`'s command log, and a read whose min_revision
+  // is ahead of this replica waits up to `min_revision_wait` for it (then
+  // kUnavailable); `on_revision_wait(reached)` (may be empty) is told of
+  // each such wait. Call once, before serving; `replicator` must have
   // been started with command_applier() and outlive the registry's use.
   void set_replicator(Replicator* replicator, absl::Duration min_revision_wait,
                       std::function<void(bool reached)> on_revision_wait = {});
