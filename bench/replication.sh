@@ -12,12 +12,17 @@
 #   bench/replication.sh failover  writes for 16 s with one replica; 5 s in,
 #                                  the stream's leader is SIGKILLed; the
 #                                  longest pause between answers, a round
+#   bench/replication.sh imports   consentctl import of RECORDS (default
+#                                  200,000) new subjects, standalone and
+#                                  replicated (two replicas, the import
+#                                  sent to one) in alternating pairs:
+#                                  records/s and consentd CPU a record
 #
 # Environment: as bench/common.sh (SUBJECTS, DATA, RUNS: pairs or rounds,
 # DURATION), NATS_PORT (first of three client ports, 14222; routes at +2000,
 # monitoring at +4000). Results: bench/results/replication-*.jsonl.
 set -euo pipefail
-mode=${1:?usage: bench/replication.sh writes|checks|failover}
+mode=${1:?usage: bench/replication.sh writes|checks|failover|imports}
 name=replication
 default_duration=6s
 default_warmup=1s
@@ -181,6 +186,54 @@ print("failover run %d: killed %s; longest pause between answers %.0f ms, errors
 PY
     done
     ;;
-  *) echo "usage: bench/replication.sh writes|checks|failover" >&2; exit 2 ;;
+  imports)
+    records=${RECORDS:-200000}
+    ctl="$root/build/client/consentctl"
+    "$root/scripts/build.sh" consentctl >&2
+    for run in $(seq 1 "$runs"); do
+      file="$work/import-$run.csv"
+      /usr/bin/python3 - "$file" "$records" "$run" <<'PY'
+import sys
+path, records, run = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(path, "w") as f:
+    f.write("user_id,jurisdiction,birth_date,preferences\n")
+    for n in range(records):
+        objecting = "ai_training=OBJECTED" if n % 10 == 9 else ""
+        f.write(f"import-{run}-{n},GB,1980-01-01,{objecting}\n")
+PY
+      for kind in standalone replicated; do
+        if [ "$kind" = replicated ]; then
+          start_nats
+          start_consentd 1
+        fi
+        start_consentd 0 "$kind"
+        c0=$(cpu_ticks "$consentd_pid")
+        start=$(date +%s.%N)
+        "$ctl" --target="$target" import "$file" --import_id="rate-$run-$kind" \
+          >"$work/import.out" 2>/dev/null || true
+        end=$(date +%s.%N)
+        c1=$(cpu_ticks "$consentd_pid")
+        for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+        for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+        pids=()
+        [ "$kind" = replicated ] && stop_nats
+        /usr/bin/python3 - "$kind" "$run" "$records" "$start" "$end" $((c1 - c0)) \
+          "$work/import.out" <<'PY' | tee -a "$results" >/dev/null
+import json, sys
+kind, run, records, start, end, ticks, out = sys.argv[1:8]
+records, seconds = int(records), float(end) - float(start)
+summary = open(out).read().strip()
+d = {"mode": "imports", "kind": kind, "run": int(run), "records": records,
+     "seconds": seconds, "records_per_s": records / seconds,
+     "consentd_cpu_us_per_record": int(ticks) * 1e4 / records, "consentctl": summary}
+print(json.dumps(d))
+print("%s import run %s: %.0f records/s, consentd CPU %.1f us a record (%s)" % (
+    kind, run, d["records_per_s"], d["consentd_cpu_us_per_record"], summary), file=sys.stderr)
+PY
+      done
+      rm -f "$file"
+    done
+    ;;
+  *) echo "usage: bench/replication.sh writes|checks|failover|imports" >&2; exit 2 ;;
 esac
 echo "$name: results in $results" >&2
