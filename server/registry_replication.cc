@@ -16,18 +16,19 @@ namespace {
 
 using replication::v1::Command;
 
-// Commits a command of the log with nothing in it but its place: for a
-// command refused before it reached the store (its checks, a policy), so
-// the next command follows it. Waits for the synced write.
-absl::Status RecordRefused(storage::ConsentStore* store, absl::Time now, int64_t sequence) {
-  absl::Status status;
-  absl::Notification written;
-  store->ApplyLoggedAsync({}, now, {}, sequence, [&](absl::StatusOr<storage::CommitResult> r) {
-    status = r.status();
-    written.Notify();
+// Records the command at `sequence` as applied with nothing written
+// (RegistryWrites::Refuse: for a command refused before it reached the
+// store, or one that writes apart from it), so the next command follows
+// it; waits, then returns `outcome`, or the failure to record it.
+absl::Status RecordApplied(RegistryWrites& writes, const Command& command, int64_t sequence,
+                           absl::Status outcome) {
+  CallContext context;
+  context.caller = command.caller();
+  context.time = FromProto(command.time());
+  context.log_sequence = sequence;
+  return RegistryWrites::AwaitWrite([&](RegistryWrites::WriteDone done) {
+    writes.Refuse(context, context.time, std::move(outcome), std::move(done));
   });
-  written.WaitForNotification();
-  return status;
 }
 
 }  // namespace
@@ -91,10 +92,10 @@ void Registry::LogApplier::ApplyWrite(const Command& command, int64_t sequence, 
   if (r.policies_->Get() == nullptr) {
     // Every log starts with a policy activation; without one, refused alike
     // on every replica.
-    absl::Status refused =
-        absl::FailedPreconditionError("no policy was active at this place in the command log");
-    absl::Status recorded = RecordRefused(r.store_, FromProto(command.time()), sequence);
-    return done(recorded.ok() ? refused : recorded, "");
+    return done(RecordApplied(r.writes_, command, sequence,
+                              absl::FailedPreconditionError(
+                                  "no policy was active at this place in the command log")),
+                "");
   }
   // What a write needs until it is answered: its context and response.
   auto apply = [&](const auto& request, auto write, auto response_type) {
@@ -140,9 +141,9 @@ void Registry::LogApplier::ApplyWrite(const Command& command, int64_t sequence, 
     case Command::WRITE_NOT_SET:
       break;
   }
-  absl::Status refused = absl::InvalidArgumentError("the command holds no write");
-  absl::Status recorded = RecordRefused(r.store_, FromProto(command.time()), sequence);
-  done(recorded.ok() ? refused : recorded, "");
+  done(RecordApplied(r.writes_, command, sequence,
+                     absl::InvalidArgumentError("the command holds no write")),
+       "");
 }
 
 absl::Status Registry::LogApplier::ApplyAlone(const Command& command, int64_t sequence,
@@ -159,8 +160,7 @@ absl::Status Registry::LogApplier::ApplyImport(const Command& command, int64_t s
   const absl::Time now = FromProto(command.time());
   const replication::v1::ImportStep& step = command.import_step();
   auto refuse = [&](absl::Status refused) {
-    absl::Status recorded = RecordRefused(r.store_, now, sequence);
-    return recorded.ok() ? refused : recorded;
+    return RecordApplied(r.writes_, command, sequence, std::move(refused));
   };
   const std::shared_ptr<const CompiledPolicy> policy = r.policies_->Get();
   if (policy == nullptr) {
@@ -180,7 +180,9 @@ absl::Status Registry::LogApplier::ApplyImport(const Command& command, int64_t s
   applied.set_skipped(first);
   if (step.offset() <= *through) {
     // Sent again, or by another call that got there first.
-    if (absl::Status s = RecordRefused(r.store_, now, sequence); !s.ok()) return s;
+    if (absl::Status s = RecordApplied(r.writes_, command, sequence, absl::OkStatus()); !s.ok()) {
+      return s;
+    }
     applied.set_acknowledged_offset(*through);
     *response = applied.SerializeAsString();
     return absl::OkStatus();
@@ -220,8 +222,9 @@ absl::Status Registry::LogApplier::ApplyPolicy(const Command& command, int64_t s
   if (!change.ok() && !storage::IsRefusal(change.status())) return change.status();
   // Recorded apart from the policy: applied again after a crash between
   // the two, the same text changes nothing, and is recorded then.
-  if (absl::Status s = RecordRefused(r.store_, now, sequence); !s.ok()) return s;
-  if (!change.ok()) return change.status();
+  if (absl::Status s = RecordApplied(r.writes_, command, sequence, change.status()); !s.ok()) {
+    return s;
+  }
   replication::v1::PolicyActivated activated;
   activated.set_version(change->version);
   activated.set_previous_version(change->previous_version);

@@ -101,10 +101,14 @@ class RegistryWrites {
 
   absl::Status GetSubject(const v1::GetSubjectRequest& request, v1::GetSubjectResponse* response);
 
- private:
-  // Answers a write its checks refused: at once, or, for a command of the
-  // replicated log, once the store has recorded the command as applied.
+  // Answers a write refused before it reached the store with `refusal`:
+  // at once, or, for a command of the replicated log (context.log_sequence
+  // set), once the store has recorded the command as applied with nothing
+  // in it (then with the failure to record it, if that failed). Also how
+  // a command that is not a write is recorded (an OK `refusal`).
   void Refuse(const CallContext& context, absl::Time now, absl::Status refusal, WriteDone done);
+
+ private:
   // Commits at `now` (as the command at context.log_sequence, if it is
   // one), wakes change-feed readers, then passes the result to `then` (on
   // the store's thread, see ConsentStore::CommitAsync). A request id
