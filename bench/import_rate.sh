@@ -50,15 +50,7 @@ for run in $(seq 1 "$runs"); do
 
   # The import's: new users each run.
   file="$work/run-$run.csv"
-  /usr/bin/python3 - "$file" "$records" "$run" <<'PY'
-import sys
-path, records, run = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(path, "w") as f:
-    f.write("user_id,jurisdiction,birth_date,preferences\n")
-    for n in range(records):
-        objecting = "ai_training=OBJECTED" if n % 10 == 9 else ""
-        f.write(f"import-{run}-{n},GB,1980-01-01,{objecting}\n")
-PY
+  /usr/bin/python3 "$root/bench/import_file.py" "$file" "$records" "$run"
   [ "$base" -gt 0 ] || rm -rf "$registry"
   out=$(mktemp)
   "$root/build/server/consentd" --data_dir="$registry" --listen=127.0.0.1:0 \

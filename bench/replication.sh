@@ -192,15 +192,7 @@ PY
     "$root/scripts/build.sh" consentctl >&2
     for run in $(seq 1 "$runs"); do
       file="$work/import-$run.csv"
-      /usr/bin/python3 - "$file" "$records" "$run" <<'PY'
-import sys
-path, records, run = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(path, "w") as f:
-    f.write("user_id,jurisdiction,birth_date,preferences\n")
-    for n in range(records):
-        objecting = "ai_training=OBJECTED" if n % 10 == 9 else ""
-        f.write(f"import-{run}-{n},GB,1980-01-01,{objecting}\n")
-PY
+      /usr/bin/python3 "$root/bench/import_file.py" "$file" "$records" "$run"
       for kind in standalone replicated; do
         if [ "$kind" = replicated ]; then
           start_nats

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -76,18 +77,27 @@ TEST(StoreTest, FailingUpdateAbortsTheWholeCommit) {
   EXPECT_TRUE(events->empty());
 }
 
+using CommitDone = std::function<void(absl::StatusOr<CommitResult>)>;
+
+// Starts an asynchronous commit with a `done` that keeps its result, and
+// waits for it.
+absl::StatusOr<CommitResult> AwaitCommit(const std::function<void(CommitDone)>& start) {
+  absl::StatusOr<CommitResult> result = absl::InternalError("not answered");
+  absl::Notification done;
+  start([&](absl::StatusOr<CommitResult> r) {
+    result = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return result;
+}
+
 // Commits an import step and waits for it.
 absl::StatusOr<CommitResult> ImportStepOf(ConsentStore& store, std::vector<SubjectUpdate> updates,
                                           const std::string& id, int64_t offset) {
-  absl::StatusOr<CommitResult> result;
-  absl::Notification done;
-  store.ImportAsync(std::move(updates), kNow, ImportStep{id, offset},
-                    [&](absl::StatusOr<CommitResult> r) {
-                      result = std::move(r);
-                      done.Notify();
-                    });
-  done.WaitForNotification();
-  return result;
+  return AwaitCommit([&](CommitDone done) {
+    store.ImportAsync(std::move(updates), kNow, ImportStep{id, offset}, std::move(done));
+  });
 }
 
 TEST(StoreTest, AnImportStepAppliesOnceAndInOrder) {
@@ -139,15 +149,9 @@ TEST(StoreTest, AnImportStepAppliesOnceAndInOrder) {
 // Applies a command of the replicated log and waits for it.
 absl::StatusOr<CommitResult> ApplyLogged(ConsentStore& store, std::vector<SubjectUpdate> updates,
                                          int64_t sequence, RequestKey request = {}) {
-  absl::StatusOr<CommitResult> result;
-  absl::Notification done;
-  store.ApplyLoggedAsync(std::move(updates), kNow, std::move(request), sequence,
-                         [&](absl::StatusOr<CommitResult> r) {
-                           result = std::move(r);
-                           done.Notify();
-                         });
-  done.WaitForNotification();
-  return result;
+  return AwaitCommit([&](CommitDone done) {
+    store.ApplyLoggedAsync(std::move(updates), kNow, std::move(request), sequence, std::move(done));
+  });
 }
 
 TEST(StoreTest, LoggedCommandsApplyOnceInOrderWithNoGap) {
@@ -222,18 +226,15 @@ TEST(StoreTest, LoggedCommandsApplyOnceInOrderWithNoGap) {
   EXPECT_EQ(*store->AppliedSequence(), 6);
 }
 
+// Applies an import step that is a command of the replicated log, and
+// waits for it.
 absl::StatusOr<CommitResult> ApplyLoggedImport(ConsentStore& store,
                                                std::vector<SubjectUpdate> updates, ImportStep step,
                                                int64_t sequence) {
-  absl::StatusOr<CommitResult> result = absl::InternalError("not answered");
-  absl::Notification answered;
-  store.ApplyLoggedImportAsync(std::move(updates), kNow, std::move(step), sequence,
-                               [&](absl::StatusOr<CommitResult> r) {
-                                 result = std::move(r);
-                                 answered.Notify();
-                               });
-  answered.WaitForNotification();
-  return result;
+  return AwaitCommit([&](CommitDone done) {
+    store.ApplyLoggedImportAsync(std::move(updates), kNow, std::move(step), sequence,
+                                 std::move(done));
+  });
 }
 
 TEST(StoreTest, LoggedImportStepsRecordProgressAndSequenceTogether) {
