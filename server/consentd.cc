@@ -145,6 +145,12 @@ ABSL_FLAG(std::string, nats_tls_key_file, "", "The NATS client certificate's pri
 ABSL_FLAG(std::string, nats_token_file, "",
           "File holding the token NATS servers require (authorization { token }); read at "
           "start, surrounding whitespace ignored.");
+ABSL_FLAG(std::string, nats_nkey, "",
+          "Public key (U...) of the NKey user NATS servers know this registry as (authorization "
+          "{ users: [{ nkey }] }); with --nats_nkey_seed_file. Not with --nats_token_file.");
+ABSL_FLAG(std::string, nats_nkey_seed_file, "",
+          "File holding that NKey user's seed (SU..., as nk -gen user writes it); read at each "
+          "connection to sign the server's challenge.");
 ABSL_FLAG(absl::Duration, min_revision_wait, absl::Seconds(2),
           "With replication: how long a read whose min_revision this replica has not applied "
           "yet waits for it before answering UNAVAILABLE.");
@@ -185,6 +191,22 @@ bool ReplicationFromFlags(const std::string& replication, consent::ServerOptions
       if (!in || log.token.empty()) {
         consent::LogError("--nats_token_file cannot be read, or holds no token",
                           {{"nats_token_file", token_file}});
+        return false;
+      }
+    }
+    log.nkey = absl::GetFlag(FLAGS_nats_nkey);
+    log.nkey_seed_file = absl::GetFlag(FLAGS_nats_nkey_seed_file);
+    if (log.nkey.empty() != log.nkey_seed_file.empty() ||
+        (!log.nkey.empty() && !log.token.empty())) {
+      consent::LogError(
+          "--nats_nkey and --nats_nkey_seed_file go together, and not with --nats_token_file");
+      return false;
+    }
+    if (!log.nkey_seed_file.empty()) {
+      std::ifstream seed(log.nkey_seed_file);
+      if (!seed || seed.peek() == std::ifstream::traits_type::eof()) {
+        consent::LogError("--nats_nkey_seed_file cannot be read, or is empty",
+                          {{"nats_nkey_seed_file", log.nkey_seed_file}});
         return false;
       }
     }
@@ -387,6 +409,7 @@ int main(int argc, char** argv) {
                         ? "(off)"
                         : options.replication.log.tls_ca_file},
        {"nats_token", options.replication.log.token.empty() ? "(none)" : "(from file)"},
+       {"nats_nkey", options.replication.log.nkey.empty() ? "(none)" : options.replication.log.nkey},
        {"log_format", absl::GetFlag(FLAGS_log_format)},
        {"log_level", std::string(consent::LogLevelName(log_level))}});
 

@@ -242,6 +242,18 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(
     return absl::InvalidArgumentError(
         "a NATS client certificate needs its key, and TLS (its CA file), and the other way round");
   }
+  if (options.nkey.empty() != options.nkey_seed_file.empty()) {
+    return absl::InvalidArgumentError("a NATS NKey needs its seed file, and the other way round");
+  }
+  if (!options.nkey.empty() && !options.token.empty()) {
+    return absl::InvalidArgumentError("a NATS connection takes a token or an NKey, not both");
+  }
+  if (!options.nkey.empty() && (options.nkey.size() != 56 || options.nkey[0] != 'U')) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a NATS user NKey is 56 characters starting with U (its public key; the "
+                     "seed goes in a file), not \"",
+                     options.nkey.substr(0, 8), options.nkey.size() > 8 ? "...\"" : "\""));
+  }
   if (options.max_message_bytes < 1 || options.max_message_bytes > (64 << 20)) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_message_bytes must be 1 to 64 MiB, not ", options.max_message_bytes));
@@ -271,6 +283,10 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(
   }
   if (s == NATS_OK && !options.token.empty()) {
     s = natsOptions_SetToken(nats_options, options.token.c_str());
+  }
+  if (s == NATS_OK && !options.nkey.empty()) {
+    s = natsOptions_SetNKeyFromSeed(nats_options, options.nkey.c_str(),
+                                    options.nkey_seed_file.c_str());
   }
   if (s != NATS_OK) {
     natsOptions_Destroy(nats_options);

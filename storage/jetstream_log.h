@@ -33,6 +33,13 @@ struct JetStreamLogOptions {
   // The token of servers that require one (authorization { token }); empty:
   // none.
   std::string token;
+  // An NKey user (authorization { users: [{ nkey }] }): its public key
+  // ("U...") and the file holding its seed ("SU...", as `nk -gen user`
+  // writes it), both set or neither; the connection signs the server's
+  // challenge with the seed, which never leaves this process. Not with a
+  // token.
+  std::string nkey;
+  std::string nkey_seed_file;
   // The stream and the one subject it holds; created on Open if absent.
   std::string stream = "CONSENT_COMMANDS";
   std::string subject = "consent.commands";

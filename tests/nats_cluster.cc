@@ -63,6 +63,10 @@ absl::StatusOr<std::unique_ptr<NatsCluster>> NatsCluster::Start(const Options& o
   if (!options.token.empty()) {
     absl::StrAppend(&client_security, "authorization { token: \"", options.token, "\" }\n");
   }
+  if (!options.nkey.empty()) {
+    absl::StrAppend(&client_security, "authorization { users: [ { nkey: ", options.nkey,
+                    " } ] }\n");
+  }
   for (int i = 0; i < nodes; ++i) {
     const std::string config = cluster->dir_.Sub(absl::StrCat("n", i, ".conf"));
     WriteFile(

@@ -29,6 +29,8 @@ class NatsCluster {
     std::string tls_ca_file;
     // Clients must present this token when set.
     std::string token;
+    // Clients must sign in as this NKey user (its public key) when set.
+    std::string nkey;
   };
   // Starts the servers and returns once every one accepts clients.
   static absl::StatusOr<std::unique_ptr<NatsCluster>> Start(const Options& options);

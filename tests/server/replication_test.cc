@@ -576,6 +576,33 @@ TEST_F(ReplicationTest, NoAcknowledgedWriteIsLostThroughFaults) {
 
 // Replication flags that do not make sense, and a NATS cluster that is not
 // there, stop start-up with a message and exit status 1.
+// consentd signs in to NATS servers that require an NKey user
+// (--nats_nkey, --nats_nkey_seed_file), and takes writes through them.
+TEST(ReplicationSecurityTest, AReplicaSignsInAsAnNKeyUser) {
+  // An NKey pair made for this test (the seed "SU...", the public key "U...").
+  const std::string nkey = "UAALTIE3GKO76BLJ4X3J2IR5TEVHBE557D277SYIJAKOKC5CTMNSXF3C";
+  NatsCluster::Options cluster_options;
+  cluster_options.nkey = nkey;
+  auto nats = NatsCluster::Start(cluster_options);
+  ASSERT_TRUE(nats.ok()) << nats.status();
+  TempDir dir;
+  testing::WriteFile(dir.Sub("consentd.nk"),
+                     "SUAPOPSYE2UH3H5RUD4KVPEWCPP5ZMZSR5N3YWOQUYYCUKIS7HVKVIVG2I\n");
+  ConsentdProcess::Options options;
+  options.data_dir = dir.Sub("data");
+  options.extra_args = {"--replication=jetstream",
+                        "--nats_url=" + absl::StrJoin((*nats)->urls(), ","),
+                        "--nats_nkey=" + nkey, "--nats_nkey_seed_file=" + dir.Sub("consentd.nk")};
+  auto replica = ConsentdProcess::Start(options);
+  ASSERT_TRUE(replica.ok()) << replica.status();
+  auto client = Client::Connect((*replica)->address());
+  auto written =
+      client->SetPreference(testing::PreferenceOf("alice", v1::PREFERENCE_STATE_OBJECTED));
+  ASSERT_TRUE(written.ok()) << written.status() << "\n" << (*replica)->Log();
+  EXPECT_EQ(written->revision(), 1);
+  EXPECT_THAT((*replica)->Log(), HasSubstr("nats_nkey=" + nkey));
+}
+
 TEST(ReplicationFlagsTest, BadFlagsAndAnUnreachableClusterStopStartUp) {
   TempDir dir;
   auto port = testing::FreeLoopbackPort();
@@ -590,6 +617,13 @@ TEST(ReplicationFlagsTest, BadFlagsAndAnUnreachableClusterStopStartUp) {
       {{"--replication=jetstream", "--nats_url=nats://127.0.0.1:4222",
         "--nats_token_file=" + dir.Sub("missing")},
        "--nats_token_file cannot be read"},
+      {{"--replication=jetstream", "--nats_url=nats://127.0.0.1:4222",
+        "--nats_nkey=UAALTIE3GKO76BLJ4X3J2IR5TEVHBE557D277SYIJAKOKC5CTMNSXF3C"},
+       "--nats_nkey and --nats_nkey_seed_file go together"},
+      {{"--replication=jetstream", "--nats_url=nats://127.0.0.1:4222",
+        "--nats_nkey=UAALTIE3GKO76BLJ4X3J2IR5TEVHBE557D277SYIJAKOKC5CTMNSXF3C",
+        "--nats_nkey_seed_file=" + dir.Sub("missing")},
+       "--nats_nkey_seed_file cannot be read"},
       {{"--replication=jetstream", absl::StrCat("--nats_url=nats://127.0.0.1:", *port)},
        "replication: connecting to nats://127.0.0.1:"},
   };

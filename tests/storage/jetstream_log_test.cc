@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "tests/nats_cluster.h"
 #include "tests/test_certs.h"
+#include "tests/test_util.h"
 
 namespace consent::storage {
 namespace {
@@ -207,6 +208,66 @@ TEST(JetStreamLogSecurityTest, ConnectsWithTlsAClientCertificateAndAToken) {
   key_without_certificate.tls_cert_file.clear();
   EXPECT_EQ(JetStreamLog::Open(key_without_certificate).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// NKey pairs made for these tests (Ed25519 keys in NATS's NKey encoding:
+// the public key "U...", the seed "SU...").
+constexpr char kUserNKey[] = "UAALTIE3GKO76BLJ4X3J2IR5TEVHBE557D277SYIJAKOKC5CTMNSXF3C";
+constexpr char kUserSeed[] = "SUAPOPSYE2UH3H5RUD4KVPEWCPP5ZMZSR5N3YWOQUYYCUKIS7HVKVIVG2I";
+constexpr char kOtherNKey[] = "UANMFG737LM2SKPMGLN5NUPY2Q3ON7SB2TJ7OG2XSB436MKX5FZAYOKZ";
+constexpr char kOtherSeed[] = "SUAJS22CIQ5YA34EEN4YRH6BE2JOUS3UBIE2BKGFW6WLUKX3Z4WTYHNT3U";
+
+// Servers that know one NKey user: the log signs in as that user with its
+// seed, and not as another user, nor with a seed that is not the key's.
+TEST(JetStreamLogSecurityTest, ConnectsAsAnNKeyUser) {
+  testing::NatsCluster::Options cluster_options;
+  cluster_options.nkey = kUserNKey;
+  auto cluster = testing::NatsCluster::Start(cluster_options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  testing::TempDir dir;
+  testing::WriteFile(dir.Sub("user.nk"), absl::StrCat(kUserSeed, "\n"));
+  testing::WriteFile(dir.Sub("other.nk"), absl::StrCat(kOtherSeed, "\n"));
+
+  JetStreamLogOptions options;
+  options.urls = (*cluster)->urls();
+  options.nkey = kUserNKey;
+  options.nkey_seed_file = dir.Sub("user.nk");
+  auto log = JetStreamLog::Open(options);
+  ASSERT_TRUE(log.ok()) << log.status() << "\n" << (*cluster)->Log(0);
+  auto appended = (*log)->Append("req-1", "command 1");
+  ASSERT_TRUE(appended.ok()) << appended.status();
+  EXPECT_EQ((*log)->Get(appended->sequence)->bytes, "command 1");
+
+  options.open_timeout = absl::Seconds(2);
+  options.timeout = absl::Seconds(2);
+  JetStreamLogOptions other_user = options;
+  other_user.nkey = kOtherNKey;
+  other_user.nkey_seed_file = dir.Sub("other.nk");
+  auto refused = JetStreamLog::Open(other_user);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("uthorization"));
+  JetStreamLogOptions wrong_seed = options;
+  wrong_seed.nkey_seed_file = dir.Sub("other.nk");
+  refused = JetStreamLog::Open(wrong_seed);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("uthorization"));
+  JetStreamLogOptions anonymous = options;
+  anonymous.nkey.clear();
+  anonymous.nkey_seed_file.clear();
+  EXPECT_FALSE(JetStreamLog::Open(anonymous).ok());
+
+  // Options that cannot work are refused before connecting.
+  JetStreamLogOptions no_seed = options;
+  no_seed.nkey_seed_file.clear();
+  EXPECT_EQ(JetStreamLog::Open(no_seed).status().code(), absl::StatusCode::kInvalidArgument);
+  JetStreamLogOptions with_token = options;
+  with_token.token = "s3cret-token";
+  EXPECT_EQ(JetStreamLog::Open(with_token).status().code(), absl::StatusCode::kInvalidArgument);
+  JetStreamLogOptions seed_as_key = options;
+  seed_as_key.nkey = kUserSeed;
+  auto malformed = JetStreamLog::Open(seed_as_key);
+  EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(malformed.status().message(), ::testing::HasSubstr("not \"SUAPOPSY...\""));
 }
 
 }  // namespace
