@@ -409,7 +409,8 @@ int main(int argc, char** argv) {
                         ? "(off)"
                         : options.replication.log.tls_ca_file},
        {"nats_token", options.replication.log.token.empty() ? "(none)" : "(from file)"},
-       {"nats_nkey", options.replication.log.nkey.empty() ? "(none)" : options.replication.log.nkey},
+       {"nats_nkey",
+        options.replication.log.nkey.empty() ? "(none)" : options.replication.log.nkey},
        {"log_format", absl::GetFlag(FLAGS_log_format)},
        {"log_level", std::string(consent::LogLevelName(log_level))}});
 

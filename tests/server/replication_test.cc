@@ -591,8 +591,8 @@ TEST(ReplicationSecurityTest, AReplicaSignsInAsAnNKeyUser) {
   ConsentdProcess::Options options;
   options.data_dir = dir.Sub("data");
   options.extra_args = {"--replication=jetstream",
-                        "--nats_url=" + absl::StrJoin((*nats)->urls(), ","),
-                        "--nats_nkey=" + nkey, "--nats_nkey_seed_file=" + dir.Sub("consentd.nk")};
+                        "--nats_url=" + absl::StrJoin((*nats)->urls(), ","), "--nats_nkey=" + nkey,
+                        "--nats_nkey_seed_file=" + dir.Sub("consentd.nk")};
   auto replica = ConsentdProcess::Start(options);
   ASSERT_TRUE(replica.ok()) << replica.status();
   auto client = Client::Connect((*replica)->address());
