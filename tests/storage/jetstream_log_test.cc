@@ -160,6 +160,13 @@ TEST_F(JetStreamLogTest, AppendsGoOnWithOneNodeDownAndStopWithTwo) {
       << without_quorum.status();
 }
 
+// Open with `options` is refused by the servers' authorization.
+void ExpectUnauthorized(const JetStreamLogOptions& options) {
+  auto refused = JetStreamLog::Open(options);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("uthorization"));
+}
+
 // Servers that take clients over TLS only, with a client certificate and a
 // token: the log connects with all three, and not without any one of them.
 TEST(JetStreamLogSecurityTest, ConnectsWithTlsAClientCertificateAndAToken) {
@@ -192,9 +199,7 @@ TEST(JetStreamLogSecurityTest, ConnectsWithTlsAClientCertificateAndAToken) {
   options.timeout = absl::Seconds(2);
   JetStreamLogOptions wrong_token = options;
   wrong_token.token = "guess";
-  auto refused = JetStreamLog::Open(wrong_token);
-  EXPECT_FALSE(refused.ok());
-  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("uthorization"));
+  ExpectUnauthorized(wrong_token);
   JetStreamLogOptions no_certificate = options;
   no_certificate.tls_cert_file.clear();
   no_certificate.tls_key_file.clear();
@@ -243,14 +248,10 @@ TEST(JetStreamLogSecurityTest, ConnectsAsAnNKeyUser) {
   JetStreamLogOptions other_user = options;
   other_user.nkey = kOtherNKey;
   other_user.nkey_seed_file = dir.Sub("other.nk");
-  auto refused = JetStreamLog::Open(other_user);
-  EXPECT_FALSE(refused.ok());
-  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("uthorization"));
+  ExpectUnauthorized(other_user);
   JetStreamLogOptions wrong_seed = options;
   wrong_seed.nkey_seed_file = dir.Sub("other.nk");
-  refused = JetStreamLog::Open(wrong_seed);
-  EXPECT_FALSE(refused.ok());
-  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("uthorization"));
+  ExpectUnauthorized(wrong_seed);
   JetStreamLogOptions anonymous = options;
   anonymous.nkey.clear();
   anonymous.nkey_seed_file.clear();
