@@ -202,6 +202,13 @@ bool ReplicationFromFlags(const std::string& replication, consent::ServerOptions
           "--nats_nkey and --nats_nkey_seed_file go together, and not with --nats_token_file");
       return false;
     }
+    if (!log.nkey.empty() && (log.nkey.size() != 56 || log.nkey[0] != 'U')) {
+      // Not echoed: it may be a seed given in the wrong flag.
+      consent::LogError(
+          "--nats_nkey must be an NKey user's public key (56 characters starting with U); its "
+          "seed (S...) goes in the file --nats_nkey_seed_file names");
+      return false;
+    }
     if (!log.nkey_seed_file.empty()) {
       std::ifstream seed(log.nkey_seed_file);
       if (!seed || seed.peek() == std::ifstream::traits_type::eof()) {

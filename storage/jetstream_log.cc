@@ -249,10 +249,10 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(
     return absl::InvalidArgumentError("a NATS connection takes a token or an NKey, not both");
   }
   if (!options.nkey.empty() && (options.nkey.size() != 56 || options.nkey[0] != 'U')) {
+    // Not echoed: it may be a seed.
     return absl::InvalidArgumentError(
-        absl::StrCat("a NATS user NKey is 56 characters starting with U (its public key; the "
-                     "seed goes in a file), not \"",
-                     options.nkey.substr(0, 8), options.nkey.size() > 8 ? "...\"" : "\""));
+        "a NATS user NKey is its public key, 56 characters starting with U (the seed, S..., goes "
+        "in a file)");
   }
   if (options.max_message_bytes < 1 || options.max_message_bytes > (64 << 20)) {
     return absl::InvalidArgumentError(

@@ -29,6 +29,7 @@ using ::consent::testing::ConsentdProcess;
 using ::consent::testing::NatsCluster;
 using ::consent::testing::TempDir;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr int64_t kMaxPayload = 8 << 20;
 // BatchSetPreferences' limit.
@@ -624,9 +625,15 @@ TEST(ReplicationFlagsTest, BadFlagsAndAnUnreachableClusterStopStartUp) {
         "--nats_nkey=UAALTIE3GKO76BLJ4X3J2IR5TEVHBE557D277SYIJAKOKC5CTMNSXF3C",
         "--nats_nkey_seed_file=" + dir.Sub("missing")},
        "--nats_nkey_seed_file cannot be read"},
+      {{"--replication=jetstream", "--nats_url=nats://127.0.0.1:4222",
+        "--nats_nkey=SUAPOPSYE2UH3H5RUD4KVPEWCPP5ZMZSR5N3YWOQUYYCUKIS7HVKVIVG2I",
+        "--nats_nkey_seed_file=" + dir.Sub("missing")},
+       "--nats_nkey must be an NKey user's public key"},
       {{"--replication=jetstream", absl::StrCat("--nats_url=nats://127.0.0.1:", *port)},
        "replication: connecting to nats://127.0.0.1:"},
   };
+  // A seed given as the public key is refused, and not logged.
+  const std::string seed = "SUAPOPSYE2UH3H5RUD4KVPEWCPP5ZMZSR5N3YWOQUYYCUKIS7HVKVIVG2I";
   for (const auto& [flags, message] : cases) {
     std::vector<std::string> args = {data, "--listen=127.0.0.1:0", "--metrics_listen=",
                                      "--policy=" + testing::DefaultPolicyPath()};
@@ -634,6 +641,7 @@ TEST(ReplicationFlagsTest, BadFlagsAndAnUnreachableClusterStopStartUp) {
     auto [code, log] = ConsentdProcess::RunToExit(args);
     EXPECT_EQ(code, 1) << absl::StrJoin(flags, " ");
     EXPECT_THAT(log, HasSubstr(message)) << absl::StrJoin(flags, " ");
+    EXPECT_THAT(log, Not(HasSubstr(seed.substr(2)))) << absl::StrJoin(flags, " ");
   }
 }
 

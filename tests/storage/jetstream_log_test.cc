@@ -268,7 +268,8 @@ TEST(JetStreamLogSecurityTest, ConnectsAsAnNKeyUser) {
   seed_as_key.nkey = kUserSeed;
   auto malformed = JetStreamLog::Open(seed_as_key);
   EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(malformed.status().message(), ::testing::HasSubstr("not \"SUAPOPSY...\""));
+  EXPECT_THAT(malformed.status().message(), ::testing::HasSubstr("56 characters starting with U"));
+  EXPECT_THAT(malformed.status().message(), ::testing::Not(::testing::HasSubstr("SUAP")));
 }
 
 }  // namespace
