@@ -160,6 +160,15 @@ TEST_F(JetStreamLogTest, AppendsGoOnWithOneNodeDownAndStopWithTwo) {
       << without_quorum.status();
 }
 
+// Open with `options` succeeds, and an append is read back.
+void ExpectOpensAndAppends(const JetStreamLogOptions& options, testing::NatsCluster& cluster) {
+  auto log = JetStreamLog::Open(options);
+  ASSERT_TRUE(log.ok()) << log.status() << "\n" << cluster.Log(0);
+  auto appended = (*log)->Append("req-1", "command 1");
+  ASSERT_TRUE(appended.ok()) << appended.status();
+  EXPECT_EQ((*log)->Get(appended->sequence)->bytes, "command 1");
+}
+
 // Open with `options` is refused by the servers' authorization.
 void ExpectUnauthorized(const JetStreamLogOptions& options) {
   auto refused = JetStreamLog::Open(options);
@@ -189,11 +198,7 @@ TEST(JetStreamLogSecurityTest, ConnectsWithTlsAClientCertificateAndAToken) {
   options.tls_cert_file = certs.Path("consentd.pem");
   options.tls_key_file = certs.Path("consentd.key");
   options.token = "s3cret-token";
-  auto log = JetStreamLog::Open(options);
-  ASSERT_TRUE(log.ok()) << log.status() << "\n" << (*cluster)->Log(0);
-  auto appended = (*log)->Append("req-1", "command 1");
-  ASSERT_TRUE(appended.ok()) << appended.status();
-  EXPECT_EQ((*log)->Get(appended->sequence)->bytes, "command 1");
+  ASSERT_NO_FATAL_FAILURE(ExpectOpensAndAppends(options, **cluster));
 
   options.open_timeout = absl::Seconds(2);
   options.timeout = absl::Seconds(2);
@@ -237,11 +242,7 @@ TEST(JetStreamLogSecurityTest, ConnectsAsAnNKeyUser) {
   options.urls = (*cluster)->urls();
   options.nkey = kUserNKey;
   options.nkey_seed_file = dir.Sub("user.nk");
-  auto log = JetStreamLog::Open(options);
-  ASSERT_TRUE(log.ok()) << log.status() << "\n" << (*cluster)->Log(0);
-  auto appended = (*log)->Append("req-1", "command 1");
-  ASSERT_TRUE(appended.ok()) << appended.status();
-  EXPECT_EQ((*log)->Get(appended->sequence)->bytes, "command 1");
+  ASSERT_NO_FATAL_FAILURE(ExpectOpensAndAppends(options, **cluster));
 
   options.open_timeout = absl::Seconds(2);
   options.timeout = absl::Seconds(2);
