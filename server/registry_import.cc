@@ -5,7 +5,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "core/validation.h"
 #include "server/preference_write.h"
 
@@ -315,17 +314,8 @@ absl::Status RegistryImport::Call::AddReplicated(const v1::ImportSubjectsRequest
 
 absl::Status RegistryImport::Call::SubmitStep(replication::v1::Command command,
                                               std::vector<v1::ImportRejection> invalid) {
-  absl::Status status;
   replication::v1::ImportStepApplied applied;
-  absl::Notification answered;
-  owner_->replicator_->Submit(std::move(command), "", [&](absl::Status s, std::string bytes) {
-    status = std::move(s);
-    if (status.ok() && !applied.ParseFromString(bytes)) {
-      status = absl::InternalError("an import step's replicated answer does not parse");
-    }
-    answered.Notify();
-  });
-  answered.WaitForNotification();
+  const absl::Status status = owner_->replicator_->SubmitAndWait(std::move(command), &applied);
   int64_t imported = 0;
   int64_t rejected = 0;
   {

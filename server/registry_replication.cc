@@ -68,18 +68,10 @@ absl::StatusOr<PolicyChange> Registry::ActivatePolicy(std::shared_ptr<const Comp
   Command command;
   StampCommand("policy", clock_->Now(), &command);
   command.mutable_activate_policy()->set_text(next->text());
-  absl::Status status;
   replication::v1::PolicyActivated activated;
-  absl::Notification applied;
-  replicator_->Submit(std::move(command), "", [&](absl::Status s, std::string bytes) {
-    status = std::move(s);
-    if (status.ok() && !activated.ParseFromString(bytes)) {
-      status = absl::InternalError("a policy activation's replicated answer does not parse");
-    }
-    applied.Notify();
-  });
-  applied.WaitForNotification();
-  if (!status.ok()) return status;
+  if (absl::Status s = replicator_->SubmitAndWait(std::move(command), &activated); !s.ok()) {
+    return s;
+  }
   PolicyChange change;
   change.version = activated.version();
   change.previous_version = activated.previous_version();

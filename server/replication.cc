@@ -8,6 +8,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "core/proto_time.h"
 #include "server/log.h"
@@ -115,6 +116,21 @@ void Replicator::Submit(Command command, const std::string& request_id, CommandA
   append.bytes = command.SerializeAsString();
   absl::MutexLock lock(&mu_);
   appends_.push_back(std::move(append));
+}
+
+absl::Status Replicator::SubmitAndWait(Command command, google::protobuf::MessageLite* answer) {
+  absl::Status status;
+  absl::Notification answered;
+  Submit(std::move(command), "", [&](absl::Status s, std::string bytes) {
+    status = std::move(s);
+    if (status.ok() && !answer->ParseFromString(bytes)) {
+      status = absl::InternalError(
+          absl::StrCat("a replicated answer does not parse as ", answer->GetTypeName()));
+    }
+    answered.Notify();
+  });
+  answered.WaitForNotification();
+  return status;
 }
 
 void Replicator::RunAppender() {

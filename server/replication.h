@@ -99,6 +99,12 @@ class Replicator {
   void Submit(replication::v1::Command command, const std::string& request_id,
               CommandApplier::Done done);
 
+  // Submit without a request id, waiting for the outcome: OK with the
+  // serialized response parsed into `answer`, or Submit's error
+  // (kInternal when the response does not parse as `answer`).
+  absl::Status SubmitAndWait(replication::v1::Command command,
+                             google::protobuf::MessageLite* answer);
+
   // The largest command the log takes, in bytes (serialized).
   int64_t max_command_bytes() const { return options_.log.max_message_bytes; }
 
